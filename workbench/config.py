@@ -1,0 +1,297 @@
+"""Typed configs resolved once from YAML; every error names the file, the line and the field.
+
+Numbers such as 1e18, 350M or 16B are accepted wherever a count or a float is expected (YAML 1.1
+reads `1e18` as a string; these types read it as a number).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from workbench.errors import WorkbenchError
+from workbench.units import parse_number
+
+
+def _number(value: Any) -> float:
+    try:
+        return parse_number(value)
+    except WorkbenchError as err:  # pydantic collects ValueErrors with the field's location
+        raise ValueError(str(err.message).removeprefix("value: ") + f"; {err.hint}") from None
+
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    if number != math.floor(number):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Count = Annotated[int, BeforeValidator(_count)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; configs are frozen once resolved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    """The decoder shape (see workbench.shapes) and its numerics."""
+
+    n_layers: Count = Field(gt=0)
+    d_model: Count = Field(gt=0)
+    n_heads: Count = Field(gt=0)
+    n_kv_heads: Count = Field(gt=0)
+    ffn_dim: Count = Field(gt=0)
+    vocab_size: Count = Field(gt=1)
+    rope_theta: Number = 500000.0
+    norm_eps: Number = 1e-5
+    init_std: Number = 0.02
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads {self.n_kv_heads} does not divide n_heads {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("head_dim (d_model / n_heads) must be even for RoPE")
+        return self
+
+    def shape(self, name: str = "model"):
+        """The pure ModelShape for parameter and FLOP accounting."""
+        from workbench.shapes import ModelShape
+
+        return ModelShape(
+            name, self.n_layers, self.d_model, self.n_heads, self.n_kv_heads, self.ffn_dim, self.vocab_size
+        )
+
+
+class SourceConfig(Strict):
+    """One prepared data set (a folder written by `workbench data prepare`) and its mixture weight."""
+
+    path: str
+    weight: Number = Field(default=1.0, gt=0)
+
+
+class DataConfig(Strict):
+    """What the trainer reads: a weighted mixture of prepared sources, and an optional annealing mixture
+    used for the last `anneal_tokens` tokens (Llama 3 upweights high-quality data at the end)."""
+
+    sources: list[SourceConfig] = Field(min_length=1)
+    seq_len: Count = Field(default=256, gt=0)
+    anneal_sources: list[SourceConfig] = Field(default_factory=list)
+    anneal_tokens: Count = Field(default=0, ge=0)
+
+
+class OptimConfig(Strict):
+    """AdamW. `weight_decay_mode: lr_scaled` decays by weight_decay x the step's LR (Llama 3's 0.1 x LR
+    uses weight_decay 0.1 and this mode, i.e. torch's coupled-to-LR decay); `constant` decays by
+    weight_decay x lr_peak each step regardless of the schedule."""
+
+    lr_peak: Number = Field(gt=0)
+    betas: tuple[Number, Number] = (0.9, 0.95)
+    eps: Number = Field(default=1e-8, gt=0)
+    weight_decay: Number = Field(default=0.1, ge=0)
+    weight_decay_mode: Literal["lr_scaled", "constant"] = "lr_scaled"
+    grad_clip: Number = Field(default=1.0, ge=0)
+
+
+class ScheduleConfig(Strict):
+    """LR schedule over tokens: linear warmup, then cosine to `floor` x peak (cosine), or stable then a
+    linear decay over the last `decay_fraction` of the run (wsd), or constant; finally a linear anneal
+    to 0 over the last `anneal_tokens` tokens (0: off)."""
+
+    kind: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_tokens: Count = Field(default=0, ge=0)
+    floor: Number = Field(default=0.1, ge=0, le=1)
+    decay_fraction: Number = Field(default=0.2, ge=0, le=1)
+    anneal_tokens: Count = Field(default=0, ge=0)
+
+
+class RampStep(Strict):
+    after_tokens: Count = Field(ge=0)
+    batch_tokens: Count = Field(gt=0)
+
+
+class BatchConfig(Strict):
+    """Global batch in tokens (a multiple of seq_len x micro_batch x world size), the micro-batch in
+    sequences per process, and an optional ramp by tokens seen (Llama 3 405B: 4M -> 8M -> 16M)."""
+
+    batch_tokens: Count = Field(gt=0)
+    micro_batch: Count = Field(default=16, gt=0)
+    ramp: list[RampStep] = Field(default_factory=list)
+
+
+class StopConfig(Strict):
+    """Stop after `tokens` tokens or after `budget_flops` FLOPs (converted to tokens by `flop_rule`)."""
+
+    tokens: Count | None = Field(default=None, gt=0)
+    budget_flops: Number | None = Field(default=None, gt=0)
+    flop_rule: Literal["6N+attn", "6N"] = "6N+attn"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> StopConfig:
+        if (self.tokens is None) == (self.budget_flops is None):
+            raise ValueError("give exactly one of tokens or budget_flops")
+        return self
+
+
+class EvalConfig(Strict):
+    """Validation: `batches` fixed batches of `batch_seqs` sequences from the held-out split."""
+
+    every_tokens: Count = Field(default=0, ge=0)
+    batches: Count = Field(default=8, gt=0)
+    batch_seqs: Count = Field(default=16, gt=0)
+
+
+class CheckpointConfig(Strict):
+    """Checkpoints under RUN_DIR/ckpt every `every_tokens` tokens (0: only on signals and at the end),
+    keeping the last `keep`. `init_from` starts from another run's checkpoint (a WSD cooldown branch)."""
+
+    every_tokens: Count = Field(default=0, ge=0)
+    keep: Count = Field(default=2, gt=0)
+    init_from: str | None = None
+
+
+class FaultConfig(Strict):
+    """A NaN/inf loss, or a loss above spike_factor x the running mean, rolls back to the last good
+    checkpoint and skips the offending batches, at most max_rollbacks times; then status `diverged`."""
+
+    spike_factor: Number = Field(default=3.0, gt=1)
+    max_rollbacks: Count = Field(default=3, ge=0)
+
+
+class RuntimeConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    threads: Count | None = Field(default=None, gt=0)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    log_every_steps: Count = Field(default=10, gt=0)
+
+
+class TrainConfig(Strict):
+    """Everything one training run needs; `workbench train CONFIG.yaml` and `train.main(config)` take it."""
+
+    name: str = "run"
+    run_dir: str
+    seed: Count = 0
+    model: ModelConfig
+    data: DataConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    batch: BatchConfig
+    stop: StopConfig
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    faults: FaultConfig = FaultConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> TrainConfig:
+        seq = self.data.seq_len
+        for where, tokens in [("batch.batch_tokens", self.batch.batch_tokens)] + [
+            (f"batch.ramp.{i}.batch_tokens", r.batch_tokens) for i, r in enumerate(self.batch.ramp)
+        ]:
+            if tokens % seq:
+                raise ValueError(f"{where} {tokens} is not a multiple of data.seq_len {seq}")
+        return self
+
+
+def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
+    """Read a YAML file: (data, {key path: line number}). Malformed YAML is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"config file {path} not found", "Check the path.")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise WorkbenchError(f"{where}: malformed YAML ({problem})", "Fix the YAML syntax there.") from None
+    return data, lines
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            lines[path] = key.start_mark.line + 1
+            lines.update(_key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, i)] = item.start_mark.line + 1
+            lines.update(_key_lines(item, (*prefix, i)))
+    return lines
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys of the sub-model that `loc` (ending in the bad key) points into."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        current = _model_in(field.annotation) if field else None
+    return sorted(current.model_fields) if current is not None and hasattr(current, "model_fields") else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def describe(err: ValidationError, model: type[BaseModel], source: str, lines: dict[tuple, int]) -> WorkbenchError:
+    """One line for the first problem of a ValidationError: file:line, field, what is wrong, the fix."""
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+    where = f"{source}:{line}" if line else source
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(model, loc)
+        return WorkbenchError(f"{where}: unknown key '{field}'", f"Valid keys here: {', '.join(valid)}.")
+    if first["type"] == "missing":
+        return WorkbenchError(f"{where}: missing required key '{field}'", "Add it to the config.")
+    message = first["msg"].removeprefix("Value error, ")
+    return WorkbenchError(f"{where}: {field}: {message} (got {first.get('input')!r})", "Fix this value in the config.")
+
+
+def parse_model(model: type[BaseModel], data: Any, source: str, lines: dict[tuple, int] | None = None):
+    """Validate `data` against `model`; any problem becomes a one-line WorkbenchError."""
+    if not isinstance(data, dict):
+        raise WorkbenchError(
+            f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}",
+            "Write the config as `key: value` lines.",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise describe(err, model, source, lines or {}) from None
+
+
+def load(model: type[BaseModel], path: str | Path):
+    """Load and validate a YAML config file against `model`."""
+    data, lines = load_yaml(path)
+    return parse_model(model, data, str(path), lines)
+
+
+def dump_yaml(config: BaseModel) -> str:
+    """The config as YAML that `load` reads back to an equal object."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
