@@ -183,6 +183,8 @@ class TrainConfig(Strict):
     name: str = "run"
     run_dir: str
     seed: Count = 0
+    # labels the launcher sets and the store reads: sweep, budget_flops, target_params, branch_of, ...
+    meta: dict[str, str | float | int | None] = Field(default_factory=dict)
     model: ModelConfig
     data: DataConfig
     optim: OptimConfig
