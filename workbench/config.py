@@ -272,7 +272,10 @@ def describe(err: ValidationError, model: type[BaseModel], source: str, lines: d
     if first["type"] == "missing":
         return WorkbenchError(f"{where}: missing required key '{field}'", "Add it to the config.")
     message = first["msg"].removeprefix("Value error, ")
-    return WorkbenchError(f"{where}: {field}: {message} (got {first.get('input')!r})", "Fix this value in the config.")
+    value = first.get("input")
+    got = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    subject = f"{field}: " if loc else ""
+    return WorkbenchError(f"{where}: {subject}{message}{got}", "Fix this value in the config.")
 
 
 def parse_model(model: type[BaseModel], data: Any, source: str, lines: dict[tuple, int] | None = None):
