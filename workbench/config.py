@@ -64,6 +64,12 @@ class ModelConfig(Strict):
             raise ValueError("head_dim (d_model / n_heads) must be even for RoPE")
         return self
 
+    @classmethod
+    def from_shape(cls, shape, **numerics) -> ModelConfig:
+        """The config of a workbench.shapes.ModelShape (plus rope_theta, norm_eps, init_std overrides)."""
+        fields = ("n_layers", "d_model", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size")
+        return cls(**{f: getattr(shape, f) for f in fields}, **numerics)
+
     def shape(self, name: str = "model"):
         """The pure ModelShape for parameter and FLOP accounting."""
         from workbench.shapes import ModelShape
@@ -153,11 +159,14 @@ class EvalConfig(Strict):
 
 class CheckpointConfig(Strict):
     """Checkpoints under RUN_DIR/ckpt every `every_tokens` tokens (0: only on signals and at the end),
-    keeping the last `keep`. `init_from` starts from another run's checkpoint (a WSD cooldown branch)."""
+    keeping the last `keep` plus those at `save_at_tokens`. `init_from` starts from another run's
+    checkpoint (a WSD cooldown branch): weights, optimizer state, step and tokens seen, so the branch
+    continues the trunk's data stream and its schedule (over the branch's own total) from there."""
 
     every_tokens: Count = Field(default=0, ge=0)
     keep: Count = Field(default=2, gt=0)
-    init_from: str | None = None
+    save_at_tokens: list[Count] = Field(default_factory=list)  # kept for good: a WSD trunk's branch points
+    init_from: str | None = None  # a checkpoint dir, or RUN_DIR@TOKENS for RUN_DIR's checkpoint at TOKENS
 
 
 class FaultConfig(Strict):

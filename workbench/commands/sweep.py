@@ -1,5 +1,161 @@
-"""`workbench sweep`: not built yet."""
+"""`workbench sweep`: plan, launch, status and cancel sweeps of training runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+RUNS_ROOT = typer.Option(None, "--runs-root", help="Folder holding runs/SWEEP (default: the spec's, else runs).")
+DB = typer.Option(None, "--db", help="DuckDB file to ingest into (default: WORKBENCH_DB or workbench.duckdb).")
+
+
+@app.command()
+def plan(
+    file: Path = typer.Argument(..., help="Sweep YAML."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs and totals as JSON."),
+) -> None:
+    """Show every run of a sweep (shape, tokens, batch, LR, cost) and the totals; changes nothing."""
+    from workbench.sweep.spec import plan_file
+
+    result = plan_file(file)
+    if as_json:
+        typer.echo(json.dumps({"totals": result.totals(), "runs": [r.row() for r in result.runs]}, indent=1))
+        return
+    _print_plan(result)
+
+
+def _print_plan(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from workbench.units import human
+
+    launch = result.spec.launch
+    table = Table(title=f"sweep {result.spec.name}: {len(result.runs)} runs ({result.source})")
+    for column in ("run", "kind", "budget", "params", "shape", "tokens", "steps", "batch", "LR", "GPU-h"):
+        table.add_column(column, justify="left" if column in ("run", "kind", "shape") else "right")
+    for r in result.runs:
+        table.add_row(
+            r.run_id, r.kind, f"{r.budget_flops:.3g}", human(r.params), r.shape, human(r.tokens),
+            f"{r.steps:,}", human(r.batch_tokens), f"{r.lr_peak:.3g}", f"{r.gpu_hours:,.1f}",
+        )  # fmt: skip
+    console = Console(width=160)
+    console.print(table)
+    console.print(
+        f"total {result.cost_flops:.3g} FLOPs = {result.gpu_hours:,.1f} GPU-hours at {launch.mfu:.0%} MFU of "
+        f"{launch.gpu_peak_flops:.3g} FLOP/s per GPU",
+        highlight=False,
+    )
+    if result.spec.grid.schedule == "wsd":
+        console.print(
+            f"WSD: {result.cost_flops:.3g} FLOPs against {result.cosine_flops:.3g} for separate cosine runs "
+            f"({result.saved_fraction:.0%} saved)",
+            highlight=False,
+        )
+
+
+@app.command()
+def launch(
+    file: Path = typer.Argument(..., help="Sweep YAML."),
+    executor: str = typer.Option(None, "--executor", help="slurm or local (default: the spec's launch.executor)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be submitted; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Replace runs whose config changed."),
+    db: Path = DB,
+) -> None:
+    """Write each run's config and submit the runs not done yet (Slurm job arrays, or this machine)."""
+    from workbench.errors import WorkbenchError
+    from workbench.sweep.launch import launch as do_launch
+    from workbench.sweep.spec import plan_file
+
+    if executor not in (None, "slurm", "local"):
+        raise WorkbenchError(f"--executor {executor!r} is not known", "Use --executor slurm or --executor local.")
+    result = plan_file(file)
+    report = do_launch(result, executor=executor, dry_run=dry_run, force=force)
+    verb = "would submit" if dry_run else "submitted" if report.executor == "slurm" else "ran"
+    typer.echo(f"sweep {result.spec.name}: {verb} {len(report.submit)} of {len(result.runs)} runs "
+               f"({report.executor}), skipped {len(report.skipped)}; run dirs in {report.sweep_dir}")  # fmt: skip
+    for rid in report.replaced:
+        typer.echo(f"  replaced {rid} (moved to .replaced/)")
+    for rid, job in report.jobs.items():
+        typer.echo(f"  {rid}: job {job}")
+    if not dry_run:
+        _ingest(report.sweep_dir, db, result.spec.model_dump(mode="json"), str(file))
+    failed = [rid for rid, status in report.results.items() if status not in ("completed", "diverged")]
+    if failed:
+        raise WorkbenchError(f"{len(failed)} local runs did not complete, first {failed[0]}",
+                             "See `workbench sweep status` and the run's final.json; relaunch to retry.")  # fmt: skip
+
+
+@app.command()
+def status(
+    name: str = typer.Argument(..., help="Sweep name (runs/NAME) or its YAML file."),
+    as_json: bool = typer.Option(False, "--json", help="Print counts and runs as JSON."),
+    runs_root: Path = RUNS_ROOT,
+    db: Path = DB,
+) -> None:
+    """Counts of runs by state and a table (Slurm state for live jobs)."""
+    from workbench.sweep.status import sweep_status
+
+    root, run_ids = _sweep_root(name, runs_root)
+    result = sweep_status(root, run_ids)
+    _ingest(root, db, None, None)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items()) or "no runs"
+    table = Table(title=f"sweep {result.name}: {result.state} ({counts})")
+    for column in ("run", "state", "job", "slurm", "tokens", "val_loss"):
+        table.add_column(column)
+    for r in result.runs:
+        loss = f"{r.val_loss:.4f}" if isinstance(r.val_loss, float) else ""
+        table.add_row(r.run_id, r.state, r.job_id or "", r.slurm_state or "", str(r.tokens or ""), loss)
+    Console(width=160).print(table)
+
+
+@app.command()
+def cancel(
+    name: str = typer.Argument(..., help="Sweep name (runs/NAME) or its YAML file."),
+    runs_root: Path = RUNS_ROOT,
+) -> None:
+    """Cancel the sweep's Slurm jobs and mark it cancelled (a relaunch resumes it)."""
+    from workbench.errors import WorkbenchError
+    from workbench.sweep.status import cancel as do_cancel
+
+    root, _ = _sweep_root(name, runs_root)
+    if not root.is_dir():
+        raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name as in its YAML, or --runs-root.")
+    ids = do_cancel(root)
+    typer.echo(f"sweep {root.name}: cancelled" + (f" (scancel {' '.join(ids)})" if ids else " (no live jobs)"))
+
+
+def _sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | None]:
+    """runs/NAME for a name; for a YAML file, its runs folder and planned run ids."""
+    if name.endswith((".yaml", ".yml")):
+        from workbench.sweep.spec import plan_file
+
+        result = plan_file(name)
+        root = Path(runs_root or result.spec.runs_root) / result.spec.name
+        return root.resolve(), [r.run_id for r in result.runs]
+    return (Path(runs_root or "runs") / name).resolve(), None
+
+
+def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | None) -> None:
+    """Ingest the sweep's run dirs into the store, when workbench.store (duckdb) is there."""
+    try:
+        from workbench.store import Store
+    except ImportError:
+        return
+    if not root.is_dir():
+        return
+    store = Store(db)
+    if spec is not None:
+        store.upsert_sweep(root.name, spec, spec_path)
+    stats = store.ingest(root)
+    typer.echo(f"ingested into {store.path}: {stats}", err=True)  # stdout stays JSON with --json

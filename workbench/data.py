@@ -1,0 +1,431 @@
+"""Text -> token shards (`workbench data prepare`) and deterministic batches from weighted mixtures of them.
+
+A prepared data set is a folder: train_000.bin ... and val_000.bin ... (flat token ids, uint16 when the
+vocabulary fits, else uint32, documents separated by the tokenizer's end-of-text id), tokenizer.json
+(BPE and user tokenizers) and manifest.json (sources with sizes and sha256, tokenizer, dtype, token
+counts, shards, a content hash). The validation split is the contiguous tail (val_fraction of the
+characters) of every input file: each source is represented in proportion to its size, so the held-out
+loss measures the training distribution, and no training window overlaps held-out text.
+
+Batches are pure functions of (seed, step, micro): a resumed run sees exactly the batches it would have
+seen, and row i of a micro-batch does not depend on how many rows are asked for, so data-parallel ranks
+that take slices of a global micro-batch together see what one process sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+from workbench.tokenize import (
+    TextTokenizer,
+    byte_tokenizer,
+    corpus_files,
+    expand_inputs,
+    load_tokenizer_file,
+    read_documents,
+    resolve_spec,
+    sha256_file,
+    split_documents,
+    token_dtype,
+    train_bpe,
+)
+
+FORMAT = "workbench-data/1"
+DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
+VAL_SEED = 20240731  # fixed: validation batches never depend on a run's seed or mixture weights
+
+
+def default_corpus_dir() -> Path:
+    """Where the embedded corpus is prepared with bytes: $WORKBENCH_DATA/shakespeare-bytes, else
+    <project root or cwd>/data/shakespeare-bytes (the project root: nearest folder up from the cwd
+    with .git or pyproject.toml)."""
+    root = os.environ.get("WORKBENCH_DATA")
+    if root:
+        return Path(root) / "shakespeare-bytes"
+    cwd = Path.cwd()
+    project = next((d for d in (cwd, *cwd.parents) if (d / ".git").exists() or (d / "pyproject.toml").is_file()), cwd)
+    return project / "data" / "shakespeare-bytes"
+
+
+def ensure_default_corpus(out: Path | None = None) -> Path:
+    """Prepare the embedded Shakespeare corpus with the byte tokenizer unless `out` already holds it."""
+    out = Path(out) if out is not None else default_corpus_dir()
+    manifest = _read_manifest_if_any(out)
+    if manifest and manifest.get("corpus") == "shakespeare" and manifest["tokenizer"]["kind"] == "bytes":
+        return out
+    prepare([], out, corpus="shakespeare")
+    return out
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def prepare(
+    inputs: list[str],
+    out: Path,
+    tokenizer: str = "bytes",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.05,
+    text_field: str = "text",
+    force: bool = False,
+    progress: bool = False,
+    *,
+    corpus: str | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+) -> dict:
+    """Tokenize `inputs` (or the embedded `corpus`; no inputs means shakespeare) into shards under `out`.
+
+    Returns the manifest plus `reused: True` when `out` already held this exact data set (nothing written).
+    """
+    out = Path(out)
+    if not 0 <= val_fraction < 1:
+        raise WorkbenchError(f"--val-fraction {val_fraction} is out of range", "Use a value in [0, 1), e.g. 0.05.")
+    if shard_tokens < 1:
+        raise WorkbenchError(f"--shard-tokens {shard_tokens} must be positive", "Use e.g. 100M.")
+    if inputs and corpus:
+        raise WorkbenchError("give input files or --corpus, not both", "Prepare them into separate folders.")
+    corpus = corpus or (None if inputs else "shakespeare")
+    kind, user_file = resolve_spec(tokenizer, vocab_size)
+    files = corpus_files(corpus) if corpus else expand_inputs(inputs)
+    sources = [{"path": _shown(f, corpus), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
+    if not any(s["bytes"] for s in sources):
+        raise WorkbenchError("the inputs hold no text (all files are empty)", "Point at files with text.")
+    options = {"val_fraction": val_fraction, "text_field": text_field, "shard_tokens": shard_tokens}
+    spec = {"kind": kind, "vocab_size": vocab_size, "file_sha256": sha256_file(user_file) if user_file else None}
+    inputs_sha256 = _digest(
+        {"format": FORMAT, "sources": [[s["bytes"], s["sha256"]] for s in sources]} | options | spec
+    )
+
+    existing = _check_out(out, inputs_sha256, force)
+    if existing is not None:
+        return existing | {"reused": True}
+    tok = _build_tokenizer(kind, user_file, vocab_size, files, text_field, val_fraction)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        manifest = _write_shards(tmp, tok, files, text_field, val_fraction, shard_tokens, progress)
+        manifest |= {"format": FORMAT, "corpus": corpus, "sources": sources, "options": options}
+        manifest["inputs_sha256"] = inputs_sha256
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return _publish(tmp, out, inputs_sha256, force) | {"reused": False}
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _shown(path: Path, corpus: str | None) -> str:
+    return f"{corpus}:{path.name}" if corpus else str(path)
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _build_tokenizer(kind, user_file, vocab_size, files, text_field, val_fraction) -> TextTokenizer:
+    if kind == "bytes":
+        return byte_tokenizer()
+    if kind == "file":
+        tok = load_tokenizer_file(user_file)
+        if vocab_size is not None and vocab_size != tok.vocab_size:
+            raise WorkbenchError(
+                f"--vocab-size {vocab_size} differs from {user_file}'s vocabulary of {tok.vocab_size}",
+                "Drop --vocab-size: a tokenizer file fixes it.",
+            )
+        return tok
+
+    def train_texts() -> Iterator[str]:  # BPE learns from the train split only
+        for f in files:
+            yield from split_documents(read_documents(f, text_field), val_fraction)[0]
+
+    return train_bpe(train_texts(), vocab_size)
+
+
+def _write_shards(folder, tok, files, text_field, val_fraction, shard_tokens, progress) -> dict:
+    dtype = token_dtype(tok.vocab_size)
+    writers = {split: _ShardWriter(folder, split, dtype, shard_tokens) for split in ("train", "val")}
+    documents = {"train": 0, "val": 0}
+    with _progress_bar(progress, sum(f.stat().st_size for f in files)) as advance:
+        for f in files:
+            train_docs, val_docs = split_documents(read_documents(f, text_field), val_fraction)
+            for split, docs in (("train", train_docs), ("val", val_docs)):
+                writers[split].write(tok.encode_documents(docs))
+                documents[split] += len(docs)
+            advance(f.stat().st_size)
+    shards = {split: w.close() for split, w in writers.items()}
+    tokens = {split: sum(s["tokens"] for s in shards[split]) for split in shards}
+    if not tokens["train"]:
+        raise WorkbenchError("the inputs hold no text for the train split", "Point at files with text.")
+    tokenizer = {"kind": tok.kind, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "sha256": tok.sha256()}
+    if tok.to_json() is not None:
+        (folder / "tokenizer.json").write_text(tok.to_json())
+        tokenizer["file"] = "tokenizer.json"
+    data_sha256 = _digest(
+        {"tokenizer": tokenizer["sha256"], "shards": {k: [s["sha256"] for s in v] for k, v in shards.items()}}
+    )
+    return {
+        "tokenizer": tokenizer,
+        "dtype": dtype.name,
+        "tokens": tokens,
+        "documents": documents,
+        "shards": shards,
+        "data_sha256": data_sha256,
+    }
+
+
+class _ShardWriter:
+    """Appends token ids to <split>_000.bin, <split>_001.bin, ... of at most shard_tokens each, hashing as it goes."""
+
+    def __init__(self, folder: Path, split: str, dtype: np.dtype, shard_tokens: int):
+        self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
+        self.done: list[dict] = []
+        self.file, self.hash, self.count = None, None, 0
+
+    def write(self, ids: np.ndarray) -> None:
+        data = ids.astype(self.dtype)
+        while data.size:
+            if self.file is None:
+                name = f"{self.split}_{len(self.done):03d}.bin"
+                self.file, self.hash, self.count, self.name = (self.folder / name).open("wb"), hashlib.sha256(), 0, name
+            part, data = data[: self.shard_tokens - self.count], data[self.shard_tokens - self.count :]
+            self.file.write(part.tobytes())
+            self.hash.update(part.tobytes())
+            self.count += part.size
+            if self.count == self.shard_tokens:
+                self._finish()
+
+    def _finish(self) -> None:
+        self.file.close()
+        self.done.append({"file": self.name, "tokens": self.count, "sha256": self.hash.hexdigest()})
+        self.file = None
+
+    def close(self) -> list[dict]:
+        if self.file is not None:
+            self._finish()
+        return self.done
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total_bytes: int) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("tokenizing"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("tokenizing", total=total_bytes)
+        yield lambda n: bar.advance(task, n)
+
+
+def _read_manifest_if_any(folder: Path) -> dict | None:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise WorkbenchError(
+            f"{path} is not valid JSON", f"Re-create it: workbench data prepare ... --out {folder} --force"
+        ) from None
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a prepared data set; a missing folder is a one-line error that says how to make it."""
+    folder = Path(folder)
+    manifest = _read_manifest_if_any(folder)
+    if manifest is None:
+        what = "not found" if not folder.exists() else "is not a prepared data set (no manifest.json)"
+        inputs = "--corpus shakespeare" if folder.name == default_corpus_dir().name else "INPUTS"
+        raise WorkbenchError(
+            f"data set {folder} {what}", f"Create it with `workbench data prepare {inputs} --out {folder}`."
+        )
+    return manifest
+
+
+def _check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
+    """The existing manifest if `out` already holds this data set; raise if it holds something else."""
+    if out.is_file():
+        raise WorkbenchError(f"--out {out} is a file", "Give a folder path.")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    manifest = _read_manifest_if_any(out)
+    if manifest is None:
+        raise WorkbenchError(f"--out {out} holds other files (no manifest.json)", "Choose a new or empty folder.")
+    if force:
+        return None
+    if manifest.get("inputs_sha256") != inputs_sha256:
+        raise WorkbenchError(
+            f"--out {out} holds a data set prepared from other inputs or options",
+            "Add --force to replace it, or choose another --out.",
+        )
+    return manifest
+
+
+def _publish(tmp: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
+    """Move the finished folder into place with renames, so readers never see a half-written data set."""
+    manifest = json.loads((tmp / "manifest.json").read_text())
+    if out.exists() and (force or not any(out.iterdir())):
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        out.rename(old)
+        shutil.rmtree(old)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process published first: fine if it is the same data set
+        other = _read_manifest_if_any(out)
+        if other is None or other.get("inputs_sha256") != inputs_sha256:
+            raise WorkbenchError(
+                f"--out {out} was filled by another process with other inputs meanwhile", "Choose another --out."
+            ) from None
+        return other
+    return manifest
+
+
+def load_tokenizer(folder: str | Path) -> TextTokenizer:
+    """The tokenizer a prepared data set was made with (to decode its tokens)."""
+    manifest = read_manifest(folder)
+    info = manifest["tokenizer"]
+    if info["kind"] == "bytes":
+        return byte_tokenizer()
+    return load_tokenizer_file(Path(folder) / info["file"], kind=info["kind"])
+
+
+# ---------------------------------------------------------------- batches
+
+
+class _Windows:
+    """Windows of `width` consecutive tokens that lie inside one shard of a list of memmapped shards."""
+
+    def __init__(self, shards: list[np.memmap], width: int):
+        self.shards, self.width = shards, width
+        starts = np.array([max(len(s) - width + 1, 0) for s in shards], dtype=np.int64)
+        self.cum = np.cumsum(starts)
+        self.first = self.cum - starts  # index of each shard's first window
+        self.count = int(self.cum[-1]) if len(shards) else 0
+
+    def gather(self, u: np.ndarray) -> np.ndarray:
+        """Windows at uniform positions u in [0, 1): int64 [len(u), width]."""
+        start = np.minimum((u * self.count).astype(np.int64), self.count - 1)
+        shard = np.searchsorted(self.cum, start, side="right")
+        offset = start - self.first[shard]
+        out = np.empty((len(u), self.width), dtype=np.int64)
+        span = np.arange(self.width)
+        for s in np.unique(shard):
+            rows = np.flatnonzero(shard == s)
+            out[rows] = self.shards[s][offset[rows, None] + span]
+        return out
+
+
+def _open_shards(folder: Path, manifest: dict, split: str) -> list[np.memmap]:
+    dtype = np.dtype(manifest["dtype"])
+    shards = []
+    for shard in manifest["shards"][split]:
+        path = folder / shard["file"]
+        size = path.stat().st_size if path.is_file() else -1
+        if size != shard["tokens"] * dtype.itemsize:
+            raise WorkbenchError(
+                f"shard {path} is missing or truncated ({size} bytes, manifest says {shard['tokens']} tokens)",
+                f"Re-create it: workbench data prepare ... --out {folder} --force",
+            )
+        shards.append(np.memmap(path, dtype=dtype, mode="r"))
+    return shards
+
+
+class Mixture:
+    """Sequences drawn from prepared data sets with weights; batches are pure functions of (seed, step, micro)."""
+
+    def __init__(self, sources: list[tuple[str, float]], seq_len: int, seed: int):
+        if not sources:
+            raise WorkbenchError("the data mixture has no sources", "Add at least one prepared folder to data.sources.")
+        if seq_len < 1 or seed < 0:
+            raise WorkbenchError(f"seq_len {seq_len} and seed {seed} must be >= 1 and >= 0", "Fix the config.")
+        self.seq_len, self.seed = seq_len, seed
+        self.dirs = [Path(path) for path, _ in sources]
+        weights = np.array([float(w) for _, w in sources])
+        if not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
+            raise WorkbenchError(f"mixture weights {weights.tolist()} must be positive", "Fix data.sources weights.")
+        self.weights = weights / weights.sum()
+        self._cum_weights = np.cumsum(self.weights)
+        self.manifests = [read_manifest(d) for d in self.dirs]
+        first = self.manifests[0]["tokenizer"]
+        for folder, manifest in zip(self.dirs[1:], self.manifests[1:], strict=True):
+            other = manifest["tokenizer"]
+            if (other["sha256"], other["vocab_size"]) != (first["sha256"], first["vocab_size"]):
+                raise WorkbenchError(
+                    f"data sets {self.dirs[0]} ({first['kind']}, vocab {first['vocab_size']}) and {folder} "
+                    f"({other['kind']}, vocab {other['vocab_size']}) use different tokenizers",
+                    "Prepare every source of a mixture with the same --tokenizer.",
+                )
+        self.vocab_size: int = first["vocab_size"]
+        self.eot_id: int | None = first["eot_id"]
+        self.tokenizer_sha256: str = first["sha256"]
+        self._train = [
+            _Windows(_open_shards(d, m, "train"), seq_len + 1) for d, m in zip(self.dirs, self.manifests, strict=True)
+        ]
+        for folder, manifest, windows in zip(self.dirs, self.manifests, self._train, strict=True):
+            if windows.count == 0:
+                raise WorkbenchError(
+                    f"data set {folder} has {manifest['tokens']['train']} train tokens, too few for seq_len {seq_len}",
+                    "Add text or lower data.seq_len.",
+                )
+        val_shards = [s for d, m in zip(self.dirs, self.manifests, strict=True) for s in _open_shards(d, m, "val")]
+        self._val = _Windows(val_shards, seq_len + 1)
+        self.train_tokens = sum(m["tokens"]["train"] for m in self.manifests)
+        self.val_tokens = sum(m["tokens"]["val"] for m in self.manifests)
+
+    def train_batch(self, step: int, micro: int, n_seqs: int, first_row: int = 0) -> np.ndarray:
+        """Rows first_row .. first_row + n_seqs of micro-batch `micro` of step `step`: int64 [n_seqs, seq_len + 1].
+
+        Row i depends only on (seed, step, micro, i): a rank may ask for its slice of a global micro-batch.
+        """
+        if step < 0 or micro < 0 or n_seqs < 1 or first_row < 0:
+            raise ValueError(f"bad batch request step={step} micro={micro} n_seqs={n_seqs} first_row={first_row}")
+        rows = slice(first_row, first_row + n_seqs)
+        # separate streams for the source and the position keep each row independent of the row count
+        u_pos = np.random.default_rng([self.seed, step, micro, 0]).random(rows.stop)[rows]
+        if len(self._train) == 1:
+            return self._train[0].gather(u_pos)
+        u_src = np.random.default_rng([self.seed, step, micro, 1]).random(rows.stop)[rows]
+        source = np.minimum(np.searchsorted(self._cum_weights, u_src, side="right"), len(self._train) - 1)
+        out = np.empty((n_seqs, self.seq_len + 1), dtype=np.int64)
+        for s in np.unique(source):
+            picked = np.flatnonzero(source == s)
+            out[picked] = self._train[s].gather(u_pos[picked])
+        return out
+
+    def val_batches(self, n_batches: int, n_seqs: int) -> list[np.ndarray]:
+        """Fixed validation batches from the pooled val splits of all sources (independent of seed and weights)."""
+        if self._val.count == 0:
+            raise WorkbenchError(
+                f"the validation split of {', '.join(map(str, self.dirs))} has {self.val_tokens} tokens, "
+                f"too few for seq_len {self.seq_len}",
+                "Prepare the data with a larger --val-fraction or lower data.seq_len.",
+            )
+        u = np.random.default_rng(VAL_SEED).random(n_batches * n_seqs)
+        windows = self._val.gather(u)
+        return [windows[i * n_seqs : (i + 1) * n_seqs] for i in range(n_batches)]
+
+
+def mixtures(data, seed: int) -> tuple[Mixture, Mixture | None]:
+    """The training mixture and the annealing mixture (None if none) of a DataConfig; both use one tokenizer."""
+    main = Mixture([(s.path, s.weight) for s in data.sources], data.seq_len, seed)
+    if not data.anneal_sources:
+        return main, None
+    anneal = Mixture([(s.path, s.weight) for s in data.anneal_sources], data.seq_len, seed)
+    if anneal.tokenizer_sha256 != main.tokenizer_sha256:
+        raise WorkbenchError(
+            f"data.anneal_sources use another tokenizer than data.sources (vocab {anneal.vocab_size} vs "
+            f"{main.vocab_size})",
+            "Prepare the annealing data with the same --tokenizer.",
+        )
+    return main, anneal

@@ -1,0 +1,134 @@
+"""Bootstrap over runs for both fits: K resamples, medians and 5-95% intervals. Pure numpy, no I/O.
+
+Runs are resampled with replacement within each budget (the sweep's design is kept: every resample has
+as many runs per budget as the data), and each resample enters the fits as integer weights.
+
+Speed (parametric): each resample is not refit from the whole start grid. It starts from the full-data
+optimum, the next distinct local optima of the full fit and a few random grid points (`n_grid_starts`);
+all K x starts problems run as one batch in `lbfgs.minimize_batch`, and each resample keeps its best.
+A resample moves the optimum only a little, so the warm starts land in the same basin; the grid points
+guard against a resample whose optimum jumps basin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from workbench.fit.data import budget_strata
+from workbench.fit.isoflop import budget_vertices, power_law
+from workbench.fit.lbfgs import minimize_batch
+from workbench.fit.parametric import PARAM_NAMES, LogHuberObjective, ParametricFit, start_grid
+
+LO_Q, HI_Q = 5.0, 95.0
+
+
+def resample_counts(budget_flops: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(K, n) multiplicities: runs drawn with replacement within each budget."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_resamples, len(budget_flops)))
+    for rows in budget_strata(budget_flops):
+        counts[:, rows] = rng.multinomial(len(rows), np.full(len(rows), 1.0 / len(rows)), size=n_resamples)
+    return counts
+
+
+def bootstrap_parametric(
+    points: pd.DataFrame,
+    fit: ParametricFit,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    n_grid_starts: int = 2,
+    n_optima: int = 3,
+    chunk_rows: int = 500,  # rows x 300 points stay in cache: 500 ran 1.5x faster than 4000
+) -> dict[str, np.ndarray]:
+    """K refits of the law on resampled runs; returns draws {E, A, B, alpha, beta} of shape (K,)."""
+    rng = np.random.default_rng(seed + 1)
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed)
+    grid = start_grid()
+    warm = fit.optima[:n_optima]
+    per = len(warm) + n_grid_starts
+    theta = np.empty((n_resamples, 5))
+    chunk = max(1, chunk_rows // per)
+    for lo in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - lo)
+        starts = np.concatenate(
+            [np.repeat(warm[None], k, axis=0), grid[rng.integers(0, len(grid), (k, n_grid_starts))]], axis=1
+        ).reshape(k * per, 5)
+        objective = LogHuberObjective(
+            points["params"],
+            points["tokens"],
+            points["loss"],
+            fit.huber_delta,
+            fit.overestimate_penalty,
+            weights=counts[lo : lo + k],
+            group=np.repeat(np.arange(k), per),
+        )
+        result = minimize_batch(objective, objective.to_internal(starts))
+        f = np.where(np.isfinite(result.f), result.f, np.inf).reshape(k, per)
+        best = result.x.reshape(k, per, 5)[np.arange(k), f.argmin(axis=1)]
+        theta[lo : lo + k] = objective.to_external(best)
+    return {
+        "E": np.exp(theta[:, 0]),
+        "A": np.exp(theta[:, 1]),
+        "B": np.exp(theta[:, 2]),
+        "alpha": theta[:, 3],
+        "beta": theta[:, 4],
+    }
+
+
+def bootstrap_isoflop(points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """K refits of the isoFLOP power laws; draws {G, a, H, b} (NaN where fewer than 2 budgets survive)."""
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed)
+    budgets = np.unique(points["budget_flops"])
+    log_n = np.full((n_resamples, len(budgets)), np.nan)
+    log_d = np.full_like(log_n, np.nan)
+    valid = np.zeros_like(log_n, dtype=bool)
+    for j, rows in enumerate(budget_strata(points["budget_flops"].to_numpy())):
+        part = points.iloc[rows]
+        vertex = budget_vertices(
+            part["params"].to_numpy(), part["tokens"].to_numpy(), part["loss"].to_numpy(), counts[:, rows]
+        )
+        log_n[:, j], log_d[:, j], valid[:, j] = vertex.log_n, vertex.log_d, vertex.code == 0
+    log_c = np.log(budgets)[None, :]
+    g, a = power_law(log_c, log_n, valid)
+    h, b = power_law(log_c, log_d, valid)
+    return {"G": g, "a": a, "H": h, "b": b}
+
+
+def interval(values: np.ndarray) -> dict[str, float]:
+    """Median and 5-95% interval of the finite draws."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return {"median": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    lo, med, hi = np.percentile(finite, [LO_Q, 50.0, HI_Q])
+    return {"median": float(med), "lo": float(lo), "hi": float(hi)}
+
+
+def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
+    """Intervals of E, A, B, alpha, beta, a and of N*, D*, L* at each C in at_flops."""
+    from workbench.fit.law import optimal_allocation, optimal_loss
+
+    ci = {name: interval(draws[name]) for name in PARAM_NAMES}
+    ci["a"] = interval(draws["beta"] / (draws["alpha"] + draws["beta"]))
+    ci["at"] = []
+    for c in at_flops:
+        n_opt, d_opt = optimal_allocation(draws, c)
+        row = {"budget_flops": float(c), "N_opt": interval(n_opt), "D_opt": interval(d_opt)}
+        ci["at"].append({**row, "L_opt": interval(optimal_loss(draws, c))})
+    return ci
+
+
+def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
+    """Intervals of G, a, H, b and of N*, D* at each C in at_flops."""
+    from workbench.fit.law import isoflop_allocation
+
+    ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
+    ci["n_failed"] = int((~np.isfinite(draws["a"])).sum())
+    ci["at"] = []
+    for c in at_flops:
+        n_opt, d_opt = isoflop_allocation(draws, c)
+        ci["at"].append({"budget_flops": float(c), "N_opt": interval(n_opt), "D_opt": interval(d_opt)})
+    return ci

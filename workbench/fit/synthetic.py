@@ -1,0 +1,42 @@
+"""Synthetic isoFLOP sweeps drawn from a known law, for tests and benchmarks. Pure numpy, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from workbench.fit.law import optimal_allocation, predict_loss
+
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+EPOCH = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
+
+def isoflop_sweep(
+    law: Mapping[str, float] = CHINCHILLA,
+    budgets_flops: np.ndarray | None = None,
+    sizes_per_budget: int = 9,
+    span_decades: float = 1.0,
+    noise: float = 0.005,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Runs on isoFLOP curves (C = 6 N D) centred on the law's optimum, loss x (1 + noise * normal).
+
+    Each budget tests sizes N_opt(C) x 10^[-span/2 .. span/2] (shifted by a random offset of up to a
+    tenth of the span, like a real grid not centred on the unknown optimum). Default budgets are Llama 3's
+    6e18..1e22 FLOPs in 8 steps.
+    """
+    rng = np.random.default_rng(seed)
+    budgets = np.geomspace(6e18, 1e22, 8) if budgets_flops is None else np.asarray(budgets_flops, float)
+    rows = []
+    for budget in budgets:
+        n_opt, _ = optimal_allocation(law, budget)
+        offset = rng.uniform(-0.1, 0.1) * span_decades
+        params = n_opt * 10.0 ** (np.linspace(-span_decades / 2, span_decades / 2, sizes_per_budget) + offset)
+        tokens = budget / (6.0 * params)
+        loss = predict_loss(law, params, tokens) * (1.0 + noise * rng.standard_normal(sizes_per_budget))
+        rows.append(pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "budget_flops": budget}))
+    frame = pd.concat(rows, ignore_index=True)
+    frame["flops"] = 6.0 * frame["params"] * frame["tokens"]
+    return frame

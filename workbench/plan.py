@@ -1,0 +1,361 @@
+"""Plan a flagship run: law + compute budget -> N*, D*, shape, batch, LR, schedule, GPU time, layout.
+
+Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and their sources:
+- N*, D*: the law's compute-optimal allocation (workbench.laws); 5/50/95% intervals from bootstrap draws.
+- Shape: the size rule's rung nearest to N* (workbench.shapes), trained on the tokens that fill the
+  budget under the 6N+attn FLOP rule (workbench.flops).
+- Batch and peak LR: the fit's `hparams` laws when given, else DeepSeek LLM's B_opt = 0.292 C^0.3271
+  tokens and lr_opt = 0.3118 C^-0.125; the batch is rounded to whole sequences.
+- Schedule, scaled from the Llama 3 405B recipe (16.55T tokens, ~1.2M steps): linear warmup over 0.67%
+  of the steps (8,000 of 1.2M) but at least min(100 steps, 5% of the run); cosine to 1% of the peak
+  (8e-5 -> 8e-7; the isoFLOP runs used 10%, `floor` changes it); batch ramp 1/4 -> 1/2 -> 1 of the final
+  batch after 252M/16.55T and 2.87T/16.55T of the tokens; a final linear anneal to 0 over the last
+  40M/16.55T of the tokens but at least 4 steps.
+- Defaults by budget: below 1e15 FLOPs (a CPU-sized run) seq_len 256 and vocabulary 256 (bytes);
+  from 1e15 up seq_len 8192 and Llama 3's vocabulary 128256.
+- Inference-aware sizing (Sardana et al. 2023, Beyond Chinchilla-Optimal): minimise 6 N D + 2 N I over
+  N with D set by L(N, D) = L(N*, D*), the loss of the compute-optimal model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from workbench import flops
+from workbench.errors import WorkbenchError
+from workbench.laws import DEEPSEEK_HPARAMS, DEEPSEEK_RANGE_FLOPS, Law, ParametricLaw
+from workbench.layout import Gpu, Layout, choose_layout
+from workbench.shapes import ModelShape, ladder, shape_for_params
+
+CPU_BUDGET_FLOPS = 1e15  # below this a plan is sized for the CPU: seq_len 256, bytes vocabulary
+DEFAULT_DAYS = 30.0  # wall time a --compute plan aims for when neither --gpus nor --days is given
+LLAMA3_TOKENS = 16.55e12
+WARMUP_STEP_FRACTION = 8000 / 1.2e6
+MIN_WARMUP_STEPS, MIN_WARMUP_FRACTION = 100, 0.05
+RAMP = ((0.0, 0.25), (252e6 / LLAMA3_TOKENS, 0.5), (2.87e12 / LLAMA3_TOKENS, 1.0))
+ANNEAL_FRACTION, MIN_ANNEAL_STEPS = 40e6 / LLAMA3_TOKENS, 4
+FLOOR = 0.01
+
+
+def default_seq_len(budget_flops: float) -> int:
+    """256 for CPU-sized budgets (< 1e15 FLOPs), else 8192 (Llama 3's pre-training length)."""
+    return 256 if budget_flops < CPU_BUDGET_FLOPS else 8192
+
+
+def default_vocab(budget_flops: float) -> int:
+    """256 (bytes) for CPU-sized budgets, else Llama 3's 128256."""
+    return 256 if budget_flops < CPU_BUDGET_FLOPS else 128256
+
+
+def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float) -> float:
+    """FLOPs that `gpus` GPUs deliver in `days` days at model FLOPs utilisation `mfu`."""
+    return gpus * gpu.peak_flops * mfu * days * 86400.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """5th, 50th and 95th percentiles over bootstrap draws."""
+
+    p5: float
+    p50: float
+    p95: float
+
+
+def _interval(values: list[float]) -> Interval:
+    ordered = sorted(values)
+
+    def pct(q: float) -> float:  # linear interpolation, as numpy.percentile's default
+        x = q * (len(ordered) - 1)
+        i = min(int(x), len(ordered) - 2) if len(ordered) > 1 else 0
+        return ordered[i] if len(ordered) == 1 else ordered[i] + (x - i) * (ordered[i + 1] - ordered[i])
+
+    return Interval(pct(0.05), pct(0.5), pct(0.95))
+
+
+def intervals(draws: tuple[ParametricLaw, ...], budget_flops: float, shape_params: float, shape_tokens: float):
+    """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws)."""
+    if not draws:
+        return None
+    optima = [d.optimum(budget_flops) for d in draws]
+    return {
+        "params": _interval([n for n, _ in optima]),
+        "tokens": _interval([t for _, t in optima]),
+        "tokens_per_param": _interval([t / n for n, t in optima]),
+        "loss": _interval([d.loss(n, t) for d, (n, t) in zip(draws, optima, strict=True)]),
+        "shape_loss": _interval([d.loss(shape_params, shape_tokens) for d in draws]),
+        "draws": len(draws),
+    }
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Inference-aware sizing for `inference_tokens` tokens served (Sardana et al. 2023)."""
+
+    inference_tokens: float
+    params: float
+    tokens: float
+    loss: float
+    train_flops: float  # 6 N D of the inference-aware model
+    compute_optimal_train_flops: float  # 6 N* D* = C
+    total_flops: float  # 6 N D + 2 N I
+    compute_optimal_total_flops: float  # 6 N* D* + 2 N* I
+
+    @property
+    def extra_train_flops(self) -> float:
+        return self.train_flops - self.compute_optimal_train_flops
+
+
+def inference_optimal(law: ParametricLaw, budget_flops: float, inference_tokens: float) -> Inference:
+    """Minimise 6 N D + 2 N I subject to L(N, D) = L(N*, D*); I = 0 gives the compute-optimal model."""
+    from scipy.optimize import brentq
+
+    params_opt, tokens_opt = law.optimum(budget_flops)
+    target = law.loss(params_opt, tokens_opt)
+    params = params_opt
+    if inference_tokens > 0:
+        # d(6 N D + 2 N I)/d ln N / (6 N D) = 1 - alpha A N^-alpha / (beta (L - E - A N^-alpha)) + I / (3 D): it
+        # tends to -inf at the smallest N that can reach the loss at all and is I / (3 D*) > 0 at N*, so the
+        # root lies between; D stays in log space so that a small beta cannot overflow it
+        floor_params = (law.A / (target - law.E)) ** (1.0 / law.alpha)
+
+        def slope(log_n: float) -> float:
+            model_term = law.A * math.exp(-law.alpha * log_n)
+            room = target - law.E - model_term
+            log_tokens = (math.log(law.B) - math.log(room)) / law.beta
+            return 1 - law.alpha * model_term / (law.beta * room) + inference_tokens / 3 * math.exp(-log_tokens)
+
+        low, high = math.log(floor_params) + 1e-9, math.log(params_opt)  # low: just above the pole
+        if slope(high) > 0:  # else I is too small to move N* at float precision
+            params = math.exp(brentq(slope, low, high, xtol=1e-13, rtol=1e-14, maxiter=500))
+    tokens = law.tokens_for_loss(params, target) if params != params_opt else tokens_opt
+    return Inference(
+        inference_tokens,
+        params,
+        tokens,
+        target,
+        6 * params * tokens,
+        6 * params_opt * tokens_opt,
+        6 * params * tokens + 2 * params * inference_tokens,
+        6 * params_opt * tokens_opt + 2 * params_opt * inference_tokens,
+    )
+
+
+def batch_and_lr(law: Law, budget_flops: float, seq_len: int) -> tuple[int, float, str]:
+    """(batch tokens rounded to whole sequences, peak LR, source of the rule) at `budget_flops`."""
+    rule = law.hparams or DEEPSEEK_HPARAMS
+    seqs = max(1, round(rule.batch_tokens(budget_flops) / seq_len))
+    source = rule.source
+    low, high = DEEPSEEK_RANGE_FLOPS
+    if law.hparams is None and not low <= budget_flops <= high:
+        source += f" (extrapolated: fitted on {low:.0e} to {high:.0e} FLOPs)"
+    return seqs * seq_len, rule.lr_peak(budget_flops), source
+
+
+def micro_batch_for(batch_seqs: int, seq_len: int) -> int:
+    """Sequences per process and micro-step: 1 at long context, else the largest divisor <= 16."""
+    if seq_len >= 2048:
+        return 1
+    return max(m for m in range(1, min(16, batch_seqs) + 1) if batch_seqs % m == 0)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """LR and batch schedule over tokens (see the module docstring for the Llama 3 scaling)."""
+
+    warmup_tokens: int
+    warmup_steps: int
+    floor: float
+    anneal_tokens: int
+    ramp: tuple[tuple[int, int], ...]  # (after_tokens, batch_tokens), first at 0
+    steps: int
+
+
+def _ramp(tokens: int, batch_tokens: int, unit: int) -> tuple[tuple[int, int], ...]:
+    """The Llama 3 ramp scaled to `tokens`; batches in multiples of `unit` tokens; repeats merged."""
+    ramp: list[tuple[int, int]] = []
+    for fraction, share in RAMP:
+        batch = max(unit, round(batch_tokens * share / unit) * unit)
+        after = int(fraction * tokens)
+        if ramp and batch == ramp[-1][1]:
+            continue
+        if ramp and after == ramp[-1][0]:
+            ramp.pop()
+        ramp.append((after, batch))
+    return tuple(ramp)
+
+
+def _steps(ramp: tuple[tuple[int, int], ...], tokens: int) -> list[int]:
+    """Batch tokens of every step of a run of `tokens` tokens (segment by segment)."""
+    sizes: list[int] = []
+    bounds = [after for after, _ in ramp[1:]] + [tokens]
+    seen = 0
+    for (_, batch), end in zip(ramp, bounds, strict=True):
+        count = max(0, math.ceil((min(end, tokens) - seen) / batch))
+        sizes += [batch] * count
+        seen += count * batch
+    return sizes
+
+
+def schedule_for(tokens: int, batch_tokens: int, unit: int, floor: float = FLOOR) -> Schedule:
+    """The Llama 3 405B schedule scaled to a run of `tokens` tokens with final batch `batch_tokens`."""
+    ramp = _ramp(tokens, batch_tokens, unit)
+    sizes = _steps(ramp, tokens)
+    steps = len(sizes)
+    warmup_steps = max(math.ceil(WARMUP_STEP_FRACTION * steps), min(MIN_WARMUP_STEPS, math.ceil(0.05 * steps)))
+    warmup_steps = min(warmup_steps, steps)
+    anneal_tokens = max(round(ANNEAL_FRACTION * tokens), MIN_ANNEAL_STEPS * batch_tokens)
+    return Schedule(sum(sizes[:warmup_steps]), warmup_steps, floor, min(anneal_tokens, tokens), ramp, steps)
+
+
+def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
+    """The size rule's shape for `params`, with an error that names plan's options."""
+    counts, _ = ladder(vocab_size)
+    try:
+        return shape_for_params(params, vocab_size)
+    except WorkbenchError:
+        raise WorkbenchError(
+            f"the planned size {params:.3g} is outside the size rule's {counts[0]:.3g} to {counts[-1]:.3g} "
+            f"parameters at vocabulary {vocab_size}",
+            "Change --compute, or --vocab (256 suits CPU-sized budgets).",
+        ) from None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `workbench plan` reports; `shape`/`shape_tokens` is the model the flagship trains."""
+
+    law: Law
+    budget_flops: float
+    params: float
+    tokens: float
+    loss: float | None
+    ci: dict | None
+    shape: ModelShape
+    shape_tokens: int
+    shape_loss: float | None
+    seq_len: int
+    train_flops: float
+    batch_tokens: int
+    lr_peak: float
+    hparams_source: str
+    schedule: Schedule
+    gpu: Gpu
+    mfu: float
+    layout: Layout
+    inference: Inference | None
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.train_flops / (self.gpu.peak_flops * self.mfu) / 3600.0
+
+    @property
+    def days(self) -> float:
+        return self.gpu_hours / self.layout.gpus / 24.0
+
+
+def make_plan(
+    law: Law,
+    budget_flops: float,
+    *,
+    gpu: Gpu,
+    mfu: float,
+    seq_len: int,
+    vocab_size: int,
+    gpus: int | None = None,
+    days: float | None = None,
+    inference_tokens: float | None = None,
+    floor: float = FLOOR,
+) -> Plan:
+    """The plan for `budget_flops` FLOPs: give `gpus` (days follow) or `days` (GPUs follow), or neither (30 days)."""
+    params, tokens = law.optimum(budget_flops)
+    loss = law.parametric.loss(params, tokens) if law.parametric else None
+    inference = None
+    if inference_tokens is not None:
+        if law.parametric is None:
+            raise WorkbenchError(
+                f"--inference-tokens needs a loss law, and {law.name} gives tokens only",
+                "Use --law chinchilla, epoch or a fit file.",
+            )
+        inference = inference_optimal(law.parametric, budget_flops, inference_tokens)
+    shape = shape_for_plan(inference.params if inference else params, vocab_size)
+    if inference:  # the flagship reaches the compute-optimal loss, however many FLOPs that takes
+        shape_tokens = int(math.ceil(law.parametric.tokens_for_loss(shape.params, inference.loss)))
+    else:
+        shape_tokens = flops.tokens_for_budget(shape, budget_flops, seq_len)
+    train_flops = flops.training_flops(shape, shape_tokens, seq_len)
+    shape_loss = law.parametric.loss(shape.params, shape_tokens) if law.parametric else None
+    batch_tokens, lr_peak, hparams_source = batch_and_lr(law, budget_flops, seq_len)
+    micro = micro_batch_for(batch_tokens // seq_len, seq_len)
+    schedule = schedule_for(shape_tokens, batch_tokens, micro * seq_len, floor)
+    gpu_hours = train_flops / (gpu.peak_flops * mfu) / 3600.0
+    wanted = gpus if gpus is not None else math.ceil(gpu_hours / (24.0 * (days or DEFAULT_DAYS)))
+    layout = choose_layout(
+        shape, seq_len, micro, batch_tokens // seq_len, gpu, max(1, wanted), fixed_gpus=gpus is not None
+    )
+    return Plan(
+        law,
+        budget_flops,
+        params,
+        tokens,
+        loss,
+        intervals(law.draws, budget_flops, shape.params, shape_tokens),
+        shape,
+        shape_tokens,
+        shape_loss,
+        seq_len,
+        train_flops,
+        batch_tokens,
+        lr_peak,
+        hparams_source,
+        schedule,
+        gpu,
+        mfu,
+        layout,
+        inference,
+    )
+
+
+def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
+    """The workbench.config.TrainConfig that trains the planned shape (the trainer's one config)."""
+    from workbench import config as cfg
+
+    cpu = plan.budget_flops < CPU_BUDGET_FLOPS
+    batch_seqs = plan.batch_tokens // plan.seq_len
+    tokens = plan.shape_tokens
+    meta = {
+        "law": plan.law.name,
+        "compute_flops": plan.budget_flops,
+        "predicted_loss": plan.shape_loss,
+        "params_opt": plan.params,
+        "tokens_opt": plan.tokens,
+        "hparams_source": plan.hparams_source,
+        "gpu": plan.gpu.name,
+        "layout": f"TP {plan.layout.tp} x PP {plan.layout.pp} x DP {plan.layout.dp}",
+    }
+    if plan.inference:
+        meta["inference_tokens"] = plan.inference.inference_tokens
+    return cfg.TrainConfig(
+        name=name,
+        run_dir=run_dir,
+        meta=meta,
+        model=cfg.ModelConfig(**{k: v for k, v in plan.shape.as_dict().items() if k != "name"}),
+        data=cfg.DataConfig(sources=[cfg.SourceConfig(path=data_dir)], seq_len=plan.seq_len),
+        optim=cfg.OptimConfig(lr_peak=plan.lr_peak, weight_decay=0.1, weight_decay_mode="lr_scaled"),
+        schedule=cfg.ScheduleConfig(
+            kind="cosine",
+            warmup_tokens=plan.schedule.warmup_tokens,
+            floor=plan.schedule.floor,
+            anneal_tokens=plan.schedule.anneal_tokens,
+        ),
+        batch=cfg.BatchConfig(
+            batch_tokens=plan.batch_tokens,
+            micro_batch=plan.layout.micro_batch,
+            ramp=[cfg.RampStep(after_tokens=a, batch_tokens=b) for a, b in plan.schedule.ramp],
+        ),
+        stop=cfg.StopConfig(tokens=tokens),
+        # about 20 evaluations over the run; checkpoints only at the end and on signals on the CPU
+        eval=cfg.EvalConfig(every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=min(16, batch_seqs)),
+        checkpoint=cfg.CheckpointConfig(every_tokens=0 if cpu else max(plan.batch_tokens, tokens // 100)),
+        runtime=cfg.RuntimeConfig() if cpu else cfg.RuntimeConfig(device="cuda", dtype="bf16", parallel="fsdp"),
+    )

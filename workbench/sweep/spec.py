@@ -1,0 +1,320 @@
+"""A sweep YAML -> resolved run configs (isoFLOP or explicit grids, cosine or WSD). Pure: no torch, no submitit.
+
+The `auto` rules (every constant is a key of the spec's `rules:` section, so a sweep can override it):
+- LR by size: lr_peak = min(lr_max, lr_ref * (N / lr_ref_params) ** -lr_exponent). The defaults put
+  Llama 3's isoFLOP range on a line: 4e-4 at 40M parameters, 2e-4 at 16B (exponent 0.116).
+- Batch by budget: batch_tokens = batch_ref_tokens * (C / batch_ref_flops) ** batch_exponent, clipped to
+  [one sequence, batch_max_tokens], rounded to a power-of-two number of sequences, then halved while the
+  run would take fewer than min_steps steps. Defaults follow Llama 3 (250K tokens at 6e18 FLOPs, 4M at 1e22).
+- Tokens: D = C / FLOPs-per-token (workbench.flops), rounded to whole steps of the batch.
+- Warmup: min(warmup_steps x batch, warmup_max_fraction x D) in whole steps.
+
+WSD grids (Hagele et al. 2024): the runs of one model size share a trunk. The trunk is the longest run
+of its size: schedule wsd (warmup, stable LR, then a linear decay over its last decay_fraction to
+floor x peak). Each shorter run of that size (D tokens) is a branch: it starts from the trunk's checkpoint
+at S = D - cooldown tokens (cooldown = decay_fraction x D in whole steps) and runs its own wsd schedule
+over D tokens whose decay begins exactly at S. Contract with the trainer (workbench.config
+CheckpointConfig): the trunk lists every S in `checkpoint.save_at_tokens` (kept for good); a branch's
+`checkpoint.init_from` is "TRUNK_RUN_DIR@S"; the branch keeps the checkpoint's step and token count
+(it trains D - S tokens itself and stops at stop.tokens = D). All runs of a size share one batch and
+warmup (warmup ends before the earliest branch point), so a branch's LR at S equals the trunk's.
+A branch costs only its cooldown; `Plan.cosine_flops` is what separate cosine runs would cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from workbench.config import (
+    Count,
+    DataConfig,
+    EvalConfig,
+    FaultConfig,
+    Number,
+    RuntimeConfig,
+    Strict,
+    TrainConfig,
+    _number,
+    load_yaml,
+    parse_model,
+)
+
+MAX_RUNS = 100_000  # a guard against typos like sizes_per_decade: 1e6
+
+
+def _auto_number(value: Any) -> float | str:
+    return "auto" if value == "auto" else _number(value)
+
+
+def _auto_count(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    number = _number(value)
+    if number != math.floor(number):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
+
+
+AutoNumber = Annotated[float | Literal["auto"], BeforeValidator(_auto_number)]
+AutoCount = Annotated[int | Literal["auto"], BeforeValidator(_auto_count)]
+Flops = Annotated[Number, Field(gt=0, le=1e32)]
+Params = Annotated[Number, Field(gt=0, le=1e14)]
+
+
+class SweepModel(Strict):
+    """The model family: shapes come from the size rule (workbench.shapes) at this vocabulary."""
+
+    family: Literal["llama3"] = "llama3"
+    vocab_size: Count = Field(default=128256, gt=1, le=10_000_000)
+    rope_theta: Number = Field(default=500000.0, gt=0)
+    norm_eps: Number = Field(default=1e-5, gt=0)
+    init_std: Number = Field(default=0.02, gt=0)
+    flop_rule: Literal["6N+attn", "6N"] = "6N+attn"
+
+
+class Point(Strict):
+    params: Params
+    tokens: Params
+
+
+class Prior(Strict):
+    """Prior compute-optimal tokens D*(C) = coefficient x C ** exponent; N*(C) = C / (6 D*).
+    The default (1.826, 0.5) is Chinchilla's 20 tokens per parameter; Llama 3 fitted (0.29, 0.53)."""
+
+    coefficient: Number = Field(default=math.sqrt(20 / 6), gt=0, le=1e6)
+    exponent: Number = Field(default=0.5, gt=0, le=1)
+
+
+class Grid(Strict):
+    """isoflop: per budget, the candidate sizes within [N*/spread, N* x spread] (N* from the prior);
+    candidates are `sizes` or a log grid of sizes_per_decade from min_params to max_params.
+    points: an explicit list of (params, tokens). schedule wsd: see the module docstring."""
+
+    kind: Literal["isoflop", "points"] = "isoflop"
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    budgets_flops: list[Flops] = Field(default_factory=list, max_length=1000)
+    min_params: Params | None = None
+    max_params: Params | None = None
+    sizes_per_decade: Number = Field(default=4, gt=0, le=64)
+    sizes: list[Params] = Field(default_factory=list, max_length=10000)
+    spread: Number | None = Field(default=4.0, ge=1, le=1e6)
+    min_sizes_per_budget: Count = Field(default=3, ge=1)
+    prior: Prior = Prior()
+    points: list[Point] = Field(default_factory=list, max_length=MAX_RUNS)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Grid:
+        if self.kind == "points":
+            if not self.points:
+                raise ValueError("kind points needs a list `points` of {params, tokens}")
+            return self
+        if not self.budgets_flops:
+            raise ValueError("kind isoflop needs `budgets_flops`, a list of budgets like [1e18, 6e18]")
+        if not self.sizes and (self.min_params is None or self.max_params is None):
+            raise ValueError("kind isoflop needs min_params and max_params, or a list `sizes`")
+        if self.min_params and self.max_params and self.min_params > self.max_params:
+            raise ValueError(f"min_params {self.min_params:g} is above max_params {self.max_params:g}")
+        return self
+
+
+class SweepOptim(Strict):
+    """OptimConfig without lr_peak (that is train.lr_peak)."""
+
+    betas: tuple[Number, Number] = (0.9, 0.95)
+    eps: Number = Field(default=1e-8, gt=0)
+    weight_decay: Number = Field(default=0.1, ge=0)
+    weight_decay_mode: Literal["lr_scaled", "constant"] = "lr_scaled"
+    grad_clip: Number = Field(default=1.0, ge=0)
+
+
+class SweepSchedule(Strict):
+    """Warmup in steps (capped at a fraction of the run), cosine floor or WSD decay fraction, final anneal."""
+
+    warmup_steps: Count = Field(default=2000, ge=0)
+    warmup_max_fraction: Number = Field(default=0.25, ge=0, le=1)
+    floor: Number = Field(default=0.1, ge=0, le=1)
+    decay_fraction: Number = Field(default=0.2, gt=0, lt=1)
+    anneal_tokens: Count = Field(default=0, ge=0)
+
+
+class SweepCheckpoint(Strict):
+    every_tokens: Count = Field(default=0, ge=0)
+    keep: Count = Field(default=2, gt=0)
+
+
+class SweepTrain(Strict):
+    """Settings shared by every run; lr_peak and batch_tokens may be `auto` (the rules above)."""
+
+    seed: Count = 0
+    lr_peak: AutoNumber = "auto"
+    batch_tokens: AutoCount = "auto"
+    micro_batch: Count = Field(default=16, gt=0)
+    optim: SweepOptim = SweepOptim()
+    schedule: SweepSchedule = SweepSchedule()
+    eval: EvalConfig = EvalConfig()
+    checkpoint: SweepCheckpoint = SweepCheckpoint()
+    faults: FaultConfig = FaultConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _positive(self) -> SweepTrain:
+        for key in ("lr_peak", "batch_tokens"):
+            value = getattr(self, key)
+            if value != "auto" and not value > 0:
+                raise ValueError(f"{key} must be `auto` or a positive number (got {value})")
+        return self
+
+
+class Rules(Strict):
+    """Constants of the `auto` LR and batch rules (module docstring)."""
+
+    lr_ref: Number = Field(default=4e-4, gt=0, le=10)
+    lr_ref_params: Params = 40e6
+    lr_exponent: Number = Field(default=0.116, ge=0, le=2)
+    lr_max: Number = Field(default=4e-4, gt=0, le=10)
+    batch_ref_tokens: Params = 250e3
+    batch_ref_flops: Flops = 6e18
+    batch_exponent: Number = Field(default=0.374, ge=0, le=2)
+    batch_max_tokens: Params = 4e6
+    min_steps: Count = Field(default=100, ge=1, le=1_000_000)
+
+
+class Launch(Strict):
+    """Where runs go: Slurm (one job array per stage) or this machine; and the cost model of the plan."""
+
+    executor: Literal["slurm", "local"] = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    nodes: Count = Field(default=1, gt=0, le=100_000)
+    gpus_per_node: Count = Field(default=0, ge=0, le=64)
+    tasks_per_node: Count | None = Field(default=None, gt=0, le=64)
+    cpus_per_task: Count | None = Field(default=None, gt=0)
+    mem_gb: Number | None = Field(default=None, gt=0)
+    timeout_min: Count = Field(default=60, gt=0)
+    array_parallelism: Count = Field(default=64, gt=0)
+    slurm_signal_delay_s: Count = Field(default=90, ge=0)
+    max_num_timeout: Count = Field(default=3, ge=0)
+    setup: list[str] = Field(default_factory=list)
+    local_workers: Count = Field(default=1, gt=0, le=64)
+    mfu: Number = Field(default=0.4, gt=0, le=1)
+    gpu_peak_flops: Number = Field(default=989e12, gt=0)
+
+    @model_validator(mode="after")
+    def _signal_in_time(self) -> Launch:
+        # Slurm checks signal times every ~30 s: a USR2 due within 35 s of the start can arrive
+        # before submitit's handler exists and kill the job.
+        if self.timeout_min * 60 - self.slurm_signal_delay_s < 35:
+            raise ValueError(
+                f"timeout_min x 60 - slurm_signal_delay_s must be at least 35 s "
+                f"(got {self.timeout_min} min and {self.slurm_signal_delay_s} s)"
+            )
+        return self
+
+    @property
+    def tasks(self) -> int:
+        """Processes per node: one per GPU unless set."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+class SweepSpec(Strict):
+    """A sweep file: name, model family, data, grid, shared train settings, auto rules, launch."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    runs_root: str = "runs"
+    model: SweepModel = SweepModel()
+    data: DataConfig
+    grid: Grid
+    train: SweepTrain = SweepTrain()
+    rules: Rules = Rules()
+    launch: Launch = Launch()
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a plan. flops: FLOPs-per-token x tokens; cost_flops: what this run spends (a branch
+    only its cooldown); gpu_hours: cost_flops at the spec's MFU."""
+
+    run_id: str
+    kind: Literal["run", "trunk", "branch"]
+    budget_flops: float
+    target_params: float
+    params: int
+    params_total: int
+    shape: str
+    tokens: int
+    steps: int
+    batch_tokens: int
+    lr_peak: float
+    flops: float
+    cost_flops: float
+    gpu_hours: float
+    branch_of: str | None
+    start_tokens: int
+    config: TrainConfig = field(repr=False)
+
+    def row(self) -> dict:
+        """The plan table's columns, JSON-ready."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "config"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every run of a sweep; cost_flops is what the sweep spends, cosine_flops what separate cosine runs
+    of the same (N, D) points would."""
+
+    spec: SweepSpec
+    source: str
+    runs: tuple[PlannedRun, ...]
+
+    @property
+    def cost_flops(self) -> float:
+        return sum(r.cost_flops for r in self.runs)
+
+    @property
+    def cosine_flops(self) -> float:
+        return sum(r.flops for r in self.runs)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(r.gpu_hours for r in self.runs)
+
+    @property
+    def saved_fraction(self) -> float:
+        return 1 - self.cost_flops / self.cosine_flops if self.cosine_flops else 0.0
+
+    def totals(self) -> dict:
+        return {
+            "sweep": self.spec.name,
+            "runs": len(self.runs),
+            "cost_flops": self.cost_flops,
+            "cosine_flops": self.cosine_flops,
+            "saved_fraction": self.saved_fraction,
+            "gpu_hours": self.gpu_hours,
+            "mfu": self.spec.launch.mfu,
+            "gpu_peak_flops": self.spec.launch.gpu_peak_flops,
+        }
+
+
+def load_spec(path: str | Path) -> tuple[SweepSpec, dict[tuple, int]]:
+    """Read and validate a sweep YAML: (spec, key line numbers). Problems are one-line WorkbenchErrors."""
+    data, lines = load_yaml(path)
+    return parse_model(SweepSpec, data, str(path), lines), lines
+
+
+def plan_file(path: str | Path) -> Plan:
+    """Load a sweep YAML and expand it into its runs."""
+    spec, lines = load_spec(path)
+    return expand(spec, str(path), lines)
+
+
+def expand(spec: SweepSpec, source: str = "sweep", lines: dict[tuple, int] | None = None) -> Plan:
+    """All runs of a sweep, resolved (no `auto` left), in launch order (trunks before their branches)."""
+    from workbench.sweep.grid import expand_runs
+
+    return Plan(spec, source, tuple(expand_runs(spec, source, lines or {})))

@@ -1,0 +1,176 @@
+"""What a sweep's runs are doing: run directories, plus Slurm's view of the jobs recorded in jobs.json.
+
+Run states: completed | diverged (final.json), failed (final.json status failed, or its job ended
+without one), pending | running (a live Slurm job), interrupted (a checkpoint but no live job: a
+relaunch resumes it), cancelled (its job was cancelled), missing (nothing started).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DONE = ("completed", "diverged")
+LIVE = ("pending", "running")
+STATES = ("completed", "diverged", "failed", "running", "pending", "interrupted", "cancelled", "missing")
+_SLURM_LIVE = {"PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+               "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running",
+               "RESIZING": "running", "SIGNALING": "running", "STAGE_OUT": "running"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    state: str
+    job_id: str | None
+    slurm_state: str | None
+    tokens: int | None
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    name: str
+    state: str  # cancelled | running | completed | failed | incomplete
+    counts: dict[str, int]
+    runs: tuple[RunStatus, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "sweep": self.name,
+            "state": self.state,
+            "counts": self.counts,
+            "runs": [r.__dict__ for r in self.runs],
+        }
+
+
+def read_jobs(root: Path) -> dict:
+    """runs/SWEEP/jobs.json, or an empty record."""
+    path = root / "jobs.json"
+    if not path.is_file():
+        return {"runs": {}, "submissions": [], "cancelled_at": None}
+    return json.loads(path.read_text())
+
+
+def write_jobs(root: Path, record: dict) -> None:
+    """Atomic write of runs/SWEEP/jobs.json."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".jobs.json.{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(root / "jobs.json")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """Slurm state by job id ('123_4'): squeue for live jobs, then sacct for ended ones. {} without Slurm."""
+    if not job_ids or not shutil.which("squeue"):
+        return {}
+    masters = sorted({j.split("_")[0] for j in job_ids})
+    states: dict[str, str] = {}
+    sacct = _lines(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)])
+    for line in sacct:  # one row per requeue: the last one is current
+        job, _, state = line.partition("|")
+        for one in _expand(job):
+            states[one] = state.split()[0] if state else ""
+    for line in _lines(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(masters)]):
+        job, _, state = line.partition("|")
+        for one in _expand(job):
+            states[one] = state
+    return states
+
+
+def _expand(job: str) -> list[str]:
+    """'12_[0-2,5%4]' (array tasks that never started) -> ['12_0', '12_1', '12_2', '12_5']."""
+    master, _, tasks = job.partition("_[")
+    if not tasks:
+        return [job]
+    out = []
+    for part in tasks.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high.isdigit() or not high):
+            out += [f"{master}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return out
+
+
+def _lines(command: list[str]) -> list[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    # a job id Slurm has forgotten makes squeue fail: that is "no live job", not an error
+    return result.stdout.splitlines() if result.returncode == 0 else []
+
+
+def run_state(run_dir: Path, slurm_state: str | None) -> str:
+    """One run's state from its directory and its job's Slurm state (None: no job known)."""
+    final = run_dir / "final.json"
+    if final.is_file():
+        status = json.loads(final.read_text()).get("status")
+        if status in DONE or status == "failed":
+            return status
+    if slurm_state in _SLURM_LIVE:
+        return _SLURM_LIVE[slurm_state]
+    if slurm_state and slurm_state.startswith("CANCELLED"):
+        return "cancelled"
+    if slurm_state and slurm_state not in ("COMPLETED", ""):
+        return "failed"  # FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL, DEADLINE, PREEMPTED
+    if (run_dir / "ckpt").is_dir() and any((run_dir / "ckpt").iterdir()):
+        return "interrupted"
+    return "missing"
+
+
+def _last_metrics(run_dir: Path) -> tuple[int | None, float | None]:
+    final = run_dir / "final.json"
+    if final.is_file():
+        record = json.loads(final.read_text())
+        return record.get("tokens"), record.get("val_loss")
+    return None, None
+
+
+def sweep_status(root: Path, run_ids: list[str] | None = None, query_slurm: bool = True) -> SweepStatus:
+    """Status of the sweep in `root` (runs/SWEEP): the planned `run_ids`, or every run dir and recorded job."""
+    jobs = read_jobs(root)
+    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+    ids = run_ids if run_ids is not None else sorted(found | set(jobs["runs"]))
+    job_of = {rid: (jobs["runs"].get(rid) or {}).get("job_id") for rid in ids}
+    slurm = slurm_states([j for j in job_of.values() if j]) if query_slurm else {}
+    rows = []
+    for rid in ids:
+        job = job_of[rid]
+        slurm_state = slurm.get(job) if job else None
+        if job and slurm_state is None and job.split("_")[0] in slurm:  # pending array shown as 123_[0-3]
+            slurm_state = slurm[job.split("_")[0]]
+        tokens, val_loss = _last_metrics(root / rid)
+        rows.append(RunStatus(rid, run_state(root / rid, slurm_state), job, slurm_state, tokens, val_loss))
+    counts = {s: sum(r.state == s for r in rows) for s in STATES if any(r.state == s for r in rows)}
+    return SweepStatus(root.name, _sweep_state(rows, jobs), counts, tuple(rows))
+
+
+def _sweep_state(rows: list[RunStatus], jobs: dict) -> str:
+    if jobs.get("cancelled_at"):
+        return "cancelled"
+    if any(r.state in LIVE for r in rows):
+        return "running"
+    if rows and all(r.state in DONE for r in rows):
+        return "completed"
+    if any(r.state == "failed" for r in rows):
+        return "failed"
+    return "incomplete"
+
+
+def cancel(root: Path) -> list[str]:
+    """scancel every job recorded for the sweep and mark it cancelled; returns the job ids cancelled."""
+    jobs = read_jobs(root)
+    masters = sorted({j["job_id"].split("_")[0] for j in jobs["runs"].values() if j.get("job_id")})
+    live = slurm_states(masters)
+    ids = sorted({j.split("_")[0] for j, state in live.items() if state in _SLURM_LIVE})
+    if ids:
+        subprocess.run(["scancel", *ids], check=True, capture_output=True, timeout=60)
+    jobs["cancelled_at"] = now()
+    write_jobs(root, jobs)
+    return ids

@@ -1,0 +1,500 @@
+"""The one trainer: `main(config)` runs a sweep point on a CPU core or the flagship on a cluster.
+
+One step = one global batch of `batch_tokens` tokens (from the batch ramp), cut into chunks of
+`micro_batch` sequences; chunk j of step s is `Mixture.train_batch(s + data_offset, j, micro_batch)`,
+and rank r takes the chunks j with j % world == r. The data a step sees is therefore a function of
+(seed, step) alone, whatever the world size or a resume: a resumed run and a DDP run reproduce a
+single uninterrupted process.
+
+Faults: a NaN/inf loss or a loss above `spike_factor` x its running mean is caught before the
+optimizer step; the run rolls back to its last checkpoint and skips the batches from there to the
+spike (`data_offset`), at most `max_rollbacks` times, then ends `diverged` (exit code 3).
+Signals: SIGTERM, SIGUSR1 and SIGUSR2 finish the current step, save a checkpoint, then call the
+handler that was there before (submitit's USR2 handler requeues the job); with none, `Interrupted`
+(exit code 4). Rerunning the same config resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench import checkpoint, distributed, flops
+from workbench.config import TrainConfig, dump_yaml, load, parse_model
+from workbench.errors import WorkbenchError
+from workbench.model import Transformer
+from workbench.schedule import batch_tokens_at, lr_at
+
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 4
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+SPIKE_WARMUP_STEPS = 10  # the running mean needs a few steps before spikes mean anything
+
+
+class Interrupted(Exception):
+    """A signal asked the run to stop; a checkpoint was saved and rerunning resumes."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def coerce_config(config: TrainConfig | dict | str | Path) -> TrainConfig:
+    """A TrainConfig from an object, a dict or a YAML path."""
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_model(TrainConfig, config, "config")
+    return load(TrainConfig, config)
+
+
+def total_tokens(cfg: TrainConfig) -> int:
+    """Tokens the run trains on: stop.tokens, or the budget converted with the FLOP rule."""
+    if cfg.stop.tokens is not None:
+        return cfg.stop.tokens
+    shape = cfg.model.shape()
+    return flops.tokens_for_budget(shape, cfg.stop.budget_flops, cfg.data.seq_len, cfg.stop.flop_rule)
+
+
+def main(config: TrainConfig | dict | str | Path) -> dict:
+    """Run (or resume) one training run; returns its final.json record."""
+    cfg = coerce_config(config)
+    final_path = Path(cfg.run_dir) / "final.json"
+    if final_path.is_file():
+        record = json.loads(final_path.read_text())
+        if record.get("status") in ("completed", "diverged"):  # terminal: delete the run dir to retry
+            return record
+    d = distributed.setup(cfg.runtime.device)
+    try:
+        return Trainer(cfg, d).run()
+    finally:
+        distributed.teardown(d)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, d: distributed.Dist):
+        from workbench.data import Mixture
+
+        self.cfg, self.d = cfg, d
+        self.run_dir = Path(cfg.run_dir)
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        seq = cfg.data.seq_len
+        self.data = Mixture([(s.path, s.weight) for s in cfg.data.sources], seq, cfg.seed)
+        self.anneal_data = (
+            Mixture([(s.path, s.weight) for s in cfg.data.anneal_sources], seq, cfg.seed)
+            if cfg.data.anneal_sources
+            else None
+        )
+        if self.data.vocab_size != cfg.model.vocab_size:
+            raise WorkbenchError(
+                f"model.vocab_size {cfg.model.vocab_size} does not match the tokenizer's {self.data.vocab_size}",
+                f"Set model.vocab_size: {self.data.vocab_size}.",
+            )
+        self.shape = cfg.model.shape(cfg.name)
+        self.flops_per_token = flops.flops_per_token(self.shape, seq, cfg.stop.flop_rule)
+        self.total = total_tokens(cfg)
+        self._check_batches()
+        self.use_bf16 = cfg.runtime.dtype == "bf16" or (cfg.runtime.dtype == "auto" and d.device.type == "cuda")
+        self.state = {
+            "step": 0,
+            "tokens": 0,
+            "flops": 0.0,
+            "data_offset": 0,
+            "rollbacks": 0,
+            "wall_s": 0.0,
+            "loss_mean": None,
+        }
+        self._build_model()
+        self.val = self.data.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
+        self.stop_signal: int | None = None
+        self.previous_handlers: dict[int, object] = {}
+
+    def _check_batches(self) -> None:
+        cfg, seq = self.cfg, self.cfg.data.seq_len
+        if self.total < batch_tokens_at(0, cfg.batch):
+            raise WorkbenchError(
+                f"stop: the run has {self.total} tokens, less than one batch of {cfg.batch.batch_tokens}",
+                "Raise stop.tokens / stop.budget_flops or lower batch.batch_tokens.",
+            )
+        for tokens in [cfg.batch.batch_tokens] + [r.batch_tokens for r in cfg.batch.ramp]:
+            chunks = tokens // seq
+            if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % self.d.world:
+                raise WorkbenchError(
+                    f"batch: {tokens} tokens = {chunks} sequences of {seq} is not a multiple of "
+                    f"micro_batch {cfg.batch.micro_batch} x {self.d.world} processes",
+                    "Pick batch.batch_tokens = seq_len x micro_batch x processes x k.",
+                )
+
+    def _build_model(self) -> None:
+        cfg, d = self.cfg, self.d
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every world size
+        model = Transformer(cfg.model, max_seq_len=cfg.data.seq_len).to(d.device)
+        self.raw = model
+        self.model = distributed.wrap(model, d, cfg.runtime.parallel)
+        if cfg.runtime.compile:
+            self.model = torch.compile(self.model)
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]  # norm gains
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr_peak,
+            betas=o.betas,
+            eps=o.eps,
+            fused=d.device.type == "cuda",
+        )
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save(self) -> None:
+        model_state, optim_state = distributed.full_state(self.raw, self.optimizer, self.d, self.cfg.runtime.parallel)
+        if self.d.is_main:
+            state = {
+                "model": model_state,
+                "optimizer": optim_state,
+                "trainer": dict(self.state),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            }
+            meta = {"step": self.state["step"], "tokens": self.state["tokens"], "flops": self.state["flops"]}
+            ck = self.cfg.checkpoint
+            checkpoint.save(self.run_dir / "ckpt", self.state["step"], state, meta, ck.keep, set(ck.save_at_tokens))
+        if self.d.active:
+            torch.distributed.barrier()
+
+    def _restore(self, path: Path, trainer_state: bool = True) -> None:
+        saved = checkpoint.load(path)
+        distributed.load_full_state(
+            self.raw, self.optimizer, saved["model"], saved["optimizer"], self.d, self.cfg.runtime.parallel
+        )
+        if trainer_state:
+            self.state.update(saved["trainer"])
+            torch.set_rng_state(saved["rng"]["torch"])
+            np.random.set_state(saved["rng"]["numpy"])
+
+    def _resume_or_start(self) -> None:
+        latest = checkpoint.latest(self.run_dir / "ckpt")
+        if latest is not None:
+            self._restore(latest)
+            self._log_event({"event": "resume", "from_step": self.state["step"]})
+        elif self.cfg.checkpoint.init_from:
+            source = checkpoint.resolve_init_from(self.cfg.checkpoint.init_from)
+            saved = checkpoint.load(source)
+            self._restore(source, trainer_state=False)
+            for key in ("step", "tokens", "flops", "data_offset"):
+                self.state[key] = saved["trainer"][key]
+            self._log_event({"event": "init_from", "source": str(source), "from_step": self.state["step"]})
+        if self.cfg.faults.max_rollbacks and checkpoint.latest(self.run_dir / "ckpt") is None:
+            self._save()  # something to roll back to before the first periodic checkpoint
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        self._prepare_run_dir()
+        self._install_signal_handlers()
+        try:
+            self._resume_or_start()
+            status, error = self._loop()
+        finally:
+            self._restore_signal_handlers()
+        if status == "interrupted":
+            self._on_interrupt()
+        val_loss = self.evaluate() if status == "completed" else None
+        if status == "completed":
+            self._save()
+        return self._finish(status, val_loss, error)
+
+    def _loop(self) -> tuple[str, str | None]:
+        cfg, st = self.cfg, self.state
+        every_eval, every_ckpt = cfg.eval.every_tokens, cfg.checkpoint.every_tokens
+        save_at = set(cfg.checkpoint.save_at_tokens)
+        progress = _Progress(self.total, st["tokens"], self.d.is_main, cfg.runtime.log_every_steps, cfg.name)
+        with progress:
+            while st["tokens"] + batch_tokens_at(st["tokens"], cfg.batch) <= self.total:
+                t0 = time.perf_counter()
+                batch_tokens = batch_tokens_at(st["tokens"], cfg.batch)
+                lr = lr_at(st["tokens"], self.total, cfg.optim.lr_peak, cfg.schedule)
+                loss, grad_norm = self._step(batch_tokens, lr)
+                reason = self._fault(loss)
+                if reason:
+                    if st["rollbacks"] >= cfg.faults.max_rollbacks:
+                        self._log_event({"event": "diverged", "step": st["step"] + 1, "loss": loss, "reason": reason})
+                        return "diverged", f"{reason} at step {st['step'] + 1}; {st['rollbacks']} rollbacks used"
+                    self._rollback(reason, loss)
+                    continue
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                before = st["tokens"]
+                st["step"] += 1
+                st["tokens"] += batch_tokens
+                st["flops"] += self.flops_per_token * batch_tokens
+                st["loss_mean"] = loss if st["loss_mean"] is None else 0.9 * st["loss_mean"] + 0.1 * loss
+                dt = time.perf_counter() - t0
+                st["wall_s"] += dt
+                row = {
+                    "step": st["step"],
+                    "tokens": st["tokens"],
+                    "flops": st["flops"],
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "batch_tokens": batch_tokens,
+                    "tokens_per_s": batch_tokens / dt,
+                    "wall_s": st["wall_s"],
+                }
+                if every_eval and before // every_eval != st["tokens"] // every_eval:
+                    row["val_loss"] = self.evaluate()
+                self._log(row)
+                progress.update(st["tokens"], loss, batch_tokens / dt)
+                crossed = every_ckpt and before // every_ckpt != st["tokens"] // every_ckpt
+                if crossed or st["tokens"] in save_at:
+                    self._save()
+                if self._signalled():
+                    self._save()
+                    return "interrupted", None
+        return "completed", None
+
+    def _step(self, batch_tokens: int, lr: float) -> tuple[float, float]:
+        """Forward and backward over this rank's chunks of the global batch; returns (loss, grad norm)."""
+        cfg, d, st = self.cfg, self.d, self.state
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if cfg.optim.weight_decay_mode == "constant" and group["weight_decay"]:
+                group["weight_decay"] = cfg.optim.weight_decay * cfg.optim.lr_peak / max(lr, 1e-30)
+        micro = cfg.batch.micro_batch
+        chunks = batch_tokens // cfg.data.seq_len // micro
+        mine = list(range(d.rank, chunks, d.world))
+        source = self._source(st["tokens"])
+        loss_sum = 0.0
+        for i, j in enumerate(mine):
+            batch = torch.from_numpy(source.train_batch(st["step"] + st["data_offset"], j, micro)).to(d.device)
+            sync = i == len(mine) - 1
+            ctx = self.model.no_sync() if (d.active and not sync and hasattr(self.model, "no_sync")) else _null()
+            with ctx, torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+                loss = self.model(batch[:, :-1], batch[:, 1:])
+                (loss * (d.world / chunks)).backward()  # DDP averages over ranks: sum over chunks / chunks
+            loss_sum += loss.item()
+        loss_value = distributed.mean(loss_sum / len(mine), d)
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
+        return loss_value, float(grad_norm)
+
+    def _source(self, tokens: int):
+        anneal = self.cfg.data.anneal_tokens
+        if self.anneal_data is not None and anneal and tokens >= self.total - anneal:
+            return self.anneal_data
+        return self.data
+
+    def _fault(self, loss: float) -> str | None:
+        if not math.isfinite(loss):
+            return "non-finite loss"
+        # The reference is the running mean, capped by ln(vocab), the loss of uniform guessing that a
+        # fresh model starts from: a loss far above that is a blow-up even before the mean has settled.
+        factor, reference = self.cfg.faults.spike_factor, math.log(self.cfg.model.vocab_size)
+        mean = self.state["loss_mean"]
+        if mean is not None and self.state["step"] >= SPIKE_WARMUP_STEPS:
+            reference = min(reference, mean)
+        if loss > factor * reference:
+            return f"loss spike {loss:.4g} > {factor:g} x reference {reference:.4g}"
+        return None
+
+    def _rollback(self, reason: str, loss: float) -> None:
+        bad_step = self.state["step"] + 1
+        rollbacks, offset = self.state["rollbacks"] + 1, self.state["data_offset"]
+        self.optimizer.zero_grad(set_to_none=True)
+        latest = checkpoint.latest(self.run_dir / "ckpt")
+        self._restore(latest)
+        skipped = bad_step - self.state["step"]  # the batches from the checkpoint to the spike
+        self.state["rollbacks"], self.state["data_offset"] = rollbacks, offset + skipped
+        self._log_event(
+            {
+                "event": "rollback",
+                "step": bad_step,
+                "loss": loss if math.isfinite(loss) else str(loss),
+                "reason": reason,
+                "to_step": self.state["step"],
+                "skipped_batches": skipped,
+                "rollbacks": rollbacks,
+            }
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean validation loss over the fixed held-out batches (nats per token)."""
+        self.model.eval()
+        sums = [0.0, 0.0]
+        for i, batch in enumerate(self.val):
+            if i % self.d.world != self.d.rank:
+                continue
+            tokens = torch.from_numpy(batch).to(self.d.device)
+            with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+                sums[0] += self.model(tokens[:, :-1], tokens[:, 1:]).item()
+            sums[1] += 1
+        self.model.train()
+        loss_sum, count = distributed.total(sums, self.d)
+        return loss_sum / count
+
+    # ---------------------------------------------------------------- run directory
+    def _prepare_run_dir(self) -> None:
+        if not self.d.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.run_dir / "config.yaml"
+        if config_path.is_file():
+            existing = load(TrainConfig, config_path)
+            if existing != self.cfg:
+                raise WorkbenchError(
+                    f"{config_path} holds a different config for this run directory",
+                    "Use a new run_dir, or delete the old run directory to start over.",
+                )
+        else:
+            _atomic_write(config_path, dump_yaml(self.cfg))
+        _repair_metrics(self.run_dir / "metrics.jsonl")
+
+    def _log(self, row: dict) -> None:
+        if self.d.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _log_event(self, row: dict) -> None:
+        self._log({"step": self.state["step"], **row} if "step" not in row else row)
+
+    def _finish(self, status: str, val_loss: float | None, error: str | None) -> dict:
+        record = {
+            "status": status,
+            "val_loss": val_loss,
+            "params": self.shape.params,
+            "params_total": self.shape.params_total,
+            "tokens": self.state["tokens"],
+            "flops": self.state["flops"],
+            "steps": self.state["step"],
+            "wall_s": self.state["wall_s"],
+            "error": error,
+            "rollbacks": self.state["rollbacks"],
+            "flops_per_token": self.flops_per_token,
+            "seq_len": self.cfg.data.seq_len,
+            "versions": {"workbench": _version(), "torch": torch.__version__, "python": platform.python_version()},
+        }
+        if self.d.is_main:
+            _atomic_write(self.run_dir / "final.json", json.dumps(record, indent=1))
+        return record
+
+    # ---------------------------------------------------------------- signals
+    def _install_signal_handlers(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in SIGNALS:
+            self.previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.stop_signal = signum
+
+    def _signalled(self) -> bool:
+        flag = 1 if self.stop_signal is not None else 0
+        return bool(distributed.total([float(flag)], self.d)[0]) if self.d.active else bool(flag)
+
+    def _on_interrupt(self) -> None:
+        signum = self.stop_signal or signal.SIGTERM
+        self._log_event({"event": "interrupted", "signal": signal.Signals(signum).name})
+        previous = self.previous_handlers.get(signum)
+        if callable(previous):
+            previous(signum, None)  # e.g. submitit's USR2 handler: checkpoint() and requeue
+        if signum == signal.SIGTERM and os.environ.get("SLURM_JOB_ID"):
+            # scontrol requeue / preemption: Slurm kills us after KillWait and reruns the job, which
+            # resumes from the checkpoint just saved; exiting now would let submitit record a result.
+            while True:
+                time.sleep(60)
+        raise Interrupted(signum)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; plain log lines (about 20 a run) when not a TTY."""
+
+    def __init__(self, total: int, start: int, enabled: bool, every_steps: int, name: str):
+        self.total, self.enabled, self.name = total, enabled, name
+        self.tty = enabled and sys.stderr.isatty()
+        self.every_tokens = max(total // 20, 1)
+        self.next_line, self.bar, self.task = start + self.every_tokens, None, None
+        self.every_steps = every_steps
+        if self.tty:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.task = self.bar.add_task(name, total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def update(self, tokens: int, loss: float, tokens_per_s: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar:
+            info = f"loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  {tokens:,}/{self.total:,} tokens"
+            self.bar.update(self.task, completed=tokens, info=info)
+        elif tokens >= self.next_line or tokens >= self.total:
+            self.next_line = tokens + self.every_tokens
+            print(
+                f"[train {self.name}] tokens {tokens:,}/{self.total:,} loss {loss:.4f} {tokens_per_s:,.0f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _repair_metrics(path: Path) -> None:
+    """Drop a torn last line left by a killed writer (rows are appended one whole line at a time)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _version() -> str:
+    from workbench import __version__
+
+    return __version__
