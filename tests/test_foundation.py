@@ -104,10 +104,10 @@ def test_size_rule_monotone_and_within_10_percent_cpu_sizes(a, b):
 
 
 def test_size_rule_shapes_are_hardware_friendly_and_llama_like():
-    counts, shapes = ladder(LLAMA3_VOCAB)
-    for n, shape in zip(counts, shapes, strict=True):
+    for n, shape in [rung for vocab in (256, LLAMA3_VOCAB) for rung in zip(*ladder(vocab), strict=True)]:
         assert shape.n_heads % shape.n_kv_heads == 0 and shape.d_model % shape.n_heads == 0
-        if 4e7 <= n <= 1.6e10:
+        assert shape.head_dim % 2 == 0 and shape.n_layers >= 2
+        if 4e7 <= n <= 1.6e10 and shape.vocab_size == LLAMA3_VOCAB:
             assert shape.d_model % 64 == 0 and shape.ffn_dim % 64 == 0
             assert shape.head_dim in (64, 128)
             # the ideal ratio r(d) within a factor 2; Llama 3: 128 (8B), 102 (70B), 130 (405B)

@@ -16,7 +16,7 @@ from workbench.cli import app
 from workbench.laws import CHINCHILLA, ParametricLaw, builtin_law, law_from_fit
 from workbench.layout import GPUS, choose_layout, memory_per_gpu, resolve_gpu
 from workbench.plan import inference_optimal, make_plan, schedule_for
-from workbench.shapes import PRESETS, ModelShape
+from workbench.shapes import PRESETS, ModelShape, shape_for_params
 
 KEYS = {
     "compute_flops",
@@ -83,8 +83,16 @@ def test_chinchilla_matches_closed_form_and_keys(budget):
     assert record["loss"] == pytest.approx(1.69 + 406.4 / n**0.34 + 410.7 / d**0.28, rel=1e-9)
     assert record["ci"] is None  # a published law has no draws
     shape = record["shape"]
-    assert 0.9 < shape["params"] / n < 1.1  # the size rule's nearest rung
     built = ModelShape(**{k: shape[k] for k in ModelShape.__dataclass_fields__})
+    # the rung near N* with the lowest predicted loss under 6N + attention: no worse than the nearest rung
+    nearest = shape_for_params(n, 128256)
+    assert 0.5 < shape["params"] / n < 1.2
+
+    def predicted(s):
+        tokens = flops.tokens_for_budget(s, float(budget), 8192)
+        return 1.69 + 406.4 / s.params**0.34 + 410.7 / tokens**0.28
+
+    assert predicted(built) <= predicted(nearest)
     assert shape["params"] == built.params
     assert shape["tokens"] == flops.tokens_for_budget(built, float(budget), 8192)
     assert shape["train_flops"] <= float(budget) < shape["train_flops"] + shape["flops_per_token"]

@@ -67,7 +67,8 @@ def test_local_sweep_runs_skips_done_refuses_changed(workdir, corpus_home):
     changed.write_text(TINY.read_text().replace("lr_peak: 3e-3", "lr_peak: 2e-3"))
     refused = invoke("sweep", "launch", str(changed), "--executor", "local")
     assert refused.exit_code == 1
-    assert refused.output.startswith(f"Error: run {plan.runs[0].run_id} of sweep tiny changed since it was launched")
+    assert refused.output.startswith("Error: run ") and "of sweep tiny changed since it was launched" in refused.output
+    assert refused.output.split()[2] in {r.run_id for r in plan.runs}
     assert "--force" in refused.output and len(refused.output.strip().split("\n")) == 1
 
     dry = launch(plan_file(changed), executor="local", dry_run=True, force=True)

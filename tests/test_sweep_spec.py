@@ -73,7 +73,7 @@ def test_runs_are_resolved_train_configs_with_stable_ids():
     first, second = plan_file(TINY), plan_file(TINY)
     assert [r.run_id for r in first.runs] == [r.run_id for r in second.runs]
     run = first.runs[0]
-    assert run.run_id.startswith("c3e9-n10.1k-") and len(run.run_id.rsplit("-", 1)[1]) == 8
+    assert run.run_id.startswith("c3e9-n9.93k-") and len(run.run_id.rsplit("-", 1)[1]) == 8  # 10K -> 9,926
     assert isinstance(run.config, TrainConfig) and run.config.run_dir == f"runs/tiny/{run.run_id}"
     assert run.config.meta == {"sweep": "tiny", "budget_flops": 3e9, "target_params": 10e3, "group": "3e9",
                                "branch_of": None, "kind": "run"}  # fmt: skip
@@ -161,7 +161,7 @@ def test_points_grid(tmp_path):
     data = tiny_data()
     data["grid"] = {"kind": "points", "points": [{"params": "10K", "tokens": "40K"}, {"params": "20K", "tokens": 5e4}]}
     plan = plan_file(write(tmp_path, data))
-    assert [r.run_id.rsplit("-", 1)[0] for r in plan.runs] == ["n10.1k-d40k", "n19.1k-d50k"]
+    assert [r.run_id.rsplit("-", 1)[0] for r in plan.runs] == ["n9.93k-d40k", "n20.2k-d50k"]
     for r in plan.runs:
         assert r.flops == pytest.approx(flops.training_flops(r.config.model.shape(), r.tokens, 64))
 

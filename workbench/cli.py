@@ -46,7 +46,7 @@ def _root(
 
 
 def _register() -> None:
-    from workbench.commands import data, db, fit, model, plan, report, sweep, train
+    from workbench.commands import data, db, fit, flagship, model, plan, report, sweep, train
 
     app.add_typer(model.app, name="model", help="Model shapes, parameter counts and FLOPs.")
     app.add_typer(data.app, name="data", help="Prepare token shards from text.")
@@ -55,10 +55,28 @@ def _register() -> None:
     app.add_typer(db.app, name="db", help="The DuckDB store of runs, metrics, fits and plans.")
     app.add_typer(fit.app, name="fit", help="Fit scaling laws (isoFLOP and parametric) to runs.")
     app.add_typer(plan.app, name="plan", help="Plan a flagship run from a law and a compute budget.")
+    app.add_typer(flagship.app, name="flagship", help="Launch a planned flagship run through the sweep launcher.")
     app.add_typer(report.app, name="report", help="Write a self-contained HTML report.")
 
 
 _register()
+
+
+@app.command("demo")
+def demo(
+    sweep: str = typer.Option("sweeps/cpu.yaml", "--sweep", help="The sweep YAML to run end to end."),
+    db: str = typer.Option(None, "--db", help="DuckDB file (default: WORKBENCH_DB or workbench.duckdb)."),
+    out: str = typer.Option(None, "--out", help="Report path (default: reports/SWEEP.html)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples of the fit."),
+    lr_check: bool = typer.Option(True, "--lr-check/--no-lr-check", help="Check the LR rule at the smallest budget."),
+) -> None:
+    """The whole loop on this machine: sweep, fit without the largest budget, plan it, train it, compare, report."""
+    from pathlib import Path
+
+    from workbench.demo import run_demo, summary
+
+    outcome = run_demo(sweep, Path(db) if db else None, Path(out) if out else None, bootstrap, lr_check)
+    typer.echo(summary(outcome))
 
 
 def main() -> None:

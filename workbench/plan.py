@@ -221,6 +221,25 @@ def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
         ) from None
 
 
+def best_shape(law: ParametricLaw, budget_flops: float, seq_len: int, nearest: ModelShape) -> ModelShape:
+    """The rung of the size rule's ladder, within a factor 3 of `nearest`, with the lowest predicted loss
+    when it trains on the tokens that fill the budget under the trainer's FLOP rule (6N + attention).
+
+    The closed form allocates C = 6ND; where attention is a large share of the FLOPs per token (small
+    models, long sequences) the budget buys fewer tokens than 6ND says, and the best shape is smaller.
+    For large models the two agree and this returns `nearest` or a neighbour.
+    """
+    counts, shapes = ladder(nearest.vocab_size)
+    best, best_loss = nearest, law.loss(nearest.params, flops.tokens_for_budget(nearest, budget_flops, seq_len))
+    for n, shape in zip(counts, shapes, strict=True):
+        if nearest.params / 3 <= n <= nearest.params * 3:
+            tokens = flops.tokens_for_budget(shape, budget_flops, seq_len)
+            loss = law.loss(shape.params, tokens) if tokens > 0 else math.inf
+            if loss < best_loss:
+                best, best_loss = shape, loss
+    return best
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything `workbench plan` reports; `shape`/`shape_tokens` is the model the flagship trains."""
@@ -279,6 +298,8 @@ def make_plan(
             )
         inference = inference_optimal(law.parametric, budget_flops, inference_tokens)
     shape = shape_for_plan(inference.params if inference else params, vocab_size)
+    if law.parametric is not None and inference is None:
+        shape = best_shape(law.parametric, budget_flops, seq_len, shape)
     if inference:  # the flagship reaches the compute-optimal loss, however many FLOPs that takes
         shape_tokens = int(math.ceil(law.parametric.tokens_for_loss(shape.params, inference.loss)))
     else:

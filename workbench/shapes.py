@@ -1,9 +1,10 @@
 """The size rule: a parameter target -> a hardware-friendly Llama-3-style shape. Pure: no torch.
 
 How the rule works (documented in the README too):
-1. Candidates: every (n_layers, d_model) with n_layers in 1..200 and d_model a multiple of 4 below 64,
+1. Candidates: every (n_layers, d_model) with n_layers in 2..200 (a one-layer transformer cannot
+   form induction heads and falls off the scaling curve) and d_model a multiple of 2 below 64,
    8 below 256, 64 below 1024, 256 below 2048 and 512 from there (so n_heads stays a multiple of 4),
-   whose width/depth ratio d_model / n_layers is within a factor 2 (4 below d = 64) of the ideal
+   whose width/depth ratio d_model / n_layers is within a factor 2 (3 below d = 64) of the ideal
    ratio r(d) = clip(64 * sqrt(d / 1024), 16, 128). r rises from 16 for tiny models to 128 at
    d = 4096, the Llama 3 family's ratio (8B: 4096 / 32 = 128; 405B: 16384 / 126 = 130).
 2. Each candidate gets head_dim 16 (d < 64), 32 (d < 256), 64 (d < 2048) or 128 (below 64 the
@@ -31,6 +32,7 @@ from workbench.errors import WorkbenchError
 from workbench.units import parse_number
 
 LLAMA3_VOCAB = 128256
+MIN_LAYERS = 2  # one-layer models cannot form induction heads: a different kind of model, off the curve
 MAX_LAYERS = 200
 BIN_WIDTH = 1.04  # ratio between neighbouring bins of the ladder
 
@@ -79,7 +81,7 @@ def ideal_ratio(d_model: int) -> float:
 def _widths() -> list[int]:
     # coarser steps for wider models keep n_heads a multiple of 4 (so 4 or 8 KV heads divide it)
     return (
-        list(range(8, 64, 4))
+        list(range(8, 64, 2))
         + list(range(64, 256, 8))
         + list(range(256, 1024, 64))
         + list(range(1024, 2048, 256))
@@ -94,7 +96,8 @@ def _round_up(x: float, multiple: int) -> int:
 def shape_for(n_layers: int, d_model: int, vocab_size: int) -> ModelShape:
     """Heads, KV heads and FFN width for a given depth and width (step 2 of the rule)."""
     head_dim = 16 if d_model < 64 else 32 if d_model < 256 else 64 if d_model < 2048 else 128
-    n_heads = max(h for h in range(1, max(1, d_model // head_dim) + 1) if d_model % h == 0)
+    # the most heads up to d / head_dim that split d into even head widths (RoPE rotates pairs)
+    n_heads = max(h for h in range(1, max(1, d_model // head_dim) + 1) if d_model % (2 * h) == 0)
     cap = min(8, max(1, n_heads // 2))
     n_kv_heads = max(k for k in range(1, cap + 1) if n_heads % k == 0)
     ffn_dim = _round_up(3.5 * d_model, 8 if d_model < 256 else 64)
@@ -107,9 +110,9 @@ def ladder(vocab_size: int) -> tuple[tuple[int, ...], tuple[ModelShape, ...]]:
     best: dict[int, tuple[float, int, ModelShape]] = {}
     for d_model in _widths():
         ratio = ideal_ratio(d_model)
-        for n_layers in range(1, MAX_LAYERS + 1):
+        for n_layers in range(MIN_LAYERS, MAX_LAYERS + 1):
             miss = abs(math.log(d_model / n_layers / ratio))
-            if miss > math.log(2 if d_model >= 64 else 4):  # tiny models: depth 1-4 all fine
+            if miss > math.log(2 if d_model >= 64 else 3):
                 continue
             shape = shape_for(n_layers, d_model, vocab_size)
             n = shape.params

@@ -216,9 +216,9 @@ class Trainer:
         every_eval, every_ckpt = cfg.eval.every_tokens, cfg.checkpoint.every_tokens
         save_at = set(cfg.checkpoint.save_at_tokens)
         progress = _Progress(self.total, st["tokens"], self.d.is_main, cfg.runtime.log_every_steps, cfg.name)
+        last = time.perf_counter()  # wall_s is elapsed time: steps, logging, evals and checkpoints
         with progress:
             while st["tokens"] + batch_tokens_at(st["tokens"], cfg.batch) <= self.total:
-                t0 = time.perf_counter()
                 batch_tokens = batch_tokens_at(st["tokens"], cfg.batch)
                 lr = lr_at(st["tokens"], self.total, cfg.optim.lr_peak, cfg.schedule)
                 loss, grad_norm = self._step(batch_tokens, lr)
@@ -236,7 +236,8 @@ class Trainer:
                 st["tokens"] += batch_tokens
                 st["flops"] += self.flops_per_token * batch_tokens
                 st["loss_mean"] = loss if st["loss_mean"] is None else 0.9 * st["loss_mean"] + 0.1 * loss
-                dt = time.perf_counter() - t0
+                now = time.perf_counter()
+                dt, last = now - last, now
                 st["wall_s"] += dt
                 row = {
                     "step": st["step"],

@@ -34,10 +34,13 @@ def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[P
     """The runs of `spec`, trunks before their branches (see workbench.sweep.spec for the rules)."""
     where = _Where(source, lines)
     points = _grid_points(spec, where)
-    if spec.grid.schedule == "wsd":
-        runs = _wsd_runs(spec, points, where)
-    else:
-        runs = [_cosine_run(spec, p, where) for p in points]
+    runs = []
+    for seed in spec.train.seeds or [spec.train.seed]:
+        seeded = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
+        if seeded.grid.schedule == "wsd":
+            runs += _wsd_runs(seeded, points, where)
+        else:
+            runs += [_cosine_run(seeded, p, where) for p in points]
     seen: dict[str, PlannedRun] = {}
     for run in runs:
         if run.run_id in seen:
@@ -157,9 +160,10 @@ def _count_label(count: float) -> str:
 
 def _prefix(point: _Point, spec: SweepSpec) -> str:
     size = _count_label(point.shape.params)
+    seed = f"-s{spec.train.seed}" if len(spec.train.seeds) > 1 else ""
     if spec.grid.kind == "points":
-        return f"n{size}-d{_count_label(point.tokens)}"
-    return f"c{_budget_label(point.budget_flops)}-n{size}"
+        return f"n{size}-d{_count_label(point.tokens)}{seed}"
+    return f"c{_budget_label(point.budget_flops)}-n{size}{seed}"
 
 
 def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int, tokens: int, ckpt: dict, where):

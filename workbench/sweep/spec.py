@@ -151,6 +151,9 @@ class SweepTrain(Strict):
     """Settings shared by every run; lr_peak and batch_tokens may be `auto` (the rules above)."""
 
     seed: Count = 0
+    # several seeds: every grid point is trained once per seed (tiny models scatter by a few percent
+    # from seed to seed; the fits see every run)
+    seeds: list[Count] = Field(default_factory=list, max_length=16)
     lr_peak: AutoNumber = "auto"
     batch_tokens: AutoCount = "auto"
     micro_batch: Count = Field(default=16, gt=0)
@@ -222,8 +225,51 @@ class Launch(Strict):
         return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
+class Range(Strict):
+    """An interval [low, high] to search."""
+
+    low: Number
+    high: Number
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low:g} must be below high {self.high:g}")
+        return self
+
+
+class Tune(Strict):
+    """`workbench sweep tune` (workbench.sweep.tune): an Optuna TPE study per scale over lr_peak (log-uniform
+    in `lr`), batch_tokens (one of `batch_tokens`, multiples of seq_len x micro_batch; empty: 1, 2, 4 and 8
+    times that) and the warmup as a fraction of the run (uniform in `warmup_fraction`). A scale is a budget
+    with a model size: `sizes` holds one size for every budget, one per budget, or nothing (the grid's prior
+    optimum N*(C)). `trials` is the count per scale that a call tops the study up to (a rerun resumes it)."""
+
+    budgets_flops: list[Flops] = Field(min_length=1, max_length=100)
+    sizes: list[Params] = Field(default_factory=list, max_length=100)
+    trials: Count = Field(default=20, gt=0, le=10_000)
+    startup_trials: Count = Field(default=5, ge=0, le=10_000)
+    seed: Count = Field(default=0, ge=0)
+    lr: Range = Range(low=1e-4, high=1e-2)
+    batch_tokens: list[Count] = Field(default_factory=list, max_length=64)
+    warmup_fraction: Range = Range(low=0.0, high=0.2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Tune:
+        if self.lr.low <= 0 or self.lr.high > 10:
+            raise ValueError(f"lr range [{self.lr.low:g}, {self.lr.high:g}] must lie in (0, 10]")
+        if self.warmup_fraction.low < 0 or self.warmup_fraction.high > 1:
+            raise ValueError("warmup_fraction must lie in [0, 1]")
+        if len(self.sizes) not in (0, 1, len(self.budgets_flops)):
+            raise ValueError(f"sizes must hold 1 size or one per budget ({len(self.budgets_flops)}), not {len(self.sizes)}")
+        if any(b <= 0 for b in self.batch_tokens) or len(set(self.batch_tokens)) != len(self.batch_tokens):
+            raise ValueError("batch_tokens must be distinct positive numbers of tokens")
+        return self
+
+
 class SweepSpec(Strict):
-    """A sweep file: name, model family, data, grid, shared train settings, auto rules, launch."""
+    """A sweep file: name, model family, data, grid, shared train settings, auto rules, launch, and an
+    optional hyper-parameter search (`tune`)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     runs_root: str = "runs"
@@ -233,6 +279,7 @@ class SweepSpec(Strict):
     train: SweepTrain = SweepTrain()
     rules: Rules = Rules()
     launch: Launch = Launch()
+    tune: Tune | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""`workbench flagship`: not built yet."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
