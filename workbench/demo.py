@@ -5,18 +5,22 @@ Every stage reuses the stage's own module; finished runs are reused on a rerun (
 the cache). The checks of the end-to-end issue are computed here and printed, stored in the report
 and returned:
 - every fitted budget has an interior isoFLOP minimum;
-- the law fitted without the largest budget predicts that budget's best loss (within 2%) and its N*
-  (within a factor 1.5);
-- the planned flagship's validation loss lies in the plan's prediction interval and within 1% of
-  the best sweep run at that budget.
-The prediction interval is the bootstrap interval of the law's prediction widened by the run-to-run
-scatter of the fitted runs (resampled residuals in log loss): a single new run scatters about the law
-as the sweep's runs do, which the law's confidence interval alone does not cover.
+- the laws fitted without the largest budget predict that budget's best loss within 2% (the
+  compute-optimal loss law L*(C) = K C^-gamma on the isoFLOP minima, workbench.fit.frontier) and its
+  N* within a factor 1.5 (the isoFLOP power law N*(C) = G C^a);
+- the planned flagship's validation loss lies in the prediction interval and within 1% of the best
+  sweep run at that budget.
+The flagship is planned with the isoFLOP law (N*(C), D*(C) from the parabolas' vertices: the Llama 3
+method). The parametric law L(N, D) is fitted and reported too, but at this scale (three budgets
+spanning 5x in compute, runs scattering by 1-2% from seed to seed) its five parameters are poorly
+determined and it extrapolates worse; the report shows both. The prediction interval is the
+bootstrap interval of L*(C) widened by the run-to-run scatter about each budget's parabola
+(resampled residuals in log loss): a single new run scatters as the sweep's runs do, which the law's
+confidence interval alone does not cover.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -51,7 +55,7 @@ def run_demo(
     spec, lines = load_spec(spec_path)
     db_path = Path(db_path or default_db_path())
     _say("1/7", f"corpus: {ensure_default_corpus()}")
-    checks_lr = _lr_check(spec, db_path) if lr_check else None
+    checks_lr = _lr_check(spec, db_path, str(spec_path)) if lr_check else None
     plan = expand(spec, str(spec_path), lines)
     budgets = sorted({r.budget_flops for r in plan.runs})
     _say(
@@ -62,12 +66,12 @@ def run_demo(
     _launch(plan, db_path, str(spec_path))
     with Store(db_path) as store:
         points = store.points(spec.name)
-    record, results, held = _fit(points, spec.name, bootstrap, db_path)
+    record, held = _fit(points, spec.name, bootstrap, db_path)
     plan_record, flagship_path = _plan(record, spec, held, db_path)
     flagship = _train_flagship(flagship_path)
     with Store(db_path) as store:
         store.ingest(Path(flagship_path).parent)
-    outcome = _compare(record, results, points, held, plan_record, flagship)
+    outcome = _compare(record, points, held, plan_record, flagship)
     outcome.update(
         {
             "lr_check": checks_lr,
@@ -97,14 +101,14 @@ def _launch(plan, db_path: Path, spec_path: str) -> None:
             _say("!", f"run {rid} ended {state}: left out of the fit (see {report.sweep_dir / rid})")
 
 
-def _lr_check(spec, db_path: Path) -> dict:
+def _lr_check(spec, db_path: Path, spec_path: str) -> dict:
     """The sweep's LR rule against x0.5 and x2 at the smallest budget, every size (the rule is shown
     near-optimal there, as the end-to-end issue asks)."""
     from workbench.store import Store
     from workbench.sweep.spec import expand
 
     smallest = min(spec.grid.budgets_flops)
-    rows: dict[float, dict[float, float]] = {}
+    rows: dict[float, dict[float, list[float]]] = {}
     for factor in (1.0, *LR_CHECK_FACTORS):
         name = spec.name if factor == 1.0 else f"{spec.name}-lr{factor:g}x"
         update = {"name": name, "grid": spec.grid.model_copy(update={"budgets_flops": [smallest]})}
@@ -122,14 +126,15 @@ def _lr_check(spec, db_path: Path) -> dict:
             f"LR check at {smallest:.2g} FLOPs: LR rule x{factor:g}, lr_peak {lrs[0]:.3g} to {lrs[-1]:.3g} "
             f"({len(sub_plan.runs)} runs)",
         )
-        _launch(sub_plan, db_path, "(lr check)")
+        _launch(sub_plan, db_path, spec_path if factor == 1.0 else f"{spec_path} (LR rule x{factor:g})")
         with Store(db_path) as store:
             got = store.points(name)
         got = got[np.isclose(got["budget_flops"], smallest)]
         for params, loss in zip(got["params"], got["loss"], strict=True):
-            rows.setdefault(float(params), {})[factor] = float(loss)
+            rows.setdefault(float(params), {}).setdefault(factor, []).append(float(loss))
     table = []
-    for params, by_factor in sorted(rows.items()):
+    for params, seeds in sorted(rows.items()):
+        by_factor = {k: float(np.mean(v)) for k, v in seeds.items()}  # the mean over seeds
         best = min(by_factor.values())
         rule = by_factor.get(1.0, float("nan"))
         table.append(
@@ -178,37 +183,43 @@ def _fit(points, sweep: str, bootstrap: int, db_path: Path):
     results = fit_all(train, options)
     record = to_record(results, sweep, f"sweep:{sweep} without its largest budget", sweep)
     record["holdout"] = holdout.predict_budget(train, points[points["budget_flops"] == held], ("isoflop", "parametric"))
-    par = results.parametric
-    from workbench.fit.law import predict_loss
+    from workbench.fit.frontier import optimal_loss_law, predict
 
-    fitted = predict_loss(par.as_dict(), train["params"].to_numpy(), train["tokens"].to_numpy())
-    residuals = np.log(train["loss"].to_numpy()) - np.log(fitted)
-    record["parametric"]["residuals_log"] = residuals.tolist()
+    record["isoflop"]["loss_law"] = optimal_loss_law(train, bootstrap)
+    best = record["holdout"]["observed"]["best_run"]["loss"]
+    loss_pred = predict(record["isoflop"]["loss_law"], held)[0]
+    record["holdout"]["loss_law"] = {"loss_pred": loss_pred, "loss_rel_err": loss_pred / best - 1}
     out = Path("fits") / f"{sweep}.json"
     record["plots"] = [str(p) for p in _save_plots(results, out)]
     write_json_atomic(out, record)
     with Store(db_path) as store:
         store.record_fit(record)
-    return record, results, held
+    return record, held
 
 
 def _plan(record: dict, spec, held: float, db_path: Path) -> tuple[dict, Path]:
     from workbench.commands.plan import plan_record
     from workbench.data import ensure_default_corpus
-    from workbench.laws import HparamLaws, PowerLaw, law_from_fit
+    from workbench.laws import HparamLaws, Law, PowerLaw
     from workbench.layout import resolve_gpu
     from workbench.plan import flagship_config, make_plan
     from workbench.store import Store
 
-    law = law_from_fit(record, f"fits/{spec.name}.json")
+    iso = record["isoflop"]
     rules, train = spec.rules, spec.train
     if train.batch_tokens == "auto":  # the sweep's own batch rule, so the flagship is trained as the sweep was
         coef = rules.batch_ref_tokens / rules.batch_ref_flops**rules.batch_exponent
         batch = PowerLaw(coef, rules.batch_exponent)
     else:
         batch = PowerLaw(float(train.batch_tokens), 0.0)
-    # the sweep's LR rule depends on N, not C: the LR law here is a placeholder, replaced below
-    law = dataclasses.replace(law, hparams=HparamLaws(batch, PowerLaw(1.0, 0.0), f"the {spec.name} sweep's rules"))
+    # The isoFLOP law (Llama 3's method): N*(C) and D*(C) from the parabolas' vertices. The LR law here is
+    # a placeholder: the sweep's LR rule depends on N, and the flagship gets it at its size below.
+    law = Law(
+        f"{spec.name}-isoflop",
+        f"fits/{spec.name}.json: isoFLOP minima of {len(iso['minima'])} budgets (Llama 3 / Chinchilla approach 2)",
+        isoflop=(PowerLaw(iso["G"], iso["a"]), PowerLaw(iso["H"], iso["b"])),
+        hparams=HparamLaws(batch, PowerLaw(1.0, 0.0), f"the {spec.name} sweep's rules"),
+    )
     gpu = resolve_gpu(str(spec.launch.gpu_peak_flops / 1e12))
     seq = spec.data.seq_len
     plan = make_plan(
@@ -240,10 +251,13 @@ def _plan(record: dict, spec, held: float, db_path: Path) -> tuple[dict, Path]:
     rec.update({"name": name, "budget_flops": held, "config_path": str(path), "lr_peak": lr})
     with Store(db_path) as store:
         store.record_plan(rec)
+    from workbench.fit.frontier import predict
+
+    rec["predicted_loss"] = predict(iso["loss_law"], held)[0]
     _say(
         "5/7",
         f"plan for {held:.2g} FLOPs: N* {plan.params:,.0f}, shape {plan.shape.name} "
-        f"({plan.shape.params:,} params, {plan.shape_tokens:,} tokens), predicted loss {plan.shape_loss:.4f}",
+        f"({plan.shape.params:,} params, {plan.shape_tokens:,} tokens), predicted loss {rec['predicted_loss']:.4f}",
     )
     return rec, path
 
@@ -276,34 +290,24 @@ def prediction_interval(draws: list[float], residuals: list[float], seed: int = 
     return float(lo), float(mid), float(hi)
 
 
-def _compare(record, results, points, held, plan_record, flagship) -> dict:
-    from workbench.fit.law import predict_loss
+def _compare(record, points, held, plan_record, flagship) -> dict:
+    from workbench.fit.frontier import predict
 
     iso = record["isoflop"]
     minima_ok = not iso["excluded"] and len(iso["minima"]) == len(np.unique(points["budget_flops"])) - 1
     hold = record["holdout"]
     observed = hold["observed"]
     shape = plan_record["shape"]
-    draws = record["parametric"].get("draws") or {}
-    law_draws = (
-        [
-            float(
-                predict_loss(
-                    {k: draws[k][i] for k in ("E", "A", "B", "alpha", "beta")}, shape["params"], shape["tokens"]
-                )
-            )
-            for i in range(len(draws["E"]))
-        ]
-        if draws
-        else [plan_record["loss"]]
-    )
-    lo, mid, hi = prediction_interval(law_draws, record["parametric"]["residuals_log"])
-    val = flagship["val_loss"]
     best = observed["best_run"]["loss"]
+    loss_law = iso["loss_law"]
+    predicted, draws = predict(loss_law, held)
+    draws = draws[np.isfinite(draws)]
+    lo, _, hi = prediction_interval(draws.tolist() or [predicted], loss_law["scatter_log"])
+    val = flagship["val_loss"]
     n_iso = hold.get("isoflop", {}).get("N_opt_pred")
     checks = {
         "interior_minima": minima_ok,
-        "best_loss_within_2pct": abs(hold["parametric"]["loss_rel_err"]) <= 0.02,
+        "best_loss_within_2pct": abs(predicted / best - 1) <= 0.02,
         "n_opt_within_1.5x": n_iso is not None and 1 / 1.5 <= n_iso / observed["N_opt"] <= 1.5,
         "flagship_in_interval": lo <= val <= hi,
         "flagship_within_1pct_of_best": abs(val / best - 1) <= 0.01,
@@ -313,8 +317,11 @@ def _compare(record, results, points, held, plan_record, flagship) -> dict:
         "fitted_budgets": [m["budget_flops"] for m in iso["minima"]],
         "excluded": iso["excluded"],
         "best_run": observed["best_run"],
-        "predicted_best_loss": hold["parametric"]["loss_pred"],
-        "best_loss_rel_err": hold["parametric"]["loss_rel_err"],
+        "loss_law": {"K": loss_law["K"], "gamma": loss_law["gamma"]},
+        "predicted_best_loss": predicted,
+        "best_loss_rel_err": predicted / best - 1,
+        "parametric_predicted_best_loss": hold["parametric"]["loss_pred"],
+        "parametric_best_loss_rel_err": hold["parametric"]["loss_rel_err"],
         "observed_n_opt": observed["N_opt"],
         "observed_n_opt_source": observed["N_opt_source"],
         "predicted_n_opt_isoflop": n_iso,
@@ -323,9 +330,9 @@ def _compare(record, results, points, held, plan_record, flagship) -> dict:
             "params": shape["params"],
             "tokens": shape["tokens"],
             "val_loss": val,
-            "predicted": plan_record["shape"].get("loss", mid),
+            "predicted": predicted,
             "interval": [lo, hi],
-            "law_interval": [float(np.percentile(law_draws, 5)), float(np.percentile(law_draws, 95))],
+            "law_interval": [float(np.percentile(draws, 5)), float(np.percentile(draws, 95))] if draws.size else None,
             "vs_best": val / best - 1,
             "wall_s": flagship["wall_s"],
         },
@@ -354,7 +361,9 @@ def summary(outcome: dict) -> str:
     lines = [
         f"held-out budget {outcome['held_out_budget']:.3g} FLOPs (fit on {len(outcome['fitted_budgets'])} budgets)",
         f"  best sweep run: loss {outcome['best_run']['loss']:.4f} at N {outcome['best_run']['params']:,.0f}; "
-        f"law predicted {outcome['predicted_best_loss']:.4f} ({outcome['best_loss_rel_err']:+.2%})",
+        f"L*(C) law predicted {outcome['predicted_best_loss']:.4f} ({outcome['best_loss_rel_err']:+.2%}); "
+        f"parametric law {outcome['parametric_predicted_best_loss']:.4f} "
+        f"({outcome['parametric_best_loss_rel_err']:+.2%})",
         f"  N*: observed {outcome['observed_n_opt']:,.0f} ({outcome['observed_n_opt_source']}), predicted "
         f"{outcome['predicted_n_opt_isoflop'] or float('nan'):,.0f} (isoFLOP law), "
         f"{outcome['predicted_n_opt_parametric']:,.0f} (parametric, C = 6ND)",

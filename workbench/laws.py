@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from workbench.errors import WorkbenchError
 
 
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
 @dataclass(frozen=True)
 class ParametricLaw:
     """L(N, D) = E + A / N^alpha + B / D^beta (loss in nats/token)."""
@@ -28,12 +32,20 @@ class ParametricLaw:
 
     def loss(self, params: float, tokens: float) -> float:
         """Predicted loss of `params` non-embedding parameters trained on `tokens` tokens."""
-        return self.E + self.A / params**self.alpha + self.B / tokens**self.beta
+        # in logs: an extreme bootstrap draw gives inf, not an OverflowError
+        if not (0 < params < math.inf and 0 < tokens < math.inf):
+            return math.inf
+        return (
+            self.E
+            + _exp(math.log(self.A) - self.alpha * math.log(params))
+            + _exp(math.log(self.B) - self.beta * math.log(tokens))
+        )
 
     def optimum(self, budget_flops: float) -> tuple[float, float]:
         """(N_opt params, D_opt tokens) minimising the loss at C = 6 N D (closed form)."""
-        g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-        params = g * (budget_flops / 6.0) ** (self.beta / (self.alpha + self.beta))
+        total = self.alpha + self.beta
+        log_g = (math.log(self.alpha * self.A) - math.log(self.beta * self.B)) / total
+        params = _exp(log_g + self.beta / total * math.log(budget_flops / 6.0))
         return params, budget_flops / (6.0 * params)
 
     def tokens_for_loss(self, params: float, loss: float) -> float:
@@ -91,6 +103,9 @@ class Law:
         """(N* params, D* tokens) at `budget_flops` FLOPs."""
         if self.parametric is not None:
             return self.parametric.optimum(budget_flops)
+        if self.isoflop is not None and self.token_law is None:  # an isoFLOP law: N*(C) and D*(C) as fitted
+            n_law, d_law = self.isoflop
+            return n_law(budget_flops), d_law(budget_flops)
         tokens = self.token_law(budget_flops)
         return budget_flops / (6.0 * tokens), tokens
 
@@ -169,6 +184,7 @@ def _draws(block: dict, keys: tuple[str, ...], where: str) -> list[tuple[float, 
 
 
 def _hparams(data: dict, source: str) -> HparamLaws | None:
+    """The `hparams` block ({batch, lr}: {coef, exp}); exp null (a tune study at one budget) is a constant."""
     block = data.get("hparams")
     if block is None:
         return None
@@ -177,14 +193,28 @@ def _hparams(data: dict, source: str) -> HparamLaws | None:
     batch, lr = block["batch"], block["lr"]
     for where, law in (("hparams.batch", batch), ("hparams.lr", lr)):
         _positive(law, "coef", f"{source}: {where}")
-        if not isinstance(law.get("exp"), int | float) or not math.isfinite(law["exp"]):
-            raise WorkbenchError(f"{source}: {where}.exp must be a number", "Refit the tune sweep.")
+        exp = law.get("exp")
+        if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp)):
+            raise WorkbenchError(f"{source}: {where}.exp must be a number or null", "Refit the tune sweep.")
+    if batch.get("exp") is None or lr.get("exp") is None:
+        text = f"batch {batch['coef']:.4g} tokens, lr {lr['coef']:.4g} (tuned at one budget: no exponent, constant)"
+    else:
+        text = f"batch {batch['coef']:.4g} C^{batch['exp']:.4g} tokens, lr {lr['coef']:.4g} C^{lr['exp']:.4g}"
     return HparamLaws(
-        PowerLaw(float(batch["coef"]), float(batch["exp"])),
-        PowerLaw(float(lr["coef"]), float(lr["exp"])),
-        f"fitted hparams law in {source}: batch {batch['coef']:.4g} C^{batch['exp']:.4g} tokens, "
-        f"lr {lr['coef']:.4g} C^{lr['exp']:.4g}",
+        PowerLaw(float(batch["coef"]), float(batch.get("exp") or 0.0)),
+        PowerLaw(float(lr["coef"]), float(lr.get("exp") or 0.0)),
+        f"fitted hparams law in {source}: {text}",
     )
+
+
+def hparams_from_json(data: object, source: str) -> HparamLaws:
+    """Batch and LR laws from the parsed JSON of fits/SWEEP-hparams.json (`workbench sweep tune`)."""
+    laws = _hparams(data, source) if isinstance(data, dict) else None
+    if laws is None:
+        raise WorkbenchError(
+            f"{source} has no hparams laws", "Use the fits/SWEEP-hparams.json of `workbench sweep tune`."
+        )
+    return laws
 
 
 def law_from_fit(data: object, source: str) -> Law:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from workbench import flops
 from workbench.errors import WorkbenchError
 from workbench.laws import DEEPSEEK_HPARAMS, DEEPSEEK_RANGE_FLOPS, Law, ParametricLaw
-from workbench.layout import Gpu, Layout, choose_layout
+from workbench.layout import GPUS_PER_NODE, Gpu, Layout, choose_layout
 from workbench.shapes import ModelShape, ladder, shape_for_params
 
 CPU_BUDGET_FLOPS = 1e15  # below this a plan is sized for the CPU: seq_len 256, bytes vocabulary
@@ -68,7 +68,9 @@ def _interval(values: list[float]) -> Interval:
     def pct(q: float) -> float:  # linear interpolation, as numpy.percentile's default
         x = q * (len(ordered) - 1)
         i = min(int(x), len(ordered) - 2) if len(ordered) > 1 else 0
-        return ordered[i] if len(ordered) == 1 else ordered[i] + (x - i) * (ordered[i + 1] - ordered[i])
+        if len(ordered) == 1 or ordered[i + 1] == ordered[i]:  # also two infinities from extreme draws
+            return ordered[i]
+        return ordered[i] + (x - i) * (ordered[i + 1] - ordered[i])
 
     return Interval(pct(0.05), pct(0.5), pct(0.95))
 
@@ -353,6 +355,10 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         "hparams_source": plan.hparams_source,
         "gpu": plan.gpu.name,
         "layout": f"TP {plan.layout.tp} x PP {plan.layout.pp} x DP {plan.layout.dp}",
+        # what `workbench flagship launch` asks Slurm for: nodes x GPUs per node (layout.GPUS_PER_NODE a node)
+        "gpus": plan.layout.gpus,
+        "nodes": plan.layout.nodes,
+        "gpus_per_node": min(plan.layout.gpus, GPUS_PER_NODE),
     }
     if plan.inference:
         meta["inference_tokens"] = plan.inference.inference_tokens

@@ -69,6 +69,26 @@ def _law(spec: str, budget_flops: float):
     return law_from_fit(data, str(path))
 
 
+def _read_json(path: Path, option: str, hint: str) -> object:
+    if not path.is_file():
+        raise WorkbenchError(f"{option}: file {path} not found", hint)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise WorkbenchError(f"{option}: {path} is not valid JSON{where}", hint) from None
+
+
+def _with_hparams(law, path: Path):
+    """The law with the batch and LR laws of a tune study's fits/SWEEP-hparams.json."""
+    import dataclasses
+
+    from workbench.laws import hparams_from_json
+
+    hint = "Give the fits/SWEEP-hparams.json that `workbench sweep tune` wrote."
+    return dataclasses.replace(law, hparams=hparams_from_json(_read_json(path, "--hparams", hint), str(path)))
+
+
 def _interval(ci: dict | None, key: str):
     if not ci:
         return None
@@ -249,6 +269,7 @@ def plan(
     gpu_memory_gb: float = typer.Option(None, "--gpu-memory-gb", help="Memory per GPU in GB (default: the GPU's)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation in (0, 1]."),
     law_spec: str = typer.Option("chinchilla", "--law", help="chinchilla, epoch, llama3 or fits/NAME.json."),
+    hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
     vocab: int = typer.Option(None, "--vocab", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
@@ -279,6 +300,8 @@ def plan(
         if inference < 0:
             raise WorkbenchError(f"--inference-tokens {inference_tokens} is negative", "Give 0 or more, e.g. 1e13.")
     law = _law(law_spec, budget)
+    if hparams is not None:
+        law = _with_hparams(law, hparams)
     result = planner.make_plan(
         law,
         budget,

@@ -1,4 +1,4 @@
-"""`workbench sweep`: plan, launch, status and cancel sweeps of training runs."""
+"""`workbench sweep`: plan, launch, tune, status and cancel sweeps of training runs."""
 
 from __future__ import annotations
 
@@ -88,6 +88,36 @@ def launch(
     if failed:
         raise WorkbenchError(f"{len(failed)} local runs did not complete, first {failed[0]}",
                              "See `workbench sweep status` and the run's final.json; relaunch to retry.")  # fmt: skip
+
+
+@app.command()
+def tune(
+    file: Path = typer.Argument(..., help="Sweep YAML with a `tune:` section."),
+    executor: str = typer.Option(None, "--executor", help="slurm or local (default: the spec's launch.executor)."),
+    parallel: int = typer.Option(1, "--parallel", help="Trials in flight at once (local: worker processes)."),
+    trials: int = typer.Option(None, "--trials", help="Trials per scale to reach (default: tune.trials)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result (best trials and laws) as JSON."),
+    db: Path = DB,
+) -> None:
+    """Optuna search over LR, batch and warmup per tune scale; lr_opt(C) and B_opt(C) to fits/SWEEP-hparams.json."""
+    from workbench.sweep.spec import load_spec
+    from workbench.sweep.tune import tune as do_tune
+
+    if executor is None:
+        executor = load_spec(file)[0].launch.executor
+    result = do_tune(file, executor=executor, db=db, parallel=parallel, trials=trials, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    for b in result["best"]:
+        counts = ", ".join(f"{n} {state}" for state, n in b["trials"].items())
+        typer.echo(f"{b['scale']}: best trial {b['trial']} val_loss {b['val_loss']:.4f} at lr {b['lr']:.3g}, "
+                   f"batch {b['batch_tokens']} tokens, warmup {b['warmup_fraction']:.3f} ({counts})")  # fmt: skip
+    for key, unit in (("lr", ""), ("batch", " tokens")):
+        law = result["hparams"][key]
+        shape = f"{law['coef']:.4g} C^{law['exp']:.4g}" if law["exp"] is not None else f"{law['coef']:.4g} (one budget)"
+        typer.echo(f"{key}_opt = {shape}{unit}")
+    typer.echo(f"wrote {result['path']}: plan with `workbench plan --compute C --hparams {result['path']}`")
 
 
 @app.command()

@@ -69,13 +69,14 @@ def bootstrap_parametric(
         f = np.where(np.isfinite(result.f), result.f, np.inf).reshape(k, per)
         best = result.x.reshape(k, per, 5)[np.arange(k), f.argmin(axis=1)]
         theta[lo : lo + k] = objective.to_external(best)
-    return {
-        "E": np.exp(theta[:, 0]),
-        "A": np.exp(theta[:, 1]),
-        "B": np.exp(theta[:, 2]),
-        "alpha": theta[:, 3],
-        "beta": theta[:, 4],
-    }
+    with np.errstate(over="ignore"):  # a degenerate resample's coefficient overflows to inf, kept as such
+        return {
+            "E": np.exp(theta[:, 0]),
+            "A": np.exp(theta[:, 1]),
+            "B": np.exp(theta[:, 2]),
+            "alpha": theta[:, 3],
+            "beta": theta[:, 4],
+        }
 
 
 def bootstrap_isoflop(points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:

@@ -21,11 +21,12 @@ def predict_loss(params: Mapping[str, object], N: ArrayLike, D: ArrayLike) -> np
     """L(N, D) = E + A / N^alpha + B / D^beta (loss in nats/token; N params, D tokens)."""
     n = np.asarray(N, dtype=float)
     d = np.asarray(D, dtype=float)
-    return (
-        _arr(params, "E")
-        + _arr(params, "A") / n ** _arr(params, "alpha")
-        + _arr(params, "B") / d ** _arr(params, "beta")
-    )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # extreme draws give inf/NaN, kept
+        return (
+            _arr(params, "E")
+            + _arr(params, "A") / n ** _arr(params, "alpha")
+            + _arr(params, "B") / d ** _arr(params, "beta")
+        )
 
 
 def optimal_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -261,7 +261,8 @@ class Tune(Strict):
         if self.warmup_fraction.low < 0 or self.warmup_fraction.high > 1:
             raise ValueError("warmup_fraction must lie in [0, 1]")
         if len(self.sizes) not in (0, 1, len(self.budgets_flops)):
-            raise ValueError(f"sizes must hold 1 size or one per budget ({len(self.budgets_flops)}), not {len(self.sizes)}")
+            budgets = len(self.budgets_flops)
+            raise ValueError(f"sizes must hold 1 size or one per budget ({budgets}), not {len(self.sizes)}")
         if any(b <= 0 for b in self.batch_tokens) or len(set(self.batch_tokens)) != len(self.batch_tokens):
             raise ValueError("batch_tokens must be distinct positive numbers of tokens")
         return self

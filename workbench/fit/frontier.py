@@ -1,0 +1,70 @@
+"""The compute-optimal loss law L*(C) = K C^-gamma, fitted on the isoFLOP minima, with bootstrap draws.
+
+The isoFLOP approach (Llama 3, Chinchilla approach 2) gives N*(C) and D*(C) from the parabolas'
+vertices; their losses L*(C) give the loss the compute-optimal model reaches. A power law in C,
+least squares in log space, predicts the next budget's best loss with two parameters where the
+parametric law needs five (and is poorly determined by a few budgets spanning one decade of compute).
+Bootstrap: runs are resampled within each budget (the same scheme as the other fits), every parabola
+is refitted by weights, and the power law refitted on the valid vertices. `scatter_log` is the
+run-to-run scatter: each run's log loss minus its budget parabola's at the run's N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import WorkbenchError
+from workbench.fit.isoflop import budget_vertices, power_law
+
+
+def optimal_loss_law(points: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """{K, gamma, draws: {K, gamma}, scatter_log, budgets}: L*(C) = K C^-gamma over the points' budgets."""
+    rng = np.random.default_rng(seed)
+    budgets = sorted(points["budget_flops"].unique())
+    rows = 1 + n_bootstrap
+    log_loss = np.full((rows, len(budgets)), np.nan)
+    valid = np.zeros((rows, len(budgets)), dtype=bool)
+    scatter: list[float] = []
+    for j, budget in enumerate(budgets):
+        group = points[points["budget_flops"] == budget]
+        m = len(group)
+        weights = np.vstack([np.ones(m), rng.multinomial(m, np.full(m, 1 / m), size=n_bootstrap)])
+        params, tokens, loss = (group[c].to_numpy(float) for c in ("params", "tokens", "loss"))
+        vertex = budget_vertices(params, tokens, loss, weights)
+        valid[:, j] = vertex.code == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_loss[:, j] = np.log(vertex.loss)
+        scatter += _scatter(params, loss)
+    valid &= np.isfinite(log_loss)
+    if valid[0].sum() < 2:
+        raise WorkbenchError(
+            f"L*(C): {valid[0].sum()} budgets with an interior minimum, and a power law needs 2",
+            "Add sizes around the optimum of each budget.",
+        )
+    log_c = np.log(np.asarray(budgets, float))[None, :].repeat(rows, axis=0)
+    k, slope = power_law(log_c, np.where(valid, log_loss, 0.0), valid)
+    keep = np.isfinite(k[1:]) & np.isfinite(slope[1:])
+    return {
+        "K": float(k[0]),
+        "gamma": float(-slope[0]),
+        "budgets": [float(b) for b in budgets],
+        "draws": {"K": k[1:][keep].tolist(), "gamma": (-slope[1:][keep]).tolist()},
+        "scatter_log": scatter,
+    }
+
+
+def _scatter(params: np.ndarray, loss: np.ndarray) -> list[float]:
+    """Log residuals of one budget's runs about its parabola in log N (empty with < 4 runs)."""
+    if len(np.unique(params)) < 3 or len(params) < 4:
+        return []
+    x = np.log(params)
+    coef = np.polyfit(x, loss, 2)
+    inflate = np.sqrt(len(x) / (len(x) - 3))  # the parabola's 3 coefficients absorb part of the scatter
+    return (inflate * (np.log(loss) - np.log(np.polyval(coef, x)))).tolist()
+
+
+def predict(law: dict, budget_flops: float) -> tuple[float, np.ndarray]:
+    """L*(C) of the fit and of every bootstrap draw."""
+    draws = np.asarray(law["draws"]["K"]) * budget_flops ** -np.asarray(law["draws"]["gamma"])
+    return law["K"] * budget_flops ** -law["gamma"], draws

@@ -1,0 +1,509 @@
+"""The report's sections, built from `ReportInputs` as plain dicts for the template (figures as data URIs).
+
+A section whose inputs are missing says what is missing and the command that makes it (`missing`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+import workbench
+from workbench.errors import WorkbenchError
+from workbench.report import plots
+from workbench.report.data import ReportInputs, command_line, git_commit, version_of
+from workbench.units import human
+
+
+def cell(text: object, sort: object = None, cls: str = "") -> dict:
+    """A table cell: shown text, sort key (numbers sort as numbers) and a CSS class."""
+    if isinstance(sort, float) and not math.isfinite(sort):
+        sort = None
+    return {"t": "" if text is None else str(text), "v": "" if sort is None else sort, "cls": cls}
+
+
+def _num(value: object, fmt: str = ".4g") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _h(value: object) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
+        return "-"
+    return human(float(value))
+
+
+def _figure(fig, alt: str, caption: str, fmt: str = "svg") -> dict:
+    return {"uri": plots.data_uri(fig, fmt), "alt": alt, "caption": caption}
+
+
+def _section(sid: str, title: str, **parts) -> dict:
+    base = {"figures": [], "tables": [], "notes": [], "rows": [], "missing": None, "sentence": None, "provenance": []}
+    return {"id": sid, "title": title, **base, **parts}
+
+
+def _db_flag(inputs: ReportInputs) -> str:
+    return f" --db {inputs.db_path}"
+
+
+# --- sections ------------------------------------------------------------------------------------------
+
+
+def plan_sentence(plan: dict) -> str:
+    """The recommended flagship in one sentence."""
+    s, lay = plan["shape"], plan["layout"]
+    loss = f", predicted loss {s['loss']:.4f}" if s.get("loss") is not None else ""
+    ci = (plan.get("ci") or {}).get("shape_loss")
+    if ci and s.get("loss") is not None:
+        loss += f" (5-95%: {ci['p5']:.4f} to {ci['p95']:.4f})"
+    return (
+        f"For {plan['compute_flops']:.3g} FLOPs, train the {s['name']} shape ({human(s['params'])} non-embedding "
+        f"parameters, {s['n_layers']} layers, d_model {s['d_model']}) on {human(s['tokens'])} tokens"
+        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {plan['gpu_hours']:.3g} GPU-hours, "
+        f"{plan['days']:.3g} days on {lay['gpus']:,} {lay['gpu']} GPUs."
+    )
+
+
+def summary_section(inputs: ReportInputs) -> dict:
+    runs = inputs.runs
+    counts = runs["status"].fillna("unknown").value_counts()
+    status = ", ".join(f"{n} {s}" for s, n in counts.items())
+    budgets = sorted(runs["budget_flops"].dropna().unique())
+    rows = [
+        ("sweep", inputs.sweep + (f" (spec {inputs.spec_path})" if inputs.spec_path else "")),
+        ("runs", f"{len(runs)}: {status}"),
+        ("budgets", f"{len(budgets)}: " + ", ".join(f"{b:.3g}" for b in budgets) + " FLOPs" if budgets else "-"),
+        ("model sizes N", f"{_h(runs['params'].min())} to {_h(runs['params'].max())} parameters (non-embedding)"),
+        (
+            "compute spent",
+            f"{runs['flops'].fillna(0).sum():.3g} FLOPs in "
+            f"{runs['wall_s'].fillna(0).sum() / 3600:.3g} run-hours of wall time",
+        ),  # fmt: skip
+    ]
+    if inputs.fit:
+        rows.append(("fit", _fit_line(inputs.fit)))
+    section = _section("summary", "Summary", rows=rows, sentence=None)
+    if inputs.plan:
+        section["sentence"] = plan_sentence(inputs.plan)
+    else:
+        section["notes"].append(_missing_plan(inputs))
+    demo = _demo(inputs.extra)
+    if demo:
+        verdict = "all checks passed" if demo.get("passed") else "some checks FAILED (see held-out check)"
+        section["notes"].append(f"End-to-end demo: {verdict}.")
+    return section
+
+
+def _fit_line(fit: dict) -> str:
+    parts = []
+    if fit.get("isoflop"):
+        iso = fit["isoflop"]
+        parts.append(f"isoFLOP: N* = {iso['G']:.3g} C^{iso['a']:.3f}, D* = {iso['H']:.3g} C^{iso['b']:.3f}")
+    if fit.get("parametric"):
+        p = fit["parametric"]
+        parts.append(f"parametric: L = {p['E']:.3g} + {p['A']:.3g}/N^{p['alpha']:.3f} + {p['B']:.3g}/D^{p['beta']:.3f}")
+    return f"{fit.get('name')} on {fit.get('n_points')} runs; " + "; ".join(parts)
+
+
+def _missing_fit(inputs: ReportInputs, what: str = "fit") -> str:
+    return (f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit --sweep {inputs.sweep}{_db_flag(inputs)}` "
+            "(or pass --fit fits/NAME.json).")  # fmt: skip
+
+
+def _missing_plan(inputs: ReportInputs) -> str:
+    return (f"No plan for sweep '{inputs.sweep}' yet: run `workbench plan --law fits/{inputs.sweep}.json --compute "
+            f"FLOPS{_db_flag(inputs)}` (or pass --plan PLAN.json).")  # fmt: skip
+
+
+def curves_section(inputs: ReportInputs) -> dict:
+    section = _section("curves", "Training curves")
+    if not len(inputs.metrics):
+        section["missing"] = (
+            f"No metric rows for sweep '{inputs.sweep}': run `workbench db ingest runs/{inputs.sweep}`."
+        )
+        return section
+    fig = plots.training_curves_figure(inputs.runs, inputs.metrics)
+    section["figures"].append(_figure(fig, "training loss against tokens, one panel per budget",
+                                      "Training loss against tokens seen, one panel per compute budget; colour (and "
+                                      "line style) by model size; dots: final validation loss.", "png"))  # fmt: skip
+    return section
+
+
+def _fit_budgets(fit: dict) -> set[float]:
+    return {float(b) for b in fit["points"]["budget_flops"]} if fit.get("points") else set()
+
+
+def isoflop_section(inputs: ReportInputs) -> dict:
+    section = _section("isoflop", "isoFLOP curves")
+    if not inputs.fit or not inputs.fit.get("isoflop"):
+        section["missing"] = _missing_fit(inputs, "isoFLOP fit" if inputs.fit else "fit")
+        return section
+    iso = inputs.fit["isoflop"]
+    points = inputs.points if inputs.points is not None else pd.DataFrame(inputs.fit["points"])
+    fig = plots.isoflop_curves_figure(points, iso, _fit_budgets(inputs.fit))
+    section["figures"].append(_figure(fig, "final loss against model size per budget with fitted parabolas",
+                                      "Final validation loss against N for each budget, with the parabola in log N "
+                                      "and its minimum (stars); hollow: budgets the fit did not use."))  # fmt: skip
+    rows = [[cell(f"{m['budget_flops']:.3g}", m["budget_flops"]), cell(_h(m["params"]), m["params"]),
+             cell(_h(m["tokens"]), m["tokens"]), cell(_num(m["loss"]), m["loss"]), cell(m["n_sizes"]), cell("kept")]
+            for m in iso["minima"]]  # fmt: skip
+    rows += [[cell(f"{e['budget_flops']:.3g}", e["budget_flops"]), *[cell("-")] * 4,
+              cell(f"excluded: {e['reason']}", cls="bad")] for e in iso["excluded"]]  # fmt: skip
+    header = ["budget C (FLOPs)", "N* (params)", "D* (tokens)", "L* (nats/token)", "sizes", "status"]
+    section["tables"].append({"caption": "Minimum of each budget's parabola", "header": header, "rows": rows})
+    return section
+
+
+def frontier_section(inputs: ReportInputs) -> dict:
+    section = _section("frontier", "Compute-optimal frontier")
+    fit = inputs.fit
+    if not fit or not (fit.get("isoflop") or fit.get("parametric")):
+        section["missing"] = _missing_fit(inputs)
+        return section
+    budgets = sorted(_fit_budgets(fit)) or sorted(inputs.runs["budget_flops"].dropna().unique())
+    fig = plots.frontier_figure(fit.get("isoflop"), fit.get("parametric"), inputs.plan, budgets)
+    caption = ("Compute-optimal parameters N* and tokens D* against compute, on log axes: isoFLOP minima, the power "
+               "law fitted to them with its 5-95% bootstrap band, the parametric law's closed form, extrapolated to "
+               "the planned budget (star, with its 5-95% interval).")  # fmt: skip
+    section["figures"].append(_figure(fig, "N* and D* against compute with bootstrap bands", caption))
+    rows = []
+    for method, key_n, key_d in (("isoflop", "N_opt", "D_opt"), ("parametric", "N_opt", "D_opt")):
+        ci = (fit.get(method) or {}).get("ci") or {}
+        for at in ci.get("at", []):
+            n, d = at[key_n], at[key_d]
+            rows.append([cell(method), cell(f"{at['budget_flops']:.3g}", at["budget_flops"]),
+                         cell(f"{_h(n['median'])} [{_h(n['lo'])}, {_h(n['hi'])}]", n["median"]),
+                         cell(f"{_h(d['median'])} [{_h(d['lo'])}, {_h(d['hi'])}]", d["median"])])  # fmt: skip
+    if rows:
+        header = ["law", "C (FLOPs)", "N* median [5%, 95%]", "D* median [5%, 95%]"]
+        section["tables"].append({"caption": "Bootstrap intervals at larger budgets", "header": header, "rows": rows})
+    if inputs.plan is None:
+        section["notes"].append(_missing_plan(inputs))
+    return section
+
+
+def parametric_section(inputs: ReportInputs) -> dict:
+    section = _section("parametric", "Parametric law")
+    if not inputs.fit or not inputs.fit.get("parametric"):
+        section["missing"] = _missing_fit(inputs, "parametric fit" if inputs.fit else "fit")
+        return section
+    par = inputs.fit["parametric"]
+    points = pd.DataFrame(inputs.fit["points"])
+    fig = plots.parametric_figure(points, par, inputs.plan)
+    section["figures"].append(
+        _figure(
+            fig,
+            "loss contours over N and D with the efficient frontier; residuals",
+            "Top: the fitted law's loss over (N, D) with the runs the fit used and the "
+            "efficient frontier. Bottom: residuals of those runs against N and against D.",
+        )
+    )
+    ci = par.get("ci") or {}
+    rows = []
+    for key in ("E", "A", "B", "alpha", "beta", "a"):
+        band = ci.get(key) or {}
+        interval = f"[{_num(band.get('lo'))}, {_num(band.get('hi'))}]" if band.get("lo") is not None else "-"
+        rows.append([cell(key), cell(_num(par.get(key))), cell(interval)])
+    if inputs.fit.get("n_points", 99) < 10:
+        section["notes"].append(f"Only {inputs.fit['n_points']} runs for 5 parameters: the law is poorly determined "
+                                "(see the intervals); add sizes and budgets before trusting it.")  # fmt: skip
+    section["tables"].append({"caption": "L(N, D) = E + A / N^alpha + B / D^beta; a = beta / (alpha + beta)",
+                              "header": ["parameter", "estimate", "bootstrap 5-95%"], "rows": rows})  # fmt: skip
+    return section
+
+
+def _demo(extra: dict) -> dict | None:
+    demo = extra.get("demo")
+    if demo is None and "flagship" in extra:
+        demo = extra
+    return demo if isinstance(demo, dict) else None
+
+
+def holdout_section(inputs: ReportInputs) -> dict:
+    section = _section("holdout", "Held-out check")
+    fit, demo = inputs.fit, _demo(inputs.extra)
+    holdout = (fit or {}).get("holdout")
+    if not holdout:
+        section["missing"] = (f"No held-out check in the fit: run `workbench fit --sweep {inputs.sweep} "
+                              f"--holdout-largest{_db_flag(inputs)}` (it needs 3 or more budgets).")  # fmt: skip
+    else:
+        budget = holdout["budget_flops"]
+        target = pd.DataFrame(columns=["params", "loss"])
+        if inputs.points is not None:
+            target = inputs.points[np.isclose(inputs.points["budget_flops"], budget, rtol=1e-6)]
+        if not len(target):
+            best = holdout["observed"]["best_run"]
+            target = pd.DataFrame({"params": [best["params"]], "loss": [best["loss"]]})
+        flagship = (demo or {}).get("flagship")
+        fig = plots.holdout_figure(target, holdout, _law_without(fit, budget), flagship)
+        section["figures"].append(_figure(fig, "predicted against observed at the held-out budget",
+                                          f"The largest budget ({budget:.3g} FLOPs) left out of the fit: its runs, "
+                                          "the law's prediction and the predicted N*."))  # fmt: skip
+        section["tables"].append(_holdout_table(holdout))
+    for step in (fit or {}).get("rollout") or []:
+        section.setdefault("rollout", []).append(step)
+    if (fit or {}).get("rollout"):
+        from workbench.fit.plots import rollout_figure
+
+        section["figures"].append(
+            _figure(
+                rollout_figure(fit["rollout"]),
+                "rollout relative errors",
+                "Rollout: fit budgets 1..k, predict budget k+1 (relative error, %).",
+            )
+        )
+    if demo:
+        section["tables"].append(_demo_table(demo))
+    section["notes"] += _extra_notes(inputs.extra)
+    return section
+
+
+def _law_without(fit: dict, budget: float) -> dict | None:
+    """The parametric law fitted without `budget`: the fit's own law when it left that budget out (the demo),
+    else a refit on the fit's points below it, with the fit's settings (as `--holdout-largest` did)."""
+    from workbench.fit.parametric import fit_parametric, start_grid
+
+    if not fit.get("parametric"):
+        return None
+    points = pd.DataFrame(fit["points"])
+    train = points[points["budget_flops"] < budget * (1 - 1e-6)]
+    if len(train) == len(points):
+        return fit["parametric"]
+    settings = fit.get("settings") or {}
+    per_axis = max(2, round((settings.get("starts") or 256) ** 0.2))
+    law = fit_parametric(train["params"], train["tokens"], train["loss"], starts=start_grid(per_axis),
+                         huber_delta=settings.get("huber_delta", 1e-3),
+                         overestimate_penalty=settings.get("overestimate_penalty", 1.0))  # fmt: skip
+    return law.as_dict()
+
+
+def _holdout_table(holdout: dict) -> dict:
+    obs, rows = holdout["observed"], []
+    best = obs["best_run"]
+    par, iso = holdout.get("parametric") or {}, holdout.get("isoflop") or {}
+    if "loss_pred" in par:
+        rows.append([cell("best loss (at the best run's N, D)"), cell(_num(par["loss_pred"])),
+                     cell(_num(best["loss"])), cell(f"{par['loss_rel_err']:+.2%}")])  # fmt: skip
+    frontier = holdout.get("loss_law") or {}
+    if "loss_pred" in frontier:
+        rows.append([cell("best loss (L*(C) = K C^-gamma on the isoFLOP minima)"), cell(_num(frontier["loss_pred"])),
+                     cell(_num(best["loss"])), cell(f"{frontier['loss_rel_err']:+.2%}")])  # fmt: skip
+    if "N_opt_pred" in par:
+        rows.append([cell("N* (parametric law)"), cell(_h(par["N_opt_pred"])), cell(f"{_h(obs['N_opt'])}"),
+                     cell(f"{par['N_opt_rel_err']:+.2%}")])  # fmt: skip
+    if "N_opt_pred" in iso:
+        rows.append([cell("N* (isoFLOP power law)"), cell(_h(iso["N_opt_pred"])), cell(_h(obs["N_opt"])),
+                     cell(f"{iso['N_opt_rel_err']:+.2%}")])  # fmt: skip
+    elif "error" in iso:
+        rows.append([cell("N* (isoFLOP power law)"), cell(iso["error"], cls="bad"), cell("-"), cell("-")])
+    caption = (f"Fit on {holdout.get('train_budgets', '?')} smaller budgets, predicting {holdout['budget_flops']:.3g} "
+               f"FLOPs (observed N*: {obs['N_opt_source']})")  # fmt: skip
+    return {"caption": caption, "header": ["quantity", "predicted", "observed", "relative error"], "rows": rows}
+
+
+def _demo_table(demo: dict) -> dict:
+    rows = []
+    f = demo.get("flagship") or {}
+    if f:
+        lo, hi = f["interval"]
+        inside = lo <= f["val_loss"] <= hi
+        rows.append([cell("flagship validation loss"), cell(f"{_num(f['predicted'])} [{lo:.4f}, {hi:.4f}]"),
+                     cell(_num(f["val_loss"])), cell("inside the 90% interval" if inside else "OUTSIDE the interval",
+                                                     cls="ok" if inside else "bad")])  # fmt: skip
+    lr = demo.get("lr_check")
+    if lr:
+        rows.append([cell(f"LR rule vs the best of x0.5 / x1 / x2 at {lr['budget_flops']:.3g} FLOPs"), cell(""),
+                     cell(f"worst gap {lr['worst_gap']:.2%}"), cell("")])  # fmt: skip
+    for name, ok in (demo.get("checks") or {}).items():
+        rows.append([cell(name.replace("_", " ")), cell(""), cell(""), cell("PASS" if ok else "FAIL",
+                                                                            cls="ok" if ok else "bad")])  # fmt: skip
+    return {"caption": "End-to-end demo: the planned flagship, trained", "rows": rows,
+            "header": ["check", "predicted", "observed", "result"]}  # fmt: skip
+
+
+def _extra_notes(extra: dict) -> list[str]:
+    """Outcomes passed in `extra` other than the demo record, one line each."""
+    if "flagship" in extra and "demo" not in extra:  # extra is itself the demo record
+        return []
+    return [f"{key}: {value}" for key, value in extra.items() if key != "demo"]
+
+
+def plan_section(inputs: ReportInputs) -> dict:
+    section = _section("plan", "The plan")
+    plan = inputs.plan
+    if not plan:
+        section["missing"] = _missing_plan(inputs)
+        return section
+    s, sched, lay = plan["shape"], plan["schedule"], plan["layout"]
+    section["sentence"] = plan_sentence(plan)
+    ci = plan.get("ci") or {}
+
+    def between(key: str, fmt=_h) -> str:
+        band = ci.get(key)
+        return f" (5-95%: {fmt(band['p5'])} to {fmt(band['p95'])})" if band else ""
+
+    ramp = " then ".join(f"{_h(r['batch_tokens'])} after {_h(r['after_tokens'])} tokens" for r in sched["ramp"])
+    mem = lay.get("memory_per_gpu_gb") or {}
+    rows = [
+        ("compute budget", f"{plan['compute_flops']:.4g} FLOPs; law {plan['law']['name']}: {plan['law']['source']}"),
+        ("compute-optimal N*", f"{_h(plan['params'])} parameters{between('params')}"),
+        (
+            "compute-optimal D*",
+            f"{_h(plan['tokens'])} tokens{between('tokens')}, {plan['tokens_per_param']:.1f} tokens/parameter",
+        ),  # fmt: skip
+        ("predicted loss at N*, D*", f"{_num(plan.get('loss'))}{between('loss', _num)}"),
+        (
+            "shape",
+            f"{s['name']}: {s['n_layers']} layers, d_model {s['d_model']}, {s['n_heads']} heads "
+            f"({s['n_kv_heads']} KV), ffn {s['ffn_dim']}, vocab {s['vocab_size']}; N {s['params']:,} "
+            f"({s['params_total']:,} total)",
+        ),  # fmt: skip
+        ("tokens", f"{s['tokens']:,} at seq_len {s['seq_len']} ({s['train_flops']:.3g} FLOPs under 6N + attention)"),
+        ("predicted loss of the shape", f"{_num(s.get('loss'))}{between('shape_loss', _num)}"),
+        (
+            "batch and LR",
+            f"{_h(plan['batch_tokens'])} tokens, peak LR {plan['lr_peak']:.3g} "
+            f"({plan['law'].get('hparams_source', '')})",
+        ),  # fmt: skip
+        (
+            "schedule",
+            f"warmup {sched['warmup_steps']:,} steps ({_h(sched['warmup_tokens'])} tokens), cosine to "
+            f"{sched['floor']:g} x peak, final anneal to 0 over {_h(sched['anneal_tokens'])} tokens, "
+            f"~{sched['steps']:,} steps; batch ramp {ramp}",
+        ),  # fmt: skip
+        (
+            "cost",
+            f"{plan['gpu_hours']:.4g} GPU-hours on {lay['gpu']} ({lay['peak_tflops']:g} TFLOPS bf16) at "
+            f"MFU {lay['mfu']:g}: {plan['days']:.3g} days on {lay['gpus']:,} GPUs ({lay['nodes']:,} nodes)",
+        ),
+        (
+            "layout",
+            f"TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']}, micro-batch {lay['micro_batch']}, "
+            f"gradient accumulation {lay['grad_accum']}, {lay['recompute']} recompute"
+            + (f", {lay['idle_gpus']} GPUs idle" if lay.get("idle_gpus") else ""),
+        ),  # fmt: skip
+    ]
+    if mem:
+        rows.append(("memory per GPU", f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW "
+                                       f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB: "
+                                       f"{mem['total']:.3g} of {mem['limit']:.3g} GB usable"))  # fmt: skip
+    if plan.get("config_path"):
+        rows.append(("flagship config", f"{plan['config_path']}: run it with `workbench train {plan['config_path']}`"))
+    section["rows"] = rows
+    section["figures"].append(_figure(plots.schedule_figure(plan), "learning rate and batch over the planned run",
+                                      "The planned run's learning rate (top) and global batch (bottom) against "
+                                      "tokens seen."))  # fmt: skip
+    demo = _demo(inputs.extra)
+    if demo and demo.get("flagship"):
+        f = demo["flagship"]
+        lo, hi = f["interval"]
+        where = "inside" if lo <= f["val_loss"] <= hi else "OUTSIDE"
+        section["notes"].append(f"Outcome: the flagship trained to validation loss {f['val_loss']:.4f}, {where} the "
+                                f"predicted 90% interval [{lo:.4f}, {hi:.4f}] (prediction {f['predicted']:.4f}); "
+                                f"{f['vs_best']:+.2%} against the best sweep run at that budget.")  # fmt: skip
+    section["notes"] += _extra_notes(inputs.extra)
+    return section
+
+
+RUN_COLUMNS = (
+    ("run", "run_id", str), ("status", "status", str), ("budget C (FLOPs)", "budget_flops", ".3g"),
+    ("N (params)", "params", "h"), ("D (tokens)", "tokens", "h"), ("D/N", "tpp", ".1f"),
+    ("val loss", "val_loss", ".4f"), ("peak LR", "lr_peak", ".3g"), ("batch (tokens)", "batch_tokens", "h"),
+    ("steps", "steps", ","), ("wall (s)", "wall_s", ".0f"),
+)  # fmt: skip
+
+
+def _run_cell(value: object, fmt: object) -> dict:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
+        return cell("-")
+    if fmt is str:
+        return cell(value, str(value))
+    if fmt == "h":
+        return cell(human(float(value)), float(value))
+    return cell(format(int(value) if fmt == "," else float(value), fmt), float(value))
+
+
+def runs_section(inputs: ReportInputs, command: str | None = None) -> dict:
+    section = _section("runs", "Runs, exclusions and provenance")
+    runs = inputs.runs.copy()
+    runs["tpp"] = runs["tokens"] / runs["params"]
+    rows = []
+    for run in runs.to_dict("records"):
+        row = [_run_cell(run[key], fmt) for _, key, fmt in RUN_COLUMNS]
+        row[1]["cls"] = "ok" if run["status"] == "completed" else "bad"
+        rows.append(row)
+    section["tables"].append({"caption": f"{len(runs)} runs (click a column header to sort)", "sortable": True,
+                              "header": [c[0] for c in RUN_COLUMNS], "rows": rows})  # fmt: skip
+    problems = []
+    for run in runs[runs["status"] != "completed"].to_dict("records"):
+        reason = run.get("error") or ("still running" if run["status"] in ("running", "pending") else "no error given")
+        problems.append([cell(run["run_id"]), cell(run["status"], cls="bad"), cell(reason)])
+    for e in ((inputs.fit or {}).get("isoflop") or {}).get("excluded", []):
+        problems.append([cell(f"budget {e['budget_flops']:.3g} FLOPs"), cell("excluded from the isoFLOP fit"),
+                         cell(e["reason"])])  # fmt: skip
+    if problems:
+        section["tables"].append({"caption": "Failures and exclusions, with reasons", "rows": problems,
+                                  "header": ["what", "status", "reason"]})  # fmt: skip
+    else:
+        section["notes"].append("No failed runs and no excluded budgets.")
+    section["provenance"] = provenance(inputs, command)
+    return section
+
+
+def _stale(inputs: ReportInputs) -> str:
+    """Whether the sweep's runs at the fitted budgets still hash to the fit's data hash."""
+    from workbench.fit.data import data_hash, validate_points
+
+    fit = inputs.fit
+    if not fit or not fit.get("data_hash") or inputs.points is None or not fit.get("points"):
+        return ""
+    budgets = np.unique(fit["points"]["budget_flops"])
+    mask = np.isclose(inputs.points["budget_flops"].to_numpy(float)[:, None], budgets[None, :], rtol=1e-9).any(1)
+    try:
+        now = data_hash(validate_points(inputs.points[mask], inputs.sweep))  # as the fit saw them
+    except WorkbenchError as err:
+        return f"cannot check against the store: {err}"
+    return "matches the store's runs" if now == fit["data_hash"] else f"STALE: the store's runs now hash to {now}"
+
+
+def _fit_command(sweep: str, fit: dict) -> str:
+    settings = fit.get("settings") or {}
+    words = [f"workbench fit --sweep {sweep} --bootstrap {settings.get('bootstrap')} --seed {settings.get('seed')}"]
+    if fit.get("method") not in (None, "all"):
+        words.append(f"--method {fit['method']}")
+    words += [flag for flag, key in (("--holdout-largest", "holdout"), ("--rollout", "rollout")) if fit.get(key)]
+    return " ".join(words) + f" (source: {fit.get('source')})"
+
+
+def provenance(inputs: ReportInputs, command: str | None = None) -> list[tuple[str, str]]:
+    """(label, value) rows: versions, git commit, command lines, sources and data hash."""
+    fit, plan = inputs.fit or {}, inputs.plan or {}
+    rows = [
+        ("generated", datetime.now(UTC).isoformat(timespec="seconds")),
+        ("report command", command or command_line()),
+        (
+            "versions",
+            f"workbench {workbench.__version__}, torch {version_of('torch')}, python "
+            f"{'.'.join(map(str, __import__('sys').version_info[:3]))}, numpy {version_of('numpy')}, "
+            f"matplotlib {version_of('matplotlib')}, duckdb {version_of('duckdb')}",
+        ),  # fmt: skip
+        ("git commit", git_commit()),
+        ("database", str(inputs.db_path)),
+    ]
+    if inputs.spec_path:
+        rows.append(("sweep command", f"workbench sweep launch {inputs.spec_path}"))
+    if fit:
+        rows += [
+            ("fit", f"{inputs.fit_source}; created {fit.get('created')} by workbench {fit.get('version')}"),
+            ("fit command (as recorded in the fit)", _fit_command(inputs.sweep, fit)),
+            ("fit data hash", f"{fit.get('data_hash')} over {fit.get('n_points')} runs; {_stale(inputs) or '-'}"),
+        ]
+    else:
+        rows.append(("fit", _missing_fit(inputs)))
+    if plan:
+        rows.append(("plan", f"{inputs.plan_source}; {plan.get('name') or ''} {plan.get('created') or ''}".strip()))
+    return rows
