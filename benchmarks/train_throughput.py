@@ -64,8 +64,9 @@ def baseline_tokens_per_s(cfg: TrainConfig) -> float:
     device = torch.device("cuda" if cfg.runtime.device == "cuda" else "cpu")
     torch.manual_seed(cfg.seed)
     model = Transformer(cfg.model, max_seq_len=cfg.data.seq_len).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr_peak, betas=(0.9, 0.95), weight_decay=0.1,
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr_peak, betas=(0.9, 0.95), weight_decay=0.1, fused=device.type == "cuda"
+    )
     data = Mixture([(s.path, s.weight) for s in cfg.data.sources], cfg.data.seq_len, cfg.seed)
     steps = cfg.stop.tokens // cfg.batch.batch_tokens
     bf16 = device.type == "cuda"
@@ -99,15 +100,24 @@ def main() -> None:
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            cfg = make_config(Path(tmp) / f"r{i}", parse_number(args.size), args.vocab, args.seq_len,
-                              args.micro_batch, args.steps, args.device)
+            cfg = make_config(
+                Path(tmp) / f"r{i}",
+                parse_number(args.size),
+                args.vocab,
+                args.seq_len,
+                args.micro_batch,
+                args.steps,
+                args.device,
+            )
             ours.append(trainer_tokens_per_s(cfg))
             theirs.append(baseline_tokens_per_s(cfg))
     shape = cfg.model.shape()
     fpt = flops.flops_per_token(shape, args.seq_len)
     a, b = statistics.median(ours), statistics.median(theirs)
-    print(f"model {shape.n_layers}L d{shape.d_model}, N {shape.params:,}, batch {args.micro_batch}x{args.seq_len}, "
-          f"{args.steps} steps, device {args.device}, threads {torch.get_num_threads()}")
+    print(
+        f"model {shape.n_layers}L d{shape.d_model}, N {shape.params:,}, batch {args.micro_batch}x{args.seq_len}, "
+        f"{args.steps} steps, device {args.device}, threads {torch.get_num_threads()}"
+    )
     print(f"trainer  : {a:12,.0f} tokens/s  ({a * fpt / 1e9:.1f} GFLOP/s)  runs {[round(x) for x in ours]}")
     print(f"hand loop: {b:12,.0f} tokens/s  ({b * fpt / 1e9:.1f} GFLOP/s)  runs {[round(x) for x in theirs]}")
     print(f"ratio trainer / hand loop: {a / b:.3f}  (goal >= 0.95)")
