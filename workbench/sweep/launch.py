@@ -32,7 +32,7 @@ class SweepJob(submitit.helpers.Checkpointable):
     """The submitted callable: one training run from its config.yaml. Checkpointable so that submitit
     requeues it on USR2; the resumed copy calls main() again, which resumes from the run's ckpt/."""
 
-    def __init__(self, tasks: int = 1):
+    def __init__(self, tasks: int = 1):  # processes in the whole job (nodes x tasks per node)
         self.tasks = tasks
 
     def __call__(self, config_path: str) -> dict:
@@ -213,7 +213,7 @@ def submit_slurm(
 ) -> dict[str, str]:
     """One array for the trunks and plain runs, then one array of branches per trunk (afterok)."""
     folder = root / ".submitit" / "%j"
-    job = SweepJob(launch_spec.tasks)
+    job = SweepJob(launch_spec.nodes * launch_spec.tasks)  # the world size: multi-node jobs too
     jobs = st.read_jobs(root)
     job_ids: dict[str, str] = {}
     first = [r for r in runs if r.kind != "branch"]

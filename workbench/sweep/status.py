@@ -135,7 +135,8 @@ def _last_metrics(run_dir: Path) -> tuple[int | None, float | None]:
 def sweep_status(root: Path, run_ids: list[str] | None = None, query_slurm: bool = True) -> SweepStatus:
     """Status of the sweep in `root` (runs/SWEEP): the planned `run_ids`, or every run dir and recorded job."""
     jobs = read_jobs(root)
-    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+    # run dirs hold a config.yaml; `tune/` (the Optuna trials) and hidden dirs are not runs of the sweep
+    found = {p.name for p in root.iterdir() if (p / "config.yaml").is_file()} if root.is_dir() else set()
     ids = run_ids if run_ids is not None else sorted(found | set(jobs["runs"]))
     job_of = {rid: (jobs["runs"].get(rid) or {}).get("job_id") for rid in ids}
     slurm = slurm_states([j for j in job_of.values() if j]) if query_slurm else {}
