@@ -108,6 +108,8 @@ def test_status_and_cancel_of_a_local_sweep_folder(workdir):
     root = workdir / "runs" / "nothing"
     assert invoke("sweep", "cancel", "nothing").exit_code == 1  # no such sweep: one-line error
     (root / "r1").mkdir(parents=True)
+    (root / "r1" / "config.yaml").write_text("{}")  # a run dir holds its config.yaml
+    (root / "tune").mkdir()  # the Optuna trials' folder is not a run of the sweep
     out = invoke("sweep", "cancel", "nothing")
     assert out.exit_code == 0 and "cancelled (no live jobs)" in out.output
     status = invoke("sweep", "status", "nothing", "--json")
