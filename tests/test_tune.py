@@ -15,7 +15,7 @@ from workbench.cli import app
 from workbench.errors import WorkbenchError
 from workbench.sweep.launch import materialize
 from workbench.sweep.spec import load_spec
-from workbench.sweep.tune import _Where, fit_hparams, open_storage, scales, storage_path, trial_run, tune
+from workbench.sweep.tune import Where, fit_hparams, open_storage, scales, storage_path, trial_run, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "sweeps" / "tiny.yaml"
@@ -69,7 +69,7 @@ def test_study_finds_min_val_loss_resumes_from_journal_and_ingests(workdir):
     assert journal == workdir / "runs/tiny/tune/optuna.log" and journal.is_file()
     assert Path(result["path"]) == workdir / "fits/tiny-hparams.json"
     assert json.loads(Path(result["path"]).read_text())["hparams"] == result["hparams"]
-    found = scales(spec, _Where(str(TINY), lines))
+    found = scales(spec, Where(str(TINY), lines))
     storage = open_storage(journal)
     for scale, best in zip(found, result["best"], strict=True):
         run_dirs = sorted((workdir / "runs/tiny/tune" / scale.label).iterdir())
@@ -182,7 +182,7 @@ def test_bad_tune_sections_are_one_line_errors_before_training(workdir, edit, me
 
 def test_trial_runs_are_distinct_and_named_by_scale():
     spec, lines = load_spec(TINY)
-    scale = scales(spec, _Where(str(TINY), lines))[0]
+    scale = scales(spec, Where(str(TINY), lines))[0]
     params = {"lr": 0.01, "batch_tokens": 512, "warmup_fraction": 0.1}
     a, b = trial_run(spec, scale, params, 0), trial_run(spec, scale, params, 1)
     assert a.run_id.startswith("t000-c3e9-n9.93k-") and b.run_id.startswith("t001-c3e9-n9.93k-")

@@ -273,6 +273,8 @@ def describe(err: ValidationError, model: type[BaseModel], source: str, lines: d
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
     field = ".".join(str(p) for p in loc) or "(top level)"
+    if not field.isprintable():  # a key with a newline or a control character stays on one line
+        field = repr(field)[1:-1]
     line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
     where = f"{source}:{line}" if line else source
     if first["type"] == "extra_forbidden":

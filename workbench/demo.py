@@ -245,8 +245,9 @@ def _plan(record: dict, spec, held: float, db_path: Path) -> tuple[dict, Path]:
     from workbench.config import dump_yaml
 
     path = run_dir.parent / f"{run_dir.name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_yaml(config))
+    from workbench.files import atomic_write_text
+
+    atomic_write_text(path, dump_yaml(config))
     rec = plan_record(plan)
     rec.update({"name": name, "budget_flops": held, "config_path": str(path), "lr_peak": lr})
     with Store(db_path) as store:

@@ -31,6 +31,7 @@ import torch
 from workbench import checkpoint, distributed, flops
 from workbench.config import TrainConfig, dump_yaml, load, parse_model
 from workbench.errors import WorkbenchError
+from workbench.files import atomic_write_text
 from workbench.model import Transformer
 from workbench.schedule import batch_tokens_at, lr_at
 
@@ -358,7 +359,7 @@ class Trainer:
                     "Use a new run_dir, or delete the old run directory to start over.",
                 )
         else:
-            _atomic_write(config_path, dump_yaml(self.cfg))
+            atomic_write_text(config_path, dump_yaml(self.cfg))
         _repair_metrics(self.run_dir / "metrics.jsonl")
 
     def _log(self, row: dict) -> None:
@@ -386,7 +387,7 @@ class Trainer:
             "versions": {"workbench": _version(), "torch": torch.__version__, "python": platform.python_version()},
         }
         if self.d.is_main:
-            _atomic_write(self.run_dir / "final.json", json.dumps(record, indent=1))
+            atomic_write_text(self.run_dir / "final.json", json.dumps(record, indent=1))
         return record
 
     # ---------------------------------------------------------------- signals
@@ -474,15 +475,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _repair_metrics(path: Path) -> None:

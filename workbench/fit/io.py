@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +35,10 @@ def dumps(record: dict) -> str:
 
 
 def write_json_atomic(path: str | Path, record: dict) -> Path:
-    """Write to a temp file in the same folder, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(record)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a fit is meant to be read by others
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write the record as JSON, atomically (workbench.files)."""
+    from workbench.files import atomic_write_text
+
+    return atomic_write_text(path, dumps(record))
 
 
 def load_fit(path: str | Path) -> dict:

@@ -6,9 +6,7 @@ are inline, and nothing names an http(s) resource, so it opens offline and makes
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,21 +66,13 @@ def render(inputs: ReportInputs, command: str | None = None) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write to a temp file in the same folder, then rename: a reader never sees half a report."""
+    """Write the report atomically (workbench.files); an unwritable path is a one-line error."""
+    from workbench.files import atomic_write_text
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        return atomic_write_text(path, text)
     except OSError as err:
         raise WorkbenchError(f"--out: cannot write {path} ({err.strerror})", "Pick a writable path.") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by others
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_report(

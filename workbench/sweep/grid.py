@@ -32,7 +32,7 @@ class _Point:
 
 def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[PlannedRun]:
     """The runs of `spec`, trunks before their branches (see workbench.sweep.spec for the rules)."""
-    where = _Where(source, lines)
+    where = Where(source, lines)
     points = _grid_points(spec, where)
     runs = []
     for seed in spec.train.seeds or [spec.train.seed]:
@@ -52,7 +52,7 @@ def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[P
     return runs
 
 
-class _Where:
+class Where:
     """file:line of a key path, for errors found while expanding."""
 
     def __init__(self, source: str, lines: dict[tuple, int]):
@@ -63,14 +63,14 @@ class _Where:
         return f"{self.source}:{line}" if line else self.source
 
 
-def _shape(target: float, spec: SweepSpec, where: _Where, key: tuple) -> ModelShape:
+def _shape(target: float, spec: SweepSpec, where: Where, key: tuple) -> ModelShape:
     try:
         return shape_for_params(target, spec.model.vocab_size)
     except WorkbenchError as err:
         raise WorkbenchError(f"{where(key)}: {'.'.join(map(str, key))}: {err.message}", err.hint) from None
 
 
-def _candidate_sizes(spec: SweepSpec, where: _Where) -> list[tuple[float, tuple]]:
+def _candidate_sizes(spec: SweepSpec, where: Where) -> list[tuple[float, tuple]]:
     grid = spec.grid
     if grid.sizes:
         return [(s, ("grid", "sizes", i)) for i, s in enumerate(grid.sizes)]
@@ -83,7 +83,7 @@ def _candidate_sizes(spec: SweepSpec, where: _Where) -> list[tuple[float, tuple]
     return [(grid.min_params * 10 ** (i / grid.sizes_per_decade), ("grid", "min_params")) for i in range(n)]
 
 
-def _grid_points(spec: SweepSpec, where: _Where) -> list[_Point]:
+def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
     grid, rule, seq = spec.grid, spec.model.flop_rule, spec.data.seq_len
     if grid.kind == "points":
         out = []
@@ -204,7 +204,7 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
 _SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size")
 
 
-def _check_budget(spec: SweepSpec, point: _Point, tokens: int, batch: int, where: _Where) -> float:
+def _check_budget(spec: SweepSpec, point: _Point, tokens: int, batch: int, where: Where) -> float:
     run_flops = flops.training_flops(point.shape, tokens, spec.data.seq_len, spec.model.flop_rule)
     if point.budget_flops and spec.grid.kind == "isoflop" and abs(run_flops / point.budget_flops - 1) > 0.01:
         raise WorkbenchError(
@@ -257,7 +257,7 @@ def _warmup(spec: SweepSpec, batch: int, shortest_tokens: int) -> int:
     return min(s.warmup_steps, cap) * batch
 
 
-def _cosine_run(spec: SweepSpec, point: _Point, where: _Where) -> PlannedRun:
+def _cosine_run(spec: SweepSpec, point: _Point, where: Where) -> PlannedRun:
     batch = _batch(spec, point.budget_flops, point.tokens)
     tokens = _whole_steps(point.tokens, batch)
     run_flops = _check_budget(spec, point, tokens, batch, where)
@@ -273,7 +273,7 @@ def branch_init_from(trunk_run_dir: str, start_tokens: int) -> str:
     return f"{trunk_run_dir}@{start_tokens}"
 
 
-def _wsd_runs(spec: SweepSpec, points: list[_Point], where: _Where) -> list[PlannedRun]:
+def _wsd_runs(spec: SweepSpec, points: list[_Point], where: Where) -> list[PlannedRun]:
     by_shape: dict[ModelShape, list[_Point]] = {}
     for p in points:
         by_shape.setdefault(p.shape, []).append(p)

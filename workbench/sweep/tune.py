@@ -38,6 +38,7 @@ import optuna
 from workbench.config import TrainConfig, dump_yaml
 from workbench.errors import WorkbenchError
 from workbench.shapes import shape_for_params
+from workbench.sweep.grid import Where
 from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, expand, load_spec
 
 DIVERGED_LOSS = 1e3  # the value a diverged trial reports: far above any real loss, so TPE ranks it last
@@ -64,15 +65,6 @@ class Space:
     warmup_fraction: tuple[float, float]
 
 
-class _Where:
-    def __init__(self, source: str, lines: dict[tuple, int]):
-        self.source, self.lines = source, lines
-
-    def __call__(self, key: tuple) -> str:
-        line = next((self.lines[key[:i]] for i in range(len(key), 0, -1) if key[:i] in self.lines), None)
-        return f"{self.source}:{line}" if line else self.source
-
-
 # ---------------------------------------------------------------- trials as sweep runs (pure)
 
 
@@ -82,7 +74,7 @@ def tune_section(spec: SweepSpec, source: str) -> Tune:
     return spec.tune
 
 
-def space(spec: SweepSpec, where: _Where) -> Space:
+def space(spec: SweepSpec, where: Where) -> Space:
     """The search space, with batch choices checked against seq_len x micro_batch."""
     tune = tune_section(spec, where.source)
     unit = spec.data.seq_len * spec.train.micro_batch
@@ -97,7 +89,7 @@ def space(spec: SweepSpec, where: _Where) -> Space:
     return Space((tune.lr.low, tune.lr.high), choices, (tune.warmup_fraction.low, tune.warmup_fraction.high))
 
 
-def scales(spec: SweepSpec, where: _Where) -> list[Scale]:
+def scales(spec: SweepSpec, where: Where) -> list[Scale]:
     """The (budget, size) scales of the tune section; sizes default to the grid prior's optimum N*(C)."""
     tune = tune_section(spec, where.source)
     prior = spec.grid.prior
@@ -150,7 +142,7 @@ def trial_run(spec: SweepSpec, scale: Scale, params: dict, number: int, source: 
     return dataclasses.replace(run, run_id=run_id, config=TrainConfig.model_validate(body))
 
 
-def preflight(spec: SweepSpec, found: list[Scale], sp: Space, where: _Where) -> None:
+def preflight(spec: SweepSpec, found: list[Scale], sp: Space, where: Where) -> None:
     """Build every (scale, batch) combination once, so that a bad choice fails before any training."""
     for scale in found:
         for i, batch in enumerate(sp.batch_tokens):
@@ -484,7 +476,7 @@ def tune(
     if parallel < 1:
         raise WorkbenchError(f"--parallel {parallel} must be at least 1", "Give the number of trials in flight.")
     spec, lines = load_spec(spec_path)
-    where = _Where(str(spec_path), lines)
+    where = Where(str(spec_path), lines)
     tune_spec = tune_section(spec, str(spec_path))
     target = trials if trials is not None else tune_spec.trials
     if target < 1:
