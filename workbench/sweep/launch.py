@@ -119,7 +119,7 @@ def launch(
 
         ensure_default_corpus()
     for rid in report.submit:
-        _write_config(configs[rid])
+        write_config(configs[rid])
     jobs = st.read_jobs(root)
     jobs["cancelled_at"] = None
     st.write_jobs(root, jobs)
@@ -138,12 +138,11 @@ def _uses_default_corpus(config: TrainConfig) -> bool:
     return any(s.path == corpus for s in config.data.sources + config.data.anneal_sources)
 
 
-def _write_config(config: TrainConfig) -> None:
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(dump_yaml(config))
-    tmp.replace(run_dir / "config.yaml")
+def write_config(config: TrainConfig) -> Path:
+    """The run's config.yaml in its run dir, written atomically (the trainer checks it on start)."""
+    from workbench.files import atomic_write_text
+
+    return atomic_write_text(Path(config.run_dir) / "config.yaml", dump_yaml(config))
 
 
 def _changed_runs(root: Path, plan: Plan, configs: dict[str, TrainConfig]) -> list[tuple[str, str]]:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from workbench.config import TrainConfig, dump_yaml
+from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
 from workbench.shapes import shape_for_params
 from workbench.sweep.grid import Where
@@ -258,15 +258,6 @@ def _train_here(config_path: Path) -> dict:
         return {"status": f"failed: {err}"}
 
 
-def _write_config(config: TrainConfig) -> Path:
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(dump_yaml(config))
-    tmp.replace(run_dir / "config.yaml")
-    return run_dir / "config.yaml"
-
-
 def _owner(job_id: str | None = None) -> str:
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id})
 
@@ -336,10 +327,10 @@ class _Study:
             "batch_tokens": trial.suggest_categorical("batch_tokens", list(self.space.batch_tokens)),
             "warmup_fraction": trial.suggest_float("warmup_fraction", *self.space.warmup_fraction),
         }
-        from workbench.sweep.launch import materialize
+        from workbench.sweep.launch import materialize, write_config
 
         run = trial_run(self.spec, scale, params, trial.number, self.source)
-        path = _write_config(materialize(run.config, self.base))
+        path = write_config(materialize(run.config, self.base))
         for key, value in (("run_id", run.run_id), ("run_dir", str(path.parent)), ("params", run.params),
                            ("owner", _owner())):  # fmt: skip
             trial.set_user_attr(key, value)
