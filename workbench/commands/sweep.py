@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from workbench.errors import WorkbenchError
+
 app = typer.Typer(no_args_is_help=True)
 
 RUNS_ROOT = typer.Option(None, "--runs-root", help="Folder holding runs/SWEEP (default: the spec's, else runs).")
@@ -67,7 +69,6 @@ def launch(
     db: Path = DB,
 ) -> None:
     """Write each run's config and submit the runs not done yet (Slurm job arrays, or this machine)."""
-    from workbench.errors import WorkbenchError
     from workbench.sweep.launch import launch as do_launch
     from workbench.sweep.spec import plan_file
 
@@ -155,7 +156,6 @@ def cancel(
     runs_root: Path = RUNS_ROOT,
 ) -> None:
     """Cancel the sweep's Slurm jobs and mark it cancelled (a relaunch resumes it)."""
-    from workbench.errors import WorkbenchError
     from workbench.sweep.status import cancel as do_cancel
 
     root, _ = _sweep_root(name, runs_root)
@@ -173,7 +173,10 @@ def _sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | No
         result = plan_file(name)
         root = Path(runs_root or result.spec.runs_root) / result.spec.name
         return root.resolve(), [r.run_id for r in result.runs]
-    return (Path(runs_root or "runs") / name).resolve(), None
+    root = (Path(runs_root or "runs") / name).resolve()
+    if not root.is_dir():  # a name means a launched sweep; a YAML may name one not launched yet
+        raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name, its YAML file, or --runs-root.")
+    return root, None
 
 
 def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | None) -> None:
@@ -188,4 +191,5 @@ def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | Non
     if spec is not None:
         store.upsert_sweep(root.name, spec, spec_path)
     stats = store.ingest(root)
-    typer.echo(f"ingested into {store.path}: {stats}", err=True)  # stdout stays JSON with --json
+    # on stderr: stdout stays JSON with --json
+    typer.echo(f"ingested into {store.path}: {stats.runs} runs, {stats.metric_rows} metric rows", err=True)
