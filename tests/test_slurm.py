@@ -31,13 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, tmp_path_factory):
-    monkeypatch.chdir(tmp_path)  # sbatch jobs start here and inherit this environment
-    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path_factory.mktemp("corpus")))
-    return tmp_path
-
-
 def sweep_yaml(workdir: Path, name: str, budgets: list[float]) -> Path:
     data = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text())
     data["name"] = name

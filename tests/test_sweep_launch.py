@@ -16,19 +16,6 @@ TINY = ROOT / "sweeps" / "tiny.yaml"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def corpus_home(tmp_path_factory):
-    """One prepared embedded corpus for the module (WORKBENCH_DATA)."""
-    return tmp_path_factory.mktemp("corpus")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, corpus_home):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WORKBENCH_DATA", str(corpus_home))
-    return tmp_path
-
-
 def invoke(*args: str):
     result = runner.invoke(app, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

@@ -22,13 +22,6 @@ TINY = ROOT / "sweeps" / "tiny.yaml"
 runner = CliRunner()
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, tmp_path_factory):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path_factory.getbasetemp() / "corpus"))
-    return tmp_path
-
-
 def invoke(*args: str):
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
