@@ -1,7 +1,8 @@
 """The HTML report: gather the inputs, build the sections, render them with jinja2, write one file atomically.
 
-The page is self-contained: figures are <img> tags with data: URIs, the CSS and the table-sorting script
-are inline, and nothing names an http(s) resource, so it opens offline and makes no request.
+The page is self-contained: static figures are <img> tags with data: URIs, interactive ones Vega-Lite specs
+drawn by the Vega bundle inlined in the page (report.interactive), the CSS, data and scripts are inline,
+and nothing is fetched, so it opens offline and makes no request.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def build_sections(inputs: ReportInputs, command: str | None = None) -> list[dic
     return built
 
 
-def render(inputs: ReportInputs, command: str | None = None) -> str:
-    """The report page as one HTML string."""
+def environment():
+    """The jinja2 environment of the report templates (autoescaped; `codify` filter)."""
     import jinja2
 
     env = jinja2.Environment(
@@ -56,12 +57,50 @@ def render(inputs: ReportInputs, command: str | None = None) -> str:
         lstrip_blocks=True,
     )
     env.filters["codify"] = _codify
-    template = env.get_template("report.html.j2")
-    return template.render(
+    return env
+
+
+def assets(charts: bool = True) -> dict:
+    """The page's inline CSS and script, and the Vega bundle when the page has charts (as Markup)."""
+    from markupsafe import Markup
+
+    from workbench.report.interactive import vega_bundle
+
+    return {
+        "css": Markup((TEMPLATES / "page.css").read_text()),
+        "js": Markup((TEMPLATES / "page.js").read_text()),
+        "vega": Markup(vega_bundle()) if charts else "",
+    }
+
+
+def prepare_charts(built: list[dict]) -> bool:
+    """Serialise every section's charts for the template; whether the page has any."""
+    from markupsafe import Markup
+
+    from workbench.report.interactive import spec_json
+
+    found = False
+    for section in built:
+        for c in section.setdefault("charts", []):
+            c["spec_json"] = Markup(spec_json(c["spec"]))
+            found = True
+    return found
+
+
+def render(inputs: ReportInputs, command: str | None = None, live: dict | None = None) -> str:
+    """The report page as one HTML string (`live`: the watch banner {line, reload_s}, see report.watch)."""
+    from workbench.report import charts
+
+    built = build_sections(inputs, command)
+    files = charts.attach(inputs, built)
+    return environment().get_template("report.html.j2").render(
         sweep=inputs.sweep,
         version=workbench.__version__,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        sections=build_sections(inputs, command),
+        sections=built,
+        downloads=files,
+        assets=assets(prepare_charts(built)),
+        live=live,
     )
 
 

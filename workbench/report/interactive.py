@@ -1,0 +1,283 @@
+"""Interactive figures: Vega-Lite specs (plain dicts) drawn in the page by the Vega bundle inlined from vl-convert.
+
+Why Vega-Lite: its JavaScript (vega + vega-lite + vega-embed with vega-tooltip, 0.9 MB minified) ships inside
+the vl-convert-python wheel (`vl_convert.javascript_bundle()`), so the page inlines it and fetches nothing;
+it draws SVG (crisp, printable, testable through the DOM), shows tooltips, zooms by binding scales to an
+interval selection, and exports any view as SVG or PNG through its public API (`view.toSVG()`,
+`view.toCanvas()`). Bokeh's inline bundle is 1.3 MB and draws on canvas; plotly's is 3.5 MB+.
+
+Data travel columnar ({"columns": {name: [values]}}) and are expanded to rows by the page script: a
+500-run report's training curves stay a few hundred KB. Every chart has a variable param `hidden` (the
+series a reader has hidden by clicking the legend) and filters its layers on it; the colour scale's
+domain is fixed, so a hidden series keeps its legend entry (greyed) and a second click brings it back.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+# Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies; yellow last (faint on white)
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
+SHAPES = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge", "stroke")
+STAR = "M0,-1L0.29,-0.4L0.95,-0.31L0.47,0.15L0.59,0.81L0,0.5L-0.59,0.81L-0.47,0.15L-0.95,-0.31L-0.29,-0.4Z"
+SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"  # an identifier only: never fetched
+CURVE_POINTS = 40  # training-curve samples kept per run (log-spaced in step)
+
+
+@functools.lru_cache(maxsize=1)
+def vega_bundle() -> str:
+    """vega, vega-lite and vega-embed as one classic script (sets window.vegaEmbed), safe inside <script>."""
+    import vl_convert
+
+    return vl_convert.javascript_bundle().replace("</script", "<\\/script")
+
+
+def palette(n: int) -> list[str]:
+    """n colour-blind-safe colours (Okabe-Ito up to 8, then viridis samples)."""
+    if n <= len(PALETTE):
+        return list(PALETTE[:n])
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return [to_hex(colormaps["viridis"](0.9 * i / (n - 1))) for i in range(n)]
+
+
+def columns(frame: pd.DataFrame, digits: int = 5) -> dict:
+    """A frame as columnar JSON: floats to `digits` significant digits, NaN as null."""
+    out = {}
+    for name in frame.columns:
+        values = frame[name].tolist()
+        if pd.api.types.is_float_dtype(frame[name]):
+            values = [None if v is None or not math.isfinite(v) else float(f"{v:.{digits}g}") for v in values]
+        out[str(name)] = values
+    return {"columns": out}
+
+
+def chart(cid: str, title: str, alt: str, caption: str, spec: dict, csv: str | None = None) -> dict:
+    """One interactive figure for the template: `csv` names the dataset its CSV button exports."""
+    return {"id": cid, "title": title, "alt": alt, "caption": caption, "spec": spec, "csv": csv}
+
+
+def spec_json(spec: dict) -> str:
+    """The spec as JSON safe inside a <script type="application/json"> element."""
+    return json.dumps(spec, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def base(datasets: dict, layers: list[dict], series: list[str], height: int = 340) -> dict:
+    """A layered chart with the `hidden` param, the legend greying and a fixed colour domain."""
+    return {
+        "$schema": SCHEMA,
+        "width": "container",
+        "height": height,
+        "autosize": {"type": "fit-x", "contains": "padding"},
+        "datasets": datasets,
+        "params": [{"name": "hidden", "value": []}],
+        "layer": layers,
+        "config": {"font": "DejaVu Sans", "legend": {"orient": "right", "labelLimit": 220},
+                   "axis": {"labelFontSize": 11, "titleFontSize": 12}, "view": {"stroke": "#d6d6d6"}},  # fmt: skip
+        "usermeta": {"series": series},
+    }
+
+
+def color(series: list[str], legend_title: str | None = "series") -> dict:
+    legend = None
+    if legend_title is not None:
+        grey = {"signal": "indexof(hidden, datum.value) < 0 ? 1 : 0.3"}
+        legend = {"title": legend_title,
+                  "encode": {"labels": {"update": {"opacity": grey}}, "symbols": {"update": {"opacity": grey}}}}  # fmt: skip
+    return {"field": "series", "type": "nominal", "scale": {"domain": series, "range": palette(len(series))},
+            "legend": legend}  # fmt: skip
+
+
+def visible(*extra: dict) -> list[dict]:
+    """The transform every layer starts with: drop the hidden series."""
+    return [*extra, {"filter": "indexof(hidden, datum.series) < 0"}]
+
+
+def log_axis(field: str, title: str, kind: str = "log", zero: bool = False, fmt: str = "~s") -> dict:
+    scale = {"type": kind} if kind == "log" else {"zero": zero}
+    return {"field": field, "type": "quantitative", "title": title, "scale": scale, "axis": {"format": fmt}}
+
+
+ZOOM = {"name": "zoom", "select": {"type": "interval", "encodings": ["x", "y"]}, "bind": "scales"}
+TIP_RUN = [
+    {"field": "run", "title": "run"},
+    {"field": "N", "title": "N (params)", "format": ".4~s"},
+    {"field": "D", "title": "D (tokens)", "format": ".4~s"},
+    {"field": "loss", "title": "loss", "format": ".4f"},
+    {"field": "series", "title": "budget"},
+]
+
+
+def budget_label(budget: float) -> str:
+    return f"{budget:.3g} FLOPs"
+
+
+def parabola(params: np.ndarray, loss: np.ndarray, n: int = 60) -> tuple[np.ndarray, np.ndarray] | None:
+    """The budget's parabola in log N, sampled on n points a little beyond its sizes (None under 3 sizes)."""
+    if len(np.unique(params)) < 3:
+        return None
+    x = np.log(params)
+    coef = np.polyfit(x, loss, 2)
+    grid = np.linspace(x.min() - 0.1, x.max() + 0.1, n)
+    return np.exp(grid), np.polyval(coef, grid)
+
+
+def isoflop_layers(points: pd.DataFrame, minima: list[dict], label=budget_label, prefix: str = "") -> tuple:
+    """(runs, curves, minima frames) of an isoFLOP figure; `series` = prefix + budget label."""
+    runs = pd.DataFrame({"series": [prefix + label(b) for b in points["budget_flops"]],
+                         "run": points.get("run_id", pd.Series([""] * len(points))).astype(str).to_numpy(),
+                         "N": points["params"].to_numpy(float), "D": points["tokens"].to_numpy(float),
+                         "loss": points["loss"].to_numpy(float)})  # fmt: skip
+    curves = []
+    for budget, part in points.groupby("budget_flops"):
+        drawn = parabola(part["params"].to_numpy(float), part["loss"].to_numpy(float))
+        if drawn is not None:
+            curves.append(pd.DataFrame({"series": prefix + label(budget), "N": drawn[0], "loss": drawn[1]}))
+    curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["series", "N", "loss"])
+    mins = pd.DataFrame({"series": [prefix + label(m["budget_flops"]) for m in minima],
+                         "run": ["parabola minimum"] * len(minima), "N": [m["params"] for m in minima],
+                         "D": [m["tokens"] for m in minima], "loss": [m["loss"] for m in minima]})  # fmt: skip
+    return runs, curve_frame, mins
+
+
+def isoflop_spec(runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, series: list[str]) -> dict:
+    """Loss against N: runs (hover: run id, N, D, loss), each budget's parabola, the minima (stars)."""
+    x, y = log_axis("N", "parameters N (non-embedding)"), log_axis("loss", "final validation loss", "linear")
+    y["axis"] = {"format": ".3f"}
+    layers = [
+        {"data": {"name": "curves"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.5},
+         "encoding": {"x": x, "y": y, "color": color(series, "budget C")}},
+        {"data": {"name": "runs"}, "transform": visible(), "params": [ZOOM],
+         "mark": {"type": "point", "filled": True, "size": 60, "opacity": 0.9},
+         "encoding": {"x": x, "y": y, "color": color(series, "budget C"),
+                      "shape": {"field": "series", "type": "nominal",
+                                "scale": {"domain": series, "range": [SHAPES[i % len(SHAPES)] for i in
+                                                                      range(len(series))]}},
+                      "tooltip": TIP_RUN}},
+        {"data": {"name": "minima"}, "transform": visible(),
+         "mark": {"type": "point", "shape": STAR, "size": 260, "filled": True, "fill": "white", "stroke": "black",
+                  "strokeWidth": 1.2},
+         "encoding": {"x": x, "y": y, "tooltip": TIP_RUN}},
+    ]  # fmt: skip
+    return base({"runs": columns(runs), "curves": columns(curves), "minima": columns(mins)}, layers, series)
+
+
+def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_POINTS) -> tuple:
+    """(runs frame with index i, curve frame r/t/l): each run's training loss, a running mean, log-thinned."""
+    table = runs.reset_index(drop=True)
+    index = {rid: i for i, rid in enumerate(table["run_id"])}
+    parts = []
+    for rid, rows in metrics[metrics["loss"].notna()].groupby("run_id", sort=False):
+        if rid not in index or not len(rows):
+            continue
+        loss = rows["loss"].rolling(max(1, len(rows) // 100), min_periods=1).mean().to_numpy(float)
+        keep = np.unique(np.geomspace(1, len(rows), min(per_run, len(rows))).astype(int) - 1)
+        parts.append(pd.DataFrame({"r": index[rid], "t": rows["tokens"].to_numpy(float)[keep], "l": loss[keep]}))
+    curves = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["r", "t", "l"])
+    curves = curves[np.isfinite(curves["l"].astype(float)) & (curves["t"].astype(float) > 0)]
+    meta = pd.DataFrame({"i": range(len(table)), "run": table["run_id"].astype(str),
+                         "series": [budget_label(b) if b == b else "no budget" for b in table["budget_flops"]],
+                         "N": table["params"].astype(float), "D": table["tokens"].astype(float),
+                         "loss": table["val_loss"].astype(float), "status": table["status"].astype(str)})  # fmt: skip
+    return meta, curves
+
+
+def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame) -> dict:
+    """Training loss against tokens, a line a run coloured by budget; dots: final validation loss (hover)."""
+    series = sorted(meta["series"].unique(), key=lambda s: float(s.split()[0]) if s[0].isdigit() else math.inf)
+    lookup = {"lookup": "r", "from": {"data": {"name": "runs"}, "key": "i", "fields": ["run", "series", "N", "status"]}}
+    x = log_axis("t", "tokens seen D")
+    tail = curves["l"].astype(float)
+    lo, hi = (float(np.nanquantile(tail, 0.01)), float(np.nanquantile(tail, 0.9))) if len(tail) else (0, 1)
+    y = {"field": "l", "type": "quantitative", "title": "training loss (nats/token)",
+         "scale": {"domain": [lo * 0.97, hi * 1.05], "clamp": True}}  # fmt: skip
+    tip = [{"field": "run"}, {"field": "N", "format": ".4~s", "title": "N (params)"}, {"field": "status"}]
+    done = meta[np.isfinite(meta["loss"])]
+    layers = [
+        {"data": {"name": "curves"}, "transform": visible(lookup), "params": [ZOOM],
+         "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.75},
+         "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "detail": {"field": "run"},
+                      "tooltip": tip}},
+        {"data": {"name": "final"}, "transform": visible(), "mark": {"type": "point", "filled": True, "size": 30,
+                                                                      "stroke": "black", "strokeWidth": 0.5},
+         "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
+                      "tooltip": TIP_RUN}},
+    ]  # fmt: skip
+    final = done[["run", "series", "N", "D", "loss"]]
+    return base({"runs": columns(meta), "curves": columns(curves, 4), "final": columns(final)}, layers, series, 380)
+
+
+def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budgets: list[float]) -> list[dict]:
+    """N*(C) and D*(C): minima, the isoFLOP power law and its 5-95% band, the parametric law, the plan."""
+    from workbench.fit.law import optimal_allocation
+
+    c_max = max([*budgets, plan["compute_flops"] if plan else 0.0]) * 2.0
+    grid = np.geomspace(min(budgets) / 2.0, c_max, 60)
+    out = []
+    for what, key, coef, exp in (("N*", "params", "G", "a"), ("D*", "tokens", "H", "b")):
+        lines, bands, dots = [], [], []
+        if iso:
+            for m in iso["minima"]:
+                dots.append({"series": "isoFLOP minima", "C": m["budget_flops"], "v": m[key],
+                             "run": budget_label(m["budget_flops"])})  # fmt: skip
+            label = f"isoFLOP law {coef} C^{exp} = {iso[coef]:.3g} C^{iso[exp]:.3f}"
+            lines += [{"series": label, "C": c, "v": iso[coef] * c ** iso[exp]} for c in grid]
+            band = draw_band(iso.get("draws"), (coef, exp), grid)
+            if band is not None:
+                bands += [{"series": "isoFLOP law 5-95%", "C": c, "lo": lo, "hi": hi} for c, lo, hi in zip(grid, *band)]
+        if par:
+            n_opt, d_opt = optimal_allocation(par, grid)
+            lines += [{"series": "parametric law", "C": c, "v": v}
+                      for c, v in zip(grid, n_opt if key == "params" else d_opt, strict=True)]  # fmt: skip
+        if plan:
+            dots.append({"series": "plan", "C": plan["compute_flops"], "v": plan[key], "run": plan.get("name") or "plan"})
+        out.append(frontier_spec(what, key, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots)))
+    return out
+
+
+def draw_band(draws: dict | None, keys: tuple[str, str], grid_c: np.ndarray) -> tuple | None:
+    """5-95% band of coef C^exp over the finite bootstrap draws (None under 5 finite draws)."""
+    if not draws or keys[0] not in draws:
+        return None
+    coef, exp = np.asarray(draws[keys[0]], float), np.asarray(draws[keys[1]], float)
+    ok = np.isfinite(coef) & np.isfinite(exp) & (coef > 0)
+    if ok.sum() < 5:
+        return None
+    values = np.log(coef[ok, None]) + exp[ok, None] * np.log(grid_c)[None, :]
+    lo, hi = np.percentile(values, [5, 95], axis=0)
+    return np.exp(lo), np.exp(hi)
+
+
+def frontier_spec(what: str, key: str, lines: pd.DataFrame, bands: pd.DataFrame, dots: pd.DataFrame) -> dict:
+    unit = "parameters (non-embedding)" if key == "params" else "training tokens"
+    series = list(dict.fromkeys([*bands.get("series", []), *lines.get("series", []), *dots.get("series", [])]))
+    x, y = log_axis("C", "compute C (FLOPs)", fmt=".0e"), log_axis("v", f"{what}: {unit}")
+    tip = [{"field": "series"}, {"field": "C", "format": ".3~s", "title": "C (FLOPs)"},
+           {"field": "v", "format": ".4~s", "title": what}]  # fmt: skip
+    layers = [
+        {"data": {"name": "bands"}, "transform": visible(), "mark": {"type": "area", "opacity": 0.25},
+         "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": color(series)}},
+        {"data": {"name": "lines"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.8},
+         "encoding": {"x": x, "y": y, "color": color(series), "strokeDash": {"field": "series", "legend": None}}},
+        {"data": {"name": "dots"}, "transform": visible(), "params": [ZOOM],
+         "mark": {"type": "point", "filled": True, "size": 90, "stroke": "black", "strokeWidth": 0.8},
+         "encoding": {"x": x, "y": y, "color": color(series), "tooltip": [{"field": "run", "title": "what"},
+                                                                              *tip]}},
+    ]  # fmt: skip
+    data = {"bands": columns(bands if len(bands) else pd.DataFrame(columns=["series", "C", "lo", "hi"])),
+            "lines": columns(lines if len(lines) else pd.DataFrame(columns=["series", "C", "v"])),
+            "dots": columns(dots if len(dots) else pd.DataFrame(columns=["series", "C", "v", "run"]))}  # fmt: skip
+    spec = base(data, layers, series, 320)
+    spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 300}
+    return spec
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """A frame as CSV text (for the page's download buttons)."""
+    return frame.to_csv(index=False, float_format="%.6g")
