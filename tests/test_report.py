@@ -39,7 +39,8 @@ def _shape(params: float) -> dict:
             "n_kv_heads": 1, "ffn_dim": int(3.5 * d_model), "vocab_size": 128256}  # fmt: skip
 
 
-def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps: int, rng, status: str = "completed"):
+def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps: int, rng, status: str = "completed",
+               law: dict = CHINCHILLA, vocab: int = 128256):  # fmt: skip
     budget, params = float(budget), float(params)
     tokens = budget / (6 * params)
     digest = hashlib.sha1(f"{sweep}{budget}{params}{status}".encode()).hexdigest()[:8]
@@ -51,7 +52,7 @@ def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps:
     config = {
         "name": run_id,
         "meta": {"sweep": sweep, "budget_flops": budget, "target_params": params, "kind": "run", "branch_of": None},
-        "model": _shape(params),
+        "model": {**_shape(params), "vocab_size": vocab},
         "data": {"seq_len": 2048},
         "optim": {"lr_peak": lr_peak},
         "batch": {"batch_tokens": batch},
@@ -60,14 +61,14 @@ def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     stop = steps if status == "completed" else steps // 3
     seen = tokens * np.arange(1, stop + 1) / steps
-    loss = predict_loss(CHINCHILLA, params, seen) * (1 + 0.03 * rng.standard_normal(stop))
+    loss = predict_loss(law, params, seen) * (1 + 0.03 * rng.standard_normal(stop))
     loss = loss + 4.0 * np.exp(-30 * np.arange(1, stop + 1) / steps)  # the fast early drop of a real run
     if status == "diverged":
         loss[-5:] = [8.0, 15.0, 40.0, 1e3, float("nan")]
     rows = [{"step": i + 1, "tokens": int(seen[i]), "flops": 6 * params * seen[i], "loss": float(loss[i]),
              "lr": lr_peak, "grad_norm": 0.5, "batch_tokens": batch, "tokens_per_s": 1e5, "wall_s": 0.1 * (i + 1)}
             for i in range(stop)]  # fmt: skip
-    val_loss = float(predict_loss(CHINCHILLA, params, tokens) * (1 + 0.004 * rng.standard_normal()))
+    val_loss = float(predict_loss(law, params, tokens) * (1 + 0.004 * rng.standard_normal()))
     if status == "completed":
         rows.append({**rows[-1], "val_loss": val_loss})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
@@ -87,20 +88,22 @@ def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps:
 
 
 def make_sweep(root: Path, name: str = "gen", budgets=(1e17, 1e18, 1e19, 1e20), sizes: int = 5, steps: int = 120,
-               failures: bool = True, seed: int = 0) -> Path:  # fmt: skip
-    """Run directories of an isoFLOP sweep drawn from Chinchilla's law (sizes span 0.25x to 4x N*) plus, with
-    `failures`, a diverged and a failed run at the smallest budget; ingested into root/NAME.duckdb."""
+               failures: bool = True, seed: int = 0, law: dict = CHINCHILLA, vocab: int = 128256,
+               db: Path | None = None) -> Path:  # fmt: skip
+    """Run directories of an isoFLOP sweep drawn from `law` (default Chinchilla's; sizes span 0.25x to 4x N*)
+    plus, with `failures`, a diverged and a failed run at the smallest budget; ingested into `db` (default
+    root/NAME.duckdb)."""
     rng = np.random.default_rng(seed)
     sweep_dir = root / "runs" / name
     for budget in budgets:
-        n_opt, _ = optimal_allocation(CHINCHILLA, budget)
+        n_opt, _ = optimal_allocation(law, budget)
         for params in float(n_opt) * np.geomspace(0.25, 4.0, sizes):
-            _write_run(sweep_dir, name, budget, params, steps, rng)
+            _write_run(sweep_dir, name, budget, params, steps, rng, law=law, vocab=vocab)
     if failures:
-        n_opt, _ = optimal_allocation(CHINCHILLA, budgets[0])
-        _write_run(sweep_dir, name, budgets[0], float(n_opt) * 8, steps, rng, "diverged")
-        _write_run(sweep_dir, name, budgets[0], float(n_opt) * 12, steps, rng, "failed")
-    db = root / f"{name}.duckdb"
+        n_opt, _ = optimal_allocation(law, budgets[0])
+        _write_run(sweep_dir, name, budgets[0], float(n_opt) * 8, steps, rng, "diverged", law, vocab)
+        _write_run(sweep_dir, name, budgets[0], float(n_opt) * 12, steps, rng, "failed", law, vocab)
+    db = db or root / f"{name}.duckdb"
     Store(db).ingest(sweep_dir)
     return db
 

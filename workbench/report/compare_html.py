@@ -111,8 +111,8 @@ def law_charts(result: dict) -> list[dict]:
         spec = vl.frontier_spec(what, key, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots))
         spec["layer"][1]["encoding"].pop("strokeDash")
         if key == "loss":
-            spec["layer"][2]["encoding"]["y"]["title"] = "L*: compute-optimal loss (nats/token)"
             for layer in spec["layer"]:
+                layer["encoding"]["y"]["title"] = "L*: compute-optimal loss (nats/token)"
                 layer["encoding"]["y"]["axis"] = {"format": ".3f"}
         out.append(vl.chart(f"cmp-{unit}", f"{what}(C)", f"{what} against compute for every sweep on log axes, the "
                             f"fitted power law with its 5-95% bootstrap band, extrapolated to {target:.3g} FLOPs.",
