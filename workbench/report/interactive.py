@@ -25,7 +25,6 @@ import pandas as pd
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 SHAPES = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge", "stroke")
 STAR = "M0,-1L0.29,-0.4L0.95,-0.31L0.47,0.15L0.59,0.81L0,0.5L-0.59,0.81L-0.47,0.15L-0.95,-0.31L-0.29,-0.4Z"
-SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"  # an identifier only: never fetched
 CURVE_POINTS = 40  # training-curve samples kept per run (log-spaced in step)
 
 
@@ -71,7 +70,6 @@ def spec_json(spec: dict) -> str:
 def base(datasets: dict, layers: list[dict], series: list[str], height: int = 340) -> dict:
     """A layered chart with the `hidden` param, the legend greying and a fixed colour domain."""
     return {
-        "$schema": SCHEMA,
         "width": "container",
         "height": height,
         "autosize": {"type": "fit-x", "contains": "padding"},
