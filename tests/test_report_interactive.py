@@ -108,6 +108,12 @@ def full(tmp_path_factory):
     return write_report("gen", db, fit_path=root / "fits" / "gen.json", out=root / "gen.html")
 
 
+def _click(page, selector: str) -> None:
+    """A real mouse click at the centre of the first match (Vega's SVG takes the pointer events itself)."""
+    box = page.locator(selector).first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
 def _hover_first_point(page, fig: str) -> str:
     box = page.locator(f'figure[data-fig="{fig}"] .chart g.mark-symbol path').first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -123,13 +129,13 @@ def test_hover_legend_zoom_and_downloads_in_chromium(full, browser, tmp_path):
     tip = _hover_first_point(page, "isoflop")
     assert first_run in tip and "N (params)" in tip and "loss" in tip
     # legend click hides the series (its points leave the SVG), a second click brings it back
-    count = "document.querySelectorAll('figure[data-fig=\"isoflop\"] g.mark-symbol path').length"
+    count = "document.querySelectorAll('figure[data-fig=\"isoflop\"] g.mark-symbol.role-mark path').length"
     before = page.evaluate(count)
-    page.locator('figure[data-fig="isoflop"] g.role-legend-symbol path').first.click()
+    _click(page, 'figure[data-fig="isoflop"] g.role-legend-symbol path')
     page.wait_for_function(f"{count} < {before}", timeout=5_000)
     assert page.evaluate("wbViews.isoflop.signal('hidden')") == ["1e+17 FLOPs"]
     assert page.evaluate(count) == before - 6  # 5 runs and 1 minimum of that budget
-    page.locator('figure[data-fig="isoflop"] g.role-legend-symbol path').first.click()
+    _click(page, 'figure[data-fig="isoflop"] g.role-legend-symbol path')
     page.wait_for_function(f"{count} == {before}", timeout=5_000)
     # zoom: the wheel narrows the x domain
     domain = "wbViews.isoflop.scale('x').domain()"

@@ -87,7 +87,9 @@ def color(series: list[str], legend_title: str | None = "series") -> dict:
     if legend_title is not None:
         grey = {"signal": "indexof(hidden, datum.value) < 0 ? 1 : 0.3"}
         legend = {"title": legend_title,
-                  "encode": {"labels": {"update": {"opacity": grey}}, "symbols": {"update": {"opacity": grey}}}}  # fmt: skip
+                  "encode": {"labels": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},
+                             "symbols": {"interactive": True, "update": {"opacity": grey,
+                                                                         "cursor": {"value": "pointer"}}}}}  # fmt: skip
     return {"field": "series", "type": "nominal", "scale": {"domain": series, "range": palette(len(series))},
             "legend": legend}  # fmt: skip
 
