@@ -59,6 +59,7 @@ def columns(frame: pd.DataFrame, digits: int = 5) -> dict:
 
 def chart(cid: str, title: str, alt: str, caption: str, spec: dict, csv: str | None = None) -> dict:
     """One interactive figure for the template: `csv` names the dataset its CSV button exports."""
+    spec = {"description": alt, **spec}  # Vega puts it on the SVG as its aria-label
     return {"id": cid, "title": title, "alt": alt, "caption": caption, "spec": spec, "csv": csv}
 
 
