@@ -21,6 +21,7 @@ from workbench.errors import WorkbenchError
 
 log = logging.getLogger(__name__)
 FIT_BOOTSTRAP = 50  # resamples of the fit so far: intervals, cheaply, at every regeneration
+FIT_METHOD = "isoflop"  # seconds per refit; the parametric law (tens of seconds on few runs) waits for `workbench fit`
 
 
 def run_counts(runs_root: Path | None, runs) -> dict[str, int]:
@@ -50,11 +51,11 @@ def fit_so_far(inputs) -> tuple[dict | None, str]:
         return None, "no completed run yet"
     try:
         points = validate_points(inputs.points, f"sweep '{inputs.sweep}'")
-        results = fit_all(points, FitOptions(bootstrap=FIT_BOOTSTRAP, starts_per_axis=2))
+        results = fit_all(points, FitOptions(method=FIT_METHOD, bootstrap=FIT_BOOTSTRAP))
     except WorkbenchError as err:
         return None, f"not fitted yet: {err.args[0]}"
     record = to_record(results, f"{inputs.sweep}-live", f"sweep:{inputs.sweep}", inputs.sweep)
-    return record, f"fitted on the {len(points)} completed runs so far ({FIT_BOOTSTRAP} bootstrap resamples)"
+    return record, f"{FIT_METHOD} fit on the {len(points)} completed runs so far ({FIT_BOOTSTRAP} bootstrap resamples)"
 
 
 def regenerate(sweep: str, db: Path, out: Path, runs_root: Path | None, interval_s: float, command: str) -> tuple:

@@ -1,0 +1,78 @@
+"""Benchmark: a 500-run sweep's report, its size and the time headless Chromium takes to open and draw it.
+
+The sweep is generated (25 budgets x 20 sizes drawn from Chinchilla's law, 300 logged steps a run, as
+tests/test_report.py's make_sweep writes them), ingested, fitted (100 bootstrap resamples) and reported.
+"Open" is from navigation to every chart drawn (the page sets body[data-ready]), median of 5 loads in a
+fresh browser context each; "load" is the load event alone. Issue 19 asks for < 5 MB and < 3 s.
+Run: .venv/bin/python benchmarks/report.py [--runs-per-budget 20] [--budgets 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_report import fit_sweep, make_sweep  # noqa: E402
+
+from workbench.report import write_report  # noqa: E402
+
+
+def open_times(html: Path, loads: int = 5) -> tuple[list[float], list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    scratch = tempfile.mkdtemp(prefix="chromium-")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), env={**os.environ, "TMPDIR": scratch,
+                                     "XDG_CONFIG_HOME": scratch}, args=["--no-sandbox", "--disable-gpu",
+                                     "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"])  # fmt: skip
+        drawn, loaded = [], []
+        for _ in range(loads):
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = ctx.new_page()
+            start = time.perf_counter()
+            page.goto("file://" + str(html.resolve()), wait_until="load", timeout=30_000)
+            loaded.append(time.perf_counter() - start)
+            page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+            drawn.append(time.perf_counter() - start)
+            ctx.close()
+        browser.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return drawn, loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budgets", type=int, default=25)
+    parser.add_argument("--runs-per-budget", type=int, default=20)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="report-bench-"))
+    start = time.perf_counter()
+    budgets = tuple(np.geomspace(1e17, 1e21, args.budgets))
+    db = make_sweep(root, "big", budgets=budgets, sizes=args.runs_per_budget, steps=300, failures=False)
+    fit_sweep(db, "big", root / "fits" / "big.json", bootstrap=100)
+    made = time.perf_counter() - start
+    start = time.perf_counter()
+    out = write_report("big", db, fit_path=root / "fits" / "big.json", out=root / "big.html")
+    written = time.perf_counter() - start
+    drawn, loaded = open_times(out)
+    runs = args.budgets * args.runs_per_budget
+    print(f"runs                      {runs}")
+    print(f"sweep + fit (s)           {made:.1f}")
+    print(f"write_report (s)          {written:.2f}")
+    print(f"report size (MB)          {out.stat().st_size / 1e6:.2f}   (limit 5)")
+    print(f"load event (s, median)    {statistics.median(loaded):.2f}")
+    print(f"open, charts drawn (s)    {statistics.median(drawn):.2f}   (limit 3; all: {', '.join(f'{t:.2f}' for t in drawn)})")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
