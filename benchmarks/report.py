@@ -70,7 +70,9 @@ def main() -> None:
     print(f"write_report (s)          {written:.2f}")
     print(f"report size (MB)          {out.stat().st_size / 1e6:.2f}   (limit 5)")
     print(f"load event (s, median)    {statistics.median(loaded):.2f}")
-    print(f"open, charts drawn (s)    {statistics.median(drawn):.2f}   (limit 3; all: {', '.join(f'{t:.2f}' for t in drawn)})")
+    print(
+        f"open, charts drawn (s)    {statistics.median(drawn):.2f}   (limit 3; all: {', '.join(f'{t:.2f}' for t in drawn)})"  # noqa: E501
+    )
     shutil.rmtree(root, ignore_errors=True)
 
 

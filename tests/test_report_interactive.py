@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report import SHOTS, _invoke, _visible_text, _write_run, browser, fit_sweep, make_sweep  # noqa: F401
+import test_report
+from test_report import SHOTS, _invoke, _visible_text, _write_run, fit_sweep, make_sweep
 
 from workbench.fit.law import optimal_loss
 from workbench.report import compare as cmp
 from workbench.report import write_report
-from workbench.report.compare_html import write_comparison
 from workbench.report.watch import watch_report
 from workbench.store import Store
 
@@ -28,6 +28,8 @@ CROSS_FLOPS = 1e22
 _SCALE = float(optimal_loss(LAW_A, CROSS_FLOPS) / optimal_loss(_B, CROSS_FLOPS))
 LAW_B = {**_B, "A": _B["A"] * _SCALE, "B": _B["B"] * _SCALE}  # equal losses at CROSS_FLOPS
 TARGET = 1e23
+
+browser = test_report.browser  # the session's Chromium fixture
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +152,7 @@ def test_hover_legend_zoom_and_downloads_in_chromium(full, browser, tmp_path):
     for selector, name in (('button[data-dl="svg"][data-fig="isoflop"]', "svg"),
                            ('button[data-dl="png"][data-fig="isoflop"]', "png"),
                            ('button[data-dl="data"][data-fig="isoflop"]', "figcsv"),
-                           ('button[data-name="gen-runs.csv"]', "runs"), ('button[data-name="gen-minima.csv"]', "minima"),
+                           ('button[data-name="gen-runs.csv"]', "runs"), ('button[data-name="gen-minima.csv"]', "minima"),  # noqa: E501
                            ('button[data-name="gen-fits.csv"]', "fits")):  # fmt: skip
         with page.expect_download() as info:
             page.click(selector)
@@ -165,7 +167,9 @@ def test_hover_legend_zoom_and_downloads_in_chromium(full, browser, tmp_path):
     assert first_run in {r["run"] for r in csv.DictReader(io.StringIO(files["figcsv"].decode()))}
     minima = list(csv.DictReader(io.StringIO(files["minima"].decode())))
     assert len(minima) == 4 and all(float(m["params"]) > 0 for m in minima)
-    fits = {(r["law"], r["parameter"]): float(r["estimate"]) for r in csv.DictReader(io.StringIO(files["fits"].decode()))}
+    fits = {
+        (r["law"], r["parameter"]): float(r["estimate"]) for r in csv.DictReader(io.StringIO(files["fits"].decode()))
+    }
     assert abs(fits[("parametric", "alpha")] - 0.34) < 0.08
 
 
@@ -186,7 +190,7 @@ def test_no_horizontal_overflow_and_alt_text(full, two, browser, width):
         assert seen == {"requests": [], "console": [], "exceptions": []}
         assert page.evaluate("[...document.images].every(i => i.alt.length > 20)")
         least = 0.85 * (width - 20) if width < 700 else 400  # on a phone every figure takes the full width
-        assert page.evaluate("[...document.querySelectorAll('.chartbox')].every(c => c.getAttribute('aria-label').length"
+        assert page.evaluate("[...document.querySelectorAll('.chartbox')].every(c => c.getAttribute('aria-label').length"  # noqa: E501
                              " > 40 && c.querySelector('svg') && "
                              f"c.getBoundingClientRect().width > {least})")  # fmt: skip
         if name == "compare":

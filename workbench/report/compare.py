@@ -100,7 +100,7 @@ def interval(values: np.ndarray) -> dict:
 def loss_at(law: SweepLaw, c: float) -> tuple[float, np.ndarray]:
     """L*(c) of the fit and of every bootstrap draw."""
     k, g = np.asarray(law.loss["draws"]["K"]), np.asarray(law.loss["draws"]["gamma"])
-    return law.loss["K"] * c ** -law.loss["gamma"], k * c ** -g
+    return law.loss["K"] * c ** -law.loss["gamma"], k * c**-g
 
 
 def at_budget(law: SweepLaw, c: float) -> dict:

@@ -106,7 +106,7 @@ def law_charts(result: dict) -> list[dict]:
             lo, hi = np.nanpercentile(np.where(draws > 0, draws, np.nan), [5, 95], axis=1)
             lines += [{"series": law.name, "C": c, "v": v} for c, v in zip(grid, fit, strict=True)]
             bands += [{"series": law.name, "C": c, "lo": a, "hi": b} for c, a, b in zip(grid, lo, hi, strict=True)]
-            dots += [{"series": law.name, "C": m["budget_flops"], "v": m[key], "run": vl.budget_label(m["budget_flops"])}
+            dots += [{"series": law.name, "C": m["budget_flops"], "v": m[key], "run": vl.budget_label(m["budget_flops"])}  # noqa: E501
                      for m in law.iso["minima"]]  # fmt: skip
         spec = vl.frontier_spec(what, key, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots))
         spec["layer"][1]["encoding"].pop("strokeDash")

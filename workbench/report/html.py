@@ -93,14 +93,18 @@ def render(inputs: ReportInputs, command: str | None = None, live: dict | None =
 
     built = build_sections(inputs, command)
     files = charts.attach(inputs, built)
-    return environment().get_template("report.html.j2").render(
-        sweep=inputs.sweep,
-        version=workbench.__version__,
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        sections=built,
-        downloads=files,
-        assets=assets(prepare_charts(built)),
-        live=live,
+    return (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            sweep=inputs.sweep,
+            version=workbench.__version__,
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            sections=built,
+            downloads=files,
+            assets=assets(prepare_charts(built)),
+            live=live,
+        )
     )
 
 

@@ -77,8 +77,12 @@ def base(datasets: dict, layers: list[dict], series: list[str], height: int = 34
         "datasets": datasets,
         "params": [{"name": "hidden", "value": []}],
         "layer": layers,
-        "config": {"font": "DejaVu Sans", "legend": {"orient": "right", "labelLimit": 220},
-                   "axis": {"labelFontSize": 11, "titleFontSize": 12}, "view": {"stroke": "#d6d6d6"}},  # fmt: skip
+        "config": {
+            "font": "DejaVu Sans",
+            "legend": {"orient": "right", "labelLimit": 220},
+            "axis": {"labelFontSize": 11, "titleFontSize": 12},
+            "view": {"stroke": "#d6d6d6"},
+        },  # fmt: skip
         "usermeta": {"series": series},
     }
 
@@ -88,7 +92,7 @@ def color(series: list[str], legend_title: str | None = "series") -> dict:
     if legend_title is not None:
         grey = {"signal": "indexof(hidden, datum.value) < 0 ? 1 : 0.3"}
         legend = {"title": legend_title,
-                  "encode": {"labels": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},
+                  "encode": {"labels": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},  # noqa: E501
                              "symbols": {"interactive": True, "update": {"opacity": grey,
                                                                          "cursor": {"value": "pointer"}}}}}  # fmt: skip
     return {"field": "series", "type": "nominal", "scale": {"domain": series, "range": palette(len(series))},
@@ -231,13 +235,18 @@ def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budget
             lines += [{"series": label, "C": c, "v": iso[coef] * c ** iso[exp]} for c in grid]
             band = draw_band(iso.get("draws"), (coef, exp), grid)
             if band is not None:
-                bands += [{"series": "isoFLOP law 5-95%", "C": c, "lo": lo, "hi": hi} for c, lo, hi in zip(grid, *band)]
+                bands += [
+                    {"series": "isoFLOP law 5-95%", "C": c, "lo": lo, "hi": hi}
+                    for c, lo, hi in zip(grid, *band, strict=True)
+                ]
         if par:
             n_opt, d_opt = optimal_allocation(par, grid)
             lines += [{"series": "parametric law", "C": c, "v": v}
                       for c, v in zip(grid, n_opt if key == "params" else d_opt, strict=True)]  # fmt: skip
         if plan:
-            dots.append({"series": "plan", "C": plan["compute_flops"], "v": plan[key], "run": plan.get("name") or "plan"})
+            dots.append(
+                {"series": "plan", "C": plan["compute_flops"], "v": plan[key], "run": plan.get("name") or "plan"}
+            )
         out.append(frontier_spec(what, key, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots)))
     return out
 

@@ -33,7 +33,7 @@ def run_counts(runs_root: Path | None, runs) -> dict[str, int]:
         for run in sweep_status(runs_root).runs:
             started = (runs_root / run.run_id / "metrics.jsonl").is_file()
             kind = {"completed": "finished", "diverged": "failed", "failed": "failed", "cancelled": "failed",
-                    "running": "running", "pending": "queued"}.get(run.state, "running" if started else "queued")  # fmt: skip
+                    "running": "running", "pending": "queued"}.get(run.state, "running" if started else "queued")  # fmt: skip  # noqa: E501
             counts[kind] += 1
         return counts
     for status in runs["status"]:
@@ -83,7 +83,7 @@ def regenerate(sweep: str, db: Path, out: Path, runs_root: Path | None, interval
 
 
 def watch_report(sweep: str | None, db: Path, out: Path | None = None, runs_dir: Path | None = None,
-                 interval_s: float = 10.0, max_cycles: int | None = None, command: str = "") -> Iterator[tuple]:  # fmt: skip
+                 interval_s: float = 10.0, max_cycles: int | None = None, command: str = "") -> Iterator[tuple]:  # fmt: skip  # noqa: E501
     """Regenerate the page every interval_s until no run is queued or running (or max_cycles pages)."""
     from workbench.report.data import resolve_sweep
 
