@@ -8,7 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.sweep.launch import launch, sbatch_script
+from workbench.sweep.executors import sbatch_script
+from workbench.sweep.launch import launch
 from workbench.sweep.spec import plan_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -337,4 +337,3 @@ def _float(value: Any) -> float | None:
 def _int(value: Any) -> int | None:
     number = _float(value)
     return int(number) if number is not None and math.isfinite(number) else None
-
