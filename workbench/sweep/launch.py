@@ -14,6 +14,7 @@ Preemption: Slurm's USR2 reaches the trainer, which checkpoints and calls submit
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +112,7 @@ def launch_runs(
     if dry_run:
         return report
     _replace(root, report.replaced)
-    if any(_uses_default_corpus(c) for c in configs.values()):
-        from workbench.data import ensure_default_corpus
-
-        ensure_default_corpus()
-    for rid in report.submit:
-        write_config(configs[rid])
+    write_configs([configs[rid] for rid in report.submit])
     jobs = st.read_jobs(root)
     jobs["cancelled_at"] = None
     st.write_jobs(root, jobs)
@@ -149,33 +145,38 @@ def single_run(config: TrainConfig) -> PlannedRun:
     )  # fmt: skip
 
 
-def _uses_default_corpus(config: TrainConfig) -> bool:
-    from workbench.data import default_corpus_dir
+def write_configs(configs: list[TrainConfig]) -> list[Path]:
+    """Each run's config.yaml in its run dir, written atomically (the trainer checks it on start), after
+    preparing the embedded corpus if a config trains on it."""
+    from workbench.data import default_corpus_dir, ensure_default_corpus
 
     corpus = str(default_corpus_dir().resolve())
-    return any(s.path == corpus for s in config.data.sources + config.data.anneal_sources)
-
-
-def write_config(config: TrainConfig) -> Path:
-    """The run's config.yaml in its run dir, written atomically (the trainer checks it on start)."""
-    return rundir.write_config(config.run_dir, dump_yaml(config))
+    if any(s.path == corpus for c in configs for s in c.data.sources + c.data.anneal_sources):
+        ensure_default_corpus()
+    return [rundir.write_config(c.run_dir, dump_yaml(c)) for c in configs]
 
 
 def changed_runs(root: Path, configs: dict[str, TrainConfig]) -> list[tuple[str, str]]:
     """(old run id, reason) for run dirs in `root` that these configs replace: an edited config.yaml, or
-    another run of the same grid point (RUN_ID = POINT-HASH: same POINT, another hash)."""
+    another run of the same grid point (RUN_ID = POINT-HASH from grid.run_id_of: same POINT, another HASH)."""
     if not root.is_dir():
         return []
-    planned = {rid.rsplit("-", 1)[0]: rid for rid in configs if "-" in rid}
+    planned = {_point(rid): rid for rid in configs if _point(rid)}
     changed = []
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if path.name in configs:
             written = rundir.read_config(path)
             if written and written != configs[path.name].model_dump(mode="json"):
                 changed.append((path.name, f"{path / rundir.CONFIG} differs from the spec"))
-        elif "-" in path.name and path.name.rsplit("-", 1)[0] in planned:
-            changed.append((path.name, f"the spec now gives {planned[path.name.rsplit('-', 1)[0]]}"))
+        elif _point(path.name) in planned:
+            changed.append((path.name, f"the spec now gives {planned[_point(path.name)]}"))
     return changed
+
+
+def _point(run_id: str) -> str | None:
+    """POINT of a POINT-HASH run id (8 hex digits of hash), else None (a flagship's own name)."""
+    point, _, digest = run_id.rpartition("-")
+    return point if point and re.fullmatch(r"[0-9a-f]{8}", digest) else None
 
 
 def _replace(root: Path, run_ids: list[str]) -> None:

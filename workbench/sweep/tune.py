@@ -264,10 +264,10 @@ class _Study:
             "batch_tokens": trial.suggest_categorical("batch_tokens", list(self.space.batch_tokens)),
             "warmup_fraction": trial.suggest_float("warmup_fraction", *self.space.warmup_fraction),
         }
-        from workbench.sweep.launch import materialize, write_config
+        from workbench.sweep.launch import materialize, write_configs
 
         run = trial_run(self.spec, scale, params, trial.number, self.source)
-        path = write_config(materialize(run.config, self.base))
+        path = write_configs([materialize(run.config, self.base)])[0]
         for key, value in (("run_id", run.run_id), ("run_dir", str(path.parent)), ("params", run.params),
                            ("owner", _owner())):  # fmt: skip
             trial.set_user_attr(key, value)
@@ -413,10 +413,6 @@ def tune(
     found = scales(spec, where)
     preflight(spec, found, sp, where)
     base = Path(base or Path.cwd()).resolve()
-    if any(s.path == "@default" for s in spec.data.sources):
-        from workbench.data import ensure_default_corpus
-
-        ensure_default_corpus()
     journal = storage_path(spec, base)
     store = _store(db, spec, spec_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
