@@ -2,9 +2,10 @@
 
 The only module that imports optuna. A scale is (budget FLOPs, model size) from the spec's `tune:` section
 (workbench.sweep.spec.Tune). Each trial is a real training run built by the sweep's own expansion (one grid
-point with the trial's lr_peak, batch_tokens and warmup) and launched like a sweep run: in this process, in a
-pool of `parallel` processes, or as submitit jobs on Slurm with `parallel` in flight; the study asks for the
-next trial as results come back. Run directories: runs/SWEEP/tune/SCALE/RUN_ID (meta.sweep = SWEEP-tune, so
+point with the trial's lr_peak, batch_tokens and warmup), its config written by the launcher's
+`write_configs` and run on the sweep executors (workbench.sweep.executors: in this process, in a pool of
+`parallel` processes, or as Slurm jobs with `parallel` in flight); the study asks for the next trial as
+results come back. Run directories: runs/SWEEP/tune/SCALE/RUN_ID (meta.sweep = SWEEP-tune, so
 the runs never enter the sweep's own fits); every finished run is ingested into DuckDB.
 
 Objective: the run's final validation loss. A diverged run (or a non-finite loss) is PRUNED with an
