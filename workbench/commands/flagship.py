@@ -109,7 +109,7 @@ def launch(
     if state in ("completed", "diverged"):
         typer.echo(f"flagship {run_id} already {state}: nothing to launch. {DONE_HINT}")
     elif state:
-        typer.echo(f"flagship {run_id} is {state} as Slurm job {report.jobs[run_id]}: nothing to launch")
+        typer.echo(f"flagship {run_id} is {state} as Slurm job {report.live_jobs[run_id]}: nothing to launch")
     elif dry_run and executor == "slurm":
         folder = run_dir.parent / ".submitit" / "%j"
         typer.echo(sbatch_script(spec, folder, python=sys.executable, array_size=None, job_name=job_name))

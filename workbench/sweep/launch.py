@@ -38,7 +38,8 @@ class LaunchReport:
     submit: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # run id -> state that made it skip
     replaced: list[str] = field(default_factory=list)
-    jobs: dict[str, str | None] = field(default_factory=dict)
+    jobs: dict[str, str | None] = field(default_factory=dict)  # submitted now: run id -> Slurm job id
+    live_jobs: dict[str, str | None] = field(default_factory=dict)  # skipped as pending/running: their job id
     results: dict[str, str] = field(default_factory=dict)  # local runs: run id -> final status
     dry_run: bool = False
 
@@ -106,7 +107,8 @@ def launch_runs(
         current = state[run.run_id]
         if current.state in st.DONE or current.state in st.LIVE:
             report.skipped[run.run_id] = current.state
-            report.jobs[run.run_id] = current.job_id
+            if current.state in st.LIVE:
+                report.live_jobs[run.run_id] = current.job_id
         else:
             report.submit.append(run.run_id)
     if dry_run:
@@ -121,7 +123,7 @@ def launch_runs(
         report.results = run_local(todo, configs, launch_spec, root)
     else:
         name = job_name or f"wb-{root.name}"
-        report.jobs.update(submit_slurm(todo, configs, executors.Slurm(launch_spec, root, name), root, state))
+        report.jobs = submit_slurm(todo, configs, executors.Slurm(launch_spec, root, name), root, state)
     return report
 
 
