@@ -182,7 +182,9 @@ class Trainer:
         latest = rundir.latest_checkpoint(self.run_dir)
         if latest is not None:
             self._restore(latest)
-            self._log_event({"event": "resume", "from_step": self.state["step"]})
+            # what this segment's bit-identity rests on: a resume on other threads or kernels is visible
+            self._log_event({"event": "resume", "from_step": self.state["step"],
+                             "bit_identity": rundir.bit_identity(self.d.device)})  # fmt: skip
         elif self.cfg.checkpoint.init_from:
             source = checkpoint.resolve_init_from(self.cfg.checkpoint.init_from)
             saved = checkpoint.load(source)
