@@ -3,7 +3,8 @@
     RUN_DIR/
       config.yaml     the resolved TrainConfig, written before training; a rerun with another config is refused
       metrics.jsonl   one JSON row per optimizer step, appended whole lines; rows with an "event" key
-                      (resume, init_from, rollback, interrupted, diverged) are events, not samples
+                      (resume, init_from, rollback, interrupted, diverged) are events, not samples;
+                      a resume event carries the bit_identity of the segment it starts
       final.json      the run's record, written atomically at the end (status, val_loss, tokens, ...,
                       bit_identity: what a bit-identical rerun needs: torch, threads, CPU capability, GPU)
       train.log       the trainer's output when it ran in a worker process
