@@ -8,7 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.sweep.launch import launch, sbatch_script
+from workbench.sweep.executors import sbatch_script
+from workbench.sweep.launch import launch
 from workbench.sweep.spec import plan_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ def test_local_sweep_runs_skips_done_refuses_changed(workdir, corpus_home):
 
     again = invoke("sweep", "launch", str(TINY), "--executor", "local", "--db", db)
     assert again.exit_code == 0 and "ran 0 of 4 runs (local), skipped 4" in again.output
+    assert ": job " not in again.output  # nothing submitted: no job lines
 
     changed = workdir / "tiny.yaml"
     changed.write_text(TINY.read_text().replace("lr_peak: 3e-3", "lr_peak: 2e-3"))

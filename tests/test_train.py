@@ -163,8 +163,10 @@ def test_kill_9_then_rerun_is_bit_identical(tmp_path, corpus):
     fa = json.loads((tmp_path / "clean" / "final.json").read_text())
     fb = json.loads((tmp_path / "killed" / "final.json").read_text())
     assert fa["val_loss"] == fb["val_loss"]
+    assert fa["bit_identity"] == fb["bit_identity"] and fa["bit_identity"]["threads"] == 1  # what it rests on
     events = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert any(e.get("event") == "resume" and e["from_step"] > 0 for e in events)
+    assert [e["bit_identity"] for e in events if e.get("event") == "resume"] == [fb["bit_identity"]]
 
 
 def free_port() -> int:

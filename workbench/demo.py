@@ -21,7 +21,6 @@ confidence interval alone does not cover.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -273,12 +272,13 @@ def _sweep_lr(spec, params: float) -> float:
 def _train_flagship(path: Path) -> dict:
     _say("6/7", f"training the flagship: workbench train {path}")
     proc = subprocess.run([sys.executable, "-m", "workbench.cli", "train", str(path)], text=True)
+    from workbench import rundir
     from workbench.train import coerce_config
 
-    final = Path(coerce_config(path).run_dir) / "final.json"
-    if proc.returncode != 0 or not final.is_file():
+    final = rundir.read_final(coerce_config(path).run_dir)
+    if proc.returncode != 0 or final is None:
         raise WorkbenchError(f"the flagship run failed (exit {proc.returncode})", f"See the run dir of {path}.")
-    return json.loads(final.read_text())
+    return final
 
 
 def prediction_interval(draws: list[float], residuals: list[float], seed: int = 0) -> tuple[float, float, float]:

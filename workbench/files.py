@@ -1,10 +1,13 @@
-"""Atomic file writes: results, configs, fits and reports are replaced whole or not at all."""
+"""Atomic file writes (results, configs, fits and reports are replaced whole or not at all) and strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
@@ -24,3 +27,25 @@ def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def json_clean(value: Any) -> Any:
+    """A JSON-safe copy: NaN and infinities become None (JSON has no NaN), numpy scalars and arrays become
+    Python numbers and lists, tuples lists, paths and other objects their text. The one NaN-to-null rule
+    of the package: run records, store columns and fits all go through it."""
+    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_clean(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, without importing numpy
+        return json_clean(value.tolist())
+    return str(value)
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Strict JSON text of `value` after json_clean (no NaN, no Infinity)."""
+    return json.dumps(json_clean(value), indent=indent, allow_nan=False)

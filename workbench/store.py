@@ -1,21 +1,22 @@
 """The DuckDB store: schema and forward migrations, idempotent ingest of run directories, queries.
 
-The only module that imports duckdb. Every call opens the database file, does its work (writes in one
-transaction) and closes it, so DuckDB's single-writer file lock is held only while a call runs. A lock
-held by another process is waited for with back-off (one notice on stderr) up to `lock_timeout_s`
-(default: env WORKBENCH_DB_TIMEOUT_S or 300), then a one-line WorkbenchError.
+The only module that imports duckdb, and SQL only: run directories are read by workbench.rundir. Every call
+opens the database file, does its work (writes in one transaction) and closes it, so DuckDB's single-writer
+file lock is held only while a call runs. A lock held by another process is waited for with back-off (one
+notice on stderr) up to `lock_timeout_s` (default: env WORKBENCH_DB_TIMEOUT_S or 300), then a one-line
+WorkbenchError.
 
-Ingest reads `runs/SWEEP/RUN_ID/` directories (DESIGN.md): run_id is the directory's name, the sweep is
-`meta.sweep` of config.yaml (else the parent directory's name). Training rows that repeat a step (a resumed
-run) are resolved by the LAST row for that step; rows with an "event" key (resume, rollback, ...) go to the
-`events` table and never replace a training row (see read_metrics). Each changed run is replaced whole
-(delete, then a bulk insert of a DataFrame), so ingest is idempotent and `metrics` has one row per
-(run_id, step). Runs whose files have not changed since the last ingest are left alone.
+Ingest reads `runs/SWEEP/RUN_ID/` directories (rundir.find_run_dirs, rundir.summary): run_id is the
+directory's name, the sweep is `meta.sweep` of config.yaml (else the parent directory's name). Training rows
+that repeat a step (a resumed run) are resolved by the LAST row for that step; rows with an "event" key
+(resume, rollback, ...) go to the `events` table and never replace a training row (rundir.read_metrics).
+Each changed run is replaced whole (delete, then a bulk insert of a DataFrame), so ingest is idempotent and
+`metrics` has one row per (run_id, step). Runs whose files have not changed since the last ingest are left
+alone.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -30,18 +31,16 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-import yaml
 
+from workbench import rundir
 from workbench.errors import WorkbenchError
+from workbench.files import json_text
+from workbench.rundir import MetricFile
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "final.json")
 METRIC_COLUMNS = (
     "step", "tokens", "flops", "loss", "lr", "grad_norm", "batch_tokens", "tokens_per_s", "wall_s", "val_loss", "event",
 )  # fmt: skip
-_SKIP_DIRS = {"ckpt", "__pycache__"}
-_MAX_DEPTH = 4  # PATH may be a run, a sweep (runs one level down, or two) or a root of sweeps
 _FLUSH_ROWS = 250_000  # metric rows buffered before a bulk insert (bounds memory on huge ingests)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on many runs
 _NO_DB_HINT = "Run `workbench db ingest` or a sweep first."
 
 # Ordered forward migrations: MIGRATIONS[i] takes a database from version i to version i + 1. Never edit a
@@ -78,6 +77,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE events (run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, step BIGINT, event VARCHAR,"
         " detail JSON, PRIMARY KEY (run_id, seq))",
     ],
+    [  # 3: what a run's bit-identity depends on (final.json's bit_identity)
+        "ALTER TABLE runs ADD COLUMN torch_version VARCHAR",
+        "ALTER TABLE runs ADD COLUMN torch_threads BIGINT",
+        "ALTER TABLE runs ADD COLUMN cpu_capability VARCHAR",
+        "ALTER TABLE runs ADD COLUMN cuda_device VARCHAR",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -85,7 +90,7 @@ RUN_COLUMNS = (
     "run_id", "sweep", "name", "run_dir", "status", "budget_flops", "target_params", "branch_of", "params",
     "params_total", "tokens", "flops", "steps", "val_loss", "wall_s", "error", "config", "final", "source_sig",
     "lr_peak", "batch_tokens", "seq_len", "n_layers", "d_model", "schedule", "meta", "metric_rows", "last_step",
-    "last_loss",
+    "last_loss", "torch_version", "torch_threads", "cpu_capability", "cuda_device",
 )  # fmt: skip
 
 
@@ -239,7 +244,7 @@ class Store:
         path = Path(path)
         if not path.exists():
             raise WorkbenchError(f"{path} not found", "Pass the runs folder (runs/, runs/SWEEP or one run directory).")
-        run_dirs = _find_run_dirs(path)
+        run_dirs = rundir.find_run_dirs(path)
         written = rows = skipped = unchanged = 0
         with self._writer() as con:
             known = dict(con.execute("SELECT run_id, source_sig FROM runs").fetchall())
@@ -247,12 +252,12 @@ class Store:
             files: list[tuple[str, MetricFile]] = []
             buffered = 0
             for run_id, run_dir in run_dirs.items():
-                sig = _signature(run_dir)
+                sig = rundir.signature(run_dir)
                 if not force and known.get(run_id) == sig:
                     unchanged += 1
                     continue
-                metric_file = read_metrics(run_dir / "metrics.jsonl")
-                runs.append(_run_record(run_id, run_dir, metric_file, sig))
+                metric_file = rundir.read_metrics(run_dir)
+                runs.append(_run_row(rundir.summary(run_dir, metric_file), sig))
                 files.append((run_id, metric_file))
                 written, rows = written + 1, rows + len(metric_file.by_step)
                 skipped += metric_file.skipped
@@ -367,198 +372,13 @@ class Store:
             )
 
 
-# --- reading run directories (no database here) -------------------------------------------------------
+# --- rows for the tables --------------------------------------------------------------------------------
 
 
-def _is_run_dir(path: Path) -> bool:
-    return any((path / name).is_file() for name in RUN_FILES)
-
-
-def _find_run_dirs(root: Path) -> dict[str, Path]:
-    """run_id -> run directory for every run at or below `root` (a run may hold branch runs below it)."""
-    found: dict[str, Path] = {}
-    stack = [(root, 0)]
-    while stack:
-        path, depth = stack.pop()
-        if _is_run_dir(path):
-            other = found.setdefault(path.name, path)
-            if other != path:
-                raise WorkbenchError(
-                    f"two run directories share the run id '{path.name}': {other} and {path}",
-                    "Run ids must be unique; remove or rename one of them.",
-                )
-        if depth < _MAX_DEPTH:
-            children = (p for p in path.iterdir() if p.is_dir() and p.name not in _SKIP_DIRS)
-            stack.extend((child, depth + 1) for child in sorted(children, reverse=True) if child.name[0] != ".")
-    return dict(sorted(found.items()))
-
-
-def _signature(run_dir: Path) -> str:
-    """Where the run lives and the size and mtime of its files: unchanged signature, unchanged run."""
-    parts = [str(run_dir.resolve())]
-    for name in RUN_FILES:
-        try:
-            info = (run_dir / name).stat()
-            parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
-        except FileNotFoundError:
-            parts.append(f"{name}:-")
-    return "|".join(parts)
-
-
-@dataclass(frozen=True)
-class MetricFile:
-    """A metrics.jsonl read for ingest: by_step (the row stored for each step), events (every row with an
-    "event" key, in file order), skipped (lines not stored: malformed, without a step, or torn)."""
-
-    by_step: dict[int, dict]
-    events: list[dict]
-    skipped: int
-
-    @property
-    def last_sample(self) -> dict:
-        """The training row of the highest step (event rows are not samples)."""
-        steps = [step for step, row in self.by_step.items() if "event" not in row]
-        return self.by_step[max(steps)] if steps else {}
-
-
-def read_metrics(path: Path) -> MetricFile:
-    """Parse metrics.jsonl. The LAST training row for a step wins (a resumed run logs its steps again);
-    an event row (resume, rollback, interrupted, ...) never replaces a training row: it is kept in events,
-    and stands for its step only where that step has no training row (a rollback's spike)."""
-    if not path.is_file():
-        return MetricFile({}, [], 0)
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:  # fast path: one C-level parse of the whole file as a JSON array (a blank or bad line fails it)
-        rows = json.loads("[" + text.rstrip("\n").replace("\n", ",") + "]") if text.strip() else []
-        steps = [int(row["step"]) for row in rows]
-        bad_at: list[int] = []
-    except (ValueError, KeyError, TypeError):
-        rows, steps, bad_at = _parse_lines(path, text)
-    if '"event"' not in text:
-        return MetricFile(dict(zip(steps, rows, strict=True)), [], len(bad_at))
-    by_step: dict[int, dict] = {}
-    event_rows: dict[int, dict] = {}
-    events: list[dict] = []
-    for step, row in zip(steps, rows, strict=True):
-        if "event" in row:
-            events.append(row)
-            event_rows[step] = row
-        else:
-            by_step[step] = row
-    for step, row in event_rows.items():
-        by_step.setdefault(step, row)
-    return MetricFile(by_step, events, len(bad_at))
-
-
-def _parse_lines(path: Path, text: str) -> tuple[list[dict], list[int], list[int]]:
-    """Line by line: (rows, their steps, numbers of the lines that could not be read)."""
-    rows, steps, bad_at = [], [], []
-    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    for number, line in numbered:
-        try:
-            row = json.loads(line)
-            steps.append(int(row["step"]))
-            rows.append(row)
-        except (ValueError, KeyError, TypeError):
-            bad_at.append(number)
-    # a last line without its newline is being written now (the next ingest reads it); anything else is damage
-    torn = not text.endswith("\n") and bad_at[-1:] == [numbered[-1][0]]
-    damaged = bad_at[:-1] if torn else bad_at
-    if damaged:
-        print(f"workbench: {path}:{damaged[0]}: skipped {len(damaged)} malformed metric line(s)", file=sys.stderr)
-    return rows, steps, bad_at
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as err:
-        raise WorkbenchError(f"{path}: not valid JSON ({err})", "Fix or remove the file, then ingest again.") from None
-    if not isinstance(data, dict):
-        raise WorkbenchError(f"{path}: expected a JSON object", "Fix or remove the file, then ingest again.")
-    return data
-
-
-def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise WorkbenchError(f"{where}: malformed YAML", "Fix or remove the file, then ingest again.") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _run_record(run_id: str, run_dir: Path, metric_file: MetricFile, sig: str) -> dict[str, Any]:
-    """One `runs` row from a run directory's config, final.json and metric rows; a run without final.json
-    takes its progress (tokens, flops, steps, wall_s) from its last training row, its size from its shape."""
-    config = _read_config(run_dir / "config.yaml")
-    final = _read_json(run_dir / "final.json")
-    meta, model = _section(config, "meta"), _section(config, "model")
-    last = metric_file.last_sample
-    done = final or {}
-    if final is not None:
-        status = _text(done.get("status")) or "unknown"
-    else:
-        status = "running" if metric_file.by_step else "pending"
-    params, params_total = _shape_params(model)
-    return {
-        "run_id": run_id,
-        "sweep": _text(meta.get("sweep")) or run_dir.parent.name,
-        "name": _text(config.get("name")),
-        "run_dir": str(run_dir.resolve()),
-        "status": status,
-        "budget_flops": _float(_pick(meta, "budget_flops", _section(config, "stop").get("budget_flops"))),
-        "target_params": _float(meta.get("target_params")),
-        "branch_of": _text(meta.get("branch_of")),
-        "params": _int(_pick(done, "params", params)),
-        "params_total": _int(_pick(done, "params_total", params_total)),
-        "tokens": _int(_pick(done, "tokens", last.get("tokens"))),
-        "flops": _float(_pick(done, "flops", last.get("flops"))),
-        "steps": _int(_pick(done, "steps", last.get("step"))),
-        "val_loss": _float(done.get("val_loss")),
-        "wall_s": _float(_pick(done, "wall_s", last.get("wall_s"))),
-        "error": _text(done.get("error")),
-        "config": _to_json(config),
-        "final": _to_json(final) if final is not None else None,
-        "source_sig": sig,
-        "lr_peak": _float(_section(config, "optim").get("lr_peak")),
-        "batch_tokens": _int(_section(config, "batch").get("batch_tokens")),
-        "seq_len": _int(_section(config, "data").get("seq_len")),
-        "n_layers": _int(model.get("n_layers")),
-        "d_model": _int(model.get("d_model")),
-        "schedule": _text(_section(config, "schedule").get("kind")),
-        "meta": _to_json(meta),
-        "metric_rows": len(metric_file.by_step),
-        "last_step": _int(last.get("step")),
-        "last_loss": _float(last.get("loss")),
-    }
-
-
-def _section(config: dict, key: str) -> dict:
-    value = config.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def _pick(record: dict, key: str, fallback: Any) -> Any:
-    value = record.get(key)
-    return fallback if value is None else value
-
-
-def _shape_params(model: dict) -> tuple[int | None, int | None]:
-    """(N, total) from the config's model section, so running runs show a size before final.json exists."""
-    from workbench.shapes import ModelShape
-
-    fields = ("n_layers", "d_model", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size")
-    try:
-        shape = ModelShape("run", *(int(model[f]) for f in fields))
-        return shape.params, shape.params_total
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None, None
+def _run_row(summary: dict[str, Any], sig: str) -> dict[str, Any]:
+    """A `runs` row from rundir.summary: its dicts as JSON text, and the files' signature."""
+    json_columns = {key: _to_json(summary[key]) for key in ("config", "final", "meta")}
+    return {**summary, **json_columns, "source_sig": sig}
 
 
 def _metrics_frame(run_id: str, by_step: dict[int, dict]) -> pd.DataFrame:
@@ -638,24 +458,6 @@ def _int(value: Any) -> int | None:
     return int(number) if number is not None and math.isfinite(number) else None
 
 
-def _to_json(value: Any) -> str:
-    """JSON text for a JSON column: NaN and infinities (not JSON) become null."""
-    return json.dumps(_finite(value), default=_json_default, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _finite(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
+def _to_json(value: Any) -> str | None:
+    """JSON text for a JSON column (NaN and infinities become null: workbench.files.json_text)."""
+    return None if value is None else json_text(value)

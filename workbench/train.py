@@ -16,7 +16,6 @@ handler that was there before (submitit's USR2 handler requeues the job); with n
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -28,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench import checkpoint, distributed, flops
+from workbench import checkpoint, distributed, flops, rundir
 from workbench.config import TrainConfig, dump_yaml, load, parse_model
 from workbench.errors import WorkbenchError
-from workbench.files import atomic_write_text
 from workbench.model import Transformer
 from workbench.schedule import batch_tokens_at, lr_at
 
@@ -69,11 +67,9 @@ def total_tokens(cfg: TrainConfig) -> int:
 def main(config: TrainConfig | dict | str | Path) -> dict:
     """Run (or resume) one training run; returns its final.json record."""
     cfg = coerce_config(config)
-    final_path = Path(cfg.run_dir) / "final.json"
-    if final_path.is_file():
-        record = json.loads(final_path.read_text())
-        if record.get("status") in ("completed", "diverged"):  # terminal: delete the run dir to retry
-            return record
+    record = rundir.read_final(cfg.run_dir)
+    if record is not None and record.get("status") in rundir.TERMINAL:  # delete the run dir to retry
+        return record
     d = distributed.setup(cfg.runtime.device)
     try:
         return Trainer(cfg, d).run()
@@ -167,7 +163,8 @@ class Trainer:
             }
             meta = {"step": self.state["step"], "tokens": self.state["tokens"], "flops": self.state["flops"]}
             ck = self.cfg.checkpoint
-            checkpoint.save(self.run_dir / "ckpt", self.state["step"], state, meta, ck.keep, set(ck.save_at_tokens))
+            root = rundir.ckpt_dir(self.run_dir)
+            checkpoint.save(root, self.state["step"], state, meta, ck.keep, set(ck.save_at_tokens))
         if self.d.active:
             torch.distributed.barrier()
 
@@ -182,10 +179,12 @@ class Trainer:
             np.random.set_state(saved["rng"]["numpy"])
 
     def _resume_or_start(self) -> None:
-        latest = checkpoint.latest(self.run_dir / "ckpt")
+        latest = rundir.latest_checkpoint(self.run_dir)
         if latest is not None:
             self._restore(latest)
-            self._log_event({"event": "resume", "from_step": self.state["step"]})
+            # what this segment's bit-identity rests on: a resume on other threads or kernels is visible
+            self._log_event({"event": "resume", "from_step": self.state["step"],
+                             "bit_identity": rundir.bit_identity(self.d.device)})  # fmt: skip
         elif self.cfg.checkpoint.init_from:
             source = checkpoint.resolve_init_from(self.cfg.checkpoint.init_from)
             saved = checkpoint.load(source)
@@ -193,7 +192,7 @@ class Trainer:
             for key in ("step", "tokens", "flops", "data_offset"):
                 self.state[key] = saved["trainer"][key]
             self._log_event({"event": "init_from", "source": str(source), "from_step": self.state["step"]})
-        if self.cfg.faults.max_rollbacks and checkpoint.latest(self.run_dir / "ckpt") is None:
+        if self.cfg.faults.max_rollbacks and rundir.latest_checkpoint(self.run_dir) is None:
             self._save()  # something to roll back to before the first periodic checkpoint
 
     # ---------------------------------------------------------------- the loop
@@ -313,7 +312,7 @@ class Trainer:
         bad_step = self.state["step"] + 1
         rollbacks, offset = self.state["rollbacks"] + 1, self.state["data_offset"]
         self.optimizer.zero_grad(set_to_none=True)
-        latest = checkpoint.latest(self.run_dir / "ckpt")
+        latest = rundir.latest_checkpoint(self.run_dir)
         self._restore(latest)
         skipped = bad_step - self.state["step"]  # the batches from the checkpoint to the spike
         self.state["rollbacks"], self.state["data_offset"] = rollbacks, offset + skipped
@@ -350,7 +349,7 @@ class Trainer:
         if not self.d.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.run_dir / "config.yaml"
+        config_path = self.run_dir / rundir.CONFIG
         if config_path.is_file():
             existing = load(TrainConfig, config_path)
             if existing != self.cfg:
@@ -359,13 +358,12 @@ class Trainer:
                     "Use a new run_dir, or delete the old run directory to start over.",
                 )
         else:
-            atomic_write_text(config_path, dump_yaml(self.cfg))
-        _repair_metrics(self.run_dir / "metrics.jsonl")
+            rundir.write_config(self.run_dir, dump_yaml(self.cfg))
+        rundir.repair_metrics(self.run_dir)
 
     def _log(self, row: dict) -> None:
         if self.d.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            rundir.append_metric(self.run_dir, row)
 
     def _log_event(self, row: dict) -> None:
         self._log({"step": self.state["step"], **row} if "step" not in row else row)
@@ -385,9 +383,10 @@ class Trainer:
             "flops_per_token": self.flops_per_token,
             "seq_len": self.cfg.data.seq_len,
             "versions": {"workbench": _version(), "torch": torch.__version__, "python": platform.python_version()},
+            "bit_identity": rundir.bit_identity(self.d.device),
         }
         if self.d.is_main:
-            atomic_write_text(self.run_dir / "final.json", json.dumps(record, indent=1))
+            rundir.write_final(self.run_dir, record)
         return record
 
     # ---------------------------------------------------------------- signals
@@ -475,16 +474,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def _repair_metrics(path: Path) -> None:
-    """Drop a torn last line left by a killed writer (rows are appended one whole line at a time)."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _version() -> str:

@@ -1,13 +1,11 @@
-"""`workbench flagship launch`: submit a planned flagship run (`workbench plan --out`) through the sweep launcher.
+"""`workbench flagship launch`: submit a planned flagship run (`workbench plan --out`) as a one-run sweep.
 
-The flagship is a one-run sweep: its folder is the parent of the config's run_dir (runs/flagship), with the
-sweep's jobs.json, so `workbench sweep status flagship` follows it. On Slurm it is one submitit job of the
-sweep launcher's SweepJob (Checkpointable: requeued on preemption and timeout, resumed from RUN_DIR/ckpt),
-with the plan's nodes and one task per GPU (torchrun-style RANK/WORLD_SIZE from submitit's
-TorchDistributedEnvironment). Nodes and GPUs per node come from the config's meta (written by the plan:
-`nodes`, `gpus_per_node`, or the layout "TP a x PP b x DP c"); options override them. Relaunching is
-idempotent: a completed run or a live job is left alone, and a run whose config.yaml changed is refused
-unless --force (the old run directory moves to .replaced/).
+The launcher (workbench.sweep.launch.launch_runs) does the work: the sweep folder is the parent of the
+config's run_dir (runs/flagship), with its jobs.json, so `workbench sweep status flagship` follows it; a
+completed run or a live job is left alone, and a changed config.yaml is refused unless --force. On Slurm it
+is one job of the plan's nodes x GPUs per node (one task per GPU). Nodes and GPUs per node come from the
+config's meta (written by the plan: `nodes`, `gpus_per_node`, or the layout "TP a x PP b x DP c"); options
+override them.
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from pathlib import Path
 import typer
 
 from workbench.errors import WorkbenchError
+from workbench.layout import GPUS_PER_NODE
 
 app = typer.Typer(no_args_is_help=True)
-GPUS_PER_NODE = 8  # a node of the plan's layout (workbench.layout)
 DONE_HINT = "Delete or move its run directory to train it again."
 
 
@@ -76,90 +74,6 @@ def _launch_spec(executor: str, nodes: int, gpus_per_node: int, partition, accou
     return parse_model(Launch, body, "flagship launch options")
 
 
-def _planned_run(config, run_id: str):
-    """The flagship as a PlannedRun of the sweep launcher (kind run, cost = its training FLOPs)."""
-    from workbench import flops
-    from workbench.sweep.spec import PlannedRun
-
-    shape = config.model.shape(config.name)
-    tokens = config.stop.tokens or flops.tokens_for_budget(shape, config.stop.budget_flops, config.data.seq_len)
-    run_flops = flops.training_flops(shape, tokens, config.data.seq_len, config.stop.flop_rule)
-    meta = config.meta
-    return PlannedRun(
-        run_id, "run", float(meta.get("compute_flops") or run_flops), float(meta.get("params_opt") or shape.params),
-        shape.params, shape.params_total, shape.name, tokens, tokens // config.batch.batch_tokens,
-        config.batch.batch_tokens, config.optim.lr_peak, run_flops, run_flops, 0.0, None, 0, config,
-    )  # fmt: skip
-
-
-def _state(root: Path, run_id: str, executor: str) -> tuple[str, str | None]:
-    """(run state as in `sweep status`, its recorded Slurm job id)."""
-    from workbench.sweep import status as st
-
-    job = (st.read_jobs(root)["runs"].get(run_id) or {}).get("job_id")
-    slurm = st.slurm_states([job]).get(job) if job and executor == "slurm" else None
-    return st.run_state(root / run_id, slurm), job
-
-
-def _changed(run_dir: Path, config) -> bool:
-    import yaml
-
-    written = run_dir / "config.yaml"
-    return written.is_file() and yaml.safe_load(written.read_text()) != config.model_dump(mode="json")
-
-
-def _write(config, force: bool) -> Path:
-    """Write RUN_DIR/config.yaml (atomic); a changed one moves to .replaced/ with --force, else refused."""
-    import shutil
-
-    from workbench.config import dump_yaml
-    from workbench.sweep import status as st
-
-    run_dir = Path(config.run_dir)
-    if _changed(run_dir, config):
-        if not force:
-            raise WorkbenchError(
-                f"flagship {run_dir.name} changed since it was launched ({run_dir / 'config.yaml'} differs)",
-                "Relaunch with --force to start it again (the old run dir moves to .replaced/).",
-            )
-        replaced = run_dir.parent / ".replaced"
-        replaced.mkdir(exist_ok=True)
-        shutil.move(str(run_dir), str(replaced / f"{run_dir.name}-{st.now().replace(':', '')}"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(dump_yaml(config))
-    tmp.replace(run_dir / "config.yaml")
-    return run_dir / "config.yaml"
-
-
-def _ensure_corpus(config) -> None:
-    from workbench.data import default_corpus_dir, ensure_default_corpus
-
-    corpus = str(default_corpus_dir().resolve())
-    if any(s.path == corpus for s in config.data.sources + config.data.anneal_sources):
-        ensure_default_corpus()
-
-
-def _job_name(run_id: str) -> str:
-    return f"wb-{run_id}"[:64]
-
-
-def _submit_slurm(config_path: Path, launch_spec, root: Path, run_id: str) -> str:
-    from workbench.sweep import status as st
-    from workbench.sweep.launch import SweepJob, slurm_executor
-
-    executor = slurm_executor(launch_spec, root / ".submitit" / "%j")
-    executor.update_parameters(job_name=_job_name(run_id))
-    # every process of every node runs the job: the distributed environment spans nodes x tasks
-    job = executor.submit(SweepJob(launch_spec.nodes * launch_spec.tasks), str(config_path))
-    jobs = st.read_jobs(root)
-    jobs["cancelled_at"] = None
-    jobs["runs"][run_id] = {"job_id": job.job_id, "executor": "slurm", "submitted_at": st.now()}
-    jobs["submissions"].append({"at": st.now(), "array": None, "job": job.job_id, "runs": 1, "dependency": None})
-    st.write_jobs(root, jobs)
-    return job.job_id
-
-
 @app.command()
 def launch(
     file: Path = typer.Argument(..., help="Flagship train config written by `workbench plan --out`."),
@@ -177,51 +91,45 @@ def launch(
     db: Path = typer.Option(None, "--db", help="DuckDB file to ingest the local run into (default: WORKBENCH_DB)."),
 ) -> None:
     """Submit the planned flagship run: one Slurm job of the plan's nodes x GPUs, or a run on this machine."""
-    from workbench.sweep.launch import materialize, run_local, sbatch_script
+    from workbench.sweep.executors import check_kind, sbatch_script
+    from workbench.sweep.launch import launch_runs, materialize, single_run
 
-    if executor not in ("slurm", "local"):
-        raise WorkbenchError(f"--executor {executor!r} is not known", "Use --executor slurm or --executor local.")
+    check_kind(executor)
     config = materialize(_load(file), Path.cwd())
     count, per_node, gpus = resources(config.meta, nodes, gpus_per_node)
     spec = _launch_spec(executor, count, per_node, partition, account, qos, timeout_min)
-    run_dir = Path(config.run_dir)
-    root, run_id = run_dir.parent, run_dir.name
+    run = single_run(config)
+    run_dir, run_id = Path(config.run_dir), run.run_id
     where = f"{count} nodes x {per_node} GPUs ({spec.tasks} tasks per node, {gpus} GPUs in the layout)"
     where += f", {timeout_min} min per job" + (f", partition {partition}" if partition else "")
     typer.echo(f"flagship {run_id}: {where}; layout {config.meta.get('layout', 'not recorded')}; run dir {run_dir}")
-    state, job = _state(root, run_id, executor)
+    job_name = f"wb-{run_id}"[:64]
+    report = launch_runs(run_dir.parent, [run], {run_id: config}, spec, executor, dry_run, force, job_name)
+    state = report.skipped.get(run_id)
     if state in ("completed", "diverged"):
         typer.echo(f"flagship {run_id} already {state}: nothing to launch. {DONE_HINT}")
-        return
-    if state in ("pending", "running"):
-        typer.echo(f"flagship {run_id} is {state} as Slurm job {job}: nothing to launch")
-        return
-    if dry_run:
-        if executor == "slurm":
-            script = sbatch_script(spec, root / ".submitit" / "%j", python=sys.executable, array_size=None)
-            typer.echo(script.replace("--job-name=workbench\n", f"--job-name={_job_name(run_id)}\n"))
-        else:
-            typer.echo(f"would run {run_id} on this machine (one process)")
-        return
-    path = _write(config, force)
-    _ensure_corpus(config)
-    if executor == "slurm":
-        job_id = _submit_slurm(path, spec, root, run_id)
-        typer.echo(
-            f"submitted flagship {run_id} as Slurm job {job_id}; follow it with `workbench sweep status {root.name}`"
-        )
-        return
-    results = run_local([_planned_run(config, run_id)], {run_id: config}, spec, root)
-    _ingest(run_dir, db)
-    if results[run_id] not in ("completed", "diverged"):
-        raise WorkbenchError(
-            f"flagship {run_id} did not complete ({results[run_id]})", f"See {run_dir / 'final.json'}."
-        )
-    typer.echo(f"flagship {run_id}: {results[run_id]}; run dir {run_dir}")
+    elif state:
+        typer.echo(f"flagship {run_id} is {state} as Slurm job {report.live_jobs[run_id]}: nothing to launch")
+    elif dry_run and executor == "slurm":
+        folder = run_dir.parent / ".submitit" / "%j"
+        typer.echo(sbatch_script(spec, folder, python=sys.executable, array_size=None, job_name=job_name))
+    elif dry_run:
+        typer.echo(f"would run {run_id} on this machine (one process)")
+    elif executor == "slurm":
+        typer.echo(f"submitted flagship {run_id} as Slurm job {report.jobs[run_id]}; "
+                   f"follow it with `workbench sweep status {run_dir.parent.name}`")  # fmt: skip
+    else:
+        _ingest(run_dir, db)
+        if report.results[run_id] not in ("completed", "diverged"):
+            raise WorkbenchError(
+                f"flagship {run_id} did not complete ({report.results[run_id]})", f"See {run_dir / 'final.json'}."
+            )
+        typer.echo(f"flagship {run_id}: {report.results[run_id]}; run dir {run_dir}")
 
 
 def _ingest(run_dir: Path, db: Path | None) -> None:
     from workbench.store import Store
 
-    stats = Store(db).ingest(run_dir)
-    typer.echo(f"ingested into {Store(db).path}: {stats}", err=True)
+    store = Store(db)
+    stats = store.ingest(run_dir)
+    typer.echo(f"ingested into {store.path}: {stats}", err=True)

@@ -69,11 +69,12 @@ def launch(
     db: Path = DB,
 ) -> None:
     """Write each run's config and submit the runs not done yet (Slurm job arrays, or this machine)."""
+    from workbench.sweep.executors import check_kind
     from workbench.sweep.launch import launch as do_launch
     from workbench.sweep.spec import plan_file
 
-    if executor not in (None, "slurm", "local"):
-        raise WorkbenchError(f"--executor {executor!r} is not known", "Use --executor slurm or --executor local.")
+    if executor is not None:
+        check_kind(executor)
     result = plan_file(file)
     report = do_launch(result, executor=executor, dry_run=dry_run, force=force)
     verb = "would submit" if dry_run else "submitted" if report.executor == "slurm" else "ran"
@@ -180,11 +181,9 @@ def _sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | No
 
 
 def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | None) -> None:
-    """Ingest the sweep's run dirs into the store, when workbench.store (duckdb) is there."""
-    try:
-        from workbench.store import Store
-    except ImportError:
-        return
+    """Ingest the sweep's run dirs into the store (and record its spec, when given)."""
+    from workbench.store import Store
+
     if not root.is_dir():
         return
     store = Store(db)

@@ -493,6 +493,7 @@ def provenance(inputs: ReportInputs, command: str | None = None) -> list[tuple[s
         ),  # fmt: skip
         ("git commit", git_commit()),
         ("database", str(inputs.db_path)),
+        ("runs' bit-identity (torch, threads, CPU capability, GPU)", bit_identity_text(inputs.runs)),
     ]
     if inputs.spec_path:
         rows.append(("sweep command", f"workbench sweep launch {inputs.spec_path}"))
@@ -507,3 +508,19 @@ def provenance(inputs: ReportInputs, command: str | None = None) -> list[tuple[s
     if plan:
         rows.append(("plan", f"{inputs.plan_source}; {plan.get('name') or ''} {plan.get('created') or ''}".strip()))
     return rows
+
+
+def bit_identity_text(runs: pd.DataFrame) -> str:
+    """What the runs' bit-identity depends on (final.json's bit_identity): each distinct setting, with its count."""
+    keys = ("torch_version", "torch_threads", "cpu_capability", "cuda_device")
+    if runs.empty or any(k not in runs.columns for k in keys):
+        return "not recorded"
+    counts: dict[str, int] = {}
+    for run in runs[list(keys)].to_dict("records"):
+        torch_version, threads, capability, gpu = (None if pd.isna(run[k]) else run[k] for k in keys)
+        if threads is None:
+            text = "not recorded" + (f" (torch {torch_version})" if torch_version else "")
+        else:
+            text = f"torch {torch_version}, {int(threads)} threads, " + (f"GPU {gpu}" if gpu else f"CPU {capability}")
+        counts[text] = counts.get(text, 0) + 1
+    return "; ".join(f"{text}: {n} runs" for text, n in counts.items())

@@ -138,8 +138,9 @@ def _whole_steps(tokens: float, batch_tokens: int) -> int:
     return max(1, round(tokens / batch_tokens)) * batch_tokens
 
 
-def _run_id(prefix: str, config: dict) -> str:
-    # the hash covers the resolved config but not its name or run_dir (which contain the id itself)
+def run_id_of(prefix: str, config: dict) -> str:
+    """PREFIX-HASH: the hash (8 hex digits of SHA-1) covers the resolved config (a JSON dict) but not its
+    name or run_dir, which contain the id itself. Sweep runs and tune trials are named by it."""
     body = {k: v for k, v in config.items() if k not in ("name", "run_dir")}
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{prefix}-{digest}"
@@ -188,7 +189,7 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
         "runtime": t.runtime.model_dump(),
     }
     prefix = _prefix(point, spec)
-    run_id = _run_id(prefix, body)
+    run_id = run_id_of(prefix, body)
     body = {"name": run_id, "run_dir": f"{spec.runs_root}/{spec.name}/{run_id}", **body}
     try:
         return run_id, TrainConfig.model_validate(body)

@@ -1,49 +1,32 @@
-"""Run a sweep's planned runs: Slurm job arrays through submitit, or this machine (in-process or a pool).
+"""Launch runs: write their configs, skip what is done or live, submit the rest through an executor.
 
-Every run gets runs/SWEEP/RUN_ID/config.yaml before anything is submitted; the job is
-`SweepJob(config.yaml)`, which calls `workbench.train.main`. Relaunching is idempotent: completed and
-diverged runs and runs with a live job are skipped, failed, interrupted and missing ones (re)submitted,
-and a run whose config changed (same grid point, new hash, or an edited config.yaml) is refused unless
-`force`, which moves the old run directory to runs/SWEEP/.replaced/. WSD branches wait for their trunk:
-on Slurm one array per trunk with `--dependency=afterok:TRUNK_JOB`, locally after the trunks.
+Every run gets runs/SWEEP/RUN_ID/config.yaml before anything is submitted; the executor
+(workbench.sweep.executors: this process, a local pool, or Slurm) runs the config. `launch` takes a sweep's
+plan; `launch_runs` takes any runs of one folder: the flagship is a one-run sweep (`single_run`).
+Relaunching is idempotent: completed and diverged runs and runs with a live job are skipped, failed,
+interrupted and missing ones (re)submitted, and a run whose config changed (same grid point, new hash, or an
+edited config.yaml) is refused unless `force`, which moves the old run directory to runs/SWEEP/.replaced/.
+WSD branches wait for their trunk: on Slurm one array per trunk with `--dependency=afterok:TRUNK_JOB`,
+locally after the trunks. Every submission is recorded in runs/SWEEP/jobs.json (workbench.sweep.status).
 Preemption: Slurm's USR2 reaches the trainer, which checkpoints and calls submitit's handler
 (checkpoint() + requeue); a SIGTERM requeue (scontrol requeue) is served by the trainer's checkpoint.
 """
 
 from __future__ import annotations
 
-import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import submitit
-import yaml
-
+from workbench import rundir
 from workbench.config import TrainConfig, dump_yaml
 from workbench.errors import WorkbenchError
+from workbench.sweep import executors
 from workbench.sweep import status as st
 from workbench.sweep.spec import Launch, Plan, PlannedRun
 
 DEFAULT_CORPUS = "@default"  # a data source path meaning workbench.data's embedded corpus
-
-
-class SweepJob(submitit.helpers.Checkpointable):
-    """The submitted callable: one training run from its config.yaml. Checkpointable so that submitit
-    requeues it on USR2; the resumed copy calls main() again, which resumes from the run's ckpt/."""
-
-    def __init__(self, tasks: int = 1):  # processes in the whole job (nodes x tasks per node)
-        self.tasks = tasks
-
-    def __call__(self, config_path: str) -> dict:
-        if self.tasks > 1:  # one process per GPU: RANK, WORLD_SIZE, MASTER_ADDR... for torch.distributed
-            submitit.helpers.TorchDistributedEnvironment().export()
-        from workbench import train
-
-        return train.main(config_path)
-
-    def checkpoint(self, config_path: str) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(self, config_path)
 
 
 @dataclass
@@ -55,7 +38,8 @@ class LaunchReport:
     submit: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # run id -> state that made it skip
     replaced: list[str] = field(default_factory=list)
-    jobs: dict[str, str | None] = field(default_factory=dict)
+    jobs: dict[str, str | None] = field(default_factory=dict)  # submitted now: run id -> Slurm job id
+    live_jobs: dict[str, str | None] = field(default_factory=dict)  # skipped as pending/running: their job id
     results: dict[str, str] = field(default_factory=dict)  # local runs: run id -> final status
     dry_run: bool = False
 
@@ -89,77 +73,112 @@ def materialize(config: TrainConfig, base: Path) -> TrainConfig:
 def launch(
     plan: Plan, base: Path | None = None, executor: str | None = None, dry_run: bool = False, force: bool = False
 ) -> LaunchReport:
-    """Write run configs and submit every run that is not done or live (see the module docstring)."""
+    """Write the plan's run configs and submit every run that is not done or live (see the module docstring)."""
     base = Path(base or Path.cwd()).resolve()
-    root = sweep_dir(plan, base)
-    kind = executor or plan.spec.launch.executor
     configs = {run.run_id: materialize(run.config, base) for run in plan.runs}
+    kind = executor or plan.spec.launch.executor
+    return launch_runs(sweep_dir(plan, base), plan.runs, configs, plan.spec.launch, kind, dry_run, force)
+
+
+def launch_runs(
+    root: Path,
+    runs: list[PlannedRun],
+    configs: dict[str, TrainConfig],
+    launch_spec: Launch,
+    kind: str,
+    dry_run: bool = False,
+    force: bool = False,
+    job_name: str | None = None,
+) -> LaunchReport:
+    """Launch `runs` (materialized `configs` by run id) of the sweep folder `root` with executor `kind`."""
+    executors.check_kind(kind)
     report = LaunchReport(root, kind, dry_run=dry_run)
-    stale = _changed_runs(root, plan, configs)
+    stale = changed_runs(root, configs)
     if stale and not force:
         rid, reason = stale[0]
         raise WorkbenchError(
-            f"run {rid} of sweep {plan.spec.name} changed since it was launched ({reason})",
+            f"run {rid} of sweep {root.name} changed since it was launched ({reason})",
             "Relaunch with --force to start it again (the old run dir moves to .replaced/), or rename the sweep.",
         )
     report.replaced = [rid for rid, _ in stale]
-    now = st.sweep_status(root, [r.run_id for r in plan.runs], query_slurm=kind == "slurm")
+    now = st.sweep_status(root, [r.run_id for r in runs], query_slurm=kind == "slurm")
     state = {r.run_id: r for r in now.runs}
-    for run in plan.runs:
-        current = state[run.run_id].state
-        if current in st.DONE or current in st.LIVE:
-            report.skipped[run.run_id] = current
+    for run in runs:
+        current = state[run.run_id]
+        if current.state in st.DONE or current.state in st.LIVE:
+            report.skipped[run.run_id] = current.state
+            if current.state in st.LIVE:
+                report.live_jobs[run.run_id] = current.job_id
         else:
             report.submit.append(run.run_id)
     if dry_run:
         return report
     _replace(root, report.replaced)
-    if any(_uses_default_corpus(c) for c in configs.values()):
-        from workbench.data import ensure_default_corpus
-
-        ensure_default_corpus()
-    for rid in report.submit:
-        write_config(configs[rid])
+    write_configs([configs[rid] for rid in report.submit])
     jobs = st.read_jobs(root)
     jobs["cancelled_at"] = None
     st.write_jobs(root, jobs)
-    todo = [r for r in plan.runs if r.run_id in report.submit]
+    todo = [r for r in runs if r.run_id in report.submit]
     if kind == "local":
-        report.results = run_local(todo, configs, plan.spec.launch, root)
+        report.results = run_local(todo, configs, launch_spec, root)
     else:
-        report.jobs = submit_slurm(todo, configs, plan.spec.launch, root, state)
+        name = job_name or f"wb-{root.name}"
+        report.jobs = submit_slurm(todo, configs, executors.Slurm(launch_spec, root, name), root, state)
     return report
 
 
-def _uses_default_corpus(config: TrainConfig) -> bool:
-    from workbench.data import default_corpus_dir
+def single_run(config: TrainConfig) -> PlannedRun:
+    """One config as a run of the launcher (the flagship): kind run, its run dir's name as run id, cost = its
+    training FLOPs, budget and size target from the plan's meta where recorded."""
+    from workbench import flops
+    from workbench.train import total_tokens
+
+    shape = config.model.shape(config.name)
+    tokens = total_tokens(config)
+    run_flops = flops.training_flops(shape, tokens, config.data.seq_len, config.stop.flop_rule)
+    meta = config.meta
+    return PlannedRun(
+        run_id=Path(config.run_dir).name, kind="run", budget_flops=float(meta.get("compute_flops") or run_flops),
+        target_params=float(meta.get("params_opt") or shape.params), params=shape.params,
+        params_total=shape.params_total, shape=shape.name, tokens=tokens,
+        steps=tokens // config.batch.batch_tokens, batch_tokens=config.batch.batch_tokens,
+        lr_peak=config.optim.lr_peak, flops=run_flops, cost_flops=run_flops, gpu_hours=0.0, branch_of=None,
+        start_tokens=0, config=config,
+    )  # fmt: skip
+
+
+def write_configs(configs: list[TrainConfig]) -> list[Path]:
+    """Each run's config.yaml in its run dir, written atomically (the trainer checks it on start), after
+    preparing the embedded corpus if a config trains on it."""
+    from workbench.data import default_corpus_dir, ensure_default_corpus
 
     corpus = str(default_corpus_dir().resolve())
-    return any(s.path == corpus for s in config.data.sources + config.data.anneal_sources)
+    if any(s.path == corpus for c in configs for s in c.data.sources + c.data.anneal_sources):
+        ensure_default_corpus()
+    return [rundir.write_config(c.run_dir, dump_yaml(c)) for c in configs]
 
 
-def write_config(config: TrainConfig) -> Path:
-    """The run's config.yaml in its run dir, written atomically (the trainer checks it on start)."""
-    from workbench.files import atomic_write_text
-
-    return atomic_write_text(Path(config.run_dir) / "config.yaml", dump_yaml(config))
-
-
-def _changed_runs(root: Path, plan: Plan, configs: dict[str, TrainConfig]) -> list[tuple[str, str]]:
-    """(old run id, reason) for run dirs that a changed spec or an edited config.yaml replaces."""
+def changed_runs(root: Path, configs: dict[str, TrainConfig]) -> list[tuple[str, str]]:
+    """(old run id, reason) for run dirs in `root` that these configs replace: an edited config.yaml, or
+    another run of the same grid point (RUN_ID = POINT-HASH from grid.run_id_of: same POINT, another HASH)."""
     if not root.is_dir():
         return []
-    planned = {rid.rsplit("-", 1)[0]: rid for rid in configs}
+    planned = {_point(rid): rid for rid in configs if _point(rid)}
     changed = []
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        prefix = path.name.rsplit("-", 1)[0]
         if path.name in configs:
-            written = path / "config.yaml"
-            if written.is_file() and yaml.safe_load(written.read_text()) != configs[path.name].model_dump(mode="json"):
-                changed.append((path.name, f"{written} differs from the spec"))
-        elif prefix in planned:
-            changed.append((path.name, f"the spec now gives {planned[prefix]}"))
+            written = rundir.read_config(path)
+            if written and written != configs[path.name].model_dump(mode="json"):
+                changed.append((path.name, f"{path / rundir.CONFIG} differs from the spec"))
+        elif _point(path.name) in planned:
+            changed.append((path.name, f"the spec now gives {planned[_point(path.name)]}"))
     return changed
+
+
+def _point(run_id: str) -> str | None:
+    """POINT of a POINT-HASH run id (8 hex digits of hash), else None (a flagship's own name)."""
+    point, _, digest = run_id.rpartition("-")
+    return point if point and re.fullmatch(r"[0-9a-f]{8}", digest) else None
 
 
 def _replace(root: Path, run_ids: list[str]) -> None:
@@ -174,45 +193,11 @@ def _replace(root: Path, run_ids: list[str]) -> None:
 # ---------------------------------------------------------------- Slurm
 
 
-def slurm_executor(launch_spec: Launch, folder: Path, dependency: str | None = None):
-    """A submitit SlurmExecutor with the spec's launch settings (one array per map_array call)."""
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launch_spec.max_num_timeout)
-    executor.update_parameters(**slurm_parameters(launch_spec, dependency))
-    return executor
-
-
-def slurm_parameters(launch_spec: Launch, dependency: str | None = None, name: str = "workbench") -> dict:
-    """sbatch settings (submitit's SlurmExecutor names) from a spec's launch section."""
-    spec = launch_spec
-    params = {
-        "job_name": name,
-        "time": spec.timeout_min,
-        "nodes": spec.nodes,
-        "ntasks_per_node": spec.tasks,
-        "array_parallelism": spec.array_parallelism,
-        "signal_delay_s": spec.slurm_signal_delay_s,
-        "setup": list(spec.setup),
-    }
-    optional = {
-        "gpus_per_node": spec.gpus_per_node or None,
-        "cpus_per_task": spec.cpus_per_task,
-        "mem": f"{int(spec.mem_gb * 1024)}MB" if spec.mem_gb else None,
-        "partition": spec.partition,
-        "account": spec.account,
-        "qos": spec.qos,
-    }
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if dependency:
-        params["additional_parameters"] = {"dependency": dependency, "kill_on_invalid_dep": "yes"}
-    return params
-
-
 def submit_slurm(
-    runs: list[PlannedRun], configs: dict[str, TrainConfig], launch_spec: Launch, root: Path, state: dict
+    runs: list[PlannedRun], configs: dict[str, TrainConfig], slurm: executors.Slurm, root: Path, state: dict
 ) -> dict[str, str]:
-    """One array for the trunks and plain runs, then one array of branches per trunk (afterok)."""
-    folder = root / ".submitit" / "%j"
-    job = SweepJob(launch_spec.nodes * launch_spec.tasks)  # the world size: multi-node jobs too
+    """One array for the trunks and plain runs (a single run: one job), then one array of branches per
+    trunk (afterok); each submission is recorded in jobs.json as soon as it is made."""
     jobs = st.read_jobs(root)
     job_ids: dict[str, str] = {}
     first = [r for r in runs if r.kind != "branch"]
@@ -225,28 +210,17 @@ def submit_slurm(
     for dependency, batch in [(None, first)] + [(d, g) for d, g in groups.items()]:
         if not batch:
             continue
-        executor = slurm_executor(launch_spec, folder, f"afterok:{dependency}" if dependency else None)
-        executor.update_parameters(job_name=f"wb-{root.name}")
-        paths = [str(Path(configs[r.run_id].run_dir) / "config.yaml") for r in batch]
-        submitted = executor.map_array(job, paths)
+        after = f"afterok:{dependency}" if dependency else None
+        paths = [str(Path(configs[r.run_id].run_dir) / rundir.CONFIG) for r in batch]
+        submitted = slurm.submit_array(paths, after) if len(batch) > 1 else [slurm.submit(paths[0], after)]
         for r, j in zip(batch, submitted, strict=True):
             job_ids[r.run_id] = j.job_id
             jobs["runs"][r.run_id] = {"job_id": j.job_id, "executor": "slurm", "submitted_at": st.now()}
-        jobs["submissions"].append({"at": st.now(), "array": submitted[0].job_id.split("_")[0], "runs": len(batch),
-                                    "dependency": dependency})  # fmt: skip
-        st.write_jobs(root, jobs)  # after each array: a failure later still leaves the earlier ids
+        array = submitted[0].job_id.split("_")[0] if len(batch) > 1 else None
+        jobs["submissions"].append({"at": st.now(), "array": array, "job": None if array else submitted[0].job_id,
+                                    "runs": len(batch), "dependency": dependency})  # fmt: skip
+        st.write_jobs(root, jobs)  # after each submission: a failure later still leaves the earlier ids
     return job_ids
-
-
-def sbatch_script(
-    launch_spec: Launch, folder: str | Path, python: str = "python", array_size: int = 4, dependency: str | None = None
-) -> str:
-    """The sbatch file submitit writes for an array of `array_size` runs (for review and tests)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    params = slurm_parameters(launch_spec, dependency)
-    command = f"{python} -u -m submitit.core._submit {folder}"
-    return _make_sbatch_string(command=command, folder=str(folder), map_count=array_size, **params)
 
 
 # ---------------------------------------------------------------- this machine
@@ -260,68 +234,45 @@ def run_local(runs: list[PlannedRun], configs: dict[str, TrainConfig], launch_sp
     for r in runs:
         jobs["runs"][r.run_id] = {"job_id": None, "executor": "local", "submitted_at": st.now()}
     st.write_jobs(root, jobs)
-    with _RunsProgress(len(runs)) as progress:
-        for wave in waves:
-            ready = [r for r in wave if r.kind != "branch" or _trunk_done(r, root)]
-            for r in wave:
-                if r not in ready:
-                    results[r.run_id] = "skipped: trunk not completed"
-            paths = {r.run_id: str(Path(configs[r.run_id].run_dir) / "config.yaml") for r in ready}
-            if launch_spec.local_workers == 1:
+    executor = executors.make("local", launch_spec, root, "", launch_spec.local_workers, f"sweep {root.name}")
+    try:
+        with _RunsProgress(len(runs)) as progress:
+            for wave in waves:
+                ready = [r for r in wave if r.kind != "branch" or _trunk_done(r, root)]
+                for r in wave:
+                    if r not in ready:
+                        results[r.run_id] = "skipped: trunk not completed"
+                pending = {}
                 for r in ready:
-                    results[r.run_id] = _run_one(paths[r.run_id], progress, r.run_id)
-            else:
-                results.update(_run_pool(paths, launch_spec.local_workers, progress))
+                    pending[r.run_id] = _submit(executor, Path(configs[r.run_id].run_dir) / rundir.CONFIG, progress)
+                    if executor.in_process:  # ended already: say so before the next run starts
+                        _collect(pending, results, progress)
+                _collect(pending, results, progress)
+    finally:
+        executor.close()
     return results
+
+
+def _collect(pending: dict, results: dict[str, str], progress: _RunsProgress) -> None:
+    for rid, record in executors.as_finished(pending, executors.POLL_S["local"]):
+        results[rid] = str(record.get("status"))
+        progress.done(rid, record)
+    pending.clear()
+
+
+def _submit(executor, config_path: Path, progress: _RunsProgress):
+    """Submit one run; the bar is paused while an in-process run shows the trainer's own progress."""
+    if not executor.in_process:
+        return executor.submit(config_path)
+    progress.pause()
+    try:
+        return executor.submit(config_path)
+    finally:
+        progress.resume()
 
 
 def _trunk_done(run: PlannedRun, root: Path) -> bool:
     return st.run_state(root / run.branch_of, None) == "completed"
-
-
-def _run_one(config_path: str, progress: _RunsProgress, run_id: str) -> str:
-    from workbench import train
-
-    progress.pause()
-    try:
-        record = train.main(config_path)
-    except train.Interrupted as err:
-        raise WorkbenchError(f"sweep interrupted during run {run_id} ({err})", "Relaunch to resume.", 4) from None
-    except WorkbenchError as err:
-        record = {"status": f"failed: {err}"}
-    finally:
-        progress.resume()
-    progress.done(run_id, record)
-    return str(record.get("status"))
-
-
-def _pool_worker(config_path: str) -> dict:
-    """One run in a worker process; the trainer's own output goes to RUN_DIR/train.log."""
-    from workbench import train
-
-    log = Path(config_path).parent / "train.log"
-    with open(log, "a") as f:
-        os.dup2(f.fileno(), 2)  # not a TTY any more: the trainer prints plain lines
-        os.dup2(f.fileno(), 1)
-    try:
-        return train.main(config_path)
-    except WorkbenchError as err:
-        return {"status": f"failed: {err}"}
-
-
-def _run_pool(paths: dict[str, str], workers: int, progress: _RunsProgress) -> dict[str, str]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    results = {}
-    context = multiprocessing.get_context("spawn")  # no forked torch state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_pool_worker, path): rid for rid, path in paths.items()}
-        for future in as_completed(futures):
-            record = future.result()
-            results[futures[future]] = str(record.get("status"))
-            progress.done(futures[future], record)
-    return results
 
 
 class _RunsProgress:

@@ -8,12 +8,14 @@ relaunch resumes it), cancelled (its job was cancelled), missing (nothing starte
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from workbench import rundir
+from workbench.files import atomic_write_text
 
 DONE = ("completed", "diverged")
 LIVE = ("pending", "running")
@@ -59,10 +61,7 @@ def read_jobs(root: Path) -> dict:
 
 def write_jobs(root: Path, record: dict) -> None:
     """Atomic write of runs/SWEEP/jobs.json."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".jobs.json.{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    tmp.replace(root / "jobs.json")
+    atomic_write_text(root / "jobs.json", json.dumps(record, indent=1, sort_keys=True))
 
 
 def now() -> str:
@@ -108,35 +107,30 @@ def _lines(command: list[str]) -> list[str]:
 
 def run_state(run_dir: Path, slurm_state: str | None) -> str:
     """One run's state from its directory and its job's Slurm state (None: no job known)."""
-    final = run_dir / "final.json"
-    if final.is_file():
-        status = json.loads(final.read_text()).get("status")
-        if status in DONE or status == "failed":
-            return status
+    status = rundir.final_status(run_dir)
+    if status in DONE or status == "failed":
+        return status
     if slurm_state in _SLURM_LIVE:
         return _SLURM_LIVE[slurm_state]
     if slurm_state and slurm_state.startswith("CANCELLED"):
         return "cancelled"
     if slurm_state and slurm_state not in ("COMPLETED", ""):
         return "failed"  # FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL, DEADLINE, PREEMPTED
-    if (run_dir / "ckpt").is_dir() and any((run_dir / "ckpt").iterdir()):
+    if rundir.has_checkpoint(run_dir):
         return "interrupted"
     return "missing"
 
 
 def _last_metrics(run_dir: Path) -> tuple[int | None, float | None]:
-    final = run_dir / "final.json"
-    if final.is_file():
-        record = json.loads(final.read_text())
-        return record.get("tokens"), record.get("val_loss")
-    return None, None
+    final = rundir.read_final(run_dir) or {}
+    return final.get("tokens"), final.get("val_loss")
 
 
 def sweep_status(root: Path, run_ids: list[str] | None = None, query_slurm: bool = True) -> SweepStatus:
     """Status of the sweep in `root` (runs/SWEEP): the planned `run_ids`, or every run dir and recorded job."""
     jobs = read_jobs(root)
     # run dirs hold a config.yaml; `tune/` (the Optuna trials) and hidden dirs are not runs of the sweep
-    found = {p.name for p in root.iterdir() if (p / "config.yaml").is_file()} if root.is_dir() else set()
+    found = {p.name for p in root.iterdir() if (p / rundir.CONFIG).is_file()} if root.is_dir() else set()
     ids = run_ids if run_ids is not None else sorted(found | set(jobs["runs"]))
     job_of = {rid: (jobs["runs"].get(rid) or {}).get("job_id") for rid in ids}
     slurm = slurm_states([j for j in job_of.values() if j]) if query_slurm else {}

@@ -2,9 +2,10 @@
 
 The only module that imports optuna. A scale is (budget FLOPs, model size) from the spec's `tune:` section
 (workbench.sweep.spec.Tune). Each trial is a real training run built by the sweep's own expansion (one grid
-point with the trial's lr_peak, batch_tokens and warmup) and launched like a sweep run: in this process, in a
-pool of `parallel` processes, or as submitit jobs on Slurm with `parallel` in flight; the study asks for the
-next trial as results come back. Run directories: runs/SWEEP/tune/SCALE/RUN_ID (meta.sweep = SWEEP-tune, so
+point with the trial's lr_peak, batch_tokens and warmup), its config written by the launcher's
+`write_configs` and run on the sweep executors (workbench.sweep.executors: in this process, in a pool of
+`parallel` processes, or as Slurm jobs with `parallel` in flight); the study asks for the next trial as
+results come back. Run directories: runs/SWEEP/tune/SCALE/RUN_ID (meta.sweep = SWEEP-tune, so
 the runs never enter the sweep's own fits); every finished run is ingested into DuckDB.
 
 Objective: the run's final validation loss. A diverged run (or a non-finite loss) is PRUNED with an
@@ -22,7 +23,6 @@ trial per scale; with a single budget there is no exponent (`exp` null: the plan
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -35,15 +35,17 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from workbench import rundir
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
+from workbench.files import atomic_write_text, json_text
 from workbench.shapes import shape_for_params
-from workbench.sweep.grid import Where
+from workbench.sweep import executors
+from workbench.sweep.grid import Where, run_id_of
 from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, expand, load_spec
 
 DIVERGED_LOSS = 1e3  # the value a diverged trial reports: far above any real loss, so TPE ranks it last
 BATCH_MULTIPLES = (1, 2, 4, 8)  # default batch choices, in units of seq_len x micro_batch
-POLL_S = {"local": 0.2, "slurm": 5.0}
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,7 @@ def trial_run(spec: SweepSpec, scale: Scale, params: dict, number: int, source: 
         **body["meta"], "sweep": f"{spec.name}-tune", "kind": "trial", "group": scale.label,
         "tune_study": scale.study, "tune_trial": number, "warmup_fraction": params["warmup_fraction"],
     }  # fmt: skip
-    hashed = {k: v for k, v in body.items() if k not in ("name", "run_dir")}
-    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
-    run_id = f"t{number:03d}-{scale.label}-{digest}"
+    run_id = run_id_of(f"t{number:03d}-{scale.label}", body)
     body.update(name=run_id, run_dir=f"{spec.runs_root}/{spec.name}/tune/{scale.label}/{run_id}")
     return dataclasses.replace(run, run_id=run_id, config=TrainConfig.model_validate(body))
 
@@ -186,19 +186,6 @@ def fit_hparams(best: list[dict]) -> dict:
 # ---------------------------------------------------------------- running trials
 
 
-class _Ready:
-    """A finished in-process run, with the interface of a future or a submitit job."""
-
-    def __init__(self, record: dict):
-        self.record = record
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> dict:
-        return self.record
-
-
 @dataclass
 class _InFlight:
     scale: Scale
@@ -206,56 +193,6 @@ class _InFlight:
     run: PlannedRun | None
     run_dir: Path
     handle: object
-
-
-class _Runner:
-    """Runs trial configs: in this process, in a process pool, or as submitit Slurm jobs."""
-
-    def __init__(self, executor: str, parallel: int, spec: SweepSpec, folder: Path):
-        self.executor, self.parallel, self.spec, self.folder = executor, parallel, spec, folder
-        self.pool = None
-        if executor == "local" and parallel > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self.pool = ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"))
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-    def submit(self, config_path: Path) -> tuple[object, str | None]:
-        """(a handle with done() and result(), the Slurm job id or None)."""
-        if self.executor == "slurm":
-            from workbench.sweep.launch import SweepJob, slurm_executor
-
-            executor = slurm_executor(self.spec.launch, self.folder / ".submitit" / "%j")
-            executor.update_parameters(job_name=f"wb-tune-{self.spec.name}")
-            job = executor.submit(SweepJob(self.spec.launch.tasks), str(config_path))
-            return job, job.job_id
-        if self.pool is not None:
-            from workbench.sweep.launch import _pool_worker  # the sweep pool's worker: output to RUN_DIR/train.log
-
-            return self.pool.submit(_pool_worker, str(config_path)), None
-        return _Ready(_train_here(config_path)), None
-
-    def attach(self, job_id: str) -> object:
-        import submitit
-
-        return submitit.SlurmJob(folder=self.folder / ".submitit" / "%j", job_id=job_id)
-
-
-def _train_here(config_path: Path) -> dict:
-    from workbench import train
-
-    try:
-        return train.main(str(config_path))
-    except train.Interrupted as err:
-        raise WorkbenchError(
-            f"tune interrupted during {config_path.parent.name} ({err})", "Rerun tune to resume.", 4
-        ) from None
-    except WorkbenchError as err:
-        return {"status": f"failed: {err}"}
 
 
 def _owner(job_id: str | None = None) -> str:
@@ -285,9 +222,10 @@ def _orphaned(owner: str | None) -> bool:
 class _Study:
     """All scales' studies on one storage, with `parallel` trials in flight across them."""
 
-    def __init__(self, spec: SweepSpec, found: list[Scale], sp: Space, runner: _Runner, base: Path, target: int,
-                 storage, store, progress: bool, source: str):  # fmt: skip
+    def __init__(self, spec: SweepSpec, found: list[Scale], sp: Space, runner, parallel: int, base: Path,
+                 target: int, storage, store, progress: bool, source: str):  # fmt: skip
         self.spec, self.scales, self.space, self.runner, self.base = spec, found, sp, runner, base
+        self.parallel = parallel
         self.target, self.storage, self.store, self.progress, self.source = target, storage, store, progress, source
         self.studies = {s.label: self._study(i, s) for i, s in enumerate(found)}
         self.in_flight: list[_InFlight] = []
@@ -299,7 +237,7 @@ class _Study:
         # seeded by scale and by how far the study got, so a resumed study does not redraw its first trials
         seed = tune.seed * 1_000_003 + index * 10_007 + len(study.trials)
         study.sampler = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=tune.startup_trials, constant_liar=self.runner.parallel > 1
+            seed=seed, n_startup_trials=tune.startup_trials, constant_liar=self.parallel > 1
         )
         return study
 
@@ -308,7 +246,7 @@ class _Study:
             self._adopt(scale)
         while True:
             for scale in self.scales:
-                while len(self.in_flight) < self.runner.parallel and self._started(scale) < self.target:
+                while len(self.in_flight) < self.parallel and self._started(scale) < self.target:
                     self._ask(scale)
             if not self.in_flight:
                 return
@@ -327,16 +265,16 @@ class _Study:
             "batch_tokens": trial.suggest_categorical("batch_tokens", list(self.space.batch_tokens)),
             "warmup_fraction": trial.suggest_float("warmup_fraction", *self.space.warmup_fraction),
         }
-        from workbench.sweep.launch import materialize, write_config
+        from workbench.sweep.launch import materialize, write_configs
 
         run = trial_run(self.spec, scale, params, trial.number, self.source)
-        path = write_config(materialize(run.config, self.base))
+        path = write_configs([materialize(run.config, self.base)])[0]
         for key, value in (("run_id", run.run_id), ("run_dir", str(path.parent)), ("params", run.params),
                            ("owner", _owner())):  # fmt: skip
             trial.set_user_attr(key, value)
-        handle, job_id = self.runner.submit(path)
-        if job_id:
-            trial.set_user_attr("owner", _owner(job_id))
+        handle = self.runner.submit(path)
+        if handle.job_id:
+            trial.set_user_attr("owner", _owner(handle.job_id))
         self.in_flight.append(_InFlight(scale, trial.number, run, path.parent, handle))
 
     def _adopt(self, scale: Scale) -> None:
@@ -351,10 +289,11 @@ class _Study:
             run_dir = Path(t.user_attrs["run_dir"])
             job_id = json.loads(t.user_attrs["owner"]).get("job_id")
             live = job_id and st.run_state(run_dir, st.slurm_states([job_id]).get(job_id)) in st.LIVE
-            if live and self.runner.executor == "slurm":
+            if live and self.runner.kind == "slurm":
                 handle = self.runner.attach(job_id)
             else:
-                handle, job_id = self.runner.submit(run_dir / "config.yaml")
+                handle = self.runner.submit(run_dir / rundir.CONFIG)
+                job_id = handle.job_id
             trial_id = self._trial_id(study, t.number)
             self.storage.set_trial_user_attr(trial_id, "owner", _owner(job_id))
             self._say(f"{scale.label} trial {t.number}: adopted from a stopped tuner ({run_dir.name})")
@@ -367,7 +306,7 @@ class _Study:
     def _collect(self) -> None:
         """Wait for at least one trial to finish; tell the study and ingest its run."""
         while not any(f.handle.done() for f in self.in_flight):
-            time.sleep(POLL_S[self.runner.executor])
+            time.sleep(executors.POLL_S[self.runner.kind])
         for flight in [f for f in self.in_flight if f.handle.done()]:
             self.in_flight.remove(flight)
             try:
@@ -462,8 +401,7 @@ def tune(
 
     `trials` (default: tune.trials) is the count per scale each study is topped up to; `base` (default: the
     working directory) holds runs/ and fits/; `db` None is the store's default file."""
-    if executor not in ("local", "slurm"):
-        raise WorkbenchError(f"--executor {executor!r} is not known", "Use --executor slurm or --executor local.")
+    executors.check_kind(executor)
     if parallel < 1:
         raise WorkbenchError(f"--parallel {parallel} must be at least 1", "Give the number of trials in flight.")
     spec, lines = load_spec(spec_path)
@@ -476,15 +414,12 @@ def tune(
     found = scales(spec, where)
     preflight(spec, found, sp, where)
     base = Path(base or Path.cwd()).resolve()
-    if any(s.path == "@default" for s in spec.data.sources):
-        from workbench.data import ensure_default_corpus
-
-        ensure_default_corpus()
     journal = storage_path(spec, base)
     store = _store(db, spec, spec_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runner = _Runner(executor, parallel, spec, journal.parent)
-    study = _Study(spec, found, sp, runner, base, target, open_storage(journal), store, progress, str(spec_path))
+    runner = executors.make(executor, spec.launch, journal.parent, f"wb-tune-{spec.name}", parallel, "tune")
+    study = _Study(spec, found, sp, runner, parallel, base, target, open_storage(journal), store, progress,
+                   str(spec_path))  # fmt: skip
     try:
         study.run()
     finally:
@@ -516,9 +451,5 @@ def _write_result(spec: SweepSpec, best: list[dict], journal: Path, base: Path, 
         f"lr_opt = c C^k and B_opt = c C^k tokens by {how}",
         "storage": str(journal),
     }
-    out = base / "fits" / f"{spec.name}-hparams.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    out = atomic_write_text(base / "fits" / f"{spec.name}-hparams.json", json_text(result, indent=1))
     return {**result, "path": str(out)}
