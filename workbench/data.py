@@ -211,6 +211,10 @@ def _open_shards(folder: Path, manifest: dict, split: str) -> list[np.memmap]:
     return shards
 
 
+def _tokenizer_name(info: dict) -> str:
+    return info.get("name") or f"{info['kind']}, vocab {info['vocab_size']}"
+
+
 class Mixture:
     """Sequences drawn from prepared data sets with weights; batches are pure functions of (seed, step, micro)."""
 
@@ -232,8 +236,8 @@ class Mixture:
             other = manifest["tokenizer"]
             if (other["sha256"], other["vocab_size"]) != (first["sha256"], first["vocab_size"]):
                 raise WorkbenchError(
-                    f"data sets {self.dirs[0]} ({first['kind']}, vocab {first['vocab_size']}) and {folder} "
-                    f"({other['kind']}, vocab {other['vocab_size']}) use different tokenizers",
+                    f"data sets {self.dirs[0]} ({_tokenizer_name(first)}) and {folder} ({_tokenizer_name(other)}) "
+                    "use different tokenizers",
                     "Prepare every source of a mixture with the same --tokenizer.",
                 )
         self.vocab_size: int = first["vocab_size"]

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 FORMAT = "workbench-data/1"
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
 JOURNAL = "progress.json"
-BATCH_CHARS = 1 << 21  # text per encode call: enough for every core, small enough to bound memory
+# text per encode call: enough for every core, small enough to bound memory (env: smaller in tests)
+BATCH_CHARS = int(os.environ.get("WORKBENCH_PREPARE_BATCH_CHARS", 1 << 21))
 TOKEN_BLOCK = 1 << 22  # pre-tokenized ids copied per step
 _QUEUE_BATCHES = 4
 
@@ -81,6 +82,8 @@ def prepare(inputs: list[str], out: Path, options: Options, *, corpus: str | Non
         raise WorkbenchError(f"--val-fraction {o.val_fraction} is out of range", "Use a value in [0, 1), e.g. 0.05.")
     if o.shard_tokens < 1:
         raise WorkbenchError(f"--shard-tokens {o.shard_tokens} must be positive", "Use e.g. 100M.")
+    if o.token_dtype not in ("uint16", "uint32", "int32"):
+        raise WorkbenchError(f"--token-dtype {o.token_dtype!r} is not supported", "Use uint16, uint32 or int32.")
     if inputs and corpus:
         raise WorkbenchError("give input files or --corpus, not both", "Prepare them into separate folders.")
     corpus = corpus or (None if inputs else "shakespeare")
