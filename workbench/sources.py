@@ -27,6 +27,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -225,6 +226,13 @@ def count_chars(inp: Input, text_field: str) -> int:
     """Characters of text in an input (after NUL removal): the first of two passes (the split needs it)."""
     if inp.kind == "txt":
         return sum(len(block) - block.count("\x00") for block in _txt_blocks(inp.path))
+    if inp.kind == "parquet":  # counted in Arrow, without making Python strings
+        import pyarrow.compute as pc
+
+        return sum(
+            pc.sum(pc.utf8_length(col)).as_py() - pc.sum(pc.count_substring(col, "\x00")).as_py()
+            for col in _parquet_columns(inp, text_field, 1 << 16)
+        )
     return sum(sum(map(len, batch)) for batch in records(inp, text_field))
 
 
@@ -338,12 +346,22 @@ def _check_field(where: str, names: list[str], text_field: str) -> None:
 
 
 def _parquet_records(inp: Input, text_field: str) -> Iterator[list[str]]:
+    for column in _parquet_columns(inp, text_field, _BATCH_RECORDS):
+        yield _column_texts(str(inp.path), column, text_field)
+
+
+def _parquet_columns(inp: Input, text_field: str, rows: int) -> Iterator[Any]:
     pq = require("pyarrow.parquet", f"reading {inp.path}")
     try:
         pf = pq.ParquetFile(inp.path)
         _check_field(str(inp.path), pf.schema_arrow.names, text_field)
-        for batch in pf.iter_batches(batch_size=_BATCH_RECORDS, columns=[text_field]):
-            yield _column_texts(str(inp.path), batch.column(0), text_field)
+        for batch in pf.iter_batches(batch_size=rows, columns=[text_field]):
+            column = batch.column(0)
+            if column.null_count or not str(column.type).endswith("string"):
+                raise WorkbenchError(
+                    f"{inp.path}: field {text_field!r} holds non-text values", "Name a text column with --text-field."
+                )
+            yield column
     except WorkbenchError:
         raise
     except Exception as err:  # ArrowInvalid, OSError: a corrupt or truncated file
