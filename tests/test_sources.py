@@ -280,3 +280,9 @@ def test_tokenizer_mismatch_between_sources_names_both(tmp_path, tokenizer_json)
     text = one_line(err)
     assert str(tmp_path / "bytes") in text and str(tmp_path / "bpe") in text
     assert "bytes (256)" in text and "tokenizer.json (vocab 400" in text
+    from workbench.config import DataConfig  # what a sweep launch checks before any job starts
+
+    both = DataConfig(sources=[{"path": str(tmp_path / "bpe")}], anneal_sources=[{"path": str(tmp_path / "bytes")}])
+    with pytest.raises(WorkbenchError, match="use different tokenizers") as err:
+        data.check_tokenizers(both)
+    assert str(tmp_path / "bytes") in one_line(err)

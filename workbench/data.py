@@ -211,6 +211,20 @@ def _open_shards(folder: Path, manifest: dict, split: str) -> list[np.memmap]:
     return shards
 
 
+def check_tokenizers(data_config) -> None:
+    """Raise one line naming both folders and tokenizers if a DataConfig's sources (and anneal_sources, and
+    eval sets if given) were prepared with different tokenizers; reads manifests only."""
+    folders = [s.path for s in data_config.sources + data_config.anneal_sources]
+    infos = [(f, read_manifest(f)["tokenizer"]) for f in folders]
+    for folder, info in infos[1:]:
+        if (info["sha256"], info["vocab_size"]) != (infos[0][1]["sha256"], infos[0][1]["vocab_size"]):
+            raise WorkbenchError(
+                f"data sets {infos[0][0]} ({_tokenizer_name(infos[0][1])}) and {folder} ({_tokenizer_name(info)}) "
+                "use different tokenizers",
+                "Prepare every source of a mixture with the same --tokenizer.",
+            )
+
+
 def _tokenizer_name(info: dict) -> str:
     return info.get("name") or f"{info['kind']}, vocab {info['vocab_size']}"
 

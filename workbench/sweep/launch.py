@@ -118,6 +118,10 @@ def launch(
         from workbench.data import ensure_default_corpus
 
         ensure_default_corpus()
+    if todo_configs := [configs[rid] for rid in report.submit]:
+        from workbench.data import check_tokenizers
+
+        check_tokenizers(todo_configs[0].data)  # one line naming both folders, before any job starts
     for rid in report.submit:
         write_config(configs[rid])
     jobs = st.read_jobs(root)
