@@ -24,6 +24,7 @@ import io
 import json
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,8 +373,16 @@ def _parquet_columns(inp: Input, text_field: str, rows: int) -> Iterator[Any]:
 
 
 def _offline() -> None:
+    """No hub access: the environment for modules imported later, the flags of those imported already."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for module, flag in (("datasets.config", "HF_HUB_OFFLINE"), ("huggingface_hub.constants", "HF_HUB_OFFLINE")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and hasattr(loaded, flag):
+            setattr(loaded, flag, True)
+    config = sys.modules.get("datasets.config")
+    if config is not None and hasattr(config, "HF_DATASETS_OFFLINE"):
+        config.HF_DATASETS_OFFLINE = True
 
 
 def _hf_disk_records(inp: Input, text_field: str) -> Iterator[list[str]]:
