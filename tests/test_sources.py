@@ -286,3 +286,35 @@ def test_tokenizer_mismatch_between_sources_names_both(tmp_path, tokenizer_json)
     with pytest.raises(WorkbenchError, match="use different tokenizers") as err:
         data.check_tokenizers(both)
     assert str(tmp_path / "bytes") in one_line(err)
+
+
+def test_streaming_split_matches_the_whole_file_split(monkeypatch):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from workbench.prepare import TailSplit
+    from workbench.sources import Piece, line_chunks
+    from workbench.tokenize import split_documents
+
+    monkeypatch.setattr("workbench.sources.CHUNK_CHARS", 5)  # documents of several pieces, as long .txt files
+    text = st.text(alphabet="ab\n", min_size=0, max_size=60)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(text, min_size=1, max_size=6), st.sampled_from([0.0, 0.1, 0.3, 0.5]))
+    def check(docs, fraction):
+        total = sum(map(len, docs))
+        split = TailSplit(total, fraction)
+        parts = {"train": [], "val": []}
+        current = {"train": "", "val": ""}
+        for doc in docs:
+            chunks = list(line_chunks(doc)) or [""]
+            for i, chunk in enumerate(chunks):
+                for name, piece, ends in split.feed(Piece(chunk, i == 0, i == len(chunks) - 1, len(doc))):
+                    current[name] += piece
+                    if ends:
+                        parts[name] += [current[name]] if current[name] else []
+                        current[name] = ""
+        train, val = split_documents(docs, fraction)
+        assert (parts["train"], parts["val"]) == ([d for d in train if d], [d for d in val if d])
+
+    check()
