@@ -21,7 +21,34 @@ from workbench.errors import WorkbenchError
 from workbench.sources import write_llmc, write_megatron
 from workbench.tokenize import train_bpe
 
-WORDS = "the of and to in is was he for it with as his on be at by had are but from or have an they which".split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "he",
+    "for",
+    "it",
+    "with",
+    "as",
+    "his",
+    "on",
+    "be",
+    "at",
+    "by",
+    "had",
+    "are",
+    "but",
+    "from",
+    "or",
+    "have",
+    "an",
+    "they",
+    "which",
+]
 
 
 def documents(n: int, seed: int = 0) -> list[str]:
