@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/data_prepare.py [--mb 100] [--formats jsonl,p
        [--tokenizer bpe|bytes] [--work DIR] [--keep]
 
 Generates a corpus of `mb` MB of text (documents of 0.5-8 KB cut from a pool of Zipf-distributed words)
-as .jsonl, and the same documents as .parquet and .jsonl.zst; trains an 8192-entry BPE on a 2 MB sample
+as .jsonl, and the same documents as .parquet and .jsonl.zst; trains an 8192-entry BPE on a 1 MB sample
 (tokenizer.json). Each prepare runs in its own process, so wall time and peak RSS (VmHWM) are its own.
 The baseline is `workbench data prepare` at git REF (default: the commit before the streaming rewrite),
 extracted with `git archive` and run on the .jsonl. Goals: no slower than the baseline on .jsonl;
@@ -87,7 +87,7 @@ def train_tokenizer(folder: Path, kind: str) -> str:
         return "bytes"
     from workbench.tokenize import train_bpe
 
-    sample = list(documents(2, seed=1))
+    sample = list(documents(1, seed=1))
     path = folder / "tokenizer.json"
     path.write_text(train_bpe(sample, 8192).to_json())
     return str(path)
