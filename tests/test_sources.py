@@ -18,7 +18,7 @@ import pytest
 
 from workbench import data
 from workbench.errors import WorkbenchError
-from workbench.sources import write_llmc, write_megatron
+from workbench.tokenfiles import write_llmc, write_megatron
 from workbench.tokenize import train_bpe
 
 WORDS = [

@@ -14,16 +14,14 @@ that take slices of a global micro-batch together see what one process sees.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.prepare import DEFAULT_SHARD_TOKENS, FORMAT  # noqa: F401
+from workbench.shards import manifest_if_any
 from workbench.tokenize import (  # noqa: F401  (expand_inputs: the inputs a prepare would read)
     TextTokenizer,
     byte_tokenizer,
@@ -52,7 +50,7 @@ def default_corpus_dir() -> Path:
 def ensure_default_corpus(out: Path | None = None) -> Path:
     """Prepare the embedded Shakespeare corpus with the byte tokenizer unless `out` already holds it."""
     out = Path(out) if out is not None else default_corpus_dir()
-    manifest = _read_manifest_if_any(out)
+    manifest = manifest_if_any(out)
     if manifest and manifest.get("corpus") == "shakespeare" and manifest["tokenizer"]["kind"] == "bytes":
         return out
     prepare([], out, corpus="shakespeare")
@@ -100,60 +98,16 @@ def prepare(
     return job.prepare(inputs, out, options, corpus=corpus, progress=progress, force=force)
 
 
-def _read_manifest_if_any(folder: Path) -> dict | None:
-    from workbench.prepare import manifest_if_any
-
-    return manifest_if_any(folder)
-
-
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a prepared data set; a missing folder is a one-line error that says how to make it."""
     folder = Path(folder)
-    manifest = _read_manifest_if_any(folder)
+    manifest = manifest_if_any(folder)
     if manifest is None:
         what = "not found" if not folder.exists() else "is not a prepared data set (no manifest.json)"
         inputs = "--corpus shakespeare" if folder.name == default_corpus_dir().name else "INPUTS"
         raise WorkbenchError(
             f"data set {folder} {what}", f"Create it with `workbench data prepare {inputs} --out {folder}`."
         )
-    return manifest
-
-
-def _check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
-    """The existing manifest if `out` already holds this data set; raise if it holds something else."""
-    if out.is_file():
-        raise WorkbenchError(f"--out {out} is a file", "Give a folder path.")
-    if not out.exists() or not any(out.iterdir()):
-        return None
-    manifest = _read_manifest_if_any(out)
-    if manifest is None:
-        raise WorkbenchError(f"--out {out} holds other files (no manifest.json)", "Choose a new or empty folder.")
-    if force:
-        return None
-    if manifest.get("inputs_sha256") != inputs_sha256:
-        raise WorkbenchError(
-            f"--out {out} holds a data set prepared from other inputs or options",
-            "Add --force to replace it, or choose another --out.",
-        )
-    return manifest
-
-
-def _publish(tmp: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
-    """Move the finished folder into place with renames, so readers never see a half-written data set."""
-    manifest = json.loads((tmp / "manifest.json").read_text())
-    if out.exists() and (force or not any(out.iterdir())):
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        out.rename(old)
-        shutil.rmtree(old)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process published first: fine if it is the same data set
-        other = _read_manifest_if_any(out)
-        if other is None or other.get("inputs_sha256") != inputs_sha256:
-            raise WorkbenchError(
-                f"--out {out} was filled by another process with other inputs meanwhile", "Choose another --out."
-            ) from None
-        return other
     return manifest
 
 

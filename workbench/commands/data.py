@@ -73,7 +73,7 @@ def prepare(
     tokens, tok = manifest["tokens"], manifest["tokenizer"]
     typer.echo(
         f"Prepared {out}: {human(tokens['train'])} train + {human(tokens['val'])} val tokens "
-        f"({tok.get('name', tok['kind'])}, {manifest['dtype']}) from {len(manifest['sources'])} files "
+        f"({tok['kind']}, vocab {tok['vocab_size']}, {manifest['dtype']}) from {len(manifest['sources'])} files "
         f"in {time.perf_counter() - started:.2f} s."
     )
 
