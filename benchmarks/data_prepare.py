@@ -112,9 +112,13 @@ def timed_prepare(pythonpath: Path, source: Path, out: Path, tokenizer: str) -> 
         "print(json.dumps(m['tokens'] | {'hwm_kb': hwm}))"
     )
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    check = "import workbench, sys; print(workbench.__file__)"
+    where = subprocess.run([sys.executable, "-c", check], env=env, cwd=out.parent, capture_output=True, text=True)
+    assert where.stdout.startswith(str(pythonpath)), where.stdout  # the tree under test, not the cwd's
     started = time.perf_counter()
+    # cwd: the corpus folder, so that `python -c` (sys.path[0] = cwd) imports workbench from PYTHONPATH only
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(source), str(out), tokenizer], env=env, stdout=subprocess.PIPE
+        [sys.executable, "-c", code, str(source), str(out), tokenizer], env=env, stdout=subprocess.PIPE, cwd=out.parent
     )
     output = proc.stdout.read()
     proc.wait()
