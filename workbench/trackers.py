@@ -82,7 +82,16 @@ class Trackers:
             tags.append(f"budget:{float(labels['budget_flops']):.3g}")
         tags += [f"N:{labels['N']}", *w.tags]
         settings = wandb.Settings(console="off", x_disable_stats=True, silent=True)
-        self.run = wandb.init(
+        try:
+            self.run = self._init_wandb(wandb, w, run_id, config, tags, labels, settings)
+        except Exception as err:  # not logged in, no network in online mode, a bad entity, ...
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise WorkbenchError(
+                f"wandb.init failed ({first})", "Run `wandb login`, or set logging.wandb.mode: offline."
+            ) from None
+
+    def _init_wandb(self, wandb, w, run_id: str, config: dict, tags: list, labels: dict, settings):
+        return wandb.init(
             project=w.project,
             entity=w.entity,
             mode=w.mode,
