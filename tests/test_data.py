@@ -65,6 +65,7 @@ def test_prepare_bytes_round_trip_strips_nul(tmp_path):
         "vocab_size": 256,
         "eot_id": 0,
         "sha256": manifest["tokenizer"]["sha256"],
+        "name": "bytes (256)",
     }
     assert train[-1] == 0 and val[-1] == 0 and (train[:-1] != 0).all()
     text = bytes(np.concatenate([train[:-1], val[:-1]]).astype(np.uint8)).decode()
@@ -169,10 +170,10 @@ def test_globs_and_folders(tmp_path):
     )
     assert [s["path"] for s in manifest["sources"]] == [str(a), str(b), str(c)]
     assert bytes(tokens_of(tmp_path / "out", "train").astype(np.uint8)) == b"alpha\n\x00beta\x00gamma\n\x00"
-    with pytest.raises(WorkbenchError, match="no .txt or .jsonl files match"):
+    with pytest.raises(WorkbenchError, match="no .txt, .jsonl.* files match"):
         data.expand_inputs([str(tmp_path / "*.csv")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(WorkbenchError, match="holds no .txt or .jsonl files"):
+    with pytest.raises(WorkbenchError, match="holds no .txt, .jsonl.* files"):
         data.expand_inputs([str(tmp_path / "empty")])
     with pytest.raises(WorkbenchError, match="unsupported file type"):
         data.expand_inputs([str(root / "README.md")])

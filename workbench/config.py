@@ -7,6 +7,7 @@ reads `1e18` as a string; these types read it as a number).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -150,11 +151,39 @@ class StopConfig(Strict):
 
 
 class EvalConfig(Strict):
-    """Validation: `batches` fixed batches of `batch_seqs` sequences from the held-out split."""
+    """Validation: `batches` fixed batches of `batch_seqs` sequences from the held-out split (pooled over
+    the sources: `val_loss`). Named held-out sets add one loss each, `val_loss_NAME`: `sets` maps a name to
+    a prepared folder (its val split), and `per_source: true` adds one per data source, named by its folder."""
 
     every_tokens: Count = Field(default=0, ge=0)
     batches: Count = Field(default=8, gt=0)
     batch_seqs: Count = Field(default=16, gt=0)
+    sets: dict[str, str] = Field(default_factory=dict)
+    per_source: bool = False
+
+    @model_validator(mode="after")
+    def _names(self) -> EvalConfig:
+        bad = [n for n in self.sets if not re.fullmatch(r"[A-Za-z0-9_]+", n)]
+        if bad:
+            raise ValueError(f"eval.sets name {bad[0]!r} must be letters, digits and _ (it names a column)")
+        return self
+
+
+class WandbConfig(Strict):
+    """Weights & Biases: mode offline needs no network (`wandb sync` later); None: W&B's default (WANDB_MODE)."""
+
+    project: str
+    entity: str | None = None
+    group: str | None = None  # default: the sweep
+    mode: Literal["online", "offline", "disabled"] | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class LoggingConfig(Strict):
+    """Trackers the trainer also logs to, from rank 0 (see workbench.trackers)."""
+
+    wandb: WandbConfig | None = None
+    tensorboard: bool = False
 
 
 class CheckpointConfig(Strict):
@@ -204,6 +233,7 @@ class TrainConfig(Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _batch_fits(self) -> TrainConfig:

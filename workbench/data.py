@@ -14,34 +14,24 @@ that take slices of a global micro-batch together see what one process sees.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import shutil
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.tokenize import (
+from workbench.prepare import DEFAULT_SHARD_TOKENS, FORMAT  # noqa: F401
+from workbench.shards import manifest_if_any
+from workbench.tokenize import (  # noqa: F401  (expand_inputs: the inputs a prepare would read)
     TextTokenizer,
     byte_tokenizer,
     corpus_files,
     expand_inputs,
+    ids_tokenizer,
+    load_tiktoken,
     load_tokenizer_file,
-    read_documents,
-    resolve_spec,
-    sha256_file,
-    split_documents,
-    token_dtype,
-    train_bpe,
 )
 
-FORMAT = "workbench-data/1"
-DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
 VAL_SEED = 20240731  # fixed: validation batches never depend on a run's seed or mixture weights
 
 
@@ -60,7 +50,7 @@ def default_corpus_dir() -> Path:
 def ensure_default_corpus(out: Path | None = None) -> Path:
     """Prepare the embedded Shakespeare corpus with the byte tokenizer unless `out` already holds it."""
     out = Path(out) if out is not None else default_corpus_dir()
-    manifest = _read_manifest_if_any(out)
+    manifest = manifest_if_any(out)
     if manifest and manifest.get("corpus") == "shakespeare" and manifest["tokenizer"]["kind"] == "bytes":
         return out
     prepare([], out, corpus="shakespeare")
@@ -82,168 +72,36 @@ def prepare(
     *,
     corpus: str | None = None,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    split_pattern: str | None = None,
+    special_tokens: dict[str, int] | None = None,
+    eot_id: int | None = None,
+    token_dtype: str = "uint16",
 ) -> dict:
-    """Tokenize `inputs` (or the embedded `corpus`; no inputs means shakespeare) into shards under `out`.
+    """Tokenize `inputs` (or the embedded `corpus`; no inputs means shakespeare) into shards under `out`
+    (streaming and resumable: see workbench.prepare).
 
     Returns the manifest plus `reused: True` when `out` already held this exact data set (nothing written).
     """
-    out = Path(out)
-    if not 0 <= val_fraction < 1:
-        raise WorkbenchError(f"--val-fraction {val_fraction} is out of range", "Use a value in [0, 1), e.g. 0.05.")
-    if shard_tokens < 1:
-        raise WorkbenchError(f"--shard-tokens {shard_tokens} must be positive", "Use e.g. 100M.")
-    if inputs and corpus:
-        raise WorkbenchError("give input files or --corpus, not both", "Prepare them into separate folders.")
-    corpus = corpus or (None if inputs else "shakespeare")
-    kind, user_file = resolve_spec(tokenizer, vocab_size)
-    files = corpus_files(corpus) if corpus else expand_inputs(inputs)
-    sources = [{"path": _shown(f, corpus), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
-    if not any(s["bytes"] for s in sources):
-        raise WorkbenchError("the inputs hold no text (all files are empty)", "Point at files with text.")
-    options = {"val_fraction": val_fraction, "text_field": text_field, "shard_tokens": shard_tokens}
-    spec = {"kind": kind, "vocab_size": vocab_size, "file_sha256": sha256_file(user_file) if user_file else None}
-    inputs_sha256 = _digest(
-        {"format": FORMAT, "sources": [[s["bytes"], s["sha256"]] for s in sources]} | options | spec
+    from workbench import prepare as job
+
+    options = job.Options(
+        tokenizer,
+        vocab_size,
+        val_fraction,
+        text_field,
+        shard_tokens,
+        split_pattern,
+        special_tokens,
+        eot_id,
+        token_dtype,
     )
-
-    existing = _check_out(out, inputs_sha256, force)
-    if existing is not None:
-        return existing | {"reused": True}
-    tok = _build_tokenizer(kind, user_file, vocab_size, files, text_field, val_fraction)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir()
-    try:
-        manifest = _write_shards(tmp, tok, files, text_field, val_fraction, shard_tokens, progress)
-        manifest |= {"format": FORMAT, "corpus": corpus, "sources": sources, "options": options}
-        manifest["inputs_sha256"] = inputs_sha256
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        return _publish(tmp, out, inputs_sha256, force) | {"reused": False}
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def _shown(path: Path, corpus: str | None) -> str:
-    return f"{corpus}:{path.name}" if corpus else str(path)
-
-
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def _build_tokenizer(kind, user_file, vocab_size, files, text_field, val_fraction) -> TextTokenizer:
-    if kind == "bytes":
-        return byte_tokenizer()
-    if kind == "file":
-        tok = load_tokenizer_file(user_file)
-        if vocab_size is not None and vocab_size != tok.vocab_size:
-            raise WorkbenchError(
-                f"--vocab-size {vocab_size} differs from {user_file}'s vocabulary of {tok.vocab_size}",
-                "Drop --vocab-size: a tokenizer file fixes it.",
-            )
-        return tok
-
-    def train_texts() -> Iterator[str]:  # BPE learns from the train split only
-        for f in files:
-            yield from split_documents(read_documents(f, text_field), val_fraction)[0]
-
-    return train_bpe(train_texts(), vocab_size)
-
-
-def _write_shards(folder, tok, files, text_field, val_fraction, shard_tokens, progress) -> dict:
-    dtype = token_dtype(tok.vocab_size)
-    writers = {split: _ShardWriter(folder, split, dtype, shard_tokens) for split in ("train", "val")}
-    documents = {"train": 0, "val": 0}
-    with _progress_bar(progress, sum(f.stat().st_size for f in files)) as advance:
-        for f in files:
-            train_docs, val_docs = split_documents(read_documents(f, text_field), val_fraction)
-            for split, docs in (("train", train_docs), ("val", val_docs)):
-                writers[split].write(tok.encode_documents(docs))
-                documents[split] += len(docs)
-            advance(f.stat().st_size)
-    shards = {split: w.close() for split, w in writers.items()}
-    tokens = {split: sum(s["tokens"] for s in shards[split]) for split in shards}
-    if not tokens["train"]:
-        raise WorkbenchError("the inputs hold no text for the train split", "Point at files with text.")
-    tokenizer = {"kind": tok.kind, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "sha256": tok.sha256()}
-    if tok.to_json() is not None:
-        (folder / "tokenizer.json").write_text(tok.to_json())
-        tokenizer["file"] = "tokenizer.json"
-    data_sha256 = _digest(
-        {"tokenizer": tokenizer["sha256"], "shards": {k: [s["sha256"] for s in v] for k, v in shards.items()}}
-    )
-    return {
-        "tokenizer": tokenizer,
-        "dtype": dtype.name,
-        "tokens": tokens,
-        "documents": documents,
-        "shards": shards,
-        "data_sha256": data_sha256,
-    }
-
-
-class _ShardWriter:
-    """Appends token ids to <split>_000.bin, <split>_001.bin, ... of at most shard_tokens each, hashing as it goes."""
-
-    def __init__(self, folder: Path, split: str, dtype: np.dtype, shard_tokens: int):
-        self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
-        self.done: list[dict] = []
-        self.file, self.hash, self.count = None, None, 0
-
-    def write(self, ids: np.ndarray) -> None:
-        data = ids.astype(self.dtype)
-        while data.size:
-            if self.file is None:
-                name = f"{self.split}_{len(self.done):03d}.bin"
-                self.file, self.hash, self.count, self.name = (self.folder / name).open("wb"), hashlib.sha256(), 0, name
-            part, data = data[: self.shard_tokens - self.count], data[self.shard_tokens - self.count :]
-            self.file.write(part.tobytes())
-            self.hash.update(part.tobytes())
-            self.count += part.size
-            if self.count == self.shard_tokens:
-                self._finish()
-
-    def _finish(self) -> None:
-        self.file.close()
-        self.done.append({"file": self.name, "tokens": self.count, "sha256": self.hash.hexdigest()})
-        self.file = None
-
-    def close(self) -> list[dict]:
-        if self.file is not None:
-            self._finish()
-        return self.done
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total_bytes: int) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("tokenizing"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("tokenizing", total=total_bytes)
-        yield lambda n: bar.advance(task, n)
-
-
-def _read_manifest_if_any(folder: Path) -> dict | None:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise WorkbenchError(
-            f"{path} is not valid JSON", f"Re-create it: workbench data prepare ... --out {folder} --force"
-        ) from None
+    return job.prepare(inputs, out, options, corpus=corpus, progress=progress, force=force)
 
 
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a prepared data set; a missing folder is a one-line error that says how to make it."""
     folder = Path(folder)
-    manifest = _read_manifest_if_any(folder)
+    manifest = manifest_if_any(folder)
     if manifest is None:
         what = "not found" if not folder.exists() else "is not a prepared data set (no manifest.json)"
         inputs = "--corpus shakespeare" if folder.name == default_corpus_dir().name else "INPUTS"
@@ -253,50 +111,16 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def _check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
-    """The existing manifest if `out` already holds this data set; raise if it holds something else."""
-    if out.is_file():
-        raise WorkbenchError(f"--out {out} is a file", "Give a folder path.")
-    if not out.exists() or not any(out.iterdir()):
-        return None
-    manifest = _read_manifest_if_any(out)
-    if manifest is None:
-        raise WorkbenchError(f"--out {out} holds other files (no manifest.json)", "Choose a new or empty folder.")
-    if force:
-        return None
-    if manifest.get("inputs_sha256") != inputs_sha256:
-        raise WorkbenchError(
-            f"--out {out} holds a data set prepared from other inputs or options",
-            "Add --force to replace it, or choose another --out.",
-        )
-    return manifest
-
-
-def _publish(tmp: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
-    """Move the finished folder into place with renames, so readers never see a half-written data set."""
-    manifest = json.loads((tmp / "manifest.json").read_text())
-    if out.exists() and (force or not any(out.iterdir())):
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        out.rename(old)
-        shutil.rmtree(old)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process published first: fine if it is the same data set
-        other = _read_manifest_if_any(out)
-        if other is None or other.get("inputs_sha256") != inputs_sha256:
-            raise WorkbenchError(
-                f"--out {out} was filled by another process with other inputs meanwhile", "Choose another --out."
-            ) from None
-        return other
-    return manifest
-
-
 def load_tokenizer(folder: str | Path) -> TextTokenizer:
     """The tokenizer a prepared data set was made with (to decode its tokens)."""
     manifest = read_manifest(folder)
     info = manifest["tokenizer"]
     if info["kind"] == "bytes":
         return byte_tokenizer()
+    if info["kind"] == "ids":
+        return ids_tokenizer(info["vocab_size"], info["eot_id"])
+    if info["kind"] == "tiktoken":
+        return load_tiktoken(Path(folder) / info["file"], info["pattern"], info["special_tokens"])
     return load_tokenizer_file(Path(folder) / info["file"], kind=info["kind"])
 
 
@@ -341,6 +165,24 @@ def _open_shards(folder: Path, manifest: dict, split: str) -> list[np.memmap]:
     return shards
 
 
+def check_tokenizers(data_config) -> None:
+    """Raise one line naming both folders and tokenizers if a DataConfig's sources (and anneal_sources, and
+    eval sets if given) were prepared with different tokenizers; reads manifests only."""
+    folders = [s.path for s in data_config.sources + data_config.anneal_sources]
+    infos = [(f, read_manifest(f)["tokenizer"]) for f in folders]
+    for folder, info in infos[1:]:
+        if (info["sha256"], info["vocab_size"]) != (infos[0][1]["sha256"], infos[0][1]["vocab_size"]):
+            raise WorkbenchError(
+                f"data sets {infos[0][0]} ({_tokenizer_name(infos[0][1])}) and {folder} ({_tokenizer_name(info)}) "
+                "use different tokenizers",
+                "Prepare every source of a mixture with the same --tokenizer.",
+            )
+
+
+def _tokenizer_name(info: dict) -> str:
+    return info.get("name") or f"{info['kind']}, vocab {info['vocab_size']}"
+
+
 class Mixture:
     """Sequences drawn from prepared data sets with weights; batches are pure functions of (seed, step, micro)."""
 
@@ -362,8 +204,8 @@ class Mixture:
             other = manifest["tokenizer"]
             if (other["sha256"], other["vocab_size"]) != (first["sha256"], first["vocab_size"]):
                 raise WorkbenchError(
-                    f"data sets {self.dirs[0]} ({first['kind']}, vocab {first['vocab_size']}) and {folder} "
-                    f"({other['kind']}, vocab {other['vocab_size']}) use different tokenizers",
+                    f"data sets {self.dirs[0]} ({_tokenizer_name(first)}) and {folder} ({_tokenizer_name(other)}) "
+                    "use different tokenizers",
                     "Prepare every source of a mixture with the same --tokenizer.",
                 )
         self.vocab_size: int = first["vocab_size"]

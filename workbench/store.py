@@ -17,6 +17,7 @@ alone.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -270,16 +271,20 @@ class Store:
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    def points(self, sweep: str) -> pd.DataFrame:
-        """Completed runs of `sweep` with a finite loss (the final validation loss), for fits."""
+    def points(self, sweep: str, metric: str = "val_loss") -> pd.DataFrame:
+        """Completed runs of `sweep` with a finite loss, for fits: the final validation loss, or with `metric`
+        a named held-out set's (val_loss_NAME, from final.json)."""
+        loss = _metric_sql(metric)
         frame = self._read(
-            "SELECT run_id, sweep, budget_flops, params, params_total, tokens, flops, val_loss AS loss, status,"
+            f"SELECT run_id, sweep, budget_flops, params, params_total, tokens, flops, {loss} AS loss, status,"
             " lr_peak, batch_tokens, seq_len, target_params, branch_of, json_extract_string(meta, '$.kind') AS kind,"
             " steps, wall_s, n_layers, d_model, schedule"
-            " FROM runs WHERE sweep = ? AND status = 'completed' AND isfinite(val_loss)"
+            f" FROM runs WHERE sweep = ? AND status = 'completed' AND isfinite({loss})"
             " ORDER BY budget_flops, params, run_id",
             [sweep],
         )
+        if frame.empty and metric != "val_loss":
+            self._no_metric(sweep, metric)
         if frame.empty:
             known = self._read("SELECT DISTINCT sweep FROM runs WHERE status = 'completed' ORDER BY sweep")
             names = ", ".join(known["sweep"].dropna()) or "none"
@@ -288,6 +293,13 @@ class Store:
                 f"Sweeps with completed runs: {names}. Run `workbench db ingest` after the runs finish.",
             )
         return frame
+
+    def _no_metric(self, sweep: str, metric: str) -> None:
+        finals = self._read("SELECT final FROM runs WHERE sweep = ? AND final IS NOT NULL", [sweep])["final"]
+        names = sorted({k for f in finals for k in json.loads(f) if k.startswith("val_loss")}) or ["val_loss"]
+        raise WorkbenchError(
+            f"sweep '{sweep}' has no metric '{metric}' in its completed runs", f"Metrics there: {', '.join(names)}."
+        )
 
     def runs(self, sweep: str | None = None) -> pd.DataFrame:
         """All ingested runs (of one sweep if given), one row per run_id, by sweep, budget_flops and params."""
@@ -433,6 +445,15 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> 
 
 
 # --- small conversions ---------------------------------------------------------------------------------
+
+
+def _metric_sql(metric: str) -> str:
+    """The SQL of a fit metric: the val_loss column, or a named held-out set's loss in final.json."""
+    if metric == "val_loss":
+        return "val_loss"
+    if not re.fullmatch(r"val_loss_[A-Za-z0-9_]+", metric):
+        raise WorkbenchError(f"--metric {metric!r} is not val_loss or val_loss_NAME", "E.g. --metric val_loss_web.")
+    return f"TRY_CAST(json_extract_string(final, '$.{metric}') AS DOUBLE)"
 
 
 def _required_name(record: dict, what: str) -> str:

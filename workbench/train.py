@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -32,6 +33,7 @@ from workbench.config import TrainConfig, dump_yaml, load, parse_model
 from workbench.errors import WorkbenchError
 from workbench.model import Transformer
 from workbench.schedule import batch_tokens_at, lr_at
+from workbench.trackers import Trackers
 
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 4
@@ -113,6 +115,9 @@ class Trainer:
         }
         self._build_model()
         self.val = self.data.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
+        self.val_sets = _named_val_sets(cfg, self.data)  # name -> batches: val_loss_NAME
+        self.final_sets: dict[str, float] = {}
+        self.trackers = Trackers(cfg, self.run_dir, d.is_main)  # W&B / TensorBoard when logging: asks
         self.stop_signal: int | None = None
         self.previous_handlers: dict[int, object] = {}
 
@@ -198,6 +203,7 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict:
         self._prepare_run_dir()
+        self.trackers.start(self.shape.params)
         self._install_signal_handlers()
         try:
             self._resume_or_start()
@@ -207,6 +213,7 @@ class Trainer:
         if status == "interrupted":
             self._on_interrupt()
         val_loss = self.evaluate() if status == "completed" else None
+        self.final_sets = self.evaluate_sets() if status == "completed" else {}
         if status == "completed":
             self._save()
         return self._finish(status, val_loss, error)
@@ -252,6 +259,7 @@ class Trainer:
                 }
                 if every_eval and before // every_eval != st["tokens"] // every_eval:
                     row["val_loss"] = self.evaluate()
+                    row |= self.evaluate_sets()
                 self._log(row)
                 progress.update(st["tokens"], loss, batch_tokens / dt)
                 crossed = every_ckpt and before // every_ckpt != st["tokens"] // every_ckpt
@@ -328,12 +336,16 @@ class Trainer:
             }
         )
 
+    def evaluate_sets(self) -> dict[str, float]:
+        """val_loss_NAME of every named held-out set (eval.sets, eval.per_source)."""
+        return {f"val_loss_{name}": self.evaluate(batches) for name, batches in self.val_sets.items()}
+
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean validation loss over the fixed held-out batches (nats per token)."""
+    def evaluate(self, batches: list | None = None) -> float:
+        """Mean validation loss over fixed held-out batches (nats per token); default: the pooled val split."""
         self.model.eval()
         sums = [0.0, 0.0]
-        for i, batch in enumerate(self.val):
+        for i, batch in enumerate(self.val if batches is None else batches):
             if i % self.d.world != self.d.rank:
                 continue
             tokens = torch.from_numpy(batch).to(self.d.device)
@@ -364,6 +376,7 @@ class Trainer:
     def _log(self, row: dict) -> None:
         if self.d.is_main:
             rundir.append_metric(self.run_dir, row)
+            self.trackers.log(row)
 
     def _log_event(self, row: dict) -> None:
         self._log({"step": self.state["step"], **row} if "step" not in row else row)
@@ -384,9 +397,11 @@ class Trainer:
             "seq_len": self.cfg.data.seq_len,
             "versions": {"workbench": _version(), "torch": torch.__version__, "python": platform.python_version()},
             "bit_identity": rundir.bit_identity(self.d.device),
+            **self.final_sets,
         }
         if self.d.is_main:
             rundir.write_final(self.run_dir, record)
+        self.trackers.finish(record)
         return record
 
     # ---------------------------------------------------------------- signals
@@ -474,6 +489,25 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def _named_val_sets(cfg: TrainConfig, main) -> dict[str, list]:
+    """Fixed validation batches of each named held-out set; every set must use the training tokenizer."""
+    from workbench.data import Mixture
+
+    named = dict(cfg.eval.sets)
+    if cfg.eval.per_source:
+        named |= {re.sub(r"\W", "_", Path(s.path).name): s.path for s in cfg.data.sources}
+    sets = {}
+    for name, path in named.items():
+        held_out = Mixture([(path, 1.0)], cfg.data.seq_len, cfg.seed)
+        if held_out.tokenizer_sha256 != main.tokenizer_sha256:
+            raise WorkbenchError(
+                f"eval set {name} ({path}) and data.sources ({main.dirs[0]}) use different tokenizers",
+                "Prepare the held-out set with the training data's --tokenizer.",
+            )
+        sets[name] = held_out.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
+    return sets
 
 
 def _version() -> str:

@@ -13,17 +13,33 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command()
 def prepare(
-    inputs: list[str] = typer.Argument(None, help="Text files, folders or globs (.txt, .jsonl). None: --corpus."),
+    inputs: list[str] = typer.Argument(
+        None,
+        help="Files, folders or globs: .txt, .jsonl(.gz/.zst), .json.gz, .parquet, a saved HF dataset folder, "
+        "hf:BUILDER:FILES, token files .bin (nanoGPT/llm.c) or Megatron .bin+.idx. None: --corpus.",
+    ),
     corpus: str = typer.Option(None, "--corpus", help="An embedded corpus instead of inputs: shakespeare."),
     out: Path = typer.Option(
         None, "--out", help="Output folder; default for the embedded corpus with bytes: data/shakespeare-bytes."
     ),
-    tokenizer: str = typer.Option("bytes", "--tokenizer", help="bytes | bpe | PATH/tokenizer.json"),
+    tokenizer: str = typer.Option(
+        "bytes", "--tokenizer", help="bytes | bpe | PATH/tokenizer.json | PATH.tiktoken | ids (pre-tokenized inputs)"
+    ),
     vocab_size: str = typer.Option(None, "--vocab-size", help="Vocabulary of the BPE trained here, e.g. 4096 or 32K."),
     val_fraction: float = typer.Option(0.05, "--val-fraction", help="Held-out tail of every input file."),
     text_field: str = typer.Option("text", "--text-field", help="The field of .jsonl records that holds the text."),
     shard_tokens: str = typer.Option("100M", "--shard-tokens", help="Tokens per shard file, e.g. 100M."),
     force: bool = typer.Option(False, "--force", help="Replace a folder prepared from other inputs."),
+    split_pattern: str = typer.Option(None, "--split-pattern", help="A .tiktoken file's pre-tokenizer regex."),
+    special_token: list[str] = typer.Option(
+        None, "--special-token", help="A .tiktoken file's special token NAME=ID (repeatable)."
+    ),
+    eot_id: int = typer.Option(
+        None, "--eot-id", help="End-of-text id (pre-tokenized inputs; overrides the tokenizer's)."
+    ),
+    token_dtype: str = typer.Option(
+        "uint16", "--token-dtype", help="dtype of .bin token files without an llm.c header."
+    ),
 ) -> None:
     """Tokenize text into train/val shards with a manifest (atomic; a re-run with the same inputs does nothing)."""
     from workbench import data
@@ -46,6 +62,10 @@ def prepare(
         progress=sys.stderr.isatty(),
         corpus=corpus,
         shard_tokens=parse_count(shard_tokens, "--shard-tokens"),
+        split_pattern=split_pattern,
+        special_tokens=_special_tokens(special_token or []),
+        eot_id=eot_id,
+        token_dtype=token_dtype,
     )
     if manifest["reused"]:
         typer.echo(f"{out} already holds this data set (same inputs and options): nothing to do.")
@@ -56,6 +76,20 @@ def prepare(
         f"({tok['kind']}, vocab {tok['vocab_size']}, {manifest['dtype']}) from {len(manifest['sources'])} files "
         f"in {time.perf_counter() - started:.2f} s."
     )
+
+
+def _special_tokens(items: list[str]) -> dict[str, int] | None:
+    from workbench.errors import WorkbenchError
+
+    tokens = {}
+    for item in items:
+        name, _, value = item.rpartition("=")
+        if not name or not value.isdigit():
+            raise WorkbenchError(
+                f"--special-token {item!r} is not NAME=ID", "E.g. --special-token '<|endoftext|>=100257'."
+            )
+        tokens[name] = int(value)
+    return tokens or None
 
 
 @app.command()
@@ -73,7 +107,7 @@ def show(folder: Path = typer.Argument(..., help="A folder written by `workbench
     lines = [
         f"folder      {folder}",
         f"sources     {what}: {len(sources)} files, {human(sum(s['bytes'] for s in sources))} bytes",
-        f"tokenizer   {tok['kind']}, vocab {tok['vocab_size']}, end-of-text id {tok['eot_id']}",
+        f"tokenizer   {tok.get('name', tok['kind'])}, vocab {tok['vocab_size']}, end-of-text id {tok['eot_id']}",
         f"tokens      train {tokens['train']:,}  val {tokens['val']:,}  ({manifest['dtype']})",
         f"shards      train {len(shards['train'])}  val {len(shards['val'])}",
         f"options     {', '.join(f'{k} {v}' for k, v in manifest['options'].items())}",

@@ -33,6 +33,30 @@ def ingest(
     )
 
 
+@app.command("import")
+def import_runs(
+    path: Path = typer.Argument(
+        ..., help="A W&B offline run folder (or its .wandb file), a W&B CSV export, or a TensorBoard event folder."
+    ),
+    into: Path = typer.Option(Path("runs/imported"), "--into", help="Where the imported run directories go."),
+    run_id: str | None = typer.Option(None, "--run-id", help="The run id (default: the tracker's, or the file name)."),
+    sweep: str | None = typer.Option(None, "--sweep", help="The sweep the runs belong to (default: their config's)."),
+    db: Path | None = DB_OPTION,
+) -> None:
+    """Bring runs logged to W&B or TensorBoard into the store (as run directories under --into), to fit them."""
+    from workbench.importers import import_path
+    from workbench.store import Store
+
+    run_dirs = import_path(path, into, run_id=run_id, sweep=sweep)
+    store = Store(db)
+    rows = runs = 0
+    for run_dir in run_dirs:
+        stats = store.ingest(run_dir, force=True)
+        rows, runs = rows + stats.metric_rows, runs + stats.runs
+    names = ", ".join(d.name for d in run_dirs)
+    typer.echo(f"Imported {runs} runs ({rows:,} metric rows) from {path} into {store.path}: {names} (in {into}).")
+
+
 @app.command("query")
 def query(
     sql: str = typer.Argument(..., help='SQL, e.g. "SELECT sweep, count(*) FROM runs GROUP BY sweep".'),

@@ -34,6 +34,9 @@ def fit(
     out: Path = typer.Option(None, "--out", help="Output JSON (default: fits/NAME.json); plots go next to it."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG and SVG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit JSON instead of tables."),
+    metric: str = typer.Option(
+        "val_loss", "--metric", help="The loss a --sweep fit uses: val_loss, or a named held-out set's val_loss_NAME."
+    ),
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
     from workbench.fit import io
@@ -45,7 +48,7 @@ def fit(
     if method not in METHOD_CHOICES:
         raise WorkbenchError(f"--method: unknown method {method!r}", f"Use one of {', '.join(METHOD_CHOICES)}.")
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
-    points = _load_points(sweep, from_csv, db_path)
+    points = _load_points(sweep, from_csv, db_path, metric)
     name = name or sweep or from_csv.stem
     options = FitOptions(
         method=method,
@@ -72,7 +75,7 @@ def fit(
     _print_tables(record, out)
 
 
-def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path):
+def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str = "val_loss"):
     from workbench.fit.data import load_csv, validate_points
 
     if from_csv is not None:
@@ -80,7 +83,7 @@ def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path):
     from workbench.store import Store
 
     with Store(db_path) as store:
-        frame = store.points(sweep)
+        frame = store.points(sweep, metric=metric)
     return validate_points(frame, f"sweep {sweep!r} in {db_path}")
 
 

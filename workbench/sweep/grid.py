@@ -191,6 +191,7 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
     prefix = _prefix(point, spec)
     run_id = run_id_of(prefix, body)
     body = {"name": run_id, "run_dir": f"{spec.runs_root}/{spec.name}/{run_id}", **body}
+    body["logging"] = t.logging.model_dump()  # after the run id: trackers do not change what a run is
     try:
         return run_id, TrainConfig.model_validate(body)
     except ValidationError as err:

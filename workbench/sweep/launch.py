@@ -114,7 +114,11 @@ def launch_runs(
     if dry_run:
         return report
     _replace(root, report.replaced)
-    write_configs([configs[rid] for rid in report.submit])
+    if todo_configs := [configs[rid] for rid in report.submit]:
+        from workbench.data import check_tokenizers
+
+        check_tokenizers(todo_configs[0].data)  # one line naming both folders, before any job starts
+    write_configs(todo_configs)
     jobs = st.read_jobs(root)
     jobs["cancelled_at"] = None
     st.write_jobs(root, jobs)

@@ -35,6 +35,7 @@ from workbench.config import (
     DataConfig,
     EvalConfig,
     FaultConfig,
+    LoggingConfig,
     Number,
     RuntimeConfig,
     Strict,
@@ -163,6 +164,7 @@ class SweepTrain(Strict):
     checkpoint: SweepCheckpoint = SweepCheckpoint()
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    logging: LoggingConfig = LoggingConfig()  # trackers; not part of a run's identity (run id)
 
     @model_validator(mode="after")
     def _positive(self) -> SweepTrain:

@@ -1,0 +1,177 @@
+"""A tiny run logged to W&B (offline) and TensorBoard: the files read back with those tools' own readers, and
+`db import` of each gives the rows that ingesting the run directory gives. Named held-out sets."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from workbench import train
+from workbench.cli import app
+from workbench.errors import WorkbenchError
+from workbench.store import Store
+
+RUN_COLUMNS = ["status", "sweep", "val_loss", "params", "tokens", "flops", "steps", "lr_peak", "batch_tokens",
+               "seq_len", "n_layers", "d_model", "budget_flops", "config", "final"]  # fmt: skip
+METRIC_COLUMNS = ["step", "tokens", "flops", "loss", "lr", "grad_norm", "batch_tokens", "tokens_per_s", "wall_s",
+                  "val_loss"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    from workbench.data import ensure_default_corpus
+
+    return str(ensure_default_corpus())
+
+
+def tiny_config(tmp_path: Path, corpus: str, **extra) -> dict:
+    return {
+        "name": "tiny",
+        "run_dir": str(tmp_path / "runs" / "demo" / "tiny-1"),
+        "meta": {"sweep": "demo", "budget_flops": 1e12},
+        "model": {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 32, "vocab_size": 256},
+        "data": {"sources": [{"path": corpus}], "seq_len": 32},
+        "optim": {"lr_peak": 3e-3},
+        "batch": {"batch_tokens": 256, "micro_batch": 8},
+        "stop": {"tokens": 24 * 256},
+        "eval": {"every_tokens": 6 * 256, "batches": 2, "batch_seqs": 4, "per_source": True},
+        "checkpoint": {"every_tokens": 0},
+        "faults": {"max_rollbacks": 0},
+        "runtime": {"device": "cpu", "threads": 1, "log_every_steps": 1000},
+    } | extra
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory, corpus):
+    tmp = tmp_path_factory.mktemp("tracked")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")
+    mp.setenv("WANDB_SILENT", "true")
+    mp.setenv("WANDB_DISABLE_GIT", "true")
+    logging = {"wandb": {"project": "workbench-test", "mode": "offline"}, "tensorboard": True}
+    record = train.main(tiny_config(tmp, corpus, logging=logging))
+    mp.undo()
+    assert record["status"] == "completed"
+    return tmp, Path(tiny_config(tmp, corpus)["run_dir"]), record
+
+
+def training_rows(run_dir: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if "event" not in r}
+
+
+def test_files_read_back_with_the_trackers_own_readers(logged_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from workbench.importers import wandb_records
+
+    _, run_dir, record = logged_run
+    rows = training_rows(run_dir)
+    assert len(rows) == 24 and sum("val_loss" in r for r in rows.values()) == 4
+    assert "val_loss_shakespeare_bytes" in record and math.isfinite(record["val_loss_shakespeare_bytes"])
+
+    (log,) = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    records = wandb_records(log)
+    history = [r.history for kind, r in records if kind == "history"]
+    assert len(history) == 24
+    for h in history:
+        values = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in h.item}
+        row = rows[h.step.num]
+        assert values["_step"] == h.step.num
+        assert values["loss"] == row["loss"] and values["tokens"] == row["tokens"]
+        assert values.get("val_loss") == row.get("val_loss")
+    (run,) = [r.run for kind, r in records if kind == "run"]
+    assert run.run_id == "tiny-1" and {"sweep:demo", "budget:1e+12"} <= set(run.tags)
+    config = {i.key: json.loads(i.value_json) for i in run.config.update}
+    assert config["sweep"] == "demo" and config["N"] == record["params"]
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    loss = acc.Scalars("loss")
+    assert [e.step for e in loss] == sorted(rows)
+    np.testing.assert_allclose([e.value for e in loss], [rows[s]["loss"] for s in sorted(rows)], rtol=1e-6)
+    assert len(acc.Scalars("val_loss")) == 4 and len(acc.Scalars("val_loss_shakespeare_bytes")) == 4
+
+
+def import_and_read(tmp: Path, source: Path, name: str):
+    db = tmp / f"{name}.duckdb"
+    result = CliRunner().invoke(app, ["db", "import", str(source), "--into", str(tmp / name), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 runs (24 metric rows)" in result.output
+    store = Store(db, read_only=True)
+    return store.runs(), store.metrics()
+
+
+def test_db_import_equals_ingest_of_the_run_directory(logged_run):
+    tmp, run_dir, _ = logged_run
+    Store(tmp / "direct.duckdb").ingest(run_dir)
+    runs, metrics = Store(tmp / "direct.duckdb", read_only=True).runs(), Store(tmp / "direct.duckdb").metrics()
+    assert len(metrics) == 24
+    for source, name, exact in ((run_dir / "wandb", "wandb", True), (run_dir / "tensorboard", "tb", False)):
+        got_runs, got_metrics = import_and_read(tmp, source, name)
+        assert got_runs["run_id"].tolist() == ["tiny-1"]
+        for column in RUN_COLUMNS:
+            want, got = runs[column].iloc[0], got_runs[column].iloc[0]
+            if column in ("config", "final"):
+                assert json.loads(got) == json.loads(want), (name, column)
+            else:
+                assert got == want, (name, column)
+        for column in METRIC_COLUMNS:
+            want, got = metrics[column].to_numpy(float), got_metrics[column].to_numpy(float)
+            if exact:
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} {column}")
+            else:  # TensorBoard keeps float32
+                np.testing.assert_allclose(got, want, rtol=2**-23, equal_nan=True, err_msg=f"{name} {column}")
+
+
+def test_db_import_of_a_wandb_csv_export(tmp_path):
+    csv = tmp_path / "export.csv"
+    csv.write_text('"_step","_runtime","loss","val_loss"\n1,0.5,3.0,\n2,1.0,2.5,2.7\n3,1.5,2.0,\n')
+    db = tmp_path / "db.duckdb"
+    args = ["db", "import", str(csv), "--into", str(tmp_path / "imp"), "--db", str(db), "--sweep", "old"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = Store(db, read_only=True)
+    assert store.metrics()["loss"].tolist() == [3.0, 2.5, 2.0]
+    run = store.runs().iloc[0]
+    assert (run["run_id"], run["sweep"], run["val_loss"], run["steps"]) == ("export", "old", 2.7, 3)
+
+
+def test_missing_tracker_package_is_one_line(tmp_path, corpus, monkeypatch):
+    from workbench.config import TrainConfig
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: import raises ImportError
+    cfg = TrainConfig.model_validate(tiny_config(tmp_path, corpus, logging={"wandb": {"project": "p"}}))
+    with pytest.raises(WorkbenchError, match=r"needs the Python package `wandb`.*pip install") as err:
+        train.Trainer(cfg, train.distributed.setup("cpu"))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_named_sets_and_fit_metric_choice(tmp_path, corpus):
+    from workbench.data import prepare
+
+    other = tmp_path / "other"
+    (tmp_path / "o.txt").write_text("All the world's a stage, and all the men and women merely players.\n" * 300)
+    prepare([str(tmp_path / "o.txt")], other, val_fraction=0.2)
+    cfg = tiny_config(tmp_path, corpus)
+    cfg["eval"] = {"batches": 2, "batch_seqs": 4, "sets": {"stage": str(other)}}
+    record = train.main(cfg)
+    assert record["val_loss_stage"] != record["val_loss"] and math.isfinite(record["val_loss_stage"])
+    Store(tmp_path / "db.duckdb").ingest(tmp_path / "runs")
+    points = Store(tmp_path / "db.duckdb", read_only=True).points("demo", metric="val_loss_stage")
+    assert points["loss"].tolist() == [pytest.approx(record["val_loss_stage"])]
+    with pytest.raises(WorkbenchError, match="no metric 'val_loss_nope'.*val_loss_stage"):
+        Store(tmp_path / "db.duckdb", read_only=True).points("demo", metric="val_loss_nope")
+    bad = tiny_config(tmp_path, corpus, name="bad")
+    bad["eval"] = {"sets": {"bad-name": str(other)}}
+    with pytest.raises(WorkbenchError, match="must be letters, digits and _"):
+        train.main(bad)
+    yaml.safe_dump(cfg)  # the config with named sets is plain YAML
