@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from workbench.config import (
     Count,
@@ -36,11 +36,13 @@ from workbench.config import (
     EvalConfig,
     FaultConfig,
     Number,
+    OptimConfig,
     RuntimeConfig,
     Strict,
     TrainConfig,
-    _number,
+    count,
     load_yaml,
+    number,
     parse_model,
 )
 
@@ -48,16 +50,11 @@ MAX_RUNS = 100_000  # a guard against typos like sizes_per_decade: 1e6
 
 
 def _auto_number(value: Any) -> float | str:
-    return "auto" if value == "auto" else _number(value)
+    return "auto" if value == "auto" else number(value)
 
 
 def _auto_count(value: Any) -> int | str:
-    if value == "auto":
-        return "auto"
-    number = _number(value)
-    if number != math.floor(number):
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(number)
+    return "auto" if value == "auto" else count(value)
 
 
 AutoNumber = Annotated[float | Literal["auto"], BeforeValidator(_auto_number)]
@@ -122,14 +119,13 @@ class Grid(Strict):
         return self
 
 
-class SweepOptim(Strict):
-    """OptimConfig without lr_peak (that is train.lr_peak)."""
-
-    betas: tuple[Number, Number] = (0.9, 0.95)
-    eps: Number = Field(default=1e-8, gt=0)
-    weight_decay: Number = Field(default=0.1, ge=0)
-    weight_decay_mode: Literal["lr_scaled", "constant"] = "lr_scaled"
-    grad_clip: Number = Field(default=1.0, ge=0)
+# OptimConfig without lr_peak (that is train.lr_peak): the same fields, defaults and bounds
+SweepOptim = create_model(
+    "SweepOptim",
+    __base__=Strict,
+    __doc__="OptimConfig without lr_peak (that is train.lr_peak).",
+    **{name: (info.annotation, info) for name, info in OptimConfig.model_fields.items() if name != "lr_peak"},
+)
 
 
 class SweepSchedule(Strict):

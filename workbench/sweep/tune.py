@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from workbench.config import TrainConfig
+from workbench.config import TrainConfig, Where
 from workbench.errors import WorkbenchError
 from workbench.shapes import shape_for_params
-from workbench.sweep.grid import Where
 from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, expand, load_spec
 
 DIVERGED_LOSS = 1e3  # the value a diverged trial reports: far above any real loss, so TPE ranks it last
@@ -151,10 +150,7 @@ def preflight(spec: SweepSpec, found: list[Scale], sp: Space, where: Where) -> N
                 trial_run(spec, scale, params, 0, where.source)
             except WorkbenchError as err:
                 key = ("tune", "batch_tokens", i) if spec.tune.batch_tokens else ("tune",)
-                detail = err.message.split(": ", 1)[-1]
-                raise WorkbenchError(
-                    f"{where(key)}: tune batch {batch} at scale {scale.label}: {detail}", err.hint
-                ) from None
+                raise err.at(where(key), f"tune batch {batch} at scale {scale.label}") from None
 
 
 # ---------------------------------------------------------------- laws (pure)
