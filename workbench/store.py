@@ -16,11 +16,11 @@ run) are resolved by the LAST row for that step; rows with an "event" key (resum
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +33,8 @@ import pandas as pd
 import yaml
 
 from workbench.errors import WorkbenchError
+
+log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "final.json")
 METRIC_COLUMNS = (
@@ -175,11 +177,10 @@ class Store:
                         "Wait for the other workbench command to finish, or raise WORKBENCH_DB_TIMEOUT_S.",
                     ) from None
                 if not told:
-                    print(
-                        f"workbench: database {self.path} is locked by another process{who}; "
-                        f"waiting up to {self.lock_timeout_s:g} s",
-                        file=sys.stderr,
-                    )
+                    log.warning(
+                        "workbench: database %s is locked by another process%s; waiting up to %g s",
+                        self.path, who, self.lock_timeout_s,
+                    )  # fmt: skip
                     told = True
                 time.sleep(min(delay_s * random.uniform(0.5, 1.0), max(deadline - time.monotonic(), 0.0)))
                 delay_s = min(delay_s * 2, 1.0)
@@ -465,7 +466,7 @@ def _parse_lines(path: Path, text: str) -> tuple[list[dict], list[int], list[int
     torn = not text.endswith("\n") and bad_at[-1:] == [numbered[-1][0]]
     damaged = bad_at[:-1] if torn else bad_at
     if damaged:
-        print(f"workbench: {path}:{damaged[0]}: skipped {len(damaged)} malformed metric line(s)", file=sys.stderr)
+        log.warning("workbench: %s:%d: skipped %d malformed metric line(s)", path, damaged[0], len(damaged))
     return rows, steps, bad_at
 
 

@@ -180,11 +180,9 @@ def _sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | No
 
 
 def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | None) -> None:
-    """Ingest the sweep's run dirs into the store, when workbench.store (duckdb) is there."""
-    try:
-        from workbench.store import Store
-    except ImportError:
-        return
+    """Ingest the sweep's run dirs into the store."""
+    from workbench.store import Store
+
     if not root.is_dir():
         return
     store = Store(db)
