@@ -43,6 +43,7 @@ def setup(debug: bool = False) -> None:
         logger.removeHandler(handler)
     if sys.stderr.isatty():
         from rich.console import Console
+        from rich.highlighter import NullHighlighter
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(
@@ -51,7 +52,7 @@ def setup(debug: bool = False) -> None:
             show_level=False,
             show_path=False,
             markup=False,
-            highlighter=None,
+            highlighter=NullHighlighter(),
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
