@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from workbench.config import (
+    CheckpointConfig,
     Count,
     DataConfig,
     EvalConfig,
@@ -119,13 +120,20 @@ class Grid(Strict):
         return self
 
 
-# OptimConfig without lr_peak (that is train.lr_peak): the same fields, defaults and bounds
-SweepOptim = create_model(
-    "SweepOptim",
-    __base__=Strict,
-    __doc__="OptimConfig without lr_peak (that is train.lr_peak).",
-    **{name: (info.annotation, info) for name, info in OptimConfig.model_fields.items() if name != "lr_peak"},
-)
+def _part_of(model: type[Strict], name: str, doc: str, fields) -> type[Strict]:
+    """A model with some of `model`'s fields (same types, defaults and bounds), defined there once."""
+    return create_model(
+        name,
+        __base__=Strict,
+        __doc__=doc,
+        **{f: (model.model_fields[f].annotation, model.model_fields[f]) for f in fields},
+    )
+
+
+SweepOptim = _part_of(
+    OptimConfig, "SweepOptim", "OptimConfig without lr_peak (that is train.lr_peak).",
+    [f for f in OptimConfig.model_fields if f != "lr_peak"],
+)  # fmt: skip
 
 
 class SweepSchedule(Strict):
@@ -138,9 +146,10 @@ class SweepSchedule(Strict):
     anneal_tokens: Count = Field(default=0, ge=0)
 
 
-class SweepCheckpoint(Strict):
-    every_tokens: Count = Field(default=0, ge=0)
-    keep: Count = Field(default=2, gt=0)
+SweepCheckpoint = _part_of(
+    CheckpointConfig, "SweepCheckpoint", "CheckpointConfig's every_tokens and keep (the grid sets the rest).",
+    ["every_tokens", "keep"],
+)  # fmt: skip
 
 
 class SweepTrain(Strict):
