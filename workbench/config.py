@@ -185,7 +185,7 @@ class RuntimeConfig(Strict):
     compile: bool = False
     threads: Count | None = Field(default=None, gt=0)
     parallel: Literal["ddp", "fsdp"] = "ddp"
-    log_every_steps: Count = Field(default=10, gt=0)
+    log_every_steps: Count = Field(default=10, gt=0)  # a progress log line every N steps (a terminal: a bar)
 
 
 class TrainConfig(Strict):
