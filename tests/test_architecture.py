@@ -301,6 +301,8 @@ def test_each_concept_is_defined_once():
     assert _defining(r"start_mark") == {"workbench/config.py"}
     assert _defining(r"(?m)^class Where\b") == {"workbench/config.py"}
     assert _defining(r"for i in range\(len\(\w+\), 0, -1\)") == {"workbench/config.py"}
+    # the sweep's optimizer and checkpoint sections are parts of OptimConfig / CheckpointConfig, not copies
+    assert not _defining(r"(?m)^class Sweep(Optim|Checkpoint)\b")
     # one run-id hash of a resolved config: sweep.grid.run_id
     hashing = _defining(r"sha1\(json\.dumps\(")
     assert hashing - KNOWN_RUN_ID_HASH == {"workbench/sweep/grid.py"}
