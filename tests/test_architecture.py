@@ -234,9 +234,9 @@ def test_commands_and_demo_stay_thin():
 # ---------------------------------------------------------------- logging, not printing
 
 
-def _prints(path: Path) -> list[str]:
+def _prints(tree: ast.Module) -> list[str]:
     found = []
-    for node in ast.walk(_tree(path)):
+    for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
         func = node.func
@@ -249,7 +249,7 @@ def _prints(path: Path) -> list[str]:
 
 def test_library_modules_log_and_do_not_print():
     library = [p for p in _files().values() if not _rel(p).startswith(FACE)]
-    offenders = {_rel(p): found for p in library if (found := _prints(p))}
+    offenders = {_rel(p): found for p in library if (found := _prints(_tree(p)))}
     unexpected = {path: found for path, found in offenders.items() if path not in KNOWN_PRINTS}
     assert not unexpected, f"library code logs (logging.getLogger(__name__)); only the CLI prints: {unexpected}"
     assert not KNOWN_PRINTS - set(offenders), f"fixed: remove from KNOWN_PRINTS: {KNOWN_PRINTS - set(offenders)}"
@@ -258,23 +258,38 @@ def test_library_modules_log_and_do_not_print():
 # ---------------------------------------------------------------- no guards around our own modules
 
 
+def _guards(module: str, tree: ast.Module) -> list[int]:
+    """Lines of try blocks that import a workbench module and catch its ImportError (or anything)."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = {n.id for h in node.handlers for n in ast.walk(h.type or ast.Name("BaseException"))
+                  if isinstance(n, ast.Name)}  # fmt: skip
+        ours = any(
+            isinstance(i, ast.ImportFrom)
+            and _absolute(module, i).startswith("workbench")
+            or isinstance(i, ast.Import)
+            and any(a.name.startswith("workbench") for a in i.names)
+            for i in _imports(ast.Module(body=node.body, type_ignores=[]))
+        )
+        if ours and caught & {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_print_and_guard_checks_see_them():
+    source = (
+        "import typer\ndef f():\n    print('x')\n    typer.echo('y')\n"
+        "    try:\n        from workbench.store import Store\n    except ImportError:\n        return None\n"
+    )
+    tree = ast.parse(source)
+    assert _prints(tree) == ["line 3: print", "line 4: .echo"]
+    assert _guards("workbench.probe", tree) == [5]
+
+
 def test_no_import_guards_around_workbench_modules():
-    guarded = []
-    for module, path in _files().items():
-        for node in ast.walk(_tree(path)):
-            if not isinstance(node, ast.Try):
-                continue
-            caught = {n.id for h in node.handlers for n in ast.walk(h.type or ast.Name("BaseException"))
-                      if isinstance(n, ast.Name)}  # fmt: skip
-            ours = any(
-                isinstance(i, ast.ImportFrom)
-                and _absolute(module, i).startswith("workbench")
-                or isinstance(i, ast.Import)
-                and any(a.name.startswith("workbench") for a in i.names)
-                for i in _imports(ast.Module(body=node.body, type_ignores=[]))
-            )
-            if ours and caught & {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}:
-                guarded.append(f"{_rel(path)}:{node.lineno}")
+    guarded = [f"{_rel(path)}:{line}" for module, path in _files().items() for line in _guards(module, _tree(path))]
     assert not guarded, f"workbench's own modules are always there; drop the guard: {guarded}"
     skips = [
         f"{p.name}:{n}"
