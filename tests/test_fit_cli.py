@@ -1,6 +1,5 @@
-"""`workbench fit` end to end on CSV files (and on the store when it exists)."""
+"""`workbench fit` end to end on CSV files (and on the store)."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -100,7 +99,6 @@ def test_needs_exactly_one_source(sweep_csv):
     assert result.exit_code == 1 and "isoflop, parametric, all" in result.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("workbench.store") is None, reason="workbench.store not built yet")
 def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     from workbench.store import Store
 

@@ -240,7 +240,8 @@ def test_flagship_yaml_loads_and_matches_the_plan(tmp_path):
 
 
 def test_plans_table_row(tmp_path):
-    store = pytest.importorskip("workbench.store")
+    from workbench import store
+
     db = tmp_path / "wb.duckdb"
     result = run("--compute", "1e20", "--db", str(db))
     assert result.exit_code == 0, result.output
@@ -313,7 +314,6 @@ def test_epoch_law_and_make_plan_directly():
 
 def test_cpu_flagship_trains(tmp_path):
     """The flagship YAML for a CPU budget on the embedded corpus trains unchanged with `workbench train`."""
-    pytest.importorskip("workbench.train")
     from workbench.data import default_corpus_dir
 
     if not (default_corpus_dir() / "manifest.json").exists():

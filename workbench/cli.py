@@ -1,7 +1,8 @@
 """The `workbench` command: one typer group per module, one error handler.
 
 Heavy modules (torch, duckdb, scipy, matplotlib) are imported inside the commands, so that
-`workbench --help` stays fast and imports neither torch nor duckdb.
+`workbench --help` stays fast and imports neither torch nor duckdb. Library modules log through
+`logging` (workbench.logs); the commands print.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from workbench import logs
 from workbench.errors import WorkbenchError
 
 
@@ -40,9 +42,10 @@ app = typer.Typer(
 @app.callback()
 def _root(
     ctx: typer.Context,
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error and debug log lines."),
 ) -> None:
     ctx.obj = {"debug": debug}
+    logs.setup(debug)
 
 
 def _register() -> None:

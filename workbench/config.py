@@ -18,22 +18,24 @@ from workbench.errors import WorkbenchError
 from workbench.units import parse_number
 
 
-def _number(value: Any) -> float:
+def number(value: Any) -> float:
+    """A config value as a finite float (1e18, '6e18', '350M'); a ValueError that pydantic places at the field."""
     try:
         return parse_number(value)
     except WorkbenchError as err:  # pydantic collects ValueErrors with the field's location
         raise ValueError(str(err.message).removeprefix("value: ") + f"; {err.hint}") from None
 
 
-def _count(value: Any) -> int:
-    number = _number(value)
-    if number != math.floor(number):
+def count(value: Any) -> int:
+    """A config value as a whole number (4096, '16B', 1e6); a ValueError that pydantic places at the field."""
+    as_float = number(value)
+    if as_float != math.floor(as_float):
         raise ValueError(f"{value!r} is not a whole number")
-    return int(number)
+    return int(as_float)
 
 
-Number = Annotated[float, BeforeValidator(_number)]
-Count = Annotated[int, BeforeValidator(_count)]
+Number = Annotated[float, BeforeValidator(number)]
+Count = Annotated[int, BeforeValidator(count)]
 
 
 class Strict(BaseModel):
@@ -212,7 +214,7 @@ class RuntimeConfig(Strict):
     compile: bool = False
     threads: Count | None = Field(default=None, gt=0)
     parallel: Literal["ddp", "fsdp"] = "ddp"
-    log_every_steps: Count = Field(default=10, gt=0)
+    log_every_steps: Count = Field(default=10, gt=0)  # a progress log line every N steps (a terminal: a bar)
 
 
 class TrainConfig(Strict):
@@ -298,25 +300,54 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def describe(err: ValidationError, model: type[BaseModel], source: str, lines: dict[tuple, int]) -> WorkbenchError:
-    """One line for the first problem of a ValidationError: file:line, field, what is wrong, the fix."""
+def line_of(lines: dict[tuple, int], key: tuple) -> int | None:
+    """The line of a key path (from `load_yaml`), or of its nearest parent that has one; None if none."""
+    return next((lines[key[:i]] for i in range(len(key), 0, -1) if key[:i] in lines), None)
+
+
+class Where:
+    """`file:line` of a key path of a loaded YAML file, for errors found after validation."""
+
+    def __init__(self, source: str, lines: dict[tuple, int]):
+        self.source, self.lines = source, lines
+
+    def __call__(self, key: tuple) -> str:
+        line = line_of(self.lines, key)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def describe(
+    err: ValidationError,
+    model: type[BaseModel],
+    where: str | Where,
+    at: tuple | None = None,
+    context: str = "",
+    hint: str = "",
+) -> WorkbenchError:
+    """One line for the first problem of a ValidationError: file:line, field, what is wrong, the fix.
+
+    `where` is the file (a Where finds the field's line); `at` places the error at that key path instead
+    (for a model built from a file rather than read from it); `context` names what was being built;
+    `hint` replaces the default fix.
+    """
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
     field = ".".join(str(p) for p in loc) or "(top level)"
     if not field.isprintable():  # a key with a newline or a control character stays on one line
         field = repr(field)[1:-1]
-    line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
-    where = f"{source}:{line}" if line else source
+    place = where(loc if at is None else at) if isinstance(where, Where) else where
+    prefix = f"{context}: " if context else ""
     if first["type"] == "extra_forbidden":
         valid = _fields_at(model, loc)
-        return WorkbenchError(f"{where}: unknown key '{field}'", f"Valid keys here: {', '.join(valid)}.")
+        hint = hint or f"Valid keys here: {', '.join(valid)}."
+        return WorkbenchError(f"{prefix}unknown key '{field}'", hint, where=place)
     if first["type"] == "missing":
-        return WorkbenchError(f"{where}: missing required key '{field}'", "Add it to the config.")
+        return WorkbenchError(f"{prefix}missing required key '{field}'", hint or "Add it to the config.", where=place)
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
     got = "" if isinstance(value, dict | list) else f" (got {value!r})"
     subject = f"{field}: " if loc else ""
-    return WorkbenchError(f"{where}: {subject}{message}{got}", "Fix this value in the config.")
+    return WorkbenchError(f"{prefix}{subject}{message}{got}", hint or "Fix this value in the config.", where=place)
 
 
 def parse_model(model: type[BaseModel], data: Any, source: str, lines: dict[tuple, int] | None = None):
@@ -329,7 +360,7 @@ def parse_model(model: type[BaseModel], data: Any, source: str, lines: dict[tupl
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise describe(err, model, source, lines or {}) from None
+        raise describe(err, model, Where(source, lines or {})) from None
 
 
 def load(model: type[BaseModel], path: str | Path):

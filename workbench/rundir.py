@@ -17,8 +17,8 @@ No torch or duckdb at import time (bit_identity and the checkpoint listing impor
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import yaml
 
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text, json_text
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -245,7 +247,7 @@ def _parse_lines(path: Path, text: str) -> tuple[list[dict], list[int], list[int
     torn = not text.endswith("\n") and bad_at[-1:] == [numbered[-1][0]]
     damaged = bad_at[:-1] if torn else bad_at
     if damaged:
-        print(f"workbench: {path}:{damaged[0]}: skipped {len(damaged)} malformed metric line(s)", file=sys.stderr)
+        log.warning("workbench: %s:%d: skipped %d malformed metric line(s)", path, damaged[0], len(damaged))
     return rows, steps, bad_at
 
 

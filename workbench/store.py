@@ -18,11 +18,11 @@ alone.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +38,7 @@ from workbench.errors import WorkbenchError
 from workbench.files import json_text
 from workbench.rundir import MetricFile
 
+log = logging.getLogger(__name__)
 METRIC_COLUMNS = (
     "step", "tokens", "flops", "loss", "lr", "grad_norm", "batch_tokens", "tokens_per_s", "wall_s", "val_loss", "event",
 )  # fmt: skip
@@ -181,11 +182,10 @@ class Store:
                         "Wait for the other workbench command to finish, or raise WORKBENCH_DB_TIMEOUT_S.",
                     ) from None
                 if not told:
-                    print(
-                        f"workbench: database {self.path} is locked by another process{who}; "
-                        f"waiting up to {self.lock_timeout_s:g} s",
-                        file=sys.stderr,
-                    )
+                    log.warning(
+                        "workbench: database %s is locked by another process%s; waiting up to %g s",
+                        self.path, who, self.lock_timeout_s,
+                    )  # fmt: skip
                     told = True
                 time.sleep(min(delay_s * random.uniform(0.5, 1.0), max(deadline - time.monotonic(), 0.0)))
                 delay_s = min(delay_s * 2, 1.0)

@@ -16,6 +16,7 @@ handler that was there before (submitit's USR2 handler requeues the job); with n
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
@@ -23,6 +24,7 @@ import re
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,8 @@ EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 4
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 SPIKE_WARMUP_STEPS = 10  # the running mean needs a few steps before spikes mean anything
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(Exception):
@@ -81,19 +85,14 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, d: distributed.Dist):
-        from workbench.data import Mixture
+        from workbench.data import mixtures
 
         self.cfg, self.d = cfg, d
         self.run_dir = Path(cfg.run_dir)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
         seq = cfg.data.seq_len
-        self.data = Mixture([(s.path, s.weight) for s in cfg.data.sources], seq, cfg.seed)
-        self.anneal_data = (
-            Mixture([(s.path, s.weight) for s in cfg.data.anneal_sources], seq, cfg.seed)
-            if cfg.data.anneal_sources
-            else None
-        )
+        self.data, self.anneal_data = mixtures(cfg.data, cfg.seed)  # one tokenizer for both, checked
         if self.data.vocab_size != cfg.model.vocab_size:
             raise WorkbenchError(
                 f"model.vocab_size {cfg.model.vocab_size} does not match the tokenizer's {self.data.vocab_size}",
@@ -261,7 +260,7 @@ class Trainer:
                     row["val_loss"] = self.evaluate()
                     row |= self.evaluate_sets()
                 self._log(row)
-                progress.update(st["tokens"], loss, batch_tokens / dt)
+                progress.update(st["step"], st["tokens"], loss, batch_tokens / dt)
                 crossed = every_ckpt and before // every_ckpt != st["tokens"] // every_ckpt
                 if crossed or st["tokens"] in save_at:
                     self._save()
@@ -285,7 +284,7 @@ class Trainer:
         for i, j in enumerate(mine):
             batch = torch.from_numpy(source.train_batch(st["step"] + st["data_offset"], j, micro)).to(d.device)
             sync = i == len(mine) - 1
-            ctx = self.model.no_sync() if (d.active and not sync and hasattr(self.model, "no_sync")) else _null()
+            ctx = self.model.no_sync() if (d.active and not sync and hasattr(self.model, "no_sync")) else nullcontext()
             with ctx, torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                 loss = self.model(batch[:, :-1], batch[:, 1:])
                 (loss * (d.world / chunks)).backward()  # DDP averages over ranks: sum over chunks / chunks
@@ -439,14 +438,12 @@ class Trainer:
 
 
 class _Progress:
-    """A rich progress bar on a terminal; plain log lines (about 20 a run) when not a TTY."""
+    """A rich progress bar on a terminal; otherwise a log line every `every_steps` steps and at the end."""
 
     def __init__(self, total: int, start: int, enabled: bool, every_steps: int, name: str):
-        self.total, self.enabled, self.name = total, enabled, name
+        self.total, self.enabled, self.name, self.every_steps = total, enabled, name, every_steps
         self.tty = enabled and sys.stderr.isatty()
-        self.every_tokens = max(total // 20, 1)
-        self.next_line, self.bar, self.task = start + self.every_tokens, None, None
-        self.every_steps = every_steps
+        self.bar, self.task = None, None
         if self.tty:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -468,27 +465,17 @@ class _Progress:
         if self.bar:
             self.bar.stop()
 
-    def update(self, tokens: int, loss: float, tokens_per_s: float) -> None:
+    def update(self, step: int, tokens: int, loss: float, tokens_per_s: float) -> None:
         if not self.enabled:
             return
         if self.bar:
             info = f"loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  {tokens:,}/{self.total:,} tokens"
             self.bar.update(self.task, completed=tokens, info=info)
-        elif tokens >= self.next_line or tokens >= self.total:
-            self.next_line = tokens + self.every_tokens
-            print(
-                f"[train {self.name}] tokens {tokens:,}/{self.total:,} loss {loss:.4f} {tokens_per_s:,.0f} tok/s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+        elif step % self.every_steps == 0 or tokens >= self.total:
+            log.info(
+                "[train %s] tokens %s/%s loss %.4f %s tok/s",
+                self.name, f"{tokens:,}", f"{self.total:,}", loss, f"{tokens_per_s:,.0f}",
+            )  # fmt: skip
 
 
 def _named_val_sets(cfg: TrainConfig, main) -> dict[str, list]:

@@ -14,8 +14,6 @@ from workbench.units import human, parse_number
 
 app = typer.Typer(no_args_is_help=True)
 
-DEFAULT_CORPUS = "data/shakespeare-bytes"
-
 
 def _positive(text: str | None, option: str) -> float | None:
     if text is None:
@@ -239,19 +237,15 @@ def _print(record: dict) -> None:
 def _data_dir(data: str | None) -> str:
     if data:
         return data
-    try:
-        from workbench.data import default_corpus_dir
-    except ImportError:  # the data module is optional for planning; the trainer needs the folder anyway
-        return DEFAULT_CORPUS
+    from workbench.data import default_corpus_dir
+
     return str(default_corpus_dir())
 
 
 def _record(db: Path | None, record: dict) -> str:
     """Store the plan in the plans table when --db is given or the default database exists."""
-    try:
-        from workbench.store import Store, default_db_path
-    except ImportError:
-        return "plans table: skipped (workbench.store is not available)"
+    from workbench.store import Store, default_db_path
+
     path = db or default_db_path()
     if db is None and not path.is_file():
         return ""

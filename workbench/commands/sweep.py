@@ -27,37 +27,9 @@ def plan(
     if as_json:
         typer.echo(json.dumps({"totals": result.totals(), "runs": [r.row() for r in result.runs]}, indent=1))
         return
-    _print_plan(result)
+    from workbench.commands.tables import print_plan
 
-
-def _print_plan(result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from workbench.units import human
-
-    launch = result.spec.launch
-    table = Table(title=f"sweep {result.spec.name}: {len(result.runs)} runs ({result.source})")
-    for column in ("run", "kind", "budget", "params", "shape", "tokens", "steps", "batch", "LR", "GPU-h"):
-        table.add_column(column, justify="left" if column in ("run", "kind", "shape") else "right")
-    for r in result.runs:
-        table.add_row(
-            r.run_id, r.kind, f"{r.budget_flops:.3g}", human(r.params), r.shape, human(r.tokens),
-            f"{r.steps:,}", human(r.batch_tokens), f"{r.lr_peak:.3g}", f"{r.gpu_hours:,.1f}",
-        )  # fmt: skip
-    console = Console(width=160)
-    console.print(table)
-    console.print(
-        f"total {result.cost_flops:.3g} FLOPs = {result.gpu_hours:,.1f} GPU-hours at {launch.mfu:.0%} MFU of "
-        f"{launch.gpu_peak_flops:.3g} FLOP/s per GPU",
-        highlight=False,
-    )
-    if result.spec.grid.schedule == "wsd":
-        console.print(
-            f"WSD: {result.cost_flops:.3g} FLOPs against {result.cosine_flops:.3g} for separate cosine runs "
-            f"({result.saved_fraction:.0%} saved)",
-            highlight=False,
-        )
+    print_plan(result)
 
 
 @app.command()
@@ -130,25 +102,17 @@ def status(
     db: Path = DB,
 ) -> None:
     """Counts of runs by state and a table (Slurm state for live jobs)."""
-    from workbench.sweep.status import sweep_status
+    from workbench.sweep.status import sweep_root, sweep_status
 
-    root, run_ids = _sweep_root(name, runs_root)
+    root, run_ids = sweep_root(name, runs_root)
     result = sweep_status(root, run_ids)
     _ingest(root, db, None, None)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=1))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from workbench.commands.tables import print_status
 
-    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items()) or "no runs"
-    table = Table(title=f"sweep {result.name}: {result.state} ({counts})")
-    for column in ("run", "state", "job", "slurm", "tokens", "val_loss"):
-        table.add_column(column)
-    for r in result.runs:
-        loss = f"{r.val_loss:.4f}" if isinstance(r.val_loss, float) else ""
-        table.add_row(r.run_id, r.state, r.job_id or "", r.slurm_state or "", str(r.tokens or ""), loss)
-    Console(width=160).print(table)
+    print_status(result)
 
 
 @app.command()
@@ -158,26 +122,13 @@ def cancel(
 ) -> None:
     """Cancel the sweep's Slurm jobs and mark it cancelled (a relaunch resumes it)."""
     from workbench.sweep.status import cancel as do_cancel
+    from workbench.sweep.status import sweep_root
 
-    root, _ = _sweep_root(name, runs_root)
+    root, _ = sweep_root(name, runs_root)
     if not root.is_dir():
         raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name as in its YAML, or --runs-root.")
     ids = do_cancel(root)
     typer.echo(f"sweep {root.name}: cancelled" + (f" (scancel {' '.join(ids)})" if ids else " (no live jobs)"))
-
-
-def _sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | None]:
-    """runs/NAME for a name; for a YAML file, its runs folder and planned run ids."""
-    if name.endswith((".yaml", ".yml")):
-        from workbench.sweep.spec import plan_file
-
-        result = plan_file(name)
-        root = Path(runs_root or result.spec.runs_root) / result.spec.name
-        return root.resolve(), [r.run_id for r in result.runs]
-    root = (Path(runs_root or "runs") / name).resolve()
-    if not root.is_dir():  # a name means a launched sweep; a YAML may name one not launched yet
-        raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name, its YAML file, or --runs-root.")
-    return root, None
 
 
 def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from workbench import flops
-from workbench.config import TrainConfig
+from workbench.config import TrainConfig, Where, describe
 from workbench.errors import WorkbenchError
 from workbench.shapes import ModelShape, ladder, shape_for_params
 from workbench.sweep.spec import MAX_RUNS, PlannedRun, SweepSpec
@@ -45,29 +45,19 @@ def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[P
     for run in runs:
         if run.run_id in seen:
             raise WorkbenchError(
-                f"{where(('grid',))}: two runs resolve to the same config ({run.run_id})",
+                f"two runs resolve to the same config ({run.run_id})",
                 "Remove duplicate budgets, sizes or points (sizes closer than the size rule's 4% steps collide).",
+                where=where(("grid",)),
             )
         seen[run.run_id] = run
     return runs
-
-
-class Where:
-    """file:line of a key path, for errors found while expanding."""
-
-    def __init__(self, source: str, lines: dict[tuple, int]):
-        self.source, self.lines = source, lines
-
-    def __call__(self, key: tuple) -> str:
-        line = next((self.lines[key[:i]] for i in range(len(key), 0, -1) if key[:i] in self.lines), None)
-        return f"{self.source}:{line}" if line else self.source
 
 
 def _shape(target: float, spec: SweepSpec, where: Where, key: tuple) -> ModelShape:
     try:
         return shape_for_params(target, spec.model.vocab_size)
     except WorkbenchError as err:
-        raise WorkbenchError(f"{where(key)}: {'.'.join(map(str, key))}: {err.message}", err.hint) from None
+        raise err.at(where(key), ".".join(map(str, key))) from None
 
 
 def _candidate_sizes(spec: SweepSpec, where: Where) -> list[tuple[float, tuple]]:
@@ -79,7 +69,9 @@ def _candidate_sizes(spec: SweepSpec, where: Where) -> list[tuple[float, tuple]]
         _shape(getattr(grid, key), spec, where, ("grid", key))
     n = int(math.floor(math.log10(grid.max_params / grid.min_params) * grid.sizes_per_decade + 1e-9)) + 1
     if n > MAX_RUNS:
-        raise WorkbenchError(f"{where(('grid', 'sizes_per_decade'))}: grid of {n} sizes", "Use fewer sizes per decade.")
+        raise WorkbenchError(
+            f"grid of {n} sizes", "Use fewer sizes per decade.", where=where(("grid", "sizes_per_decade"))
+        )
     return [(grid.min_params * 10 ** (i / grid.sizes_per_decade), ("grid", "min_params")) for i in range(n)]
 
 
@@ -100,16 +92,17 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
         chosen = [(s, key) for s, key in candidates if low <= s <= high]
         if len(chosen) < grid.min_sizes_per_budget:
             raise WorkbenchError(
-                f"{where(('grid', 'budgets_flops', b))}: budget {budget:.3g} has {len(chosen)} sizes in "
+                f"budget {budget:.3g} has {len(chosen)} sizes in "
                 f"[{human(low)}, {human(high)}] (prior optimum {human(n_star)}), fewer than min_sizes_per_budget "
                 f"{grid.min_sizes_per_budget}",
                 "Widen grid.spread or min_params/max_params, or lower min_sizes_per_budget.",
+                where=where(("grid", "budgets_flops", b)),
             )
         for size, key in chosen:
             shape = _shape(size, spec, where, key)
             out.append(_Point(budget, size, shape, budget / flops.flops_per_token(shape, seq, rule)))
         if len(out) > MAX_RUNS:
-            raise WorkbenchError(f"{where(('grid',))}: more than {MAX_RUNS} runs", "Use fewer budgets or sizes.")
+            raise WorkbenchError(f"more than {MAX_RUNS} runs", "Use fewer budgets or sizes.", where=where(("grid",)))
     return out
 
 
@@ -172,7 +165,8 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
     t = spec.train
     lr = _lr(spec, point.shape.params)
     seqs = batch // spec.data.seq_len
-    micro = max(d for d in range(1, min(t.micro_batch, seqs) + 1) if seqs % d == 0)
+    # a batch below one sequence has no divisor: TrainConfig then says it is not a multiple of seq_len
+    micro = max((d for d in range(1, min(t.micro_batch, seqs) + 1) if seqs % d == 0), default=t.micro_batch)
     numerics = spec.model.model_dump(include={"rope_theta", "norm_eps", "init_std"})
     body = {
         "seed": t.seed,
@@ -195,12 +189,8 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
     try:
         return run_id, TrainConfig.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        field_name = ".".join(map(str, first["loc"]))
-        raise WorkbenchError(
-            f"{where(('train',))}: run {prefix}: {field_name}: {first['msg'].removeprefix('Value error, ')}",
-            "Fix the sweep's train or data settings.",
-        ) from None
+        hint = "Fix the sweep's train or data settings."
+        raise describe(err, TrainConfig, where, at=("train",), context=f"run {prefix}", hint=hint) from None
 
 
 _SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size")
@@ -210,9 +200,10 @@ def _check_budget(spec: SweepSpec, point: _Point, tokens: int, batch: int, where
     run_flops = flops.training_flops(point.shape, tokens, spec.data.seq_len, spec.model.flop_rule)
     if point.budget_flops and spec.grid.kind == "isoflop" and abs(run_flops / point.budget_flops - 1) > 0.01:
         raise WorkbenchError(
-            f"{where(('train', 'batch_tokens'))}: run {_prefix(point, spec)} has {tokens // batch} steps of "
+            f"run {_prefix(point, spec)} has {tokens // batch} steps of "
             f"{batch} tokens: whole steps miss its budget {point.budget_flops:.3g} by more than 1%",
             "Use a smaller batch_tokens (or `auto`) so every run takes at least ~50 steps.",
+            where=where(("train", "batch_tokens")),
         )
     return run_flops
 
@@ -300,9 +291,9 @@ def _wsd_runs(spec: SweepSpec, points: list[_Point], where: Where) -> list[Plann
         for point, total, start in zip(shorter, totals[:-1], starts[:-1], strict=True):
             if start >= total or start >= totals[-1] or start < warmup:
                 raise WorkbenchError(
-                    f"{where(('train', 'schedule', 'decay_fraction'))}: WSD branch {_prefix(point, spec)} cannot "
-                    f"start at {start} of {total} tokens (warmup {warmup})",
+                    f"WSD branch {_prefix(point, spec)} cannot start at {start} of {total} tokens (warmup {warmup})",
                     "Use a larger budget gap between sizes, a smaller batch or a smaller decay_fraction.",
+                    where=where(("train", "schedule", "decay_fraction")),
                 )
             sched = {**trunk_sched, "decay_fraction": (total - start) / total}
             ckpt = {**spec.train.checkpoint.model_dump(), "init_from": branch_init_from(trunk_cfg.run_dir, start)}

@@ -28,20 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from workbench.config import (
+    CheckpointConfig,
     Count,
     DataConfig,
     EvalConfig,
     FaultConfig,
     LoggingConfig,
     Number,
+    OptimConfig,
     RuntimeConfig,
     Strict,
     TrainConfig,
-    _number,
+    count,
     load_yaml,
+    number,
     parse_model,
 )
 
@@ -49,16 +52,11 @@ MAX_RUNS = 100_000  # a guard against typos like sizes_per_decade: 1e6
 
 
 def _auto_number(value: Any) -> float | str:
-    return "auto" if value == "auto" else _number(value)
+    return "auto" if value == "auto" else number(value)
 
 
 def _auto_count(value: Any) -> int | str:
-    if value == "auto":
-        return "auto"
-    number = _number(value)
-    if number != math.floor(number):
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(number)
+    return "auto" if value == "auto" else count(value)
 
 
 AutoNumber = Annotated[float | Literal["auto"], BeforeValidator(_auto_number)]
@@ -123,14 +121,20 @@ class Grid(Strict):
         return self
 
 
-class SweepOptim(Strict):
-    """OptimConfig without lr_peak (that is train.lr_peak)."""
+def _part_of(model: type[Strict], name: str, doc: str, fields) -> type[Strict]:
+    """A model with some of `model`'s fields (same types, defaults and bounds), defined there once."""
+    return create_model(
+        name,
+        __base__=Strict,
+        __doc__=doc,
+        **{f: (model.model_fields[f].annotation, model.model_fields[f]) for f in fields},
+    )
 
-    betas: tuple[Number, Number] = (0.9, 0.95)
-    eps: Number = Field(default=1e-8, gt=0)
-    weight_decay: Number = Field(default=0.1, ge=0)
-    weight_decay_mode: Literal["lr_scaled", "constant"] = "lr_scaled"
-    grad_clip: Number = Field(default=1.0, ge=0)
+
+SweepOptim = _part_of(
+    OptimConfig, "SweepOptim", "OptimConfig without lr_peak (that is train.lr_peak).",
+    [f for f in OptimConfig.model_fields if f != "lr_peak"],
+)  # fmt: skip
 
 
 class SweepSchedule(Strict):
@@ -143,9 +147,10 @@ class SweepSchedule(Strict):
     anneal_tokens: Count = Field(default=0, ge=0)
 
 
-class SweepCheckpoint(Strict):
-    every_tokens: Count = Field(default=0, ge=0)
-    keep: Count = Field(default=2, gt=0)
+SweepCheckpoint = _part_of(
+    CheckpointConfig, "SweepCheckpoint", "CheckpointConfig's every_tokens and keep (the grid sets the rest).",
+    ["every_tokens", "keep"],
+)  # fmt: skip
 
 
 class SweepTrain(Strict):

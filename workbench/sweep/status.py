@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench import rundir
+from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text
 
 DONE = ("completed", "diverged")
@@ -169,3 +170,17 @@ def cancel(root: Path) -> list[str]:
     jobs["cancelled_at"] = now()
     write_jobs(root, jobs)
     return ids
+
+
+def sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | None]:
+    """The folder of sweep NAME (runs/NAME) and None; for a sweep YAML, its runs folder and planned run ids."""
+    if name.endswith((".yaml", ".yml")):
+        from workbench.sweep.spec import plan_file
+
+        result = plan_file(name)
+        root = Path(runs_root or result.spec.runs_root) / result.spec.name
+        return root.resolve(), [r.run_id for r in result.runs]
+    root = (Path(runs_root or "runs") / name).resolve()
+    if not root.is_dir():  # a name means a launched sweep; a YAML may name one not launched yet
+        raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name, its YAML file, or --runs-root.")
+    return root, None

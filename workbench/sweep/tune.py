@@ -36,12 +36,12 @@ import numpy as np
 import optuna
 
 from workbench import rundir
-from workbench.config import TrainConfig
+from workbench.config import TrainConfig, Where
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text, json_text
 from workbench.shapes import shape_for_params
 from workbench.sweep import executors
-from workbench.sweep.grid import Where, run_id_of
+from workbench.sweep.grid import run_id_of
 from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, expand, load_spec
 
 DIVERGED_LOSS = 1e3  # the value a diverged trial reports: far above any real loss, so TPE ranks it last
@@ -151,10 +151,7 @@ def preflight(spec: SweepSpec, found: list[Scale], sp: Space, where: Where) -> N
                 trial_run(spec, scale, params, 0, where.source)
             except WorkbenchError as err:
                 key = ("tune", "batch_tokens", i) if spec.tune.batch_tokens else ("tune",)
-                detail = err.message.split(": ", 1)[-1]
-                raise WorkbenchError(
-                    f"{where(key)}: tune batch {batch} at scale {scale.label}: {detail}", err.hint
-                ) from None
+                raise err.at(where(key), f"tune batch {batch} at scale {scale.label}") from None
 
 
 # ---------------------------------------------------------------- laws (pure)
