@@ -114,11 +114,12 @@ def launch_runs(
     if dry_run:
         return report
     _replace(root, report.replaced)
-    if todo_configs := [configs[rid] for rid in report.submit]:
+    todo_configs = [configs[rid] for rid in report.submit]
+    write_configs(todo_configs)  # also prepares the embedded corpus where a config trains on it
+    if todo_configs:
         from workbench.data import check_tokenizers
 
         check_tokenizers(todo_configs[0].data)  # one line naming both folders, before any job starts
-    write_configs(todo_configs)
     jobs = st.read_jobs(root)
     jobs["cancelled_at"] = None
     st.write_jobs(root, jobs)
