@@ -286,6 +286,7 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float, pp_group) -> flo
 
 
 def _scalar(loss: torch.Tensor) -> float:
+    loss = loss.detach()
     return float(loss.full_tensor() if hasattr(loss, "full_tensor") else loss)
 
 
