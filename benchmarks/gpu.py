@@ -229,16 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size, shape in sizes(args, memory_bytes):
         for mode in modes:
-            if args.dry_run:
+            predicted = predicted_bytes(shape, args.seq_len, args.micro_batch, mode)
+            if args.dry_run or (cuda and predicted > memory_bytes):  # nothing run: the prediction only
                 r = Result(size, shape.as_dict(), shape.params, shape.params_total, mode, args.seq_len,
                            args.micro_batch, not args.no_compile, "skipped", flop_rule=args.flop_rule,
                            peak_tflops=peak / 1e12)  # fmt: skip
-                r.predicted_memory_gb = predicted_bytes(shape, args.seq_len, args.micro_batch, mode) / 1e9
-            elif cuda and predicted_bytes(shape, args.seq_len, args.micro_batch, mode) > memory_bytes:
-                r = Result(size, shape.as_dict(), shape.params, shape.params_total, mode, args.seq_len,
-                           args.micro_batch, not args.no_compile, "skipped", flop_rule=args.flop_rule,
-                           peak_tflops=peak / 1e12)  # fmt: skip
-                r.predicted_memory_gb = predicted_bytes(shape, args.seq_len, args.micro_batch, mode) / 1e9
+                r.predicted_memory_gb = predicted / 1e9
             else:
                 r = measure_fitting(size, shape, args, torch.device("cuda" if cuda else "cpu"), mode, peak)
             results.append(r)
