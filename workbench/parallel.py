@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -128,6 +129,12 @@ def build_mesh(layout: LayoutConfig, device_type: str, world: int):
         raise WorkbenchError(
             f"layout.tp {layout.tp} does not fit in a node of {layout.gpus_per_node} GPUs",
             "Keep tensor parallelism inside a node: tp must divide layout.gpus_per_node.",
+        )
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", layout.tp))  # torchrun and submitit export it
+    if per_node % layout.tp:
+        raise WorkbenchError(
+            f"layout.tp {layout.tp} does not divide the {per_node} processes of a node: a TP group would span nodes",
+            "Start one task per GPU with a multiple of tp tasks per node.",
         )
     from torch.distributed.device_mesh import init_device_mesh
 
