@@ -3,6 +3,7 @@ losses; sharded DCP checkpoints reshard between layouts, resume bit-identically 
 rank writes the full optimizer state; a planned flagship with TP 2 trains with `workbench train`."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -192,19 +193,21 @@ def test_checkpoint_reshards_between_tp2_and_dp2(tmp_path, corpus):
         assert got[STEPS] == pytest.approx(want[STEPS], abs=1e-4)
 
 
-def optimizer_bytes_by_file(step_dir: Path) -> tuple[dict[str, int], int]:
-    """Bytes of optimizer state each rank's file holds (from DCP's metadata), and the full state's bytes."""
+def optimizer_elements_by_file(step_dir: Path) -> tuple[dict[str, int], int]:
+    """Elements of optimizer state in each rank's file (from DCP's metadata), and in the full state."""
     from torch.distributed.checkpoint import FileSystemReader
 
     meta = FileSystemReader(str(step_dir / "sharded")).read_metadata()
+    where = {(index.fqn, tuple(index.offset or ())): info.relative_path for index, info in meta.storage_data.items()}
     per_file: dict[str, int] = {}
-    for index, info in meta.storage_data.items():
-        if index.fqn.startswith("optimizer."):
-            per_file[info.relative_path] = per_file.get(info.relative_path, 0) + info.length
     full = 0
     for fqn, item in meta.state_dict_metadata.items():
-        if fqn.startswith("optimizer.") and hasattr(item, "chunks"):
-            full += item.size.numel() * item.properties.dtype.itemsize
+        if not fqn.startswith("optimizer.") or not hasattr(item, "chunks"):
+            continue
+        full += item.size.numel()
+        for chunk in item.chunks:
+            file = where[(fqn, tuple(chunk.offsets))]
+            per_file[file] = per_file.get(file, 0) + math.prod(chunk.sizes)
     return per_file, full
 
 
@@ -228,7 +231,7 @@ def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     assert val_loss(tmp_path / "killed") == val_loss(tmp_path / "whole")
     # every rank wrote its own shards, and none the whole optimizer state
     step_dir = ckpt / f"step_{STEPS:08d}"
-    per_file, full = optimizer_bytes_by_file(step_dir)
+    per_file, full = optimizer_elements_by_file(step_dir)
     assert sorted(per_file) == ["__0_0.distcp", "__1_0.distcp"]
     assert all(size < 0.75 * full for size in per_file.values()), (per_file, full)
     assert sum(per_file.values()) >= full

@@ -208,7 +208,7 @@ class LayoutConfig(Strict):
     @model_validator(mode="after")
     def _supported(self) -> LayoutConfig:
         if self.cp != 1:
-            raise ValueError(f"context parallelism (cp {self.cp}) is not supported yet; set cp: 1")
+            raise ValueError(f"context parallelism (cp {self.cp}) is not supported yet; set layout.cp: 1")
         if self.pp_schedule == "1f1b" and self.pp_stages_per_rank != 1:
             raise ValueError("pp_stages_per_rank > 1 needs pp_schedule: interleaved_1f1b")
         return self
