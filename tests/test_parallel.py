@@ -259,5 +259,5 @@ def test_planned_flagship_with_tp2_trains(tmp_path, corpus):
     out.write_text(yaml.safe_dump(written))
     train(out, 2)
     final = json.loads((tmp_path / "flagship" / "final.json").read_text())
-    assert final["status"] == "completed" and final["tokens"] == 3 * batch  # more steps: the plan's batch ramp
+    assert final["status"] == "completed" and 2 * batch < final["tokens"] <= 3 * batch  # steps of the batch ramp
     assert final["val_loss"] < math.log(256) + 0.05
