@@ -30,13 +30,17 @@ def latest(ckpt_root: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save(ckpt_root: Path, step: int, state: dict, meta: dict, keep: int, protect_tokens: set[int]) -> Path:
-    """Write `state` (torch-serialisable) and `meta` (JSON) as checkpoint `step`, then rotate."""
+def save(
+    ckpt_root: Path, step: int, state: dict, meta: dict, keep: int, protect_tokens: set[int], tmp: Path | None = None
+) -> Path:
+    """Write `state` (torch-serialisable) and `meta` (JSON) as checkpoint `step`, then rotate. `tmp`: a temp
+    dir that every rank has already written its shards into (workbench.dcp_state), kept and completed here."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
-    tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if tmp is None:
+        tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     torch.save(state, tmp / "state.pt")
     _write_synced(tmp / "meta.json", json.dumps(meta))
     if final.exists():  # re-saving the same step (e.g. after a rollback): replace it whole

@@ -217,6 +217,38 @@ class RuntimeConfig(Strict):
     log_every_steps: Count = Field(default=10, gt=0)  # a progress log line every N steps (a terminal: a bar)
 
 
+class LayoutConfig(Strict):
+    """A parallel layout (what `workbench plan` writes for the flagship): the DeviceMesh (pp, dp_replicate,
+    dp_shard, tp) of world = pp x dp_replicate x dp_shard x tp processes, TP innermost (inside a node),
+    FSDP2 over dp_shard (HSDP with dp_replicate), activation checkpointing, and the pipeline schedule.
+    micro_batch and grad_accum record the plan's choice (micro_batch must equal batch.micro_batch).
+    Context parallelism is declared but unsupported (cp must be 1)."""
+
+    tp: Count = Field(default=1, gt=0)
+    pp: Count = Field(default=1, gt=0)
+    dp_replicate: Count = Field(default=1, gt=0)
+    dp_shard: Count = Field(default=1, gt=0)
+    cp: Count = Field(default=1, gt=0)
+    micro_batch: Count | None = Field(default=None, gt=0)
+    grad_accum: Count | None = Field(default=None, gt=0)
+    recompute: Literal["none", "selective", "full"] = "none"
+    gpus_per_node: Count = Field(default=8, gt=0)
+    pp_schedule: Literal["1f1b", "interleaved_1f1b"] = "1f1b"
+    pp_stages_per_rank: Count = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _supported(self) -> LayoutConfig:
+        if self.cp != 1:
+            raise ValueError(f"context parallelism (cp {self.cp}) is not supported yet; set layout.cp: 1")
+        if self.pp_schedule == "1f1b" and self.pp_stages_per_rank != 1:
+            raise ValueError("pp_stages_per_rank > 1 needs pp_schedule: interleaved_1f1b")
+        return self
+
+    @property
+    def world(self) -> int:
+        return self.pp * self.dp_replicate * self.dp_shard * self.tp
+
+
 class TrainConfig(Strict):
     """Everything one training run needs; `workbench train CONFIG.yaml` and `train.main(config)` take it."""
 
@@ -236,6 +268,22 @@ class TrainConfig(Strict):
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     logging: LoggingConfig = LoggingConfig()
+    layout: LayoutConfig | None = None  # None: runtime.parallel over all processes (DDP or FSDP2)
+
+    @model_validator(mode="after")
+    def _layout_fits(self) -> TrainConfig:
+        lay = self.layout
+        if lay is None:
+            return self
+        if lay.micro_batch is not None and lay.micro_batch != self.batch.micro_batch:
+            raise ValueError(
+                f"layout.micro_batch {lay.micro_batch} differs from batch.micro_batch {self.batch.micro_batch}"
+            )
+        if self.model.n_heads % lay.tp or self.model.n_kv_heads % lay.tp:
+            raise ValueError(f"layout.tp {lay.tp} must divide model.n_heads and model.n_kv_heads")
+        if self.model.n_layers < lay.pp * lay.pp_stages_per_rank:
+            raise ValueError(f"layout: {lay.pp} x {lay.pp_stages_per_rank} pipeline stages exceed model.n_layers")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits(self) -> TrainConfig:

@@ -30,8 +30,21 @@ class Dist:
         return self.world > 1
 
 
-def setup(device_kind: str) -> Dist:
-    """Read the launcher's environment, pick the device and start the process group if world > 1."""
+def export_slurm_env() -> None:
+    """Under `srun` (one task per GPU, any number of nodes) without a launcher's RANK/WORLD_SIZE, export
+    them from Slurm's environment: RANK = SLURM_PROCID, LOCAL_RANK = SLURM_LOCALID, MASTER_ADDR = the
+    job's first node. Ranks are numbered node by node, so the innermost mesh dimension (TP) stays in a node."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+        return
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export()
+
+
+def setup(device_kind: str, group: bool = False) -> Dist:
+    """Read the launcher's environment, pick the device and start the process group if world > 1 (or
+    `group`: a one-process group for a DeviceMesh of size 1)."""
+    export_slurm_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -39,13 +52,16 @@ def setup(device_kind: str) -> Dist:
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+    backend = "nccl" if use_cuda else "gloo"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    elif group and not dist.is_initialized():
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return Dist(rank, world, local_rank, device)
 
 
 def teardown(d: Dist) -> None:
-    if d.active and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -8,7 +8,11 @@ output projection is not tied to the embedding.
 Initialisation (GPT-2 / Megatron practice, as OLMo and torchtitan do in spirit): every weight matrix
 and the embedding ~ Normal(0, init_std = 0.02); the two projections that write into the residual
 stream (attention output wo and FFN down-projection w2) ~ Normal(0, init_std / sqrt(2 n_layers)), so
-the residual stream's variance does not grow with depth. RMSNorm gains start at 1.
+the residual stream's variance does not grow with depth. RMSNorm gains start at 1. This draws from
+the global torch RNG in parameter order (today's runs reproduce with it); runs with a parallel
+`layout:` draw each weight from its name instead (workbench.parallel_init), so every layout gets the
+same model. Heads are counted from the projections' outputs (view(..., -1, head_dim)), so a
+tensor-parallel shard of them runs the same code.
 
 The parameter count of this module equals workbench.flops.params_total (tested on the meta device).
 """
@@ -61,9 +65,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, seq, _ = x.shape
-        q = self.wq(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_kv_heads != self.n_heads
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)

@@ -385,4 +385,16 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         eval=cfg.EvalConfig(every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=min(16, batch_seqs)),
         checkpoint=cfg.CheckpointConfig(every_tokens=0 if cpu else max(plan.batch_tokens, tokens // 100)),
         runtime=cfg.RuntimeConfig() if cpu else cfg.RuntimeConfig(device="cuda", dtype="bf16", parallel="fsdp"),
+        layout=_layout_block(plan.layout) if not cpu or plan.layout.tp * plan.layout.pp > 1 else None,
     )
+
+
+def _layout_block(layout: Layout):
+    """The trainer's layout block (workbench.parallel); a CPU plan of one process per replica keeps none,
+    so the demo's flagship trains exactly as before."""
+    from workbench import config as cfg
+
+    return cfg.LayoutConfig(
+        tp=layout.tp, pp=layout.pp, dp_shard=layout.dp, micro_batch=layout.micro_batch,
+        grad_accum=layout.grad_accum, recompute=layout.recompute, gpus_per_node=GPUS_PER_NODE,
+    )  # fmt: skip

@@ -76,7 +76,7 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
     record = rundir.read_final(cfg.run_dir)
     if record is not None and record.get("status") in rundir.TERMINAL:  # delete the run dir to retry
         return record
-    d = distributed.setup(cfg.runtime.device)
+    d = distributed.setup(cfg.runtime.device, group=cfg.layout is not None)
     try:
         return Trainer(cfg, d).run()
     finally:
@@ -127,25 +127,38 @@ class Trainer:
                 f"stop: the run has {self.total} tokens, less than one batch of {cfg.batch.batch_tokens}",
                 "Raise stop.tokens / stop.budget_flops or lower batch.batch_tokens.",
             )
+        readers = self.d.world if cfg.layout is None else cfg.layout.dp_replicate * cfg.layout.dp_shard
         for tokens in [cfg.batch.batch_tokens] + [r.batch_tokens for r in cfg.batch.ramp]:
             chunks = tokens // seq
-            if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % self.d.world:
+            if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % readers:
                 raise WorkbenchError(
                     f"batch: {tokens} tokens = {chunks} sequences of {seq} is not a multiple of "
-                    f"micro_batch {cfg.batch.micro_batch} x {self.d.world} processes",
-                    "Pick batch.batch_tokens = seq_len x micro_batch x processes x k.",
+                    f"micro_batch {cfg.batch.micro_batch} x {readers} data-parallel processes",
+                    "Pick batch.batch_tokens = seq_len x micro_batch x data-parallel processes x k.",
                 )
 
     def _build_model(self) -> None:
         cfg, d = self.cfg, self.d
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every world size
-        model = Transformer(cfg.model, max_seq_len=cfg.data.seq_len).to(d.device)
-        self.raw = model
-        self.model = distributed.wrap(model, d, cfg.runtime.parallel)
-        if cfg.runtime.compile:
-            self.model = torch.compile(self.model)
-        decay = [p for p in model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.ndim < 2]  # norm gains
+        self.par = None  # a parallel.Parallel under a layout: block (TP x PP x DP, sharded checkpoints)
+        if cfg.layout is not None:
+            from workbench import parallel
+
+            self.par = parallel.build(
+                cfg.model, cfg.layout, seq_len=cfg.data.seq_len, device=d.device, seed=cfg.seed,
+                compile=cfg.runtime.compile,
+            )  # fmt: skip
+            self.raw = self.model = None
+            params = self.par.parameters()
+        else:
+            torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every world size
+            model = Transformer(cfg.model, max_seq_len=cfg.data.seq_len).to(d.device)
+            self.raw = model
+            self.model = distributed.wrap(model, d, cfg.runtime.parallel)
+            if cfg.runtime.compile:
+                self.model = torch.compile(self.model)
+            params = list(model.parameters())
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # norm gains
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -157,6 +170,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self) -> None:
+        if self.par is not None:
+            return self._save_sharded()
         model_state, optim_state = distributed.full_state(self.raw, self.optimizer, self.d, self.cfg.runtime.parallel)
         if self.d.is_main:
             state = {
@@ -172,15 +187,46 @@ class Trainer:
         if self.d.active:
             torch.distributed.barrier()
 
+    def _save_sharded(self) -> None:
+        """Every rank writes its shards (workbench.dcp_state); rank 0 adds the trainer state and renames."""
+        from workbench import dcp_state
+
+        root, step, ck = self.run_dir / "ckpt", self.state["step"], self.cfg.checkpoint
+        tmp = dcp_state.shared_tmp_dir(root, step)
+        dcp_state.save_sharded(tmp, self.par.parts, self.optimizer)  # a collective: every rank has written after
+        if self.d.is_main:
+            state = {"model": None, "optimizer": None, "trainer": dict(self.state), "rng": _rng_state()}
+            meta = {"step": step, "tokens": self.state["tokens"], "flops": self.state["flops"], "sharded": True}
+            checkpoint.save(root, step, state, meta, ck.keep, set(ck.save_at_tokens), tmp=tmp)
+        if self.d.active:
+            torch.distributed.barrier()
+
     def _restore(self, path: Path, trainer_state: bool = True) -> None:
         saved = checkpoint.load(path)
-        distributed.load_full_state(
-            self.raw, self.optimizer, saved["model"], saved["optimizer"], self.d, self.cfg.runtime.parallel
-        )
+        if self.par is not None:
+            self._restore_sharded(path, saved)
+        elif saved["model"] is None:
+            raise WorkbenchError(
+                f"{path} is a sharded checkpoint of a run with a layout: block",
+                "Resume it with a layout (any TP x PP x DP, or all 1 for one process).",
+            )
+        else:
+            distributed.load_full_state(
+                self.raw, self.optimizer, saved["model"], saved["optimizer"], self.d, self.cfg.runtime.parallel
+            )
         if trainer_state:
             self.state.update(saved["trainer"])
             torch.set_rng_state(saved["rng"]["torch"])
             np.random.set_state(saved["rng"]["numpy"])
+
+    def _restore_sharded(self, path: Path, saved: dict) -> None:
+        from workbench import dcp_state
+
+        if dcp_state.is_sharded(path):
+            dcp_state.load_sharded(path, self.par.parts, self.optimizer)
+            return
+        dcp_state.load_full_into_sharded(self.par.parts, saved["model"])  # a run without a layout: weights only
+        self.optimizer.state.clear()
 
     def _resume_or_start(self) -> None:
         latest = rundir.latest_checkpoint(self.run_dir)
@@ -278,6 +324,8 @@ class Trainer:
                 group["weight_decay"] = cfg.optim.weight_decay * cfg.optim.lr_peak / max(lr, 1e-30)
         micro = cfg.batch.micro_batch
         chunks = batch_tokens // cfg.data.seq_len // micro
+        if self.par is not None:
+            return self._layout_step(chunks)
         mine = list(range(d.rank, chunks, d.world))
         source = self._source(st["tokens"])
         loss_sum = 0.0
@@ -295,6 +343,22 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         return loss_value, float(grad_norm)
+
+    def _layout_step(self, chunks: int) -> tuple[float, float]:
+        """_step under a layout: data-parallel rank r of R takes chunks j % R == r (TP and PP ranks of one
+        replica read the same rows), so the global batch is the same as without a layout."""
+        from workbench import parallel
+
+        cfg, st, par = self.cfg, self.state, self.par
+        source = self._source(st["tokens"])
+        step, micro = st["step"] + st["data_offset"], cfg.batch.micro_batch
+        mine = range(par.dp_rank, chunks, par.dp_size)
+        batches = [torch.from_numpy(source.train_batch(step, j, micro)).to(self.d.device) for j in mine]
+        loss_sum, count = parallel.forward_backward(par, batches, par.dp_size / chunks, self.use_bf16)
+        loss_total, count_total = distributed.total([loss_sum, float(count)], self.d)
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = parallel.clip_grad_norm(par.parameters(), clip, par.pp_group())
+        return loss_total / count_total, grad_norm
 
     def _source(self, tokens: int):
         anneal = self.cfg.data.anneal_tokens
@@ -342,6 +406,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, batches: list | None = None) -> float:
         """Mean validation loss over fixed held-out batches (nats per token); default: the pooled val split."""
+        if self.par is not None:
+            return self._evaluate_layout(batches)
         self.model.eval()
         sums = [0.0, 0.0]
         for i, batch in enumerate(self.val if batches is None else batches):
@@ -352,6 +418,21 @@ class Trainer:
                 sums[0] += self.model(tokens[:, :-1], tokens[:, 1:]).item()
             sums[1] += 1
         self.model.train()
+        loss_sum, count = distributed.total(sums, self.d)
+        return loss_sum / count
+
+    def _evaluate_layout(self, batches: list | None = None) -> float:
+        from workbench import parallel
+
+        for part in self.par.parts:
+            part.eval()
+        sums = [0.0, 0.0]
+        for i, batch in enumerate(self.val if batches is None else batches):
+            if i % self.par.dp_size == self.par.dp_rank:
+                loss, count = parallel.eval_loss(self.par, torch.from_numpy(batch).to(self.d.device), self.use_bf16)
+                sums[0], sums[1] = sums[0] + loss, sums[1] + count
+        for part in self.par.parts:
+            part.train()
         loss_sum, count = distributed.total(sums, self.d)
         return loss_sum / count
 
@@ -495,6 +576,10 @@ def _named_val_sets(cfg: TrainConfig, main) -> dict[str, list]:
             )
         sets[name] = held_out.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
     return sets
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
 
 
 def _version() -> str:
