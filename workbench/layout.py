@@ -5,8 +5,9 @@ checks the model against Llama 3's Table 4.
 
 Hardware (`Gpu`): dense bf16 peak (data sheet), memory, and the *achievable* matmul throughput of a training
 step, `ACHIEVABLE_FRACTION` x peak. That fraction is calibrated once, on the 8,192-GPU row of Llama 3's
-Table 4 (405B, TP 8 x PP 16 x DP 64, seq 8,192, 16M-token batch, 430 TFLOPs/GPU = 43% MFU), and applied to
-every GPU type (an assumption: newer parts reach a similar share of peak in large GEMMs). NVLink and the
+Table 4 (405B, TP 8 x PP 16 x DP 64, seq 8,192, 16M-token batch, 430 TFLOPs/GPU = 43% MFU) to 0.594, i.e.
+588 TFLOP/s on an H100, and applied to every GPU type (an assumption: newer parts reach a similar share of peak
+in large GEMMs). HBM bandwidths from the data sheets: H100 3.35, A100 2.04, H200 4.8, B200 8 TB/s. NVLink and the
 inter-node network are NCCL bus bandwidths per GPU and direction: 80% of the line rate (nccl-tests reach about
 that): H100/H200 NVLink 4 450 GB/s, A100 NVLink 3 300 GB/s, B200 NVLink 5 900 GB/s; 400 Gb/s per GPU of
 RoCE/InfiniBand (Llama 3 Sec. 3.3.1), 200 Gb/s for A100 clusters (HDR). Each collective step costs a latency
@@ -16,14 +17,15 @@ Memory per GPU (the fullest pipeline stage), as FSDP2 shards it with reshard_aft
 reduce-scatter per step (Llama 3's choice, Sec. 3.3.2): the stage's bf16 weights and bf16 gradients (accumulated
 over the micro-batches) unsharded within the TP group (2 + 2 bytes per parameter / TP), the fp32 master weights,
 fp32 reduced gradients and AdamW's two fp32 moments sharded over DP as well ((4 + 4 + 8) / (TP x DP)).
-Activations in bf16, sequence parallel (split over TP), flash attention; per token and block:
-- selective: 12 d_model + 4 d_kv + 8 ffn_dim bytes (norm inputs and outputs, q/k/v, attention output, SwiGLU
-  w1/w3 outputs, SiLU and gated product; Korthikanti et al. 2022's count for SwiGLU and GQA); the attention
-  scores are recomputed in the backward pass (flash attention / selective recompute): +4 T d FLOPs per token
-  and layer;
-- full: only each block's input (2 d_model), plus one block's selective set while it is recomputed: +one forward
-  of the block (2 x block params + 4 T d FLOPs per token and layer), and the TP collectives of that forward;
-- none: the selective set plus the T x T attention probabilities (2 n_heads T bytes): nothing recomputed.
+Activations in bf16, sequence parallel (split over TP), flash attention (no T x T scores kept); per token and block:
+- none: everything autograd keeps, 12 d_model + 4 d_kv + 8 ffn_dim bytes (two norm inputs and outputs, q/k/v,
+  attention output, SwiGLU w1/w3 outputs, SiLU and gated product; Korthikanti et al. 2022's count for SwiGLU
+  and GQA); nothing recomputed;
+- selective (torchtitan's per-op policy: keep matmul and attention outputs): drops the norm outputs, SiLU and
+  the product (4 d_model + 4 ffn_dim bytes) and recomputes them: elementwise work, costed at the GPU's memory
+  bandwidth (read and write those bytes);
+- full: only each block's input (2 d_model), plus one block's full set while it is recomputed: +one forward of
+  the block (2 x block params + 4 T d FLOPs per token and layer) and the TP collectives of that forward.
 The first stage holds min(PP, micro-batches) micro-batches in flight under 1F1B, x (1 + (PP - 1) / (PP v)) under
 the interleaved schedule with v chunks per GPU (Narayanan et al. 2021); the last stage holds one plus the fp32
 logits (4 x vocab bytes per token / TP). A layout fits when the total is at most 90% of the GPU's memory.
