@@ -341,30 +341,26 @@ def _data_parallel(units: int, room: float, fixed_gpus: bool) -> int | None:
 
 
 def _pipeline_degrees(shape: ModelShape) -> list[int]:
-    """PP degrees worth trying: each distinct number of layers on the fullest stage, fewest stages first."""
-    seen, degrees = set(), []
-    for pp in range(1, min(shape.n_layers, MAX_PIPELINE_STAGES) + 1):
-        layers = math.ceil(shape.n_layers / pp)
-        if layers not in seen:
-            seen.add(layers)
-            degrees.append(pp)
-    return degrees
+    """PP degrees worth trying: 1 to the number of layers (at most MAX_PIPELINE_STAGES)."""
+    return list(range(1, min(shape.n_layers, MAX_PIPELINE_STAGES) + 1))
 
 
 def candidates(
     shape: ModelShape, seq_len: int, micro_batch: int, batch_seqs: int, gpu: Gpu, gpus: int, fixed_gpus: bool,
-    pipeline: list[int] | None = None,
+    pipeline: list[int] | None = None, unit_seqs: int | None = None,
 ) -> list[Candidate]:  # fmt: skip
-    """Every costed layout (fitting or not) for the final batch; DP divides the batch's micro-batches."""
+    """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides `unit_seqs` (the
+    sequences every batch of the ramp is a multiple of; default the final batch), as the trainer checks."""
     out = []
+    unit = unit_seqs or batch_seqs
     tps = [t for t in (1, 2, 4, 8) if shape.n_heads % t == 0 and t <= GPUS_PER_NODE and (t <= gpus or not fixed_gpus)]
-    micro_batches = [b for b in _divisors(micro_batch) if batch_seqs % b == 0]
+    micro_batches = [b for b in _divisors(micro_batch) if unit % b == 0]
     for tp in tps:
         for pp in pipeline or _pipeline_degrees(shape):
             if fixed_gpus and tp * pp > gpus:
                 break
             for mb in micro_batches:
-                dp = _data_parallel(batch_seqs // mb, gpus / (tp * pp), fixed_gpus)
+                dp = _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus)
                 if dp is None:
                     continue
                 m = batch_seqs // (mb * dp)
@@ -381,14 +377,15 @@ def _rank(c: Candidate) -> tuple:
 
 
 def choose_layout(
-    shape: ModelShape, seq_len: int, micro_batch: int, batch_seqs: int, gpu: Gpu, gpus: int, fixed_gpus: bool
-) -> Layout:
+    shape: ModelShape, seq_len: int, micro_batch: int, batch_seqs: int, gpu: Gpu, gpus: int, fixed_gpus: bool,
+    unit_seqs: int | None = None,
+) -> Layout:  # fmt: skip
     """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`."""
-    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, pipeline=[1])
+    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], unit_seqs)
     fitting = [c for c in flat if c.fits]
     everything = flat
     if not fitting:  # pipeline parallelism only when memory needs it
-        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
+        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, unit_seqs)
         fitting = [c for c in everything if c.fits]
     if not fitting:
         _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
