@@ -81,6 +81,24 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
         distributed.teardown(d)
 
 
+def check_batches(cfg: TrainConfig, total: int, world: int) -> None:
+    """Every batch of the ramp splits into whole micro-batches over `world` data-parallel processes."""
+    seq = cfg.data.seq_len
+    if total < batch_tokens_at(0, cfg.batch):
+        raise WorkbenchError(
+            f"stop: the run has {total} tokens, less than one batch of {cfg.batch.batch_tokens}",
+            "Raise stop.tokens / stop.budget_flops or lower batch.batch_tokens.",
+        )
+    for tokens in [cfg.batch.batch_tokens] + [r.batch_tokens for r in cfg.batch.ramp]:
+        chunks = tokens // seq
+        if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % world:
+            raise WorkbenchError(
+                f"batch: {tokens} tokens = {chunks} sequences of {seq} is not a multiple of "
+                f"micro_batch {cfg.batch.micro_batch} x {world} processes",
+                "Pick batch.batch_tokens = seq_len x micro_batch x processes x k.",
+            )
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, d: distributed.Dist):
         from workbench.data import Mixture
@@ -121,20 +139,7 @@ class Trainer:
         self.previous_handlers: dict[int, object] = {}
 
     def _check_batches(self) -> None:
-        cfg, seq = self.cfg, self.cfg.data.seq_len
-        if self.total < batch_tokens_at(0, cfg.batch):
-            raise WorkbenchError(
-                f"stop: the run has {self.total} tokens, less than one batch of {cfg.batch.batch_tokens}",
-                "Raise stop.tokens / stop.budget_flops or lower batch.batch_tokens.",
-            )
-        for tokens in [cfg.batch.batch_tokens] + [r.batch_tokens for r in cfg.batch.ramp]:
-            chunks = tokens // seq
-            if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % self.d.world:
-                raise WorkbenchError(
-                    f"batch: {tokens} tokens = {chunks} sequences of {seq} is not a multiple of "
-                    f"micro_batch {cfg.batch.micro_batch} x {self.d.world} processes",
-                    "Pick batch.batch_tokens = seq_len x micro_batch x processes x k.",
-                )
+        check_batches(self.cfg, self.total, self.d.world)
 
     def _build_model(self) -> None:
         cfg, d = self.cfg, self.d

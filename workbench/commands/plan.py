@@ -248,7 +248,8 @@ def _print(record: dict) -> None:
         f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB: {mem['total']:.3g} of "
         f"{mem['limit']:.3g} GB usable",
         f"  layout           TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']} (CP 1), {lay['recompute']} recompute, "
-        f"{_schedule(lay)}, micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}: step "
+        f"{lay['schedule'] if lay['schedule'] != 'interleaved' else 'interleaved x ' + str(lay['virtual_stages'])} "
+        f"schedule, micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}: step "
         f"{lay['step_time_s']:.3g} s, bubble {lay['bubble_fraction']:.1%}"
         + (f", {lay['idle_gpus']} GPUs idle" if lay["idle_gpus"] else ""),
     ]
@@ -268,31 +269,12 @@ def _print(record: dict) -> None:
     typer.echo("\n".join(lines))
 
 
-def _schedule(c: dict) -> str:
-    if c["schedule"] == "interleaved":
-        return f"interleaved 1F1B x {c['virtual_stages']}"
-    return {"none": "no pipeline", "1f1b": "1F1B"}[c["schedule"]]
-
-
-def explain_layout(record: dict) -> str:
+def explain_layout(plan) -> str:
     """The table of layout candidates: the chosen one, the next-best, and faster ones that do not fit."""
-    lay = record["layout"]
-    chosen = {k: lay[k] for k in ("tp", "pp", "dp", "cp", "micro_batch", "grad_accum", "recompute", "schedule",
-                                  "virtual_stages", "step_time_s", "mfu", "bubble_fraction")}  # fmt: skip
-    chosen["memory_per_gpu_gb"] = lay["memory_per_gpu_gb"]["total"]
-    rows = [("chosen", chosen)] + [("next", c) for c in lay["alternatives"]]
-    rows += [("too big", c) for c in lay["faster_but_too_big"]]
-    head = "  {:<8} {:>3} {:>3} {:>6} {:>3} {:>5} {:>6} {:<10} {:<22} {:>9} {:>6} {:>7} {:>8}".format(
-        "", "TP", "PP", "DP", "CP", "micro", "accum", "recompute", "schedule", "step (s)", "MFU", "bubble", "GB/GPU"
-    )
-    lines = [f"layout candidates on {lay['gpu']} (fastest that fits wins; workbench.layout):", head]
-    for label, c in rows:
-        lines.append(
-            f"  {label:<8} {c['tp']:>3} {c['pp']:>3} {c['dp']:>6} {c['cp']:>3} {c['micro_batch']:>5} "
-            f"{c['grad_accum']:>6} {c['recompute']:<10} {_schedule(c):<22} {c['step_time_s']:>9.3f} "
-            f"{c['mfu']:>6.1%} {c['bubble_fraction']:>7.1%} {c['memory_per_gpu_gb']:>8.1f}"
-        )
-    return "\n".join(lines)
+    from workbench.layout import candidates_table
+
+    head = f"layout candidates on {plan.gpu.name} (the fastest that fits wins; workbench.layout):"
+    return head + "\n" + candidates_table(plan.layout)
 
 
 def _data_dir(data: str | None) -> str:
@@ -396,6 +378,6 @@ def plan(
     else:
         _print(record)
     if explain:
-        typer.echo(explain_layout(record), err=as_json)
+        typer.echo(explain_layout(result), err=as_json)
     for message in filter(None, messages):
         typer.echo(message, err=as_json)
