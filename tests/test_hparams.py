@@ -62,7 +62,8 @@ def test_order_of_sources_and_warnings():
 
 
 def test_batch_rounding_and_anchor_compute():
-    assert [hparams.round_sequences(t, 1) for t in (1, 5, 7, 11, 2300, 3000)] == [1, 6, 8, 12, 2048, 3072]  # nearest in log
+    # the nearest 2^k or 3 x 2^k in log
+    assert [hparams.round_sequences(t, 1) for t in (1, 5, 7, 11, 2300, 3000)] == [1, 6, 8, 12, 2048, 3072]
     assert hparams.round_sequences(3000, 1, cap_tokens=2900) == 2048
     gpt3 = next(a for a in hparams.ANCHORS if a.key == "gpt3-175b")
     assert gpt3.compute_flops == pytest.approx(3.15e23, rel=0.01)  # Brown et al. Table D.1: 3.14e23
