@@ -330,14 +330,14 @@ def _divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
-def _data_parallel(units: int, room: float, fixed_gpus: bool) -> int | None:
-    """DP dividing `units` micro-batches: the most within `room` replicas (fixed GPUs), else the fewest >= room."""
+def _data_parallel(units: int, room: float, fixed_gpus: bool) -> list[int]:
+    """DP degrees dividing `units` micro-batches: the three largest within `room` replicas (fixed GPUs; fewer
+    replicas give more micro-batches per step, which a pipeline may need), else the fewest >= room."""
     divisors = _divisors(units)
     if fixed_gpus:
-        fitting = [d for d in divisors if d <= room]
-        return fitting[-1] if fitting else None
+        return [d for d in divisors if d <= room][-3:]
     enough = [d for d in divisors if d >= room]
-    return enough[0] if enough else divisors[-1]
+    return [enough[0] if enough else divisors[-1]]
 
 
 def _pipeline_degrees(shape: ModelShape) -> list[int]:
@@ -360,15 +360,13 @@ def candidates(
             if fixed_gpus and tp * pp > gpus:
                 break
             for mb in micro_batches:
-                dp = _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus)
-                if dp is None:
-                    continue
-                m = batch_seqs // (mb * dp)
-                layers = math.ceil(shape.n_layers / pp)
-                virtuals = [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0]
-                for recompute in RECOMPUTE:
-                    for v in virtuals if pp > 1 else [1]:
-                        out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
+                for dp in _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus):
+                    m = batch_seqs // (mb * dp)
+                    layers = math.ceil(shape.n_layers / pp)
+                    virtuals = [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0]
+                    for recompute in RECOMPUTE:
+                        for v in virtuals if pp > 1 else [1]:
+                            out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
     return out
 
 

@@ -25,7 +25,7 @@ Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from workbench import flops, hparams
 from workbench.errors import WorkbenchError
@@ -319,17 +319,23 @@ def _layout(
         return choose_layout(shape, seq_len, micro, batch_seqs, gpu, gpus, fixed_gpus=True, unit_seqs=unit_seqs)
     target_days = days or DEFAULT_DAYS
     wanted = max(1, math.ceil(train_flops / (gpu.peak_flops * mfu_guess * target_days * 86400.0)))
-    layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=False, unit_seqs=unit_seqs)
-    for _ in range(4):  # the modelled MFU differs from the guess: grow the GPU count until the days fit
+    # the fastest layout on at most `wanted` GPUs; then more GPUs while the modelled days exceed the target
+    for _ in range(40):
+        try:
+            layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+            break
+        except WorkbenchError:  # too few GPUs to hold the model
+            if wanted > 2**24:
+                raise
+            wanted *= 2
+    for _ in range(4):
         layout_days = train_flops / (gpu.peak_flops * layout.mfu * layout.gpus) / 86400.0
-        if layout_days <= target_days * (1 + 1e-9):
+        more = math.ceil(layout.gpus * layout_days / target_days)
+        if layout_days <= target_days * (1 + 1e-9) or more <= wanted:
             break
-        wanted = math.ceil(layout.gpus * layout_days / target_days)
-        bigger = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=False, unit_seqs=unit_seqs)
-        if bigger.gpus <= layout.gpus:
-            break
-        layout = bigger
-    return layout
+        wanted = more
+        layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+    return replace(layout, idle_gpus=0)
 
 
 def make_plan(
