@@ -328,13 +328,16 @@ def _layout(
             if wanted > 2**24:
                 raise
             wanted *= 2
-    for _ in range(4):
-        layout_days = train_flops / (gpu.peak_flops * layout.mfu * layout.gpus) / 86400.0
-        more = math.ceil(layout.gpus * layout_days / target_days)
-        if layout_days <= target_days * (1 + 1e-9) or more <= wanted:
+
+    def days_of(lay: Layout) -> float:
+        return train_flops / (gpu.peak_flops * lay.mfu * lay.gpus) / 86400.0
+
+    for _ in range(8):  # the batch caps DP: past some count more GPUs no longer shorten the run
+        if days_of(layout) <= target_days * (1 + 1e-9):
             break
-        wanted = more
-        layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+        wanted = math.ceil(wanted * days_of(layout) / target_days) + 1
+        bigger = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+        layout = bigger if days_of(bigger) < days_of(layout) else layout
     return replace(layout, idle_gpus=0)
 
 
