@@ -4,9 +4,14 @@ Conventions (also in the README):
 - params_total counts every weight: input embedding, blocks, final norm, output projection.
 - N ("params", what fits and plans use) = params_total minus the input embedding table. The output
   projection counts: it does a matmul per token; the embedding is a lookup.
-- FLOPs per token = 6 N + 6 n_layers seq_len d_model: 6N for the weight matmuls (2 forward, 4 backward)
-  plus the attention scores QK^T and the weighted values AV (2 * 2 * T * d forward per layer, x3 with
-  backward), causal masking not halved (the Chinchilla convention). The rule `6N` drops the second term.
+- FLOPs per token = 6 N + 12 n_layers seq_len d_model, the one rule of the trainer, the sweeps and the
+  plan: 6N for the weight matmuls (2 forward, 4 backward) plus the attention scores QK^T and the
+  weighted values AV, 2 * 2 * T * d per token and layer forward, x3 with backward = 12 L T d, NOT
+  halved for the causal mask. This is the convention of the MFU figures we compare with (PaLM's
+  appendix B, torchtitan, Llama 3's Table 4), of Chinchilla's FLOP count, and what
+  torch.utils.flop_counter counts for a training step (tests/test_flops.py checks it within 2%). A
+  causal kernel skips about half of the score work, so this counts ~6 L T d FLOPs per token that the
+  GPU never does: MFU is "model FLOPs", not hardware FLOPs. The rule `6N` drops the attention term.
 - C = FLOPs per token x D, where D is the number of training tokens.
 """
 
@@ -18,6 +23,8 @@ if TYPE_CHECKING:
     from workbench.shapes import ModelShape
 
 FlopRule = Literal["6N+attn", "6N"]
+# QK^T and AV: 2 matmuls x 2 FLOPs per multiply-add x T x d forward, x3 with backward; causal not halved
+ATTENTION_FLOPS_PER_TOKEN_LAYER = 12
 
 
 def layer_params(d_model: int, n_heads: int, n_kv_heads: int, ffn_dim: int) -> int:
@@ -45,7 +52,7 @@ def flops_per_token(shape: ModelShape, seq_len: int, rule: FlopRule = "6N+attn")
     if rule == "6N":
         return six_n
     if rule == "6N+attn":
-        return six_n + 6.0 * shape.n_layers * seq_len * shape.d_model
+        return six_n + ATTENTION_FLOPS_PER_TOKEN_LAYER * shape.n_layers * seq_len * shape.d_model
     raise ValueError(f"unknown FLOP rule {rule!r}")
 
 

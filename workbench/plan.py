@@ -2,10 +2,15 @@
 
 Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and their sources:
 - N*, D*: the law's compute-optimal allocation (workbench.laws); 5/50/95% intervals from bootstrap draws.
-- Shape: the size rule's rung nearest to N* (workbench.shapes), trained on the tokens that fill the
-  budget under the 6N+attn FLOP rule (workbench.flops).
-- Batch and peak LR: the fit's `hparams` laws when given, else DeepSeek LLM's B_opt = 0.292 C^0.3271
-  tokens and lr_opt = 0.3118 C^-0.125; the batch is rounded to whole sequences.
+- Shape: solved with the FLOPs per token the trainer spends (workbench.flops: 6N + 12 L T d), not 6N: a
+  loss law picks the rung near N* with the lowest predicted loss on the tokens that fill the budget; a token
+  law (Llama 3) or an isoFLOP law the rung whose tokens at the budget come nearest D*. The plan reports the
+  nominal budget (--compute) and the spent one (FLOPs per token x tokens); an inference-aware plan spends more.
+- Batch and peak LR: workbench.hparams at the spent budget: the user's tune sweep, else a law whose fitted
+  range covers it, else a rule anchored to published runs (batch capped at the largest they used); each
+  number names its source, with a warning when extrapolated.
+- Layout, GPU-hours and days: workbench.layout's costed model (modelled step time and MFU); the --mfu input
+  only turns --gpus x --days into a budget and sizes the first guess of the GPU count.
 - Schedule, scaled from the Llama 3 405B recipe (16.55T tokens, ~1.2M steps): linear warmup over 0.67%
   of the steps (8,000 of 1.2M) but at least min(100 steps, 5% of the run); cosine to 1% of the peak
   (8e-5 -> 8e-7; the isoFLOP runs used 10%, `floor` changes it); batch ramp 1/4 -> 1/2 -> 1 of the final
@@ -20,11 +25,11 @@ Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from workbench import flops
+from workbench import flops, hparams
 from workbench.errors import WorkbenchError
-from workbench.laws import DEEPSEEK_HPARAMS, DEEPSEEK_RANGE_FLOPS, Law, ParametricLaw
+from workbench.laws import Law, ParametricLaw
 from workbench.layout import GPUS_PER_NODE, Gpu, Layout, choose_layout
 from workbench.shapes import ModelShape, ladder, shape_for_params
 
@@ -144,14 +149,9 @@ def inference_optimal(law: ParametricLaw, budget_flops: float, inference_tokens:
 
 
 def batch_and_lr(law: Law, budget_flops: float, seq_len: int) -> tuple[int, float, str]:
-    """(batch tokens rounded to whole sequences, peak LR, source of the rule) at `budget_flops`."""
-    rule = law.hparams or DEEPSEEK_HPARAMS
-    seqs = max(1, round(rule.batch_tokens(budget_flops) / seq_len))
-    source = rule.source
-    low, high = DEEPSEEK_RANGE_FLOPS
-    if law.hparams is None and not low <= budget_flops <= high:
-        source += f" (extrapolated: fitted on {low:.0e} to {high:.0e} FLOPs)"
-    return seqs * seq_len, rule.lr_peak(budget_flops), source
+    """(batch tokens in whole sequences, peak LR, their sources) at `budget_flops` (workbench.hparams)."""
+    choice = hparams.choose(budget_flops, seq_len, law.hparams)
+    return choice.batch_tokens, choice.lr_peak, choice.source
 
 
 def micro_batch_for(batch_seqs: int, seq_len: int) -> int:
@@ -223,6 +223,13 @@ def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
         ) from None
 
 
+def shape_for_tokens(budget_flops: float, tokens: float, seq_len: int, vocab_size: int) -> ModelShape:
+    """The rung whose tokens at `budget_flops` (under the trainer's FLOP rule) come nearest `tokens` (in log)."""
+    _, shapes = ladder(vocab_size)
+    per_token = budget_flops / tokens
+    return min(shapes, key=lambda s: abs(math.log(flops.flops_per_token(s, seq_len) / per_token)))
+
+
 def best_shape(law: ParametricLaw, budget_flops: float, seq_len: int, nearest: ModelShape) -> ModelShape:
     """The rung of the size rule's ladder, within a factor 3 of `nearest`, with the lowest predicted loss
     when it trains on the tokens that fill the budget under the trainer's FLOP rule (6N + attention).
@@ -247,7 +254,7 @@ class Plan:
     """Everything `workbench plan` reports; `shape`/`shape_tokens` is the model the flagship trains."""
 
     law: Law
-    budget_flops: float
+    budget_flops: float  # nominal: the budget asked for (--compute, or GPUs x days at --mfu)
     params: float
     tokens: float
     loss: float | None
@@ -256,23 +263,82 @@ class Plan:
     shape_tokens: int
     shape_loss: float | None
     seq_len: int
-    train_flops: float
+    train_flops: float  # spent: the trainer's FLOPs per token x shape_tokens
     batch_tokens: int
     lr_peak: float
     hparams_source: str
     schedule: Schedule
     gpu: Gpu
-    mfu: float
+    mfu: float  # the --mfu input (budget from GPUs x days); the layout's modelled MFU is layout.mfu
     layout: Layout
     inference: Inference | None
+    hparams: hparams.HparamChoice | None = None
+
+    @property
+    def spent_flops(self) -> float:
+        return self.train_flops
+
+    @property
+    def modelled_mfu(self) -> float:
+        return self.layout.mfu or self.mfu
 
     @property
     def gpu_hours(self) -> float:
-        return self.train_flops / (self.gpu.peak_flops * self.mfu) / 3600.0
+        """GPU-hours of the used GPUs at the layout's modelled MFU."""
+        return self.train_flops / (self.gpu.peak_flops * self.modelled_mfu) / 3600.0
 
     @property
     def days(self) -> float:
         return self.gpu_hours / self.layout.gpus / 24.0
+
+
+def _shape_and_tokens(
+    law: Law, budget_flops: float, seq_len: int, vocab_size: int, inference: Inference | None
+) -> tuple[ModelShape, int]:
+    """The flagship's shape and tokens, solved with the trainer's FLOPs per token (6N + 12 L T d)."""
+    params, tokens = law.optimum(budget_flops)
+    if inference:  # the flagship reaches the compute-optimal loss, however many FLOPs that takes
+        shape = shape_for_plan(inference.params, vocab_size)
+        return shape, int(math.ceil(law.parametric.tokens_for_loss(shape.params, inference.loss)))
+    shape = shape_for_plan(params, vocab_size)
+    if law.parametric is not None:
+        shape = best_shape(law.parametric, budget_flops, seq_len, shape)
+    else:  # a token law or an isoFLOP law: the tokens D* are the prediction; the shape spends C over them
+        shape = shape_for_tokens(budget_flops, tokens, seq_len, vocab_size)
+    return shape, flops.tokens_for_budget(shape, budget_flops, seq_len)
+
+
+def _layout(
+    shape: ModelShape, seq_len: int, schedule: Schedule, batch_tokens: int, micro: int, gpu: Gpu,
+    gpus: int | None, days: float | None, train_flops: float, mfu_guess: float,
+) -> Layout:  # fmt: skip
+    """The costed layout: on `gpus` GPUs, or on enough GPUs to finish in `days` (default 30) at its modelled MFU."""
+    unit_seqs = math.gcd(*(b // seq_len for _, b in schedule.ramp), batch_tokens // seq_len)
+    batch_seqs = batch_tokens // seq_len
+    if gpus is not None:
+        return choose_layout(shape, seq_len, micro, batch_seqs, gpu, gpus, fixed_gpus=True, unit_seqs=unit_seqs)
+    target_days = days or DEFAULT_DAYS
+    wanted = max(1, math.ceil(train_flops / (gpu.peak_flops * mfu_guess * target_days * 86400.0)))
+    # the fastest layout on at most `wanted` GPUs; then more GPUs while the modelled days exceed the target
+    for _ in range(40):
+        try:
+            layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+            break
+        except WorkbenchError:  # too few GPUs to hold the model
+            if wanted > 2**24:
+                raise
+            wanted *= 2
+
+    def days_of(lay: Layout) -> float:
+        return train_flops / (gpu.peak_flops * lay.mfu * lay.gpus) / 86400.0
+
+    for _ in range(8):  # the batch caps DP: past some count more GPUs no longer shorten the run
+        if days_of(layout) <= target_days * (1 + 1e-9):
+            break
+        wanted = math.ceil(wanted * days_of(layout) / target_days) + 1
+        bigger = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+        layout = bigger if days_of(bigger) < days_of(layout) else layout
+    return replace(layout, idle_gpus=0)
 
 
 def make_plan(
@@ -287,6 +353,7 @@ def make_plan(
     days: float | None = None,
     inference_tokens: float | None = None,
     floor: float = FLOOR,
+    hparams_leave_out: tuple[str, ...] = (),
 ) -> Plan:
     """The plan for `budget_flops` FLOPs: give `gpus` (days follow) or `days` (GPUs follow), or neither (30 days)."""
     params, tokens = law.optimum(budget_flops)
@@ -299,23 +366,13 @@ def make_plan(
                 "Use --law chinchilla, epoch or a fit file.",
             )
         inference = inference_optimal(law.parametric, budget_flops, inference_tokens)
-    shape = shape_for_plan(inference.params if inference else params, vocab_size)
-    if law.parametric is not None and inference is None:
-        shape = best_shape(law.parametric, budget_flops, seq_len, shape)
-    if inference:  # the flagship reaches the compute-optimal loss, however many FLOPs that takes
-        shape_tokens = int(math.ceil(law.parametric.tokens_for_loss(shape.params, inference.loss)))
-    else:
-        shape_tokens = flops.tokens_for_budget(shape, budget_flops, seq_len)
+    shape, shape_tokens = _shape_and_tokens(law, budget_flops, seq_len, vocab_size, inference)
     train_flops = flops.training_flops(shape, shape_tokens, seq_len)
     shape_loss = law.parametric.loss(shape.params, shape_tokens) if law.parametric else None
-    batch_tokens, lr_peak, hparams_source = batch_and_lr(law, budget_flops, seq_len)
-    micro = micro_batch_for(batch_tokens // seq_len, seq_len)
-    schedule = schedule_for(shape_tokens, batch_tokens, micro * seq_len, floor)
-    gpu_hours = train_flops / (gpu.peak_flops * mfu) / 3600.0
-    wanted = gpus if gpus is not None else math.ceil(gpu_hours / (24.0 * (days or DEFAULT_DAYS)))
-    layout = choose_layout(
-        shape, seq_len, micro, batch_tokens // seq_len, gpu, max(1, wanted), fixed_gpus=gpus is not None
-    )
+    choice = hparams.choose(train_flops, seq_len, law.hparams, hparams_leave_out)  # at the spent budget
+    micro = micro_batch_for(choice.batch_tokens // seq_len, seq_len)
+    schedule = schedule_for(shape_tokens, choice.batch_tokens, micro * seq_len, floor)
+    layout = _layout(shape, seq_len, schedule, choice.batch_tokens, micro, gpu, gpus, days, train_flops, mfu)
     return Plan(
         law,
         budget_flops,
@@ -328,14 +385,15 @@ def make_plan(
         shape_loss,
         seq_len,
         train_flops,
-        batch_tokens,
-        lr_peak,
-        hparams_source,
+        choice.batch_tokens,
+        choice.lr_peak,
+        choice.source,
         schedule,
         gpu,
         mfu,
         layout,
         inference,
+        choice,
     )
 
 

@@ -3,13 +3,15 @@
 How the rule works (documented in the README too):
 1. Candidates: every (n_layers, d_model) with n_layers in 2..200 (a one-layer transformer cannot
    form induction heads and falls off the scaling curve) and d_model a multiple of 2 below 64,
-   8 below 256, 64 below 1024, 256 below 2048 and 512 from there (so n_heads stays a multiple of 4),
+   8 below 256, 64 below 1024, 512 below 2048 and 1024 from there (so n_heads is a multiple of 4, and of 8
+   from d = 1024: about 0.3B parameters at Llama 3's vocabulary, every shape from 1B up),
    whose width/depth ratio d_model / n_layers is within a factor 2 (3 below d = 64) of the ideal
    ratio r(d) = clip(64 * sqrt(d / 1024), 16, 128). r rises from 16 for tiny models to 128 at
    d = 4096, the Llama 3 family's ratio (8B: 4096 / 32 = 128; 405B: 16384 / 126 = 130).
 2. Each candidate gets head_dim 16 (d < 64), 32 (d < 256), 64 (d < 2048) or 128 (below 64 the
    largest divisor of d giving at most d / 16 heads); n_kv_heads is the
-   largest divisor of n_heads that is at most min(8, n_heads / 2) (Llama 3 uses 8 KV heads throughout);
+   largest divisor of n_heads that is at most min(8, n_heads / 2) (Llama 3 uses 8 KV heads throughout: 8 from
+   d = 1024, so TP 8 splits both the heads and the KV heads);
    ffn_dim = 3.5 d rounded up to a multiple of 64 (8 below d = 256), Llama 3 8B/70B's ratio.
 3. The candidates are sorted by N and cut into log-spaced bins 4% wide; each bin keeps the candidate
    whose ratio is closest to r(d). These rungs form a ladder sorted by N.
@@ -79,13 +81,14 @@ def ideal_ratio(d_model: int) -> float:
 
 
 def _widths() -> list[int]:
-    # coarser steps for wider models keep n_heads a multiple of 4 (so 4 or 8 KV heads divide it)
+    # coarser steps for wider models: n_heads a multiple of 4 below d = 1024, and of 8 from there (about
+    # 0.3B parameters), so that 8 KV heads divide it and tensor parallelism 8 splits the heads
     return (
         list(range(8, 64, 2))
         + list(range(64, 256, 8))
         + list(range(256, 1024, 64))
-        + list(range(1024, 2048, 256))
-        + list(range(2048, 20480 + 1, 512))
+        + list(range(1024, 2048, 512))
+        + list(range(2048, 20480 + 1, 1024))
     )
 
 

@@ -83,6 +83,26 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
         distributed.teardown(d)
 
 
+def check_batches(cfg: TrainConfig, total: int, world: int) -> None:
+    """Every batch of the ramp splits into whole micro-batches over the data-parallel readers: `world`
+    processes, or under a layout block its dp_replicate x dp_shard replicas."""
+    seq = cfg.data.seq_len
+    readers = world if cfg.layout is None else cfg.layout.dp_replicate * cfg.layout.dp_shard
+    if total < batch_tokens_at(0, cfg.batch):
+        raise WorkbenchError(
+            f"stop: the run has {total} tokens, less than one batch of {cfg.batch.batch_tokens}",
+            "Raise stop.tokens / stop.budget_flops or lower batch.batch_tokens.",
+        )
+    for tokens in [cfg.batch.batch_tokens] + [r.batch_tokens for r in cfg.batch.ramp]:
+        chunks = tokens // seq
+        if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % readers:
+            raise WorkbenchError(
+                f"batch: {tokens} tokens = {chunks} sequences of {seq} is not a multiple of "
+                f"micro_batch {cfg.batch.micro_batch} x {readers} data-parallel processes",
+                "Pick batch.batch_tokens = seq_len x micro_batch x data-parallel processes x k.",
+            )
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, d: distributed.Dist):
         from workbench.data import mixtures
@@ -121,21 +141,7 @@ class Trainer:
         self.previous_handlers: dict[int, object] = {}
 
     def _check_batches(self) -> None:
-        cfg, seq = self.cfg, self.cfg.data.seq_len
-        if self.total < batch_tokens_at(0, cfg.batch):
-            raise WorkbenchError(
-                f"stop: the run has {self.total} tokens, less than one batch of {cfg.batch.batch_tokens}",
-                "Raise stop.tokens / stop.budget_flops or lower batch.batch_tokens.",
-            )
-        readers = self.d.world if cfg.layout is None else cfg.layout.dp_replicate * cfg.layout.dp_shard
-        for tokens in [cfg.batch.batch_tokens] + [r.batch_tokens for r in cfg.batch.ramp]:
-            chunks = tokens // seq
-            if chunks % cfg.batch.micro_batch or (chunks // cfg.batch.micro_batch) % readers:
-                raise WorkbenchError(
-                    f"batch: {tokens} tokens = {chunks} sequences of {seq} is not a multiple of "
-                    f"micro_batch {cfg.batch.micro_batch} x {readers} data-parallel processes",
-                    "Pick batch.batch_tokens = seq_len x micro_batch x data-parallel processes x k.",
-                )
+        check_batches(self.cfg, self.total, self.d.world)
 
     def _build_model(self) -> None:
         cfg, d = self.cfg, self.d

@@ -87,6 +87,18 @@ def _with_hparams(law, path: Path):
     return dataclasses.replace(law, hparams=hparams_from_json(_read_json(path, "--hparams", hint), str(path)))
 
 
+def _anchors_left_out(keys: list[str]) -> tuple[str, ...]:
+    from workbench.hparams import ANCHORS
+
+    known = {a.key for a in ANCHORS}
+    for key in keys:
+        if key not in known:
+            raise WorkbenchError(
+                f"--leave-out-anchor: unknown anchor {key!r}", f"Use one of {', '.join(sorted(known))}."
+            )
+    return tuple(keys)
+
+
 def _interval(ci: dict | None, key: str):
     if not ci:
         return None
@@ -112,8 +124,10 @@ def plan_record(plan) -> dict:
     if law.isoflop:
         n_iso, d_iso = (f(plan.budget_flops) for f in law.isoflop)
         law_info["isoflop_check"] = {"params": n_iso, "tokens": d_iso}
+    choice = plan.hparams
     record = {
         "compute_flops": plan.budget_flops,
+        "spent_flops": plan.train_flops,
         "params": plan.params,
         "tokens": plan.tokens,
         "tokens_per_param": plan.tokens / plan.params,
@@ -132,6 +146,13 @@ def plan_record(plan) -> dict:
         "ci": ci,
         "batch_tokens": plan.batch_tokens,
         "lr_peak": plan.lr_peak,
+        "hparams": {
+            "rule": choice.rule if choice else None,
+            "at_flops": plan.train_flops,
+            "batch_source": choice.batch_source if choice else plan.hparams_source,
+            "lr_source": choice.lr_source if choice else plan.hparams_source,
+            "warnings": list(choice.warnings) if choice else [],
+        },
         "schedule": {
             "kind": "cosine",
             "warmup_tokens": sched.warmup_tokens,
@@ -148,7 +169,13 @@ def plan_record(plan) -> dict:
             "gpu": plan.gpu.name,
             "peak_tflops": plan.gpu.peak_flops / 1e12,
             "memory_gb": plan.gpu.memory_bytes / 1e9,
-            "mfu": plan.mfu,
+            "mfu": plan.modelled_mfu,
+            "mfu_input": plan.mfu,
+            "step_time_s": lay.step_time_s,
+            "bubble_fraction": lay.bubble_fraction,
+            "schedule": lay.schedule,
+            "virtual_stages": lay.virtual_stages,
+            "cp": lay.cp,
             "gpus": lay.gpus,
             "idle_gpus": lay.idle_gpus,
             "nodes": lay.nodes,
@@ -166,6 +193,8 @@ def plan_record(plan) -> dict:
                 "total": lay.memory.total / 1e9,
                 "limit": lay.memory_limit_bytes / 1e9,
             },
+            "alternatives": [c.as_dict() for c in lay.alternatives],
+            "faster_but_too_big": [c.as_dict() for c in lay.rejected],
         },
         "law": law_info,
     }
@@ -203,22 +232,26 @@ def _print(record: dict) -> None:
         f"  model            {s['name']}: {s['n_layers']} layers, d_model {s['d_model']}, {s['n_heads']} heads "
         f"({s['n_kv_heads']} KV), ffn {s['ffn_dim']}, vocab {s['vocab_size']}; N {s['params']:,} "
         f"({s['params_total']:,} total)",
-        f"  trains           {human(s['tokens'])} tokens at seq_len {s['seq_len']} ({s['train_flops']:.3g} FLOPs, "
-        "6N+attn), predicted loss " + ("n/a" if s["loss"] is None else f"{s['loss']:.4f}"),
+        f"  trains           {human(s['tokens'])} tokens at seq_len {s['seq_len']}: spends {s['train_flops']:.3g} "
+        f"FLOPs (6N + 12 L T d) of the {r['compute_flops']:.3g} asked, predicted loss "
+        + ("n/a" if s["loss"] is None else f"{s['loss']:.4f}"),
         f"  batch, LR        {human(r['batch_tokens'])} tokens, lr_peak {r['lr_peak']:.3g} "
         f"({r['law']['hparams_source']})",
         f"  schedule         warmup {sc['warmup_steps']} steps ({human(sc['warmup_tokens'])} tokens), cosine to "
         f"{sc['floor']:g} x peak, final anneal to 0 over {human(sc['anneal_tokens'])} tokens, ~{sc['steps']:,} steps",
         f"  batch ramp       {ramp}",
-        f"  compute          {r['gpu_hours']:.4g} GPU-hours on {lay['gpu']} ({lay['peak_tflops']:g} TFLOPS) at MFU "
-        f"{lay['mfu']:g}: {r['days']:.3g} days on {lay['gpus']:,} GPUs ({lay['nodes']:,} nodes)",
+        f"  compute          {r['gpu_hours']:.4g} GPU-hours on {lay['gpu']} ({lay['peak_tflops']:g} TFLOPS) at "
+        f"modelled MFU {lay['mfu']:.3f}: {r['days']:.3g} days on {lay['gpus']:,} GPUs ({lay['nodes']:,} nodes)",
         f"  memory per GPU   weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW state "
         f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB: {mem['total']:.3g} of "
         f"{mem['limit']:.3g} GB usable",
-        f"  layout           TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']}, {lay['recompute']} recompute, "
-        f"micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}"
+        f"  layout           TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']} (CP 1), {lay['recompute']} recompute, "
+        f"{lay['schedule'] if lay['schedule'] != 'interleaved' else 'interleaved x ' + str(lay['virtual_stages'])} "
+        f"schedule, micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}: step "
+        f"{lay['step_time_s']:.3g} s, bubble {lay['bubble_fraction']:.1%}"
         + (f", {lay['idle_gpus']} GPUs idle" if lay["idle_gpus"] else ""),
     ]
+    lines += [f"  warning          batch/LR {w}" for w in r["hparams"]["warnings"]]
     if "inference" in r:
         inf = r["inference"]
         lines.append(
@@ -232,6 +265,14 @@ def _print(record: dict) -> None:
         lines.append(f"  isoFLOP check    N* {human(iso['params'])}, D* {human(iso['tokens'])}")
     lines += [f"  note             {note}" for note in r["law"]["notes"]]
     typer.echo("\n".join(lines))
+
+
+def explain_layout(plan) -> str:
+    """The table of layout candidates: the chosen one, the next-best, and faster ones that do not fit."""
+    from workbench.layout import candidates_table
+
+    head = f"layout candidates on {plan.gpu.name} (the fastest that fits wins; workbench.layout):"
+    return head + "\n" + candidates_table(plan.layout)
 
 
 def _data_dir(data: str | None) -> str:
@@ -269,6 +310,10 @@ def plan(
     vocab: int = typer.Option(None, "--vocab", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    explain: bool = typer.Option(False, "--explain-layout", help="Print the table of costed layout candidates."),
+    leave_out: list[str] = typer.Option(
+        None, "--leave-out-anchor", help="Drop a published run from the batch/LR anchors (e.g. llama3-405b)."
+    ),
     out: Path = typer.Option(None, "--out", help="Write the flagship train config here (flagship.yaml)."),
     data: str = typer.Option(None, "--data", help="Prepared data folder for the flagship config."),
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory of the flagship (default runs/flagship/NAME)."),
@@ -307,6 +352,7 @@ def plan(
         days=target_days,
         inference_tokens=inference,
         floor=lr_floor,
+        hparams_leave_out=_anchors_left_out(leave_out or []),
     )
     record = plan_record(result)
     name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
@@ -325,5 +371,7 @@ def plan(
         typer.echo(json.dumps(record))
     else:
         _print(record)
+    if explain:
+        typer.echo(explain_layout(result), err=as_json)
     for message in filter(None, messages):
         typer.echo(message, err=as_json)

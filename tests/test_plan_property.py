@@ -1,0 +1,44 @@
+"""Property: every planned flagship config from 1e20 to 1e26 FLOPs on 8 to 32,768 GPUs passes the trainer's checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workbench import config
+from workbench.errors import WorkbenchError
+from workbench.laws import CHINCHILLA
+from workbench.layout import GPUS, GPUS_PER_NODE, candidates
+from workbench.plan import flagship_config, make_plan
+
+H100 = GPUS["h100"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log_budget=st.floats(20, 26), log2_gpus=st.floats(3, 15))
+def test_planned_flagship_passes_the_trainers_checks(log_budget, log2_gpus):
+    train = pytest.importorskip("workbench.train")
+    budget, gpus = 10**log_budget, max(8, min(32768, round(2**log2_gpus)))
+    try:
+        plan = make_plan(CHINCHILLA, budget, gpu=H100, mfu=0.4, seq_len=8192, vocab_size=128256, gpus=gpus)
+    except WorkbenchError as err:  # a model that no layout of this many GPUs holds: said so, in one line
+        assert "does not fit" in str(err)
+        return
+    shape, lay = plan.shape, plan.layout
+    if shape.params >= 1e9:
+        assert shape.n_heads % 8 == 0 and shape.n_kv_heads == 8
+    cfg = flagship_config(plan, "data/corpus", "runs/flagship/x", "x")
+    loaded = config.TrainConfig.model_validate(cfg.model_dump())  # the trainer's config validation
+    train.check_batches(loaded, train.total_tokens(loaded), lay.dp)  # its batch check, DP processes
+    assert lay.tp <= GPUS_PER_NODE and shape.n_heads % lay.tp == 0 and lay.cp == 1
+    assert lay.tp * lay.pp * lay.dp == lay.gpus <= gpus
+    assert lay.memory.total <= lay.memory_limit_bytes
+    if lay.pp > 1:  # a pipeline only when memory needs one
+        batch_seqs = plan.batch_tokens // plan.seq_len
+        unit = math.gcd(batch_seqs, *(b // plan.seq_len for _, b in plan.schedule.ramp))
+        flat = candidates(shape, plan.seq_len, lay.micro_batch, batch_seqs, H100, gpus, True, [1], unit)
+        assert not any(c.fits for c in flat)
+    assert 0.05 < lay.mfu < 0.8 and plan.days > 0
