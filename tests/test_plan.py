@@ -16,9 +16,11 @@ from workbench.cli import app
 from workbench.laws import CHINCHILLA, ParametricLaw, builtin_law, law_from_fit
 from workbench.layout import GPUS, choose_layout, memory_per_gpu, resolve_gpu
 from workbench.plan import inference_optimal, make_plan, schedule_for
+from workbench.records import parse_fit
 from workbench.shapes import PRESETS, ModelShape, shape_for_params
 
 KEYS = {
+    "schema_version",
     "compute_flops",
     "params",
     "tokens",
@@ -290,8 +292,8 @@ def test_bad_fit_files_are_one_line(tmp_path):
 
 def test_law_from_fit_keeps_good_draws_only():
     draws = {k: [v, float("nan"), v * 1.01] for k, v in FIT.items()}
-    law = law_from_fit({"parametric": {**FIT, "draws": draws}}, "x.json")
-    assert len(law.draws) == 2 and law.draws[0] == ParametricLaw(**FIT)
+    law = law_from_fit(parse_fit({"parametric": {**FIT, "draws": draws}}, "x.json"), "x.json")
+    assert law.draws.size == 2 and law.draws.row(0) == ParametricLaw(**FIT)
 
 
 def test_plan_modules_import_no_torch_or_scipy():

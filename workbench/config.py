@@ -186,6 +186,37 @@ class RuntimeConfig(Strict):
     log_every_steps: Count = Field(default=10, gt=0)
 
 
+class LayoutConfig(Strict):
+    """How the run is spread over GPUs: the package's one description of a layout. The plan writes it
+    (workbench.plan), `flagship launch` sizes the job from it and the trainer checks it against its world
+    size. GPUs = tp x pp x cp x dp_replicate x dp_shard; cp > 1 is not supported by the trainer yet."""
+
+    tp: Count = Field(default=1, gt=0)
+    pp: Count = Field(default=1, gt=0)
+    dp_replicate: Count = Field(default=1, gt=0)
+    dp_shard: Count = Field(default=1, gt=0)
+    cp: Count = Field(default=1, gt=0)
+    micro_batch: Count = Field(default=1, gt=0)
+    grad_accum: Count = Field(default=1, gt=0)
+    recompute: Literal["none", "selective", "full"] = "none"
+    gpus_per_node: Count = Field(default=8, gt=0)
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp_replicate * self.dp_shard
+
+    @property
+    def nodes(self) -> int:
+        return -(-self.gpus // self.gpus_per_node)
+
+    def describe(self) -> str:
+        """TP x PP x CP x DP (replicate x shard) on nodes x GPUs, for messages."""
+        return (
+            f"TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp_replicate}x{self.dp_shard} "
+            f"= {self.gpus} GPUs ({self.nodes} nodes of {self.gpus_per_node})"
+        )
+
+
 class TrainConfig(Strict):
     """Everything one training run needs; `workbench train CONFIG.yaml` and `train.main(config)` take it."""
 
@@ -204,6 +235,7 @@ class TrainConfig(Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    layout: LayoutConfig | None = None  # written by `workbench plan`; None: one process or data parallel
 
     @model_validator(mode="after")
     def _batch_fits(self) -> TrainConfig:

@@ -198,11 +198,11 @@ def _fit(points, sweep: str, bootstrap: int, db_path: Path):
 
 
 def _plan(record: dict, spec, held: float, db_path: Path) -> tuple[dict, Path]:
-    from workbench.commands.plan import plan_record
     from workbench.data import ensure_default_corpus
     from workbench.laws import HparamLaws, Law, PowerLaw
     from workbench.layout import resolve_gpu
     from workbench.plan import flagship_config, make_plan
+    from workbench.plan_record import to_record
     from workbench.store import Store
 
     iso = record["isoflop"]
@@ -248,7 +248,7 @@ def _plan(record: dict, spec, held: float, db_path: Path) -> tuple[dict, Path]:
     from workbench.files import atomic_write_text
 
     atomic_write_text(path, dump_yaml(config))
-    rec = plan_record(plan)
+    rec = to_record(plan).public()
     rec.update({"name": name, "budget_flops": held, "config_path": str(path), "lr_peak": lr})
     with Store(db_path) as store:
         store.record_plan(rec)

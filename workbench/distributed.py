@@ -30,6 +30,31 @@ class Dist:
         return self.world > 1
 
 
+def check_layout(layout, world: int, micro_batch: int) -> None:
+    """The config's layout block (workbench.config.LayoutConfig, or None) against this run's processes.
+
+    This trainer shards data parallel over every process (DDP or FSDP): the layout's GPUs must be the
+    world size, its micro-batch the batch block's, and context parallelism (cp > 1) is not supported."""
+    from workbench.errors import WorkbenchError
+
+    if layout is None:
+        return
+    if layout.cp > 1:
+        raise WorkbenchError(
+            f"layout.cp {layout.cp}: context parallelism is not supported by this trainer", "Set layout.cp to 1."
+        )
+    if layout.gpus != world:
+        raise WorkbenchError(
+            f"layout: {layout.describe()}, but the run has {world} processes",
+            f"Launch {layout.gpus} processes (`workbench flagship launch` sizes the job from it) or fix layout.",
+        )
+    if layout.micro_batch != micro_batch:
+        raise WorkbenchError(
+            f"layout.micro_batch {layout.micro_batch} differs from batch.micro_batch {micro_batch}",
+            "Give both the same micro-batch (the plan writes them equal).",
+        )
+
+
 def setup(device_kind: str) -> Dist:
     """Read the launcher's environment, pick the device and start the process group if world > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

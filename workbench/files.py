@@ -24,3 +24,22 @@ def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def json_safe(value: object) -> object:
+    """JSON-safe copy: numpy scalars and arrays to Python, NaN and infinities to None (JSON has neither)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [json_safe(v) for v in value.tolist()]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value

@@ -22,8 +22,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from workbench import flops
 from workbench.errors import WorkbenchError
+from workbench.fit.stats import percentiles
 from workbench.laws import DEEPSEEK_HPARAMS, DEEPSEEK_RANGE_FLOPS, Law, ParametricLaw
 from workbench.layout import GPUS_PER_NODE, Gpu, Layout, choose_layout
 from workbench.shapes import ModelShape, ladder, shape_for_params
@@ -62,31 +65,23 @@ class Interval:
     p95: float
 
 
-def _interval(values: list[float]) -> Interval:
-    ordered = sorted(values)
-
-    def pct(q: float) -> float:  # linear interpolation, as numpy.percentile's default
-        x = q * (len(ordered) - 1)
-        i = min(int(x), len(ordered) - 2) if len(ordered) > 1 else 0
-        if len(ordered) == 1 or ordered[i + 1] == ordered[i]:  # also two infinities from extreme draws
-            return ordered[i]
-        return ordered[i] + (x - i) * (ordered[i + 1] - ordered[i])
-
-    return Interval(pct(0.05), pct(0.5), pct(0.95))
+def _interval(values: np.ndarray) -> Interval:
+    p5, p50, p95 = percentiles(values, [5.0, 50.0, 95.0])
+    return Interval(float(p5), float(p50), float(p95))
 
 
-def intervals(draws: tuple[ParametricLaw, ...], budget_flops: float, shape_params: float, shape_tokens: float):
+def intervals(draws: ParametricLaw | None, budget_flops: float, shape_params: float, shape_tokens: float):
     """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws)."""
-    if not draws:
+    if draws is None or draws.size == 0:
         return None
-    optima = [d.optimum(budget_flops) for d in draws]
+    params, tokens = draws.optimum(budget_flops)
     return {
-        "params": _interval([n for n, _ in optima]),
-        "tokens": _interval([t for _, t in optima]),
-        "tokens_per_param": _interval([t / n for n, t in optima]),
-        "loss": _interval([d.loss(n, t) for d, (n, t) in zip(draws, optima, strict=True)]),
-        "shape_loss": _interval([d.loss(shape_params, shape_tokens) for d in draws]),
-        "draws": len(draws),
+        "params": _interval(params),
+        "tokens": _interval(tokens),
+        "tokens_per_param": _interval(tokens / params),
+        "loss": _interval(draws.loss(params, tokens)),
+        "shape_loss": _interval(draws.loss(shape_params, shape_tokens)),
+        "draws": draws.size,
     }
 
 
@@ -354,11 +349,6 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         "tokens_opt": plan.tokens,
         "hparams_source": plan.hparams_source,
         "gpu": plan.gpu.name,
-        "layout": f"TP {plan.layout.tp} x PP {plan.layout.pp} x DP {plan.layout.dp}",
-        # what `workbench flagship launch` asks Slurm for: nodes x GPUs per node (layout.GPUS_PER_NODE a node)
-        "gpus": plan.layout.gpus,
-        "nodes": plan.layout.nodes,
-        "gpus_per_node": min(plan.layout.gpus, GPUS_PER_NODE),
     }
     if plan.inference:
         meta["inference_tokens"] = plan.inference.inference_tokens
@@ -385,4 +375,24 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         eval=cfg.EvalConfig(every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=min(16, batch_seqs)),
         checkpoint=cfg.CheckpointConfig(every_tokens=0 if cpu else max(plan.batch_tokens, tokens // 100)),
         runtime=cfg.RuntimeConfig() if cpu else cfg.RuntimeConfig(device="cuda", dtype="bf16", parallel="fsdp"),
+        layout=layout_config(plan.layout, sharded=not cpu),
+    )
+
+
+def layout_config(layout: Layout, sharded: bool):
+    """The config's layout block (workbench.config.LayoutConfig) of the layout search's result: DP is
+    sharded (FSDP, the memory model's ZeRO sharding of the optimizer state) on GPUs, replicated (DDP) on
+    the CPU; a node holds at most GPUS_PER_NODE GPUs."""
+    from workbench.config import LayoutConfig
+
+    return LayoutConfig(
+        tp=layout.tp,
+        pp=layout.pp,
+        dp_replicate=1 if sharded else layout.dp,
+        dp_shard=layout.dp if sharded else 1,
+        cp=1,
+        micro_batch=layout.micro_batch,
+        grad_accum=layout.grad_accum,
+        recompute=layout.recompute,
+        gpus_per_node=min(layout.gpus, GPUS_PER_NODE),
     )

@@ -122,6 +122,7 @@ class Trainer:
 
     def _check_batches(self) -> None:
         cfg, seq = self.cfg, self.cfg.data.seq_len
+        distributed.check_layout(cfg.layout, self.d.world, cfg.batch.micro_batch)
         if self.total < batch_tokens_at(0, cfg.batch):
             raise WorkbenchError(
                 f"stop: the run has {self.total} tokens, less than one batch of {cfg.batch.batch_tokens}",

@@ -4,8 +4,8 @@ The flagship is a one-run sweep: its folder is the parent of the config's run_di
 sweep's jobs.json, so `workbench sweep status flagship` follows it. On Slurm it is one submitit job of the
 sweep launcher's SweepJob (Checkpointable: requeued on preemption and timeout, resumed from RUN_DIR/ckpt),
 with the plan's nodes and one task per GPU (torchrun-style RANK/WORLD_SIZE from submitit's
-TorchDistributedEnvironment). Nodes and GPUs per node come from the config's meta (written by the plan:
-`nodes`, `gpus_per_node`, or the layout "TP a x PP b x DP c"); options override them. Relaunching is
+TorchDistributedEnvironment). Nodes and GPUs per node come from the config's layout block (written by
+the plan: workbench.config.LayoutConfig); options override them. Relaunching is
 idempotent: a completed run or a live job is left alone, and a run whose config.yaml changed is refused
 unless --force (the old run directory moves to .replaced/).
 """
@@ -13,7 +13,6 @@ unless --force (the old run directory moves to .replaced/).
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import typer
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
-GPUS_PER_NODE = 8  # a node of the plan's layout (workbench.layout)
 DONE_HINT = "Delete or move its run directory to train it again."
 
 
@@ -47,21 +45,22 @@ def _load(file: Path):
         ) from None
 
 
-def _meta_int(meta: dict, key: str) -> int | None:
-    value = meta.get(key)
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+def resources(layout, nodes: int | None, gpus_per_node: int | None) -> tuple[int, int, int]:
+    """(nodes, GPUs per node, GPUs) from the options, else the config's layout block (one GPU without one)."""
+    gpus = layout.gpus if layout is not None else 1
+    plan_per_node = layout.gpus_per_node if layout is not None else 1
+    per_node = gpus_per_node if gpus_per_node is not None else plan_per_node
+    return nodes or math.ceil(gpus / (per_node or plan_per_node)), per_node, gpus
 
 
-def resources(meta: dict, nodes: int | None, gpus_per_node: int | None) -> tuple[int, int, int]:
-    """(nodes, GPUs per node, GPUs) from the options, else the plan's meta (nodes/gpus_per_node, or its layout)."""
-    gpus = _meta_int(meta, "gpus")
-    layout = re.fullmatch(r"TP (\d+) x PP (\d+) x DP (\d+)", str(meta.get("layout") or ""))
-    if gpus is None and layout:
-        gpus = math.prod(int(x) for x in layout.groups())
-    per_node = gpus_per_node if gpus_per_node is not None else _meta_int(meta, "gpus_per_node")
-    per_node = per_node if per_node is not None else min(gpus or 1, GPUS_PER_NODE)
-    count = nodes or _meta_int(meta, "nodes") or (math.ceil((gpus or per_node) / per_node) if per_node else 1)
-    return count, per_node, gpus or count * per_node
+def _layout(config, file: Path):
+    """The config's layout block; a config from before the block (a "TP a x PP b x DP c" meta string) is refused."""
+    if config.layout is None and "layout" in config.meta:
+        raise WorkbenchError(
+            f"{file}: the layout is a meta string of an older plan, not a layout block",
+            "Rewrite the config with `workbench plan --out` (it writes the layout: block).",
+        )
+    return config.layout
 
 
 def _launch_spec(executor: str, nodes: int, gpus_per_node: int, partition, account, qos, timeout_min: int):
@@ -86,10 +85,24 @@ def _planned_run(config, run_id: str):
     run_flops = flops.training_flops(shape, tokens, config.data.seq_len, config.stop.flop_rule)
     meta = config.meta
     return PlannedRun(
-        run_id, "run", float(meta.get("compute_flops") or run_flops), float(meta.get("params_opt") or shape.params),
-        shape.params, shape.params_total, shape.name, tokens, tokens // config.batch.batch_tokens,
-        config.batch.batch_tokens, config.optim.lr_peak, run_flops, run_flops, 0.0, None, 0, config,
-    )  # fmt: skip
+        run_id=run_id,
+        kind="run",
+        budget_flops=float(meta.get("compute_flops") or run_flops),
+        target_params=float(meta.get("params_opt") or shape.params),
+        params=shape.params,
+        params_total=shape.params_total,
+        shape=shape.name,
+        tokens=tokens,
+        steps=tokens // config.batch.batch_tokens,
+        batch_tokens=config.batch.batch_tokens,
+        lr_peak=config.optim.lr_peak,
+        flops=run_flops,
+        cost_flops=run_flops,
+        gpu_hours=0.0,
+        branch_of=None,
+        start_tokens=0,
+        config=config,
+    )
 
 
 def _state(root: Path, run_id: str, executor: str) -> tuple[str, str | None]:
@@ -182,13 +195,15 @@ def launch(
     if executor not in ("slurm", "local"):
         raise WorkbenchError(f"--executor {executor!r} is not known", "Use --executor slurm or --executor local.")
     config = materialize(_load(file), Path.cwd())
-    count, per_node, gpus = resources(config.meta, nodes, gpus_per_node)
+    layout = _layout(config, file)
+    count, per_node, gpus = resources(layout, nodes, gpus_per_node)
     spec = _launch_spec(executor, count, per_node, partition, account, qos, timeout_min)
     run_dir = Path(config.run_dir)
     root, run_id = run_dir.parent, run_dir.name
     where = f"{count} nodes x {per_node} GPUs ({spec.tasks} tasks per node, {gpus} GPUs in the layout)"
     where += f", {timeout_min} min per job" + (f", partition {partition}" if partition else "")
-    typer.echo(f"flagship {run_id}: {where}; layout {config.meta.get('layout', 'not recorded')}; run dir {run_dir}")
+    described = layout.describe() if layout is not None else "none (one process)"
+    typer.echo(f"flagship {run_id}: {where}; layout {described}; run dir {run_dir}")
     state, job = _state(root, run_id, executor)
     if state in ("completed", "diverged"):
         typer.echo(f"flagship {run_id} already {state}: nothing to launch. {DONE_HINT}")

@@ -15,21 +15,22 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.fit.bootstrap import resample_counts
+from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
 
 
 def optimal_loss_law(points: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """{K, gamma, draws: {K, gamma}, scatter_log, budgets}: L*(C) = K C^-gamma over the points' budgets."""
-    rng = np.random.default_rng(seed)
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_bootstrap, seed)
     budgets = sorted(points["budget_flops"].unique())
     rows = 1 + n_bootstrap
     log_loss = np.full((rows, len(budgets)), np.nan)
     valid = np.zeros((rows, len(budgets)), dtype=bool)
     scatter: list[float] = []
-    for j, budget in enumerate(budgets):
-        group = points[points["budget_flops"] == budget]
-        m = len(group)
-        weights = np.vstack([np.ones(m), rng.multinomial(m, np.full(m, 1 / m), size=n_bootstrap)])
+    for j, rows_j in enumerate(budget_strata(points["budget_flops"].to_numpy())):
+        group = points.iloc[rows_j]
+        weights = np.vstack([np.ones(len(rows_j)), counts[:, rows_j]])
         params, tokens, loss = (group[c].to_numpy(float) for c in ("params", "tokens", "loss"))
         vertex = budget_vertices(params, tokens, loss, weights)
         valid[:, j] = vertex.code == 0

@@ -14,8 +14,8 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.fit.isoflop import budget_vertices, fit_isoflop
-from workbench.fit.law import optimal_allocation, predict_loss
 from workbench.fit.parametric import fit_parametric
+from workbench.laws import optimal_allocation, predict_loss
 
 
 def _observed(target: pd.DataFrame) -> dict:

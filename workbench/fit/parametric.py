@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workbench.fit.lbfgs import minimize_batch
-
-PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+from workbench.laws import PARAM_NAMES, ParametricLaw
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,11 @@ class ParametricFit:
     def a(self) -> float:
         """Exponent of N_opt proportional to C^a: beta / (alpha + beta)."""
         return self.beta / (self.alpha + self.beta)
+
+    @property
+    def law(self) -> ParametricLaw:
+        """The fitted law (workbench.laws), without the fit's diagnostics."""
+        return ParametricLaw(self.E, self.A, self.B, self.alpha, self.beta)
 
     @property
     def theta(self) -> np.ndarray:
