@@ -33,8 +33,9 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     def as_dict(self) -> dict:
-        """Plain JSON-ready dict (NaN and inf become null when written: workbench.files.json_safe)."""
-        return self.model_dump(mode="python")
+        """The record as the plain dict it was read from or built with (fields left at their default are
+        left out); NaN and inf become null when written (workbench.files.json_safe)."""
+        return self.model_dump(mode="python", exclude_unset=True)
 
 
 def _positive(value: object) -> float:
@@ -95,6 +96,7 @@ class LossLaw(Record):
     budgets: list[float] = Field(default_factory=list)
     draws: dict[str, list[float]] = Field(default_factory=dict)
     scatter_log: list[float] = Field(default_factory=list)
+    at: list[dict] = Field(default_factory=list)  # loss_pred, law_interval, prediction_interval per budget
 
 
 class IsoflopBlock(Record):
@@ -200,7 +202,7 @@ class PlanRecord(Record):
 
     def public(self) -> dict:
         """The `plan --json` object: the plan's fields (no inference block when not asked for)."""
-        data = self.model_dump(mode="python")
+        data = self.as_dict()
         if data.get("inference") is None:
             data.pop("inference", None)
         return data
@@ -250,30 +252,30 @@ def read_json(path: str | Path, what: str, hint: str) -> object:
     """Parsed JSON of `path`; a missing file or bad JSON is a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise WorkbenchError(f"{what} {path} not found", hint)
+        raise WorkbenchError(f"no such {what}: {path} not found", hint)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
-        raise WorkbenchError(f"{what} {path} is not valid JSON{where}", hint) from None
+        raise WorkbenchError(f"{what} file {path} is not valid JSON{where}", hint) from None
 
 
 def read_fit(path: str | Path) -> FitRecord:
     """Read and validate fits/NAME.json."""
-    data = read_json(path, "fit file", "Run `workbench fit` first, or pass the path of a fit JSON.")
+    data = read_json(path, "fit", "Run `workbench fit` first, or pass the path of a fit JSON.")
     return parse_fit(data, str(path))
 
 
 def read_plan(path: str | Path) -> PlanRecord:
     """Read and validate a plan JSON (`workbench plan --json > plan.json`)."""
-    data = read_json(path, "plan file", "Pass the JSON that `workbench plan --json` printed.")
+    data = read_json(path, "plan", "Pass the JSON that `workbench plan --json` printed.")
     return parse_plan(data, str(path))
 
 
 def read_hparams(path: str | Path) -> tuple[HparamsBlock, str]:
     """The batch and LR laws of fits/SWEEP-hparams.json (`workbench sweep tune`), and the file's name."""
     hint = "Give the fits/SWEEP-hparams.json that `workbench sweep tune` wrote."
-    data = read_json(path, "hparams file", hint)
+    data = read_json(path, "hparams", hint)
     if not isinstance(data, dict) or data.get("hparams") is None:
         raise WorkbenchError(
             f"{path} has no hparams laws", "Use the fits/SWEEP-hparams.json of `workbench sweep tune`."

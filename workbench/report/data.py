@@ -91,19 +91,9 @@ def find_plan(store, sweep: str, plan: dict | str | Path | None, fit: dict | Non
     if isinstance(plan, dict):
         return plan, "given by the caller"
     if plan is not None:
-        path = Path(plan)
-        if not path.is_file():
-            raise WorkbenchError(f"--plan: {path} not found", "Pass the JSON that `workbench plan --json` printed.")
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise WorkbenchError(f"--plan: {path} is not valid JSON (line {err.lineno})",
-                                 "Pass the JSON that `workbench plan --json` printed.") from None  # fmt: skip
-        if not isinstance(record, dict) or "shape" not in record:
-            raise WorkbenchError(
-                f"--plan: {path} is not a plan (no 'shape')", "Use the output of `workbench plan --json`."
-            )
-        return record, str(path)
+        from workbench.records import read_plan
+
+        return read_plan(plan).as_dict(), str(plan)
     fits = set(store.fits(sweep)["name"].astype(str)) | {sweep} | ({str(fit.get("name"))} if fit else set())
     rows = store.plans()
     if not len(rows):

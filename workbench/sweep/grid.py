@@ -113,7 +113,8 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
     return out
 
 
-def _lr(spec: SweepSpec, params: int) -> float:
+def lr_for(spec: SweepSpec, params: int) -> float:
+    """The sweep's peak LR for a model of `params` parameters: its LR rule, or its fixed lr_peak."""
     if spec.train.lr_peak != "auto":
         return float(spec.train.lr_peak)
     r = spec.rules
@@ -169,7 +170,7 @@ def _prefix(point: _Point, spec: SweepSpec) -> str:
 def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int, tokens: int, ckpt: dict, where):
     """Build and validate one TrainConfig; returns (run_id, config)."""
     t = spec.train
-    lr = _lr(spec, point.shape.params)
+    lr = lr_for(spec, point.shape.params)
     seqs = batch // spec.data.seq_len
     micro = max(d for d in range(1, min(t.micro_batch, seqs) + 1) if seqs % d == 0)
     numerics = spec.model.model_dump(include={"rope_theta", "norm_eps", "init_std"})
