@@ -56,6 +56,23 @@ def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float) -> float:
     return gpus * gpu.peak_flops * mfu * days * 86400.0
 
 
+def resolve_budget(
+    budget_flops: float | None, gpus: int | None, days: float | None, gpu: Gpu, mfu: float
+) -> tuple[float, int | None, float | None]:
+    """(budget FLOPs, GPUs or None, days or None): a budget with GPUs or days (the other follows), or GPUs
+    and days (the budget follows)."""
+    if budget_flops is None:
+        if gpus is None or days is None:
+            raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
+        return budget_from_gpus(gpus, days, gpu, mfu), gpus, None
+    if gpus is not None and days is not None:
+        raise WorkbenchError(
+            "--compute, --gpus and --days all given",
+            "With --compute give --gpus (days follow) or --days (GPUs follow).",
+        )
+    return budget_flops, gpus, days
+
+
 @dataclass(frozen=True)
 class Interval:
     """5th, 50th and 95th percentiles over bootstrap draws."""

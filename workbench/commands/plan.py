@@ -26,24 +26,13 @@ def _positive(text: str | None, option: str) -> float | None:
 
 def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, gpu, mfu: float):
     """(budget FLOPs, GPU count or None, days or None) from --compute | --gpus --days."""
-    budget = _positive(compute, "--compute")
+    from workbench.plan import resolve_budget
+
     gpus = _positive(gpus_text, "--gpus")
-    days = _positive(days_text, "--days")
     if gpus is not None and gpus != math.floor(gpus):
         raise WorkbenchError(f"--gpus: {gpus_text} is not a whole number", "Give a GPU count such as 1024.")
     gpus = int(gpus) if gpus is not None else None
-    if budget is None:
-        if gpus is None or days is None:
-            raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
-        from workbench.plan import budget_from_gpus
-
-        return budget_from_gpus(gpus, days, gpu, mfu), gpus, None
-    if gpus is not None and days is not None:
-        raise WorkbenchError(
-            "--compute, --gpus and --days all given",
-            "With --compute give --gpus (days follow) or --days (GPUs follow).",
-        )
-    return budget, gpus, days
+    return resolve_budget(_positive(compute, "--compute"), gpus, _positive(days_text, "--days"), gpu, mfu)
 
 
 def _law(spec: str, budget_flops: float, hparams: Path | None):
