@@ -18,14 +18,10 @@ from workbench.laws import PARAM_NAMES, ParametricLaw
 
 
 @dataclass(frozen=True)
-class ParametricFit:
-    """The fitted law; `optima` holds distinct local optima (log-space theta rows) for warm starts."""
+class ParametricFit(ParametricLaw):
+    """The fitted law (a workbench.laws.ParametricLaw: loss, optimum, ... as for any law) and how it was
+    fitted; `optima` holds distinct local optima (log-space theta rows) for warm starts."""
 
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
     objective: float
     n_starts: int
     n_points: int
@@ -37,11 +33,6 @@ class ParametricFit:
     def a(self) -> float:
         """Exponent of N_opt proportional to C^a: beta / (alpha + beta)."""
         return self.beta / (self.alpha + self.beta)
-
-    @property
-    def law(self) -> ParametricLaw:
-        """The fitted law (workbench.laws), without the fit's diagnostics."""
-        return ParametricLaw(self.E, self.A, self.B, self.alpha, self.beta)
 
     @property
     def theta(self) -> np.ndarray:
