@@ -53,8 +53,8 @@ def run_demo(
     _say("1/7", f"corpus: {corpus}")
 
     def run_sweep(plan, label: str):
-        _say("2/7" if plan.spec.name != spec.name or len(plan.runs) < n_runs else "3/7",
-             f"sweep {plan.spec.name}: {len(plan.runs)} runs {label} (finished runs are reused)")  # fmt: skip
+        step = "2/7" if plan.spec.name != spec.name or len(plan.runs) < n_runs else "3/7"
+        _say(step, f"sweep {plan.spec.name}: {len(plan.runs)} runs {label}".strip() + " (finished runs are reused)")
         _launch(plan, db_path, f"{spec_path} {label}".strip())
         with Store(db_path) as store:
             return store.points(plan.spec.name)
