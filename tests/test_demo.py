@@ -40,6 +40,7 @@ def small_spec(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.demo
 def test_demo_runs_every_stage_and_reuses_runs(tmp_path, monkeypatch):
     from workbench.demo import run_demo, summary
 
@@ -48,16 +49,33 @@ def test_demo_runs_every_stage_and_reuses_runs(tmp_path, monkeypatch):
     db = tmp_path / "w.duckdb"
     outcome = run_demo(spec, db, tmp_path / "reports" / "mini.html", bootstrap=50, lr_check=False)
     assert outcome["held_out_budget"] == 4e11
-    assert set(outcome["checks"]) == {
+    checks = outcome["checks"]
+    assert set(checks) == {
         "interior_minima",
         "best_loss_within_2pct",
         "n_opt_within_1.5x",
         "flagship_in_interval",
         "flagship_within_1pct_of_best",
     }
+    assert all(ok is True for ok in checks.values()), checks  # every end-to-end check passes
+    assert outcome["passed"] is True
+    # the values behind the flags, against the tolerances they state
+    assert outcome["fitted_budgets"] == [5e10, 1e11, 2e11] and outcome["excluded"] == []
+    assert abs(outcome["best_loss_rel_err"]) <= 0.02
+    assert outcome["predicted_best_loss"] == pytest.approx(outcome["best_run"]["loss"], rel=0.02)
+    assert 1 / 1.5 <= outcome["predicted_n_opt_isoflop"] / outcome["observed_n_opt"] <= 1.5
     flagship = outcome["flagship"]
     lo, hi = flagship["interval"]
-    assert lo < hi and flagship["val_loss"] > 0 and flagship["law_interval"][0] >= lo * 0.9
+    assert lo <= flagship["val_loss"] <= hi
+    assert abs(flagship["vs_best"]) <= 0.01
+    assert flagship["val_loss"] == pytest.approx(outcome["best_run"]["loss"] * (1 + flagship["vs_best"]))
+    assert lo < hi and flagship["law_interval"][0] >= lo * 0.9
+    # the fit record holds the same checks with their numbers
+    fit = json.loads((tmp_path / "fits" / "mini.json").read_text())
+    assert {k: v["passed"] for k, v in fit["checks"].items()} == {
+        k: checks[k] for k in ("interior_minima", "best_loss_within_2pct", "n_opt_within_1.5x")
+    }
+    assert fit["checks"]["best_loss_within_2pct"]["predicted"] == pytest.approx(outcome["predicted_best_loss"])
     assert (tmp_path / "reports" / "mini.html").is_file()
     saved = json.loads((tmp_path / "fits" / "mini-demo.json").read_text())
     assert saved["flagship"]["val_loss"] == flagship["val_loss"]
@@ -71,7 +89,7 @@ def test_demo_runs_every_stage_and_reuses_runs(tmp_path, monkeypatch):
 
 
 def test_prediction_interval_widens_the_law_interval_by_the_scatter():
-    from workbench.demo import prediction_interval
+    from workbench.fit.frontier import prediction_interval
 
     draws = [2.0] * 200
     lo, mid, hi = prediction_interval(draws, [-0.01, 0.0, 0.01])

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 import workbench.cli
 from workbench.fit import io, plots
 from workbench.fit.accuracy import sigmoid
-from workbench.fit.law import optimal_allocation, predict_loss
 from workbench.fit.synthetic import CHINCHILLA, isoflop_sweep
+from workbench.laws import optimal_allocation, predict_loss
+from workbench.records import read_fit
 
 FAST = ["--starts", "3", "--no-plots"]
 
@@ -54,7 +55,7 @@ def test_csv_fit_writes_json_plots_and_prints_the_same_object(sweep_csv, tmp_pat
     assert n_opt.shape == (40,) and np.allclose(6 * n_opt * d_opt, 1e24)
     assert predict_loss(par, 1e9, 2e10) > par["E"]
     # the report rebuilds figures from the saved record
-    record = io.load_fit(out)
+    record = read_fit(out)
     fig = plots.isoflop_figure(io.points_from_record(record), io.isoflop_from_record(record))
     assert len(fig.axes) == 2
     assert plots.parametric_figure(io.points_from_record(record), io.parametric_from_record(record)).axes

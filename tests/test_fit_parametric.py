@@ -5,10 +5,10 @@ import pytest
 from scipy.optimize import check_grad, minimize
 
 from workbench.fit.bootstrap import bootstrap_parametric, resample_counts
-from workbench.fit.law import optimal_allocation, optimal_loss, predict_loss
 from workbench.fit.lbfgs import minimize_batch
 from workbench.fit.parametric import LogHuberObjective, fit_parametric, start_grid
 from workbench.fit.synthetic import CHINCHILLA, EPOCH, isoflop_sweep
+from workbench.laws import optimal_allocation, optimal_loss, predict_loss
 
 # a sweep from 1e17 to 1e22 FLOPs, 10 budgets x 12 sizes: with 0.5% noise the estimator's own spread
 # is about 0.01 in E (Llama 3's narrower 6e18..1e22 x 9 sizes gives about 0.025, too wide for 0.02)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.commands.flagship import resources
+from workbench.config import LayoutConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -32,7 +33,9 @@ def _plan(compute: str, out: Path, *extra: str) -> dict:
 def test_local_flagship_trains_to_completion_and_relaunch_skips(workdir):
     plan = _plan("3e11", workdir / "flagship.yaml")  # a ~90K-parameter model, seconds on one core
     config = yaml.safe_load((workdir / "flagship.yaml").read_text())
-    assert (config["meta"]["nodes"], config["meta"]["gpus_per_node"], config["meta"]["gpus"]) == (1, 1, 1)
+    layout = LayoutConfig(**config["layout"])
+    assert (layout.nodes, layout.gpus_per_node, layout.gpus) == (1, 1, 1)
+    assert layout.micro_batch == config["batch"]["micro_batch"] and layout.cp == 1
     # one torch thread: two threads on a 2-core machine shared with other work run this model ~100x slower
     config["runtime"]["threads"] = 1
     (workdir / "flagship.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -70,10 +73,13 @@ def test_dry_run_of_a_405b_plan_prints_sbatch_with_the_layout_nodes(workdir):
     assert f"{layout['nodes']} nodes x 8 GPUs" in result.output
     assert not (workdir / "runs").exists()  # a dry run writes nothing
 
-    # a config without the node count (an older plan): nodes from the layout's TP x PP x DP / GPUs per node
+    # the config's layout block is what the launcher reads: the plan's TP x PP x DP, sharded over FSDP
     data = yaml.safe_load((workdir / "big.yaml").read_text())
-    for key in ("nodes", "gpus", "gpus_per_node"):
-        del data["meta"][key]
+    block = LayoutConfig(**data["layout"])
+    assert (block.tp, block.pp, block.dp_shard, block.dp_replicate) == (layout["tp"], layout["pp"], layout["dp"], 1)
+    assert block.gpus == layout["gpus"] and block.nodes == layout["nodes"] and "layout" not in data["meta"]
+    # without gpus_per_node the block's default (8 a node) gives the same nodes
+    del data["layout"]["gpus_per_node"]
     (workdir / "old.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     old = invoke("flagship", "launch", workdir / "old.yaml", "--dry-run")
     assert f"#SBATCH --nodes={layout['nodes']}\n" in old.output
@@ -81,14 +87,25 @@ def test_dry_run_of_a_405b_plan_prints_sbatch_with_the_layout_nodes(workdir):
     assert "#SBATCH --nodes=2\n" in override.output and "#SBATCH --gpus-per-node=4\n" in override.output
 
 
-def test_resources_from_meta_and_options():
-    assert resources({"layout": "TP 4 x PP 4 x DP 2317"}, None, None) == (4634, 8, 37072)
-    assert resources({"layout": "TP 2 x PP 1 x DP 1"}, None, None) == (1, 2, 2)
-    assert resources({"nodes": 3, "gpus_per_node": 8, "gpus": 24}, None, None) == (3, 8, 24)
-    assert resources({"layout": "TP 8 x PP 1 x DP 4"}, None, 4) == (8, 4, 32)
-    assert resources({}, None, None) == (1, 1, 1)
+def test_resources_from_the_layout_block_and_options():
+    assert resources(LayoutConfig(tp=4, pp=4, dp_shard=2317), None, None) == (4634, 8, 37072)
+    assert resources(LayoutConfig(tp=2, gpus_per_node=2), None, None) == (1, 2, 2)
+    assert resources(LayoutConfig(tp=8, dp_shard=3), None, None) == (3, 8, 24)
+    assert resources(LayoutConfig(tp=8, dp_replicate=4), None, 4) == (8, 4, 32)
+    assert resources(None, None, None) == (1, 1, 1)
     # --gpus-per-node 0: a CPU partition, no GPUs asked for
-    assert resources({"nodes": 2, "gpus_per_node": 8, "gpus": 16}, None, 0) == (2, 0, 16)
+    assert resources(LayoutConfig(tp=8, dp_shard=2), None, 0) == (2, 0, 16)
+
+
+def test_a_config_with_the_old_layout_string_is_a_one_line_error(workdir):
+    _plan("3.8e25", workdir / "big.yaml")
+    data = yaml.safe_load((workdir / "big.yaml").read_text())
+    del data["layout"]
+    data["meta"]["layout"] = "TP 8 x PP 16 x DP 32"
+    (workdir / "old.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    result = invoke("flagship", "launch", workdir / "old.yaml", "--dry-run")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "meta string of an older plan" in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -125,3 +142,17 @@ def test_flagship_on_real_slurm(workdir):
     while not final.is_file() and time.time() < deadline:
         time.sleep(5)
     assert json.loads(final.read_text())["status"] == "completed", subprocess.run(["sacct", "-j", job]).stdout
+
+
+def test_trainer_checks_the_layout_against_its_world_size():
+    from workbench.distributed import check_layout
+    from workbench.errors import WorkbenchError
+
+    check_layout(None, 4, 16)  # no layout block: any world size
+    check_layout(LayoutConfig(dp_replicate=2, micro_batch=4), 2, 4)
+    with pytest.raises(WorkbenchError, match="2 GPUs .* but the run has 1 processes"):
+        check_layout(LayoutConfig(dp_shard=2), 1, 1)
+    with pytest.raises(WorkbenchError, match="context parallelism is not supported"):
+        check_layout(LayoutConfig(cp=2), 2, 1)
+    with pytest.raises(WorkbenchError, match="differs from batch.micro_batch 8"):
+        check_layout(LayoutConfig(micro_batch=4), 1, 8)

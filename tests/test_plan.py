@@ -16,9 +16,11 @@ from workbench.cli import app
 from workbench.laws import CHINCHILLA, ParametricLaw, builtin_law, law_from_fit
 from workbench.layout import GPUS, choose_layout, memory_per_gpu, resolve_gpu
 from workbench.plan import inference_optimal, make_plan, schedule_for
+from workbench.records import parse_fit
 from workbench.shapes import PRESETS, ModelShape, shape_for_params
 
 KEYS = {
+    "schema_version",
     "compute_flops",
     "params",
     "tokens",
@@ -255,6 +257,11 @@ def test_flagship_yaml_loads_and_matches_the_plan(tmp_path):
     assert loaded.schedule.warmup_tokens == record["schedule"]["warmup_tokens"]
     assert loaded.meta["law"] == "chinchilla" and loaded.meta["compute_flops"] == 1e12
     assert loaded.data.sources[0].path == str(tmp_path / "corpus")
+    # the layout block: the plan's layout, one CPU process, the batch block's micro-batch
+    lay = record["layout"]
+    assert loaded.layout.gpus == lay["gpus"] == 1 and loaded.layout.micro_batch == loaded.batch.micro_batch
+    assert (loaded.layout.tp, loaded.layout.pp, loaded.layout.dp_replicate, loaded.layout.cp) == (1, 1, 1, 1)
+    assert "layout" not in loaded.meta and loaded.layout.grad_accum == lay["grad_accum"]
 
 
 def test_plans_table_row(tmp_path):
@@ -309,8 +316,8 @@ def test_bad_fit_files_are_one_line(tmp_path):
 
 def test_law_from_fit_keeps_good_draws_only():
     draws = {k: [v, float("nan"), v * 1.01] for k, v in FIT.items()}
-    law = law_from_fit({"parametric": {**FIT, "draws": draws}}, "x.json")
-    assert len(law.draws) == 2 and law.draws[0] == ParametricLaw(**FIT)
+    law = law_from_fit(parse_fit({"parametric": {**FIT, "draws": draws}}, "x.json"), "x.json")
+    assert law.draws.size == 2 and law.draws.row(0) == ParametricLaw(**FIT)
 
 
 def test_plan_modules_import_no_torch_or_scipy():

@@ -16,8 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 import workbench.cli
-from workbench.fit.law import optimal_allocation, predict_loss
 from workbench.fit.synthetic import CHINCHILLA
+from workbench.laws import optimal_allocation, predict_loss
 from workbench.report import write_report
 from workbench.store import Store
 
@@ -124,14 +124,15 @@ def fit_sweep(db: Path, name: str, out: Path, bootstrap: int = 40) -> dict:
 
 def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
     """Plan a flagship from the fit as `workbench plan --law fits/NAME.json --db` does, and record it."""
-    from workbench.commands.plan import plan_record
     from workbench.laws import law_from_fit
     from workbench.layout import resolve_gpu
     from workbench.plan import default_seq_len, default_vocab, make_plan
+    from workbench.plan_record import to_record
+    from workbench.records import parse_fit
 
-    plan = make_plan(law_from_fit(record, "fit"), budget_flops, gpu=resolve_gpu("h100"), mfu=0.4,
+    plan = make_plan(law_from_fit(parse_fit(record, "fit"), "fit"), budget_flops, gpu=resolve_gpu("h100"), mfu=0.4,
                      seq_len=default_seq_len(budget_flops), vocab_size=default_vocab(budget_flops))  # fmt: skip
-    rec = {**plan_record(plan), "name": f"flagship-{record['name']}", "budget_flops": budget_flops,
+    rec = {**to_record(plan).public(), "name": f"flagship-{record['name']}", "budget_flops": budget_flops,
            "created": datetime.now(UTC).isoformat()}  # fmt: skip
     Store(db).record_plan(rec)
     return rec

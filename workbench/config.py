@@ -218,7 +218,8 @@ class RuntimeConfig(Strict):
 
 
 class LayoutConfig(Strict):
-    """A parallel layout (what `workbench plan` writes for the flagship): the DeviceMesh (pp, dp_replicate,
+    """The package's one description of a parallel layout (what `workbench plan` writes for the flagship,
+    what `flagship launch` sizes the job from and what the trainer builds): the DeviceMesh (pp, dp_replicate,
     dp_shard, tp) of world = pp x dp_replicate x dp_shard x tp processes, TP innermost (inside a node),
     FSDP2 over dp_shard (HSDP with dp_replicate), activation checkpointing, and the pipeline schedule.
     micro_batch and grad_accum record the plan's choice (micro_batch must equal batch.micro_batch).
@@ -246,7 +247,23 @@ class LayoutConfig(Strict):
 
     @property
     def world(self) -> int:
-        return self.pp * self.dp_replicate * self.dp_shard * self.tp
+        """Processes (GPUs) of the layout: pp x dp_replicate x dp_shard x tp (cp is 1)."""
+        return self.pp * self.dp_replicate * self.dp_shard * self.tp * self.cp
+
+    @property
+    def gpus(self) -> int:
+        return self.world
+
+    @property
+    def nodes(self) -> int:
+        return -(-self.gpus // self.gpus_per_node)
+
+    def describe(self) -> str:
+        """TP x PP x CP x DP (replicate x shard) on nodes x GPUs, for messages."""
+        return (
+            f"TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp_replicate}x{self.dp_shard} "
+            f"= {self.gpus} GPUs ({self.nodes} nodes of {self.gpus_per_node})"
+        )
 
 
 class TrainConfig(Strict):

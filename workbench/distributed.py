@@ -30,6 +30,31 @@ class Dist:
         return self.world > 1
 
 
+def check_layout(layout, world: int, micro_batch: int) -> None:
+    """The config's layout block (workbench.config.LayoutConfig, or None) against this run's processes.
+
+    The layout's GPUs must be the world size, its micro-batch the batch block's, and context parallelism
+    (cp > 1) is not supported."""
+    from workbench.errors import WorkbenchError
+
+    if layout is None:
+        return
+    if layout.cp > 1:
+        raise WorkbenchError(
+            f"layout.cp {layout.cp}: context parallelism is not supported by this trainer", "Set layout.cp to 1."
+        )
+    if layout.gpus != world:
+        raise WorkbenchError(
+            f"layout: {layout.describe()}, but the run has {world} processes",
+            f"Launch {layout.gpus} processes (`workbench flagship launch` sizes the job from it) or fix layout.",
+        )
+    if layout.micro_batch is not None and layout.micro_batch != micro_batch:
+        raise WorkbenchError(
+            f"layout.micro_batch {layout.micro_batch} differs from batch.micro_batch {micro_batch}",
+            "Give both the same micro-batch (the plan writes them equal).",
+        )
+
+
 def export_slurm_env() -> None:
     """Under `srun` (one task per GPU, any number of nodes) without a launcher's RANK/WORLD_SIZE, export
     them from Slurm's environment: RANK = SLURM_PROCID, LOCAL_RANK = SLURM_LOCALID, MASTER_ADDR = the

@@ -1,71 +1,151 @@
-"""Scaling laws for planning: the built-in published laws and laws read from a fit (fits/NAME.json).
+"""Scaling laws: the one definition of the parametric loss law, the power laws, the published
+constants, and laws read from a fit record. Pure numpy: no torch, no file access.
 
-Pure: no torch and no file access here; `law_from_fit` takes the already-parsed JSON object.
+Every function is vectorised: the law's parameters may be floats (the point estimate) or arrays of K
+bootstrap draws, and N (non-embedding parameters), D (tokens) and C (FLOPs) broadcast against them. A
+scalar call is the size-1 case and returns a float.
 
-- Parametric (Chinchilla approach 3): L(N, D) = E + A / N^alpha + B / D^beta, N non-embedding
-  parameters, D training tokens, L in nats per token. Compute-optimal at C = 6 N D (DESIGN.md):
-  N_opt = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta)), D_opt = C / (6 N_opt).
-- Token law (Llama 3): D*(C) = A C^alpha tokens, and N* = C / (6 D*). It predicts no loss.
+- Parametric (Chinchilla approach 3): L(N, D) = E + A / N^alpha + B / D^beta, L in nats per token.
+  Compute-optimal at C = 6 N D (DESIGN.md): N_opt = G (C/6)^(beta/(alpha+beta)),
+  G = (alpha A / (beta B))^(1/(alpha+beta)), D_opt = C / (6 N_opt). Evaluated in logs, so an extreme
+  bootstrap draw gives inf, not an overflow.
+- Power law y = coef x^exp: the isoFLOP laws N*(C) = G C^a and D*(C) = H C^b, the Llama 3 token law
+  D*(C) = A C^alpha (N* = C / (6 D*), no loss), and the batch and LR laws of the compute budget.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 from workbench.errors import WorkbenchError
 
+if TYPE_CHECKING:
+    from workbench.records import FitRecord, HparamsBlock
 
-def _exp(x: float) -> float:
-    return math.exp(x) if x < 700 else math.inf
+PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+
+
+def _out(value: np.ndarray) -> float | np.ndarray:
+    """A float for a 0-d result (scalar inputs), else the array."""
+    return float(value) if np.ndim(value) == 0 else value
+
+
+def _log(x: ArrayLike) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.asarray(x, dtype=float))
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.exp(x)
 
 
 @dataclass(frozen=True)
 class ParametricLaw:
-    """L(N, D) = E + A / N^alpha + B / D^beta (loss in nats/token)."""
+    """L(N, D) = E + A / N^alpha + B / D^beta (loss in nats/token); fields are floats or arrays of draws."""
 
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
+    E: float | np.ndarray
+    A: float | np.ndarray
+    B: float | np.ndarray
+    alpha: float | np.ndarray
+    beta: float | np.ndarray
 
-    def loss(self, params: float, tokens: float) -> float:
-        """Predicted loss of `params` non-embedding parameters trained on `tokens` tokens."""
-        # in logs: an extreme bootstrap draw gives inf, not an OverflowError
-        if not (0 < params < math.inf and 0 < tokens < math.inf):
-            return math.inf
-        return (
-            self.E
-            + _exp(math.log(self.A) - self.alpha * math.log(params))
-            + _exp(math.log(self.B) - self.beta * math.log(tokens))
-        )
+    @classmethod
+    def of(cls, params: Mapping[str, object]) -> ParametricLaw:
+        """The law of a mapping with keys E, A, B, alpha, beta (floats or lists of draws)."""
+        values = [np.asarray(params[k], dtype=float) for k in PARAM_NAMES]
+        return cls(*(float(v) if v.ndim == 0 else v for v in values))
 
-    def optimum(self, budget_flops: float) -> tuple[float, float]:
+    def as_dict(self) -> dict[str, float | np.ndarray]:
+        """{E, A, B, alpha, beta}."""
+        return {k: getattr(self, k) for k in PARAM_NAMES}
+
+    @property
+    def size(self) -> int:
+        """Number of draws (1 for a point estimate)."""
+        return int(np.size(self.E))
+
+    def row(self, i: int) -> ParametricLaw:
+        """Draw i as a scalar law."""
+        return ParametricLaw(*(float(np.asarray(getattr(self, k))[i]) for k in PARAM_NAMES))
+
+    def loss(self, params: ArrayLike, tokens: ArrayLike) -> float | np.ndarray:
+        """Predicted loss of `params` non-embedding parameters trained on `tokens` tokens (inf where
+        N or D is not a positive finite number)."""
+        n, d = np.asarray(params, dtype=float), np.asarray(tokens, dtype=float)
+        log_n, log_d = _log(n), _log(d)
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = (
+                self.E
+                + _exp(_log(self.A) - np.asarray(self.alpha) * log_n)
+                + _exp(_log(self.B) - np.asarray(self.beta) * log_d)
+            )
+        ok = (n > 0) & (n < np.inf) & (d > 0) & (d < np.inf)
+        return _out(np.where(ok, value, np.inf))
+
+    def optimum(self, budget_flops: ArrayLike) -> tuple[float | np.ndarray, float | np.ndarray]:
         """(N_opt params, D_opt tokens) minimising the loss at C = 6 N D (closed form)."""
-        total = self.alpha + self.beta
-        log_g = (math.log(self.alpha * self.A) - math.log(self.beta * self.B)) / total
-        params = _exp(log_g + self.beta / total * math.log(budget_flops / 6.0))
-        return params, budget_flops / (6.0 * params)
+        alpha, beta = np.asarray(self.alpha, dtype=float), np.asarray(self.beta, dtype=float)
+        total = alpha + beta
+        c = np.asarray(budget_flops, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_g = (_log(alpha * self.A) - _log(beta * self.B)) / total
+            params = _exp(log_g + beta / total * _log(c / 6.0))
+            return _out(params), _out(c / (6.0 * params))
 
-    def tokens_for_loss(self, params: float, loss: float) -> float:
-        """Tokens D with L(params, D) = loss; inf when `params` cannot reach that loss."""
-        room = loss - self.E - self.A / params**self.alpha
-        if room <= 0:
-            return math.inf
-        log_tokens = (math.log(self.B) - math.log(room)) / self.beta
-        return math.exp(log_tokens) if log_tokens < 700 else math.inf
+    def optimal_loss(self, budget_flops: ArrayLike) -> float | np.ndarray:
+        """L*(C): the loss at the compute-optimal allocation for C FLOPs."""
+        return self.loss(*self.optimum(budget_flops))
+
+    def tokens_for_loss(self, params: ArrayLike, loss: ArrayLike) -> float | np.ndarray:
+        """Tokens D with L(params, D) = loss; inf where `params` cannot reach that loss."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            room = np.asarray(loss, dtype=float) - self.E - self.A / np.asarray(params, dtype=float) ** self.alpha
+            log_tokens = (_log(self.B) - _log(np.where(room > 0, room, 1.0))) / self.beta
+            return _out(np.where(room > 0, _exp(log_tokens), np.inf))
 
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """y = coef * x^exp (tokens from FLOPs, batch tokens from FLOPs, LR from FLOPs)."""
+    """y = coef * x^exp (tokens from FLOPs, batch tokens from FLOPs, LR from FLOPs); coef, exp may be draws."""
 
-    coef: float
-    exp: float
+    coef: float | np.ndarray
+    exp: float | np.ndarray
 
-    def __call__(self, x: float) -> float:
-        return self.coef * x**self.exp
+    def __call__(self, x: ArrayLike) -> float | np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _out(np.asarray(self.coef) * np.asarray(x, dtype=float) ** np.asarray(self.exp))
+
+
+# --- the same laws on mappings (a fit record's `parametric` / `isoflop` block or its draws) ---
+
+
+def predict_loss(params: Mapping[str, object], N: ArrayLike, D: ArrayLike) -> np.ndarray:
+    """L(N, D) of the law in `params` (keys E, A, B, alpha, beta: floats or draws)."""
+    return np.asarray(ParametricLaw.of(params).loss(N, D))
+
+
+def optimal_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt params, D_opt tokens) of the law in `params` at C FLOPs with C = 6 N D."""
+    n_opt, d_opt = ParametricLaw.of(params).optimum(C)
+    return np.asarray(n_opt), np.asarray(d_opt)
+
+
+def optimal_loss(params: Mapping[str, object], C: ArrayLike) -> np.ndarray:
+    """L*(C) of the law in `params`."""
+    return np.asarray(ParametricLaw.of(params).optimal_loss(C))
+
+
+def isoflop_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(N*(C) = G C^a params, D*(C) = H C^b tokens) from the isoFLOP power laws in `params`."""
+    n_law = PowerLaw(np.asarray(params["G"], dtype=float), np.asarray(params["a"], dtype=float))
+    d_law = PowerLaw(np.asarray(params["H"], dtype=float), np.asarray(params["b"], dtype=float))
+    return np.asarray(n_law(C)), np.asarray(d_law(C))
 
 
 @dataclass(frozen=True)
@@ -94,7 +174,7 @@ class Law:
     source: str
     parametric: ParametricLaw | None = None
     token_law: PowerLaw | None = None
-    draws: tuple[ParametricLaw, ...] = ()
+    draws: ParametricLaw | None = None  # the bootstrap draws as one law of arrays
     isoflop: tuple[PowerLaw, PowerLaw] | None = None  # (N*(C), D*(C)), a cross-check from a fit
     hparams: HparamLaws | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -110,15 +190,18 @@ class Law:
         return budget_flops / (6.0 * tokens), tokens
 
 
+# Published laws, defined once (fit/synthetic.py draws its test sweeps from these)
+CHINCHILLA_LAW = ParametricLaw(1.69, 406.4, 410.7, 0.34, 0.28)
+EPOCH_LAW = ParametricLaw(1.82, 482.01, 2085.43, 0.3478, 0.3658)
 CHINCHILLA = Law(
     "chinchilla",
     "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, approach 3",
-    ParametricLaw(1.69, 406.4, 410.7, 0.34, 0.28),
+    CHINCHILLA_LAW,
 )
 EPOCH = Law(
     "epoch",
     "Besiroglu et al. 2024, Chinchilla Scaling: A replication attempt (maximum-likelihood refit)",
-    ParametricLaw(1.82, 482.01, 2085.43, 0.3478, 0.3658),
+    EPOCH_LAW,
     notes=("their Huber grid fit on 240 points gives E 1.8172, A 477.8, B 2143, alpha 0.3473, beta 0.3672",),
 )
 LLAMA3_FIGURE = PowerLaw(0.299, 0.537)  # Figure 3 legend of the Llama 3 report
@@ -157,90 +240,50 @@ def builtin_law(name: str, budget_flops: float) -> Law:
     raise WorkbenchError(f"--law: unknown law {name!r}", f"Use {', '.join(BUILTIN)} or a fit file fits/NAME.json.")
 
 
-def _positive(block: dict, key: str, where: str) -> float:
-    value = block.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        got = "missing" if key not in block else f"{value!r}"
-        raise WorkbenchError(f"{where}.{key} must be a positive number (got {got})", "Refit with `workbench fit`.")
-    return float(value)
-
-
-def _draws(block: dict, keys: tuple[str, ...], where: str) -> list[tuple[float, ...]]:
-    """Rows of bootstrap draws; rows with a missing, non-finite or non-positive value (failed resamples) drop."""
-    draws = block.get("draws")
-    if draws is None:
-        return []
-    if not isinstance(draws, dict) or any(not isinstance(draws.get(k), list) for k in keys):
-        raise WorkbenchError(f"{where}.draws must map each of {', '.join(keys)} to a list", "Refit with workbench fit.")
-    lengths = {len(draws[k]) for k in keys}
-    if len(lengths) != 1:
-        raise WorkbenchError(f"{where}.draws lists differ in length ({sorted(lengths)})", "Refit with `workbench fit`.")
-
-    def good(x: object) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-    rows = zip(*(draws[k] for k in keys), strict=True)
-    return [tuple(float(x) for x in row) for row in rows if all(good(x) for x in row)]
-
-
-def _hparams(data: dict, source: str) -> HparamLaws | None:
-    """The `hparams` block ({batch, lr}: {coef, exp}); exp null (a tune study at one budget) is a constant."""
-    block = data.get("hparams")
-    if block is None:
-        return None
-    if not isinstance(block, dict) or not all(isinstance(block.get(k), dict) for k in ("batch", "lr")):
-        raise WorkbenchError(f"{source}: hparams must have batch and lr laws {{coef, exp}}", "Refit the tune sweep.")
-    batch, lr = block["batch"], block["lr"]
-    for where, law in (("hparams.batch", batch), ("hparams.lr", lr)):
-        _positive(law, "coef", f"{source}: {where}")
-        exp = law.get("exp")
-        if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp)):
-            raise WorkbenchError(f"{source}: {where}.exp must be a number or null", "Refit the tune sweep.")
-    if batch.get("exp") is None or lr.get("exp") is None:
-        text = f"batch {batch['coef']:.4g} tokens, lr {lr['coef']:.4g} (tuned at one budget: no exponent, constant)"
+def hparam_laws(block: HparamsBlock, source: str) -> HparamLaws:
+    """Batch and LR laws of a validated `hparams` block; exp null (tuned at one budget) is a constant."""
+    batch, lr = block.batch, block.lr
+    if batch.exp is None or lr.exp is None:
+        text = f"batch {batch.coef:.4g} tokens, lr {lr.coef:.4g} (tuned at one budget: no exponent, constant)"
     else:
-        text = f"batch {batch['coef']:.4g} C^{batch['exp']:.4g} tokens, lr {lr['coef']:.4g} C^{lr['exp']:.4g}"
+        text = f"batch {batch.coef:.4g} C^{batch.exp:.4g} tokens, lr {lr.coef:.4g} C^{lr.exp:.4g}"
     return HparamLaws(
-        PowerLaw(float(batch["coef"]), float(batch.get("exp") or 0.0)),
-        PowerLaw(float(lr["coef"]), float(lr.get("exp") or 0.0)),
+        PowerLaw(batch.coef, batch.exp or 0.0),
+        PowerLaw(lr.coef, lr.exp or 0.0),
         f"fitted hparams law in {source}: {text}",
     )
 
 
-def hparams_from_json(data: object, source: str) -> HparamLaws:
-    """Batch and LR laws from the parsed JSON of fits/SWEEP-hparams.json (`workbench sweep tune`)."""
-    laws = _hparams(data, source) if isinstance(data, dict) else None
-    if laws is None:
-        raise WorkbenchError(
-            f"{source} has no hparams laws", "Use the fits/SWEEP-hparams.json of `workbench sweep tune`."
-        )
-    return laws
-
-
-def law_from_fit(data: object, source: str) -> Law:
-    """A Law from the parsed JSON of fits/NAME.json (`source` names the file in errors)."""
-    if not isinstance(data, dict):
-        raise WorkbenchError(f"{source}: expected a JSON object at the top level", "Use a file from `workbench fit`.")
-    block = data.get("parametric")
-    if not isinstance(block, dict):
+def law_from_fit(record: FitRecord, source: str) -> Law:
+    """The Law of a validated fit record (`source` names the file in messages)."""
+    if record.parametric is None:
         raise WorkbenchError(
             f"{source} has no parametric law",
             "Refit with `workbench fit --method parametric` (or all), or use --law chinchilla|epoch|llama3.",
         )
-    keys = ("E", "A", "B", "alpha", "beta")
-    point = ParametricLaw(*(_positive(block, k, f"{source}: parametric") for k in keys))
-    draws = tuple(ParametricLaw(*row) for row in _draws(block, keys, f"{source}: parametric"))
-    isoflop = None
-    iso = data.get("isoflop")
-    if isinstance(iso, dict) and all(isinstance(iso.get(k), int | float) for k in ("G", "a", "H", "b")):
-        isoflop = (PowerLaw(float(iso["G"]), float(iso["a"])), PowerLaw(float(iso["H"]), float(iso["b"])))
-    name = str(data.get("name") or source)
-    sweep = data.get("sweep")
+    par = record.parametric
+    draws = ParametricLaw.of(par.good_draws())
+    iso = record.isoflop
+    isoflop = (PowerLaw(iso.G, iso.a), PowerLaw(iso.H, iso.b)) if iso is not None and iso.has_laws else None
+    sweep = f" of sweep {record.sweep}" if record.sweep else ""
     return Law(
-        name,
-        f"parametric fit {source}" + (f" of sweep {sweep}" if sweep else "") + f" ({len(draws)} bootstrap draws)",
-        point,
-        draws=draws,
+        record.name or source,
+        f"parametric fit {source}{sweep} ({draws.size} bootstrap draws)",
+        ParametricLaw(par.E, par.A, par.B, par.alpha, par.beta),
+        draws=draws if draws.size else None,
         isoflop=isoflop,
-        hparams=_hparams(data, source),
+        hparams=hparam_laws(record.hparams, source) if record.hparams else None,
+    )
+
+
+def isoflop_law(record: FitRecord, hparams: HparamLaws | None = None) -> Law:
+    """The isoFLOP law of a fit (Llama 3's method): N*(C) and D*(C) from the parabolas' vertices."""
+    iso = record.isoflop
+    if iso is None or not iso.has_laws:
+        raise WorkbenchError(f"fit {record.name} has no isoFLOP law", "Refit with `workbench fit --method isoflop`.")
+    return Law(
+        f"{record.name}-isoflop",
+        f"fits/{record.name}.json: isoFLOP minima of {len(iso.minima)} budgets (Llama 3 / Chinchilla approach 2)",
+        isoflop=(PowerLaw(iso.G, iso.a), PowerLaw(iso.H, iso.b)),
+        hparams=hparams,
     )

@@ -27,8 +27,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from workbench import flops, hparams
 from workbench.errors import WorkbenchError
+from workbench.fit.stats import percentiles
 from workbench.laws import Law, ParametricLaw
 from workbench.layout import GPUS_PER_NODE, Gpu, Layout, choose_layout
 from workbench.shapes import ModelShape, ladder, shape_for_params
@@ -58,6 +61,23 @@ def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float) -> float:
     return gpus * gpu.peak_flops * mfu * days * 86400.0
 
 
+def resolve_budget(
+    budget_flops: float | None, gpus: int | None, days: float | None, gpu: Gpu, mfu: float
+) -> tuple[float, int | None, float | None]:
+    """(budget FLOPs, GPUs or None, days or None): a budget with GPUs or days (the other follows), or GPUs
+    and days (the budget follows)."""
+    if budget_flops is None:
+        if gpus is None or days is None:
+            raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
+        return budget_from_gpus(gpus, days, gpu, mfu), gpus, None
+    if gpus is not None and days is not None:
+        raise WorkbenchError(
+            "--compute, --gpus and --days all given",
+            "With --compute give --gpus (days follow) or --days (GPUs follow).",
+        )
+    return budget_flops, gpus, days
+
+
 @dataclass(frozen=True)
 class Interval:
     """5th, 50th and 95th percentiles over bootstrap draws."""
@@ -67,31 +87,23 @@ class Interval:
     p95: float
 
 
-def _interval(values: list[float]) -> Interval:
-    ordered = sorted(values)
-
-    def pct(q: float) -> float:  # linear interpolation, as numpy.percentile's default
-        x = q * (len(ordered) - 1)
-        i = min(int(x), len(ordered) - 2) if len(ordered) > 1 else 0
-        if len(ordered) == 1 or ordered[i + 1] == ordered[i]:  # also two infinities from extreme draws
-            return ordered[i]
-        return ordered[i] + (x - i) * (ordered[i + 1] - ordered[i])
-
-    return Interval(pct(0.05), pct(0.5), pct(0.95))
+def _interval(values: np.ndarray) -> Interval:
+    p5, p50, p95 = percentiles(values, [5.0, 50.0, 95.0])
+    return Interval(float(p5), float(p50), float(p95))
 
 
-def intervals(draws: tuple[ParametricLaw, ...], budget_flops: float, shape_params: float, shape_tokens: float):
+def intervals(draws: ParametricLaw | None, budget_flops: float, shape_params: float, shape_tokens: float):
     """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws)."""
-    if not draws:
+    if draws is None or draws.size == 0:
         return None
-    optima = [d.optimum(budget_flops) for d in draws]
+    params, tokens = draws.optimum(budget_flops)
     return {
-        "params": _interval([n for n, _ in optima]),
-        "tokens": _interval([t for _, t in optima]),
-        "tokens_per_param": _interval([t / n for n, t in optima]),
-        "loss": _interval([d.loss(n, t) for d, (n, t) in zip(draws, optima, strict=True)]),
-        "shape_loss": _interval([d.loss(shape_params, shape_tokens) for d in draws]),
-        "draws": len(draws),
+        "params": _interval(params),
+        "tokens": _interval(tokens),
+        "tokens_per_param": _interval(tokens / params),
+        "loss": _interval(draws.loss(params, tokens)),
+        "shape_loss": _interval(draws.loss(shape_params, shape_tokens)),
+        "draws": draws.size,
     }
 
 
@@ -412,11 +424,6 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         "tokens_opt": plan.tokens,
         "hparams_source": plan.hparams_source,
         "gpu": plan.gpu.name,
-        "layout": f"TP {plan.layout.tp} x PP {plan.layout.pp} x DP {plan.layout.dp}",
-        # what `workbench flagship launch` asks Slurm for: nodes x GPUs per node (layout.GPUS_PER_NODE a node)
-        "gpus": plan.layout.gpus,
-        "nodes": plan.layout.nodes,
-        "gpus_per_node": min(plan.layout.gpus, GPUS_PER_NODE),
     }
     if plan.inference:
         meta["inference_tokens"] = plan.inference.inference_tokens
@@ -443,16 +450,28 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         eval=cfg.EvalConfig(every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=min(16, batch_seqs)),
         checkpoint=cfg.CheckpointConfig(every_tokens=0 if cpu else max(plan.batch_tokens, tokens // 100)),
         runtime=cfg.RuntimeConfig() if cpu else cfg.RuntimeConfig(device="cuda", dtype="bf16", parallel="fsdp"),
-        layout=_layout_block(plan.layout) if not cpu or plan.layout.tp * plan.layout.pp > 1 else None,
+        layout=layout_config(plan.layout) if not cpu or plan.layout.tp * plan.layout.pp > 1 else None,
     )
 
 
-def _layout_block(layout: Layout):
-    """The trainer's layout block (workbench.parallel); a CPU plan of one process per replica keeps none,
-    so the demo's flagship trains exactly as before."""
-    from workbench import config as cfg
+def layout_config(layout: Layout):
+    """The config's layout block (workbench.config.LayoutConfig) of the layout search's result: DP is
+    sharded with FSDP2 (the memory model's sharding of the optimizer state); a node holds at most
+    GPUS_PER_NODE GPUs. A CPU plan of one process per replica keeps none (the caller), so the demo's
+    flagship trains exactly as a sweep run does."""
+    from workbench.config import LayoutConfig
 
-    return cfg.LayoutConfig(
-        tp=layout.tp, pp=layout.pp, dp_shard=layout.dp, micro_batch=layout.micro_batch,
-        grad_accum=layout.grad_accum, recompute=layout.recompute, gpus_per_node=GPUS_PER_NODE,
-    )  # fmt: skip
+    interleaved = layout.schedule == "interleaved"
+    return LayoutConfig(
+        tp=layout.tp,
+        pp=layout.pp,
+        dp_replicate=1,
+        dp_shard=layout.dp,
+        cp=1,
+        micro_batch=layout.micro_batch,
+        grad_accum=layout.grad_accum,
+        recompute=layout.recompute,
+        gpus_per_node=min(layout.gpus, GPUS_PER_NODE),
+        pp_schedule="interleaved_1f1b" if interleaved else "1f1b",
+        pp_stages_per_rank=layout.virtual_stages if interleaved else 1,
+    )

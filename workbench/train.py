@@ -141,6 +141,7 @@ class Trainer:
         self.previous_handlers: dict[int, object] = {}
 
     def _check_batches(self) -> None:
+        distributed.check_layout(self.cfg.layout, self.d.world, self.cfg.batch.micro_batch)
         check_batches(self.cfg, self.total, self.d.world)
 
     def _build_model(self) -> None:

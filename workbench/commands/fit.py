@@ -22,6 +22,9 @@ def fit(
     method: str = typer.Option("all", "--method", help="isoflop, parametric or all."),
     n_bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples (0: no intervals)."),
     holdout_largest: bool = typer.Option(False, "--holdout-largest", help="Also fit without the largest budget."),
+    exclude_largest: bool = typer.Option(
+        False, "--exclude-largest", help="Fit without the largest budget and check the fit's prediction of it."
+    ),
     rollout: bool = typer.Option(False, "--rollout", help="Fit budgets 1..k, predict k+1, for every k."),
     overestimate_penalty: float = typer.Option(
         1.0, "--overestimate-penalty", min=1.0, help="Weight of residuals where the law predicts above the run."
@@ -40,7 +43,8 @@ def fit(
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
     from workbench.fit import io
-    from workbench.fit.pipeline import FitOptions, fit_all, to_record
+    from workbench.fit.pipeline import FitOptions
+    from workbench.fit.stage import fit_stage
     from workbench.units import parse_number
 
     if (sweep is None) == (from_csv is None):
@@ -57,22 +61,23 @@ def fit(
         overestimate_penalty=overestimate_penalty,
         starts_per_axis=starts,
         holdout_largest=holdout_largest,
+        exclude_largest=exclude_largest,
         rollout=rollout,
         seed=seed,
         at_flops=tuple(parse_number(c, "--at") for c in at),
     )
-    results = fit_all(points, options)
     source = f"sweep:{sweep}" if sweep else str(from_csv)
-    record = to_record(results, name, source, sweep)
     out = out or Path("fits") / f"{name}.json"
-    record["plots"] = [] if no_plots else [str(p) for p in _save_plots(results, out)]
-    io.write_json_atomic(out, record)
+    record = fit_stage(points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots)
+    record = record.as_dict()
     if sweep is not None or db is not None:
         _record_in_store(db_path, record)
     if as_json:
         typer.echo(io.dumps(record))
         return
-    _print_tables(record, out)
+    from workbench.fit.tables import print_fit
+
+    print_fit(record, out)
 
 
 def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str = "val_loss"):
@@ -92,73 +97,3 @@ def _record_in_store(db_path: Path, record: dict) -> None:
 
     with Store(db_path) as store:
         store.record_fit(record)
-
-
-def _save_plots(results, out: Path) -> list[Path]:
-    from workbench.fit import plots
-
-    stem = out.with_suffix("")
-    paths = []
-    if results.isoflop is not None:
-        paths += plots.save_figure(plots.isoflop_figure(results.points, results.isoflop), f"{stem}.isoflop")
-    if results.parametric is not None:
-        paths += plots.save_figure(plots.parametric_figure(results.points, results.parametric), f"{stem}.parametric")
-    if results.rollout:
-        paths += plots.save_figure(plots.rollout_figure(results.rollout), f"{stem}.rollout")
-    return paths
-
-
-def _ci_text(ci: dict | None, key: str, fmt: str) -> str:
-    if not ci or key not in ci or ci[key]["lo"] is None:
-        return ""
-    return f"{ci[key]['median']:{fmt}} [{ci[key]['lo']:{fmt}}, {ci[key]['hi']:{fmt}}]"
-
-
-def _print_tables(record: dict, out: Path) -> None:
-    """The fit as rich tables: estimates with 5-95% intervals, minima and exclusions, held-out errors."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from workbench.units import human
-
-    console = Console()
-    console.print(f"fit [bold]{record['name']}[/]: {record['n_points']} runs from {record['source']}")
-    par, iso = record["parametric"], record["isoflop"]
-    if par:
-        table = Table(title="L = E + A/N^alpha + B/D^beta")
-        for column in ("param", "estimate", "bootstrap median [5%, 95%]"):
-            table.add_column(column)
-        for key in ("E", "A", "B", "alpha", "beta", "a"):
-            table.add_row(key, f"{par[key]:.4g}", _ci_text(par["ci"], key, ".4g"))
-        console.print(table)
-    if iso:
-        table = Table(title="isoFLOP minima")
-        for column in ("budget (FLOPs)", "N*", "D*", "L*", "sizes", "note"):
-            table.add_column(column)
-        for m in iso["minima"]:
-            table.add_row(f"{m['budget_flops']:.3g}", human(m["params"]), human(m["tokens"]), f"{m['loss']:.4f}",
-                          str(m["n_sizes"]), "")  # fmt: skip
-        for e in iso["excluded"]:
-            table.add_row(f"{e['budget_flops']:.3g}", "", "", "", "", f"excluded: {e['reason']}")
-        console.print(table)
-        console.print(
-            f"N* = {iso['G']:.4g} C^{iso['a']:.4f} {_ci_text(iso['ci'], 'a', '.4f')}   "
-            f"D* = {iso['H']:.4g} C^{iso['b']:.4f} {_ci_text(iso['ci'], 'b', '.4f')}"
-        )
-    for label, rows in (("held out", [record["holdout"]] if record["holdout"] else []), ("rollout", record["rollout"])):
-        if not rows:
-            continue
-        table = Table(title=f"{label}: predicted vs observed (relative error)")
-        for column in ("budget (FLOPs)", "fit on", "loss (parametric)", "N* (parametric)", "N* (isoFLOP)"):
-            table.add_column(column)
-        for row in rows:
-            p, i = row.get("parametric", {}), row.get("isoflop", {})
-            table.add_row(f"{row['budget_flops']:.3g}", f"{row['train_budgets']} budgets",
-                          _pct(p.get("loss_rel_err")), _pct(p.get("N_opt_rel_err")),
-                          _pct(i.get("N_opt_rel_err")) if "error" not in i else "no fit")  # fmt: skip
-        console.print(table)
-    console.print(f"wrote {out}" + (f" and {len(record['plots'])} plots" if record["plots"] else ""))
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:+.2f}%"

@@ -4,21 +4,18 @@ The launcher (workbench.sweep.launch.launch_runs) does the work: the sweep folde
 config's run_dir (runs/flagship), with its jobs.json, so `workbench sweep status flagship` follows it; a
 completed run or a live job is left alone, and a changed config.yaml is refused unless --force. On Slurm it
 is one job of the plan's nodes x GPUs per node (one task per GPU). Nodes and GPUs per node come from the
-config's meta (written by the plan: `nodes`, `gpus_per_node`, or the layout "TP a x PP b x DP c"); options
-override them.
+config's layout block (written by the plan: workbench.config.LayoutConfig); options override them.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 
 import typer
 
 from workbench.errors import WorkbenchError
-from workbench.layout import GPUS_PER_NODE
 
 app = typer.Typer(no_args_is_help=True)
 DONE_HINT = "Delete or move its run directory to train it again."
@@ -45,21 +42,22 @@ def _load(file: Path):
         ) from None
 
 
-def _meta_int(meta: dict, key: str) -> int | None:
-    value = meta.get(key)
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+def resources(layout, nodes: int | None, gpus_per_node: int | None) -> tuple[int, int, int]:
+    """(nodes, GPUs per node, GPUs) from the options, else the config's layout block (one GPU without one)."""
+    gpus = layout.gpus if layout is not None else 1
+    plan_per_node = layout.gpus_per_node if layout is not None else 1
+    per_node = gpus_per_node if gpus_per_node is not None else plan_per_node
+    return nodes or math.ceil(gpus / (per_node or plan_per_node)), per_node, gpus
 
 
-def resources(meta: dict, nodes: int | None, gpus_per_node: int | None) -> tuple[int, int, int]:
-    """(nodes, GPUs per node, GPUs) from the options, else the plan's meta (nodes/gpus_per_node, or its layout)."""
-    gpus = _meta_int(meta, "gpus")
-    layout = re.fullmatch(r"TP (\d+) x PP (\d+) x DP (\d+)", str(meta.get("layout") or ""))
-    if gpus is None and layout:
-        gpus = math.prod(int(x) for x in layout.groups())
-    per_node = gpus_per_node if gpus_per_node is not None else _meta_int(meta, "gpus_per_node")
-    per_node = per_node if per_node is not None else min(gpus or 1, GPUS_PER_NODE)
-    count = nodes or _meta_int(meta, "nodes") or (math.ceil((gpus or per_node) / per_node) if per_node else 1)
-    return count, per_node, gpus or count * per_node
+def _layout(config, file: Path):
+    """The config's layout block; a config from before the block (a "TP a x PP b x DP c" meta string) is refused."""
+    if config.layout is None and "layout" in config.meta:
+        raise WorkbenchError(
+            f"{file}: the layout is a meta string of an older plan, not a layout block",
+            "Rewrite the config with `workbench plan --out` (it writes the layout: block).",
+        )
+    return config.layout
 
 
 def _launch_spec(executor: str, nodes: int, gpus_per_node: int, partition, account, qos, timeout_min: int):
@@ -96,13 +94,15 @@ def launch(
 
     check_kind(executor)
     config = materialize(_load(file), Path.cwd())
-    count, per_node, gpus = resources(config.meta, nodes, gpus_per_node)
+    layout = _layout(config, file)
+    count, per_node, gpus = resources(layout, nodes, gpus_per_node)
     spec = _launch_spec(executor, count, per_node, partition, account, qos, timeout_min)
     run = single_run(config)
     run_dir, run_id = Path(config.run_dir), run.run_id
     where = f"{count} nodes x {per_node} GPUs ({spec.tasks} tasks per node, {gpus} GPUs in the layout)"
     where += f", {timeout_min} min per job" + (f", partition {partition}" if partition else "")
-    typer.echo(f"flagship {run_id}: {where}; layout {config.meta.get('layout', 'not recorded')}; run dir {run_dir}")
+    described = layout.describe() if layout is not None else "none (one process)"
+    typer.echo(f"flagship {run_id}: {where}; layout {described}; run dir {run_dir}")
     job_name = f"wb-{run_id}"[:64]
     report = launch_runs(run_dir.parent, [run], {run_id: config}, spec, executor, dry_run, force, job_name)
     state = report.skipped.get(run_id)

@@ -14,7 +14,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from workbench.errors import WorkbenchError
-from workbench.fit.law import optimal_loss
+from workbench.laws import optimal_loss
 
 
 @dataclass(frozen=True)

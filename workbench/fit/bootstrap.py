@@ -21,8 +21,8 @@ from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
 from workbench.fit.lbfgs import minimize_batch
 from workbench.fit.parametric import PARAM_NAMES, LogHuberObjective, ParametricFit, start_grid
-
-LO_Q, HI_Q = 5.0, 95.0
+from workbench.fit.stats import interval
+from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss
 
 
 def resample_counts(budget_flops: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -98,20 +98,8 @@ def bootstrap_isoflop(points: pd.DataFrame, n_resamples: int = 1000, seed: int =
     return {"G": g, "a": a, "H": h, "b": b}
 
 
-def interval(values: np.ndarray) -> dict[str, float]:
-    """Median and 5-95% interval of the finite draws."""
-    finite = np.asarray(values, float)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return {"median": float("nan"), "lo": float("nan"), "hi": float("nan")}
-    lo, med, hi = np.percentile(finite, [LO_Q, 50.0, HI_Q])
-    return {"median": float(med), "lo": float(lo), "hi": float(hi)}
-
-
 def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
     """Intervals of E, A, B, alpha, beta, a and of N*, D*, L* at each C in at_flops."""
-    from workbench.fit.law import optimal_allocation, optimal_loss
-
     ci = {name: interval(draws[name]) for name in PARAM_NAMES}
     ci["a"] = interval(draws["beta"] / (draws["alpha"] + draws["beta"]))
     ci["at"] = []
@@ -124,8 +112,6 @@ def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> di
 
 def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
     """Intervals of G, a, H, b and of N*, D* at each C in at_flops."""
-    from workbench.fit.law import isoflop_allocation
-
     ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
     ci["n_failed"] = int((~np.isfinite(draws["a"])).sum())
     ci["at"] = []

@@ -15,21 +15,23 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.fit.bootstrap import resample_counts
+from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
+from workbench.fit.stats import HI_Q, LO_Q, percentiles
 
 
 def optimal_loss_law(points: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """{K, gamma, draws: {K, gamma}, scatter_log, budgets}: L*(C) = K C^-gamma over the points' budgets."""
-    rng = np.random.default_rng(seed)
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_bootstrap, seed)
     budgets = sorted(points["budget_flops"].unique())
     rows = 1 + n_bootstrap
     log_loss = np.full((rows, len(budgets)), np.nan)
     valid = np.zeros((rows, len(budgets)), dtype=bool)
     scatter: list[float] = []
-    for j, budget in enumerate(budgets):
-        group = points[points["budget_flops"] == budget]
-        m = len(group)
-        weights = np.vstack([np.ones(m), rng.multinomial(m, np.full(m, 1 / m), size=n_bootstrap)])
+    for j, rows_j in enumerate(budget_strata(points["budget_flops"].to_numpy())):
+        group = points.iloc[rows_j]
+        weights = np.vstack([np.ones(len(rows_j)), counts[:, rows_j]])
         params, tokens, loss = (group[c].to_numpy(float) for c in ("params", "tokens", "loss"))
         vertex = budget_vertices(params, tokens, loss, weights)
         valid[:, j] = vertex.code == 0
@@ -66,5 +68,30 @@ def _scatter(params: np.ndarray, loss: np.ndarray) -> list[float]:
 
 def predict(law: dict, budget_flops: float) -> tuple[float, np.ndarray]:
     """L*(C) of the fit and of every bootstrap draw."""
-    draws = np.asarray(law["draws"]["K"]) * budget_flops ** -np.asarray(law["draws"]["gamma"])
+    draws = np.asarray(law["draws"]["K"], dtype=float) * budget_flops ** -np.asarray(law["draws"]["gamma"], dtype=float)
     return law["K"] * budget_flops ** -law["gamma"], draws
+
+
+def prediction_interval(draws: list[float], residuals: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """5/50/95% of (law draw) x exp(resampled residual): where a single new run is expected to land."""
+    rng = np.random.default_rng(seed)
+    law = np.asarray(draws, dtype=float)
+    noise = rng.choice(np.asarray(residuals, dtype=float), size=(law.size, 50))
+    samples = (law[:, None] * np.exp(noise)).ravel()
+    lo, mid, hi = percentiles(samples, [LO_Q, 50.0, HI_Q])
+    return float(lo), float(mid), float(hi)
+
+
+def predict_at(law: dict, budget_flops: float) -> dict:
+    """L*(C) at `budget_flops`: the prediction, the law's 5-95% interval over its draws (None without draws),
+    and the prediction interval of one new run (the law's draws widened by the run-to-run scatter)."""
+    predicted, draws = predict(law, budget_flops)
+    draws = draws[np.isfinite(draws)]
+    lo, _, hi = prediction_interval(draws.tolist() or [predicted], law["scatter_log"] or [0.0])
+    law_interval = [float(x) for x in percentiles(draws, [LO_Q, HI_Q])] if draws.size else None
+    return {
+        "budget_flops": float(budget_flops),
+        "loss_pred": float(predicted),
+        "law_interval": law_interval,
+        "prediction_interval": [lo, hi],
+    }

@@ -14,8 +14,8 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.fit.isoflop import budget_vertices, fit_isoflop
-from workbench.fit.law import optimal_allocation, predict_loss
 from workbench.fit.parametric import fit_parametric
+from workbench.laws import optimal_allocation, predict_loss
 
 
 def _observed(target: pd.DataFrame) -> dict:
@@ -87,3 +87,38 @@ def rollout(points: pd.DataFrame, methods: Sequence[str], fit_options: dict | No
         train = points[points["budget_flops"] < budgets[k]]
         steps.append(predict_budget(train, points[points["budget_flops"] == budgets[k]], methods, fit_options))
     return steps
+
+
+BEST_LOSS_TOLERANCE = 0.02  # L*(C) without the largest budget predicts its best run's loss within 2%
+N_OPT_FACTOR = 1.5  # and the isoFLOP law's N* lands within a factor 1.5 of the observed N*
+
+
+def held_out_checks(holdout: dict, minima: int, excluded: int, fitted_budgets: int) -> dict:
+    """The held-out budget's checks, each {passed, predicted, observed, tolerance}: every fitted budget has
+    an interior isoFLOP minimum; the L*(C) law predicts the best loss within 2%; the isoFLOP law's N* is
+    within a factor 1.5 of the observed."""
+    observed = holdout["observed"]
+    best = observed["best_run"]["loss"]
+    loss_pred = (holdout.get("loss_law") or {}).get("loss_pred")
+    n_pred = (holdout.get("isoflop") or {}).get("N_opt_pred")
+    n_ratio = None if n_pred is None else n_pred / observed["N_opt"]
+    return {
+        "interior_minima": {
+            "passed": excluded == 0 and minima == fitted_budgets,
+            "predicted": minima,
+            "observed": fitted_budgets,
+            "tolerance": "every fitted budget",
+        },
+        "best_loss_within_2pct": {
+            "passed": loss_pred is not None and abs(loss_pred / best - 1) <= BEST_LOSS_TOLERANCE,
+            "predicted": loss_pred,
+            "observed": best,
+            "tolerance": BEST_LOSS_TOLERANCE,
+        },
+        "n_opt_within_1.5x": {
+            "passed": n_ratio is not None and 1 / N_OPT_FACTOR <= n_ratio <= N_OPT_FACTOR,
+            "predicted": n_pred,
+            "observed": observed["N_opt"],
+            "tolerance": N_OPT_FACTOR,
+        },
+    }

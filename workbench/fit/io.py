@@ -1,4 +1,7 @@
-"""fits/NAME.json: atomic write, load, and the fit objects back from a loaded record."""
+"""fits/NAME.json: the atomic writer, and the fit objects (for plots) back from a FitRecord.
+
+The one reader of the file is workbench.records.read_fit.
+"""
 
 from __future__ import annotations
 
@@ -9,79 +12,57 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
+from workbench.files import atomic_write_text, json_clean
 from workbench.fit.isoflop import IsoflopFit
 from workbench.fit.parametric import ParametricFit
+from workbench.records import FitRecord, read_fit
 
 
-def clean(value: object) -> object:
-    """JSON-safe copy: numpy scalars to Python, NaN and inf to None."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [clean(v) for v in value.tolist()]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
+def dumps(record: dict | FitRecord) -> str:
+    """The record as strict JSON (NaN and inf as null)."""
+    data = record.as_dict() if isinstance(record, FitRecord) else record
+    return json.dumps(json_clean(data), indent=1, allow_nan=False)
 
 
-def dumps(record: dict) -> str:
-    """The record as strict JSON (no NaN)."""
-    return json.dumps(clean(record), indent=1, allow_nan=False)
-
-
-def write_json_atomic(path: str | Path, record: dict) -> Path:
+def write_json_atomic(path: str | Path, record: dict | FitRecord) -> Path:
     """Write the record as JSON, atomically (workbench.files)."""
-    from workbench.files import atomic_write_text
-
     return atomic_write_text(path, dumps(record))
 
 
 def load_fit(path: str | Path) -> dict:
-    """Read fits/NAME.json."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"{path}: no such fit", "Run `workbench fit` first, or pass the path of a fit JSON.")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise WorkbenchError(f"{path}: not valid JSON (line {err.lineno})", "Rerun `workbench fit`.") from None
+    """fits/NAME.json, validated (workbench.records.read_fit), as a plain dict for the report."""
+    return read_fit(path).as_dict()
 
 
-def points_from_record(record: dict) -> pd.DataFrame:
+def points_from_record(record: FitRecord) -> pd.DataFrame:
     """The points the fit used."""
-    return pd.DataFrame(record["points"])
+    return pd.DataFrame(record.points)
 
 
-def isoflop_from_record(record: dict) -> IsoflopFit | None:
-    """The IsoflopFit of a loaded record (None if the fit had no isoFLOP part)."""
-    iso = record.get("isoflop")
-    if not iso:
+def isoflop_from_record(record: FitRecord) -> IsoflopFit | None:
+    """The IsoflopFit of a record (None if the fit had no isoFLOP part)."""
+    iso = record.isoflop
+    if iso is None or not iso.has_laws:
         return None
-    keys = ("G", "a", "H", "b")
-    return IsoflopFit(tuple(iso["budgets"]), tuple(iso["minima"]), tuple(iso["excluded"]), *(iso[k] for k in keys))
+    return IsoflopFit(tuple(iso.budgets), tuple(iso.minima), tuple(iso.excluded), iso.G, iso.a, iso.H, iso.b)
 
 
-def parametric_from_record(record: dict) -> ParametricFit | None:
-    """The ParametricFit of a loaded record (None if the fit had no parametric part)."""
-    par = record.get("parametric")
-    if not par:
+def parametric_from_record(record: FitRecord) -> ParametricFit | None:
+    """The ParametricFit of a record (None if the fit had no parametric part)."""
+    par = record.parametric
+    if par is None:
         return None
-    settings = record.get("settings", {})
-    theta = np.array([[math.log(par["E"]), math.log(par["A"]), math.log(par["B"]), par["alpha"], par["beta"]]])
+    settings = record.settings
+    theta = np.array([[math.log(par.E), math.log(par.A), math.log(par.B), par.alpha, par.beta]])
     return ParametricFit(
-        E=par["E"],
-        A=par["A"],
-        B=par["B"],
-        alpha=par["alpha"],
-        beta=par["beta"],
-        objective=par.get("objective", float("nan")),
+        E=par.E,
+        A=par.A,
+        B=par.B,
+        alpha=par.alpha,
+        beta=par.beta,
+        objective=par.objective if par.objective is not None else float("nan"),
         n_starts=settings.get("starts", 0),
-        n_points=record.get("n_points", 0),
+        n_points=record.n_points or 0,
         huber_delta=settings.get("huber_delta", 1e-3),
         overestimate_penalty=settings.get("overestimate_penalty", 1.0),
         optima=theta,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from workbench.errors import WorkbenchError
 from workbench.units import human
@@ -99,6 +100,13 @@ def power_law(log_c: np.ndarray, log_y: np.ndarray, mask: np.ndarray) -> tuple[n
         slope = (dc * (y - y_mean[:, None])).sum(1) / (dc * dc).sum(1)
     slope = np.where(count >= 2, slope, np.nan)
     return np.exp(y_mean - slope * c_mean), slope
+
+
+def fit_power_law(x: ArrayLike, y: ArrayLike) -> tuple[float, float]:
+    """(coef, exp) of y = coef x^exp by least squares on log y against log x (one row of `power_law`)."""
+    log_x, log_y = np.log(np.asarray(x, float))[None, :], np.log(np.asarray(y, float))[None, :]
+    coef, exp = power_law(log_x, log_y, np.ones_like(log_x, dtype=bool))
+    return float(coef[0]), float(exp[0])
 
 
 def _reason(code: int, budget: pd.DataFrame, vertex_n: float) -> str:

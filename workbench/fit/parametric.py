@@ -14,19 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workbench.fit.lbfgs import minimize_batch
-
-PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+from workbench.laws import PARAM_NAMES, ParametricLaw
 
 
 @dataclass(frozen=True)
-class ParametricFit:
-    """The fitted law; `optima` holds distinct local optima (log-space theta rows) for warm starts."""
+class ParametricFit(ParametricLaw):
+    """The fitted law (a workbench.laws.ParametricLaw: loss, optimum, ... as for any law) and how it was
+    fitted; `optima` holds distinct local optima (log-space theta rows) for warm starts."""
 
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
     objective: float
     n_starts: int
     n_points: int

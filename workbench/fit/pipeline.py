@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 
 import workbench
-from workbench.fit import accuracy, bootstrap, holdout
+from workbench.errors import WorkbenchError
+from workbench.fit import accuracy, bootstrap, frontier, holdout
 from workbench.fit.data import data_hash
 from workbench.fit.isoflop import IsoflopFit, fit_isoflop
 from workbench.fit.parametric import ParametricFit, fit_parametric, start_grid
+from workbench.fit.stats import HI_Q, LO_Q
+from workbench.records import FIT_SCHEMA_VERSION
 
 METHODS = ("isoflop", "parametric")
 
@@ -26,7 +29,8 @@ class FitOptions:
     huber_delta: float = 1e-3
     overestimate_penalty: float = 1.0
     starts_per_axis: int = 4
-    holdout_largest: bool = False
+    holdout_largest: bool = False  # also fit without the largest budget and predict it
+    exclude_largest: bool = False  # fit without the largest budget (the fit itself predicts it; the demo)
     rollout: bool = False
     seed: int = 0
     at_flops: tuple[float, ...] = ()
@@ -56,21 +60,51 @@ class FitResults:
     holdout: dict | None = None
     rollout: list | None = None
     accuracy: list = field(default_factory=list)
+    loss_law: dict | None = None  # L*(C) = K C^-gamma on the isoFLOP minima (workbench.fit.frontier)
+    checks: dict | None = None  # the held-out budget's checks (exclude_largest), each with its pass flag
+
+
+def split_largest(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs below the largest budget, runs at it); 3 budgets at least, so that 2 remain to fit."""
+    budgets = np.unique(points["budget_flops"])
+    if len(budgets) < 3:
+        raise WorkbenchError(
+            f"holding out the largest budget: {len(budgets)} budgets, and a fit needs 2 after holding one out",
+            "Add runs at a third budget.",
+        )
+    return points[points["budget_flops"] < budgets[-1]], points[points["budget_flops"] == budgets[-1]]
 
 
 def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
-    """Run the requested fits, bootstraps, held-out checks and accuracy sigmoids on validated points."""
+    """Run the requested fits, bootstraps, L*(C), held-out checks and accuracy sigmoids on validated points."""
+    kwargs = options.parametric_kwargs()
+    target = None
+    if options.exclude_largest:
+        points, target = split_largest(points)
     iso = fit_isoflop(points) if "isoflop" in options.methods else None
-    par = None
-    if "parametric" in options.methods:
-        par = fit_parametric(points["params"], points["tokens"], points["loss"], **options.parametric_kwargs())
+    par = (
+        fit_parametric(points["params"], points["tokens"], points["loss"], **kwargs)
+        if "parametric" in options.methods
+        else None
+    )
     iso_draws = par_draws = None
     if options.bootstrap > 0:
         if iso is not None:
             iso_draws = bootstrap.bootstrap_isoflop(points, options.bootstrap, options.seed)
         if par is not None:
             par_draws = bootstrap.bootstrap_parametric(points, par, options.bootstrap, options.seed)
-    kwargs = options.parametric_kwargs()
+    loss_law = frontier.optimal_loss_law(points, options.bootstrap, options.seed) if iso is not None else None
+    held, checks = None, None
+    if target is not None:
+        held = holdout.predict_budget(points, target, options.methods, kwargs)
+        if loss_law is not None:
+            loss_pred = frontier.predict(loss_law, held["budget_flops"])[0]
+            best = held["observed"]["best_run"]["loss"]
+            held["loss_law"] = {"loss_pred": loss_pred, "loss_rel_err": loss_pred / best - 1}
+        n_minima, n_excluded = (len(iso.minima), len(iso.excluded)) if iso is not None else (0, 0)
+        checks = holdout.held_out_checks(held, n_minima, n_excluded, points["budget_flops"].nunique())
+    elif options.holdout_largest:
+        held = holdout.holdout_largest(points, options.methods, kwargs)
     return FitResults(
         points=points,
         options=options,
@@ -78,9 +112,11 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
         parametric=par,
         isoflop_draws=iso_draws,
         parametric_draws=par_draws,
-        holdout=holdout.holdout_largest(points, options.methods, kwargs) if options.holdout_largest else None,
+        holdout=held,
         rollout=holdout.rollout(points, options.methods, kwargs) if options.rollout else None,
         accuracy=accuracy.fit_accuracy_columns(points) if par is not None else [],
+        loss_law=loss_law,
+        checks=checks,
     )
 
 
@@ -105,6 +141,7 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
         "method": options.method,
         "data_hash": data_hash(points),
         "n_points": int(len(points)),
+        "schema_version": FIT_SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": workbench.__version__,
         "settings": {
@@ -113,12 +150,13 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
             "overestimate_penalty": options.overestimate_penalty,
             "starts": options.starts_per_axis**5,
             "seed": options.seed,
-            "ci_quantiles": [bootstrap.LO_Q, bootstrap.HI_Q],
+            "ci_quantiles": [LO_Q, HI_Q],
         },
         "isoflop": None,
         "parametric": None,
         "holdout": results.holdout,
         "rollout": results.rollout,
+        "checks": results.checks,
         "accuracy": None,
         "points": {c: points[c].tolist() for c in ("params", "tokens", "flops", "budget_flops", "loss")},
     }
@@ -126,6 +164,9 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
         iso = results.isoflop.as_dict()
         iso["ci"] = bootstrap.isoflop_ci(results.isoflop_draws, cs) if results.isoflop_draws else None
         iso["draws"] = _draws(results.isoflop_draws)
+        if results.loss_law is not None:
+            at = [frontier.predict_at(results.loss_law, c) for c in cs]
+            iso["loss_law"] = {**results.loss_law, "at": at}
         record["isoflop"] = iso
     if results.parametric is not None:
         par = {**results.parametric.as_dict(), "objective": results.parametric.objective}

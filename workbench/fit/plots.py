@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from workbench.fit.isoflop import IsoflopFit
-from workbench.fit.law import predict_loss
 from workbench.fit.parametric import ParametricFit
+from workbench.laws import predict_loss
 
 
 def _colors(n: int):

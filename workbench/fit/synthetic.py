@@ -7,10 +7,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from workbench.fit.law import optimal_allocation, predict_loss
+from workbench.laws import CHINCHILLA_LAW, EPOCH_LAW, optimal_allocation, predict_loss
 
-CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
-EPOCH = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+CHINCHILLA = CHINCHILLA_LAW.as_dict()  # the published constants, defined in workbench.laws
+EPOCH = EPOCH_LAW.as_dict()
 
 
 def isoflop_sweep(

@@ -71,13 +71,15 @@ def _loads(text: object) -> dict | None:
 def find_fit(store, sweep: str, fit_path: Path | None) -> tuple[dict | None, str | None]:
     """(fit record, where it came from): --fit, else the sweep's latest fit in the store, else fits/SWEEP.json."""
     from workbench.fit.io import load_fit
+    from workbench.records import parse_fit
 
     if fit_path is not None:
         return load_fit(fit_path), str(fit_path)
     rows = store.fits(sweep)
     if len(rows):
         row = rows.sort_values("recorded_at").iloc[-1]
-        return _loads(row["fit"]), f"fits table of {store.path} (fit '{row['name']}')"
+        source = f"fits table of {store.path} (fit '{row['name']}')"
+        return parse_fit(_loads(row["fit"]), source).as_dict(), source
     default = Path("fits") / f"{sweep}.json"
     if default.is_file():
         record = load_fit(default)
@@ -91,19 +93,9 @@ def find_plan(store, sweep: str, plan: dict | str | Path | None, fit: dict | Non
     if isinstance(plan, dict):
         return plan, "given by the caller"
     if plan is not None:
-        path = Path(plan)
-        if not path.is_file():
-            raise WorkbenchError(f"--plan: {path} not found", "Pass the JSON that `workbench plan --json` printed.")
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise WorkbenchError(f"--plan: {path} is not valid JSON (line {err.lineno})",
-                                 "Pass the JSON that `workbench plan --json` printed.") from None  # fmt: skip
-        if not isinstance(record, dict) or "shape" not in record:
-            raise WorkbenchError(
-                f"--plan: {path} is not a plan (no 'shape')", "Use the output of `workbench plan --json`."
-            )
-        return record, str(path)
+        from workbench.records import read_plan
+
+        return read_plan(plan).as_dict(), str(plan)
     fits = set(store.fits(sweep)["name"].astype(str)) | {sweep} | ({str(fit.get("name"))} if fit else set())
     rows = store.plans()
     if not len(rows):
@@ -112,7 +104,10 @@ def find_plan(store, sweep: str, plan: dict | str | Path | None, fit: dict | Non
     if not len(mine):
         return None, None
     row = mine.sort_values("recorded_at").iloc[-1]
-    return _loads(row["plan"]), f"plans table of {store.path} (plan '{row['name']}')"
+    from workbench.records import parse_plan
+
+    source = f"plans table of {store.path} (plan '{row['name']}')"
+    return parse_plan(_loads(row["plan"]), source).as_dict(), source
 
 
 def gather(

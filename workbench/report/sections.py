@@ -13,6 +13,7 @@ import pandas as pd
 
 import workbench
 from workbench.errors import WorkbenchError
+from workbench.plan_record import plan_rows, plan_sentence
 from workbench.report import plots
 from workbench.report.data import ReportInputs, command_line, git_commit, version_of
 from workbench.units import human
@@ -51,21 +52,6 @@ def _db_flag(inputs: ReportInputs) -> str:
 
 
 # --- sections ------------------------------------------------------------------------------------------
-
-
-def plan_sentence(plan: dict) -> str:
-    """The recommended flagship in one sentence."""
-    s, lay = plan["shape"], plan["layout"]
-    loss = f", predicted loss {s['loss']:.4f}" if s.get("loss") is not None else ""
-    ci = (plan.get("ci") or {}).get("shape_loss")
-    if ci and s.get("loss") is not None:
-        loss += f" (5-95%: {ci['p5']:.4f} to {ci['p95']:.4f})"
-    return (
-        f"For {plan['compute_flops']:.3g} FLOPs, train the {s['name']} shape ({human(s['params'])} non-embedding "
-        f"parameters, {s['n_layers']} layers, d_model {s['d_model']}) on {human(s['tokens'])} tokens"
-        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {plan['gpu_hours']:.3g} GPU-hours, "
-        f"{plan['days']:.3g} days on {lay['gpus']:,} {lay['gpu']} GPUs."
-    )
 
 
 def summary_section(inputs: ReportInputs) -> dict:
@@ -338,59 +324,8 @@ def plan_section(inputs: ReportInputs) -> dict:
     if not plan:
         section["missing"] = _missing_plan(inputs)
         return section
-    s, sched, lay = plan["shape"], plan["schedule"], plan["layout"]
     section["sentence"] = plan_sentence(plan)
-    ci = plan.get("ci") or {}
-
-    def between(key: str, fmt=_h) -> str:
-        band = ci.get(key)
-        return f" (5-95%: {fmt(band['p5'])} to {fmt(band['p95'])})" if band else ""
-
-    ramp = " then ".join(f"{_h(r['batch_tokens'])} after {_h(r['after_tokens'])} tokens" for r in sched["ramp"])
-    mem = lay.get("memory_per_gpu_gb") or {}
-    rows = [
-        ("compute budget", f"{plan['compute_flops']:.4g} FLOPs; law {plan['law']['name']}: {plan['law']['source']}"),
-        ("compute-optimal N*", f"{_h(plan['params'])} parameters{between('params')}"),
-        (
-            "compute-optimal D*",
-            f"{_h(plan['tokens'])} tokens{between('tokens')}, {plan['tokens_per_param']:.1f} tokens/parameter",
-        ),  # fmt: skip
-        ("predicted loss at N*, D*", f"{_num(plan.get('loss'))}{between('loss', _num)}"),
-        (
-            "shape",
-            f"{s['name']}: {s['n_layers']} layers, d_model {s['d_model']}, {s['n_heads']} heads "
-            f"({s['n_kv_heads']} KV), ffn {s['ffn_dim']}, vocab {s['vocab_size']}; N {s['params']:,} "
-            f"({s['params_total']:,} total)",
-        ),  # fmt: skip
-        ("tokens", f"{s['tokens']:,} at seq_len {s['seq_len']} ({s['train_flops']:.3g} FLOPs under 6N + attention)"),
-        ("predicted loss of the shape", f"{_num(s.get('loss'))}{between('shape_loss', _num)}"),
-        (
-            "batch and LR",
-            f"{_h(plan['batch_tokens'])} tokens, peak LR {plan['lr_peak']:.3g} "
-            f"({plan['law'].get('hparams_source', '')})",
-        ),  # fmt: skip
-        (
-            "schedule",
-            f"warmup {sched['warmup_steps']:,} steps ({_h(sched['warmup_tokens'])} tokens), cosine to "
-            f"{sched['floor']:g} x peak, final anneal to 0 over {_h(sched['anneal_tokens'])} tokens, "
-            f"~{sched['steps']:,} steps; batch ramp {ramp}",
-        ),  # fmt: skip
-        (
-            "cost",
-            f"{plan['gpu_hours']:.4g} GPU-hours on {lay['gpu']} ({lay['peak_tflops']:g} TFLOPS bf16) at "
-            f"MFU {lay['mfu']:g}: {plan['days']:.3g} days on {lay['gpus']:,} GPUs ({lay['nodes']:,} nodes)",
-        ),
-        (
-            "layout",
-            f"TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']}, micro-batch {lay['micro_batch']}, "
-            f"gradient accumulation {lay['grad_accum']}, {lay['recompute']} recompute"
-            + (f", {lay['idle_gpus']} GPUs idle" if lay.get("idle_gpus") else ""),
-        ),  # fmt: skip
-    ]
-    if mem:
-        rows.append(("memory per GPU", f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW "
-                                       f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB: "
-                                       f"{mem['total']:.3g} of {mem['limit']:.3g} GB usable"))  # fmt: skip
+    rows = plan_rows(plan)  # the same words as `workbench plan` prints (workbench.plan_record)
     if plan.get("config_path"):
         rows.append(("flagship config", f"{plan['config_path']}: run it with `workbench train {plan['config_path']}`"))
     section["rows"] = rows

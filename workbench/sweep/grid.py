@@ -106,7 +106,8 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
     return out
 
 
-def _lr(spec: SweepSpec, params: int) -> float:
+def lr_for(spec: SweepSpec, params: int) -> float:
+    """The sweep's peak LR for a model of `params` parameters: its LR rule, or its fixed lr_peak."""
     if spec.train.lr_peak != "auto":
         return float(spec.train.lr_peak)
     r = spec.rules
@@ -163,7 +164,7 @@ def _prefix(point: _Point, spec: SweepSpec) -> str:
 def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int, tokens: int, ckpt: dict, where):
     """Build and validate one TrainConfig; returns (run_id, config)."""
     t = spec.train
-    lr = _lr(spec, point.shape.params)
+    lr = lr_for(spec, point.shape.params)
     seqs = batch // spec.data.seq_len
     # a batch below one sequence has no divisor: TrainConfig then says it is not a multiple of seq_len
     micro = max((d for d in range(1, min(t.micro_batch, seqs) + 1) if seqs % d == 0), default=t.micro_batch)

@@ -39,6 +39,7 @@ from workbench import rundir
 from workbench.config import TrainConfig, Where
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text, json_text
+from workbench.fit.isoflop import fit_power_law
 from workbench.shapes import shape_for_params
 from workbench.sweep import executors
 from workbench.sweep.grid import run_id_of
@@ -157,12 +158,6 @@ def preflight(spec: SweepSpec, found: list[Scale], sp: Space, where: Where) -> N
 # ---------------------------------------------------------------- laws (pure)
 
 
-def fit_power_law(x: list[float], y: list[float]) -> tuple[float, float]:
-    """(coef, exp) of y = coef x^exp by least squares on log y against log x."""
-    exp, log_coef = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
-    return float(math.exp(log_coef)), float(exp)
-
-
 def fit_hparams(best: list[dict]) -> dict:
     """{"lr": {coef, exp}, "batch": {coef, exp}} from the best trial per scale (keys budget_flops, lr,
     batch_tokens): power laws in the budget C (FLOPs). One budget: the (geometric mean) value and exp None."""
@@ -175,7 +170,7 @@ def fit_hparams(best: list[dict]) -> dict:
         if len(set(budgets)) < 2:
             out[key] = {"coef": float(math.exp(np.mean(np.log(values)))), "exp": None}
         else:
-            coef, exp = fit_power_law(budgets, values)
+            coef, exp = fit_power_law(budgets, values)  # workbench.fit.isoflop: the one power-law fit
             out[key] = {"coef": coef, "exp": exp}
     return out
 

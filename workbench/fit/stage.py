@@ -1,0 +1,50 @@
+"""The fit stage: validated points -> every fit, check and plot -> fits/NAME.json (a FitRecord).
+
+`workbench fit` and the demo both call `fit_stage`; the store records the result (`Store.record_fit`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.files import atomic_write_text
+from workbench.fit import io
+from workbench.fit.pipeline import FitOptions, FitResults, fit_all, to_record
+from workbench.records import FitRecord, parse_fit
+
+
+def save_plots(results: FitResults, out: Path) -> list[Path]:
+    """The isoFLOP, parametric and rollout figures next to the fit JSON (PNG and SVG)."""
+    from workbench.fit import plots
+
+    stem = Path(out).with_suffix("")
+    paths = []
+    if results.isoflop is not None:
+        paths += plots.save_figure(plots.isoflop_figure(results.points, results.isoflop), f"{stem}.isoflop")
+    if results.parametric is not None:
+        paths += plots.save_figure(plots.parametric_figure(results.points, results.parametric), f"{stem}.parametric")
+    if results.rollout:
+        paths += plots.save_figure(plots.rollout_figure(results.rollout), f"{stem}.rollout")
+    return paths
+
+
+def fit_stage(
+    points: pd.DataFrame,
+    options: FitOptions,
+    *,
+    name: str,
+    source: str,
+    out: Path,
+    sweep: str | None = None,
+    plots: bool = True,
+) -> FitRecord:
+    """Fit validated points (workbench.fit.data) as `options` say, save the plots and write `out` atomically."""
+    results = fit_all(points, options)
+    record = to_record(results, name, source, sweep)
+    record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
+    text = io.dumps(record)
+    atomic_write_text(out, text)
+    return parse_fit(json.loads(text), str(out))  # the record as a reader of the file sees it (NaN as null)

@@ -1,0 +1,60 @@
+"""Plan a sweep's own flagship at one of its budgets, trained as the sweep's runs were (the demo's plan).
+
+The law is the fit's isoFLOP law (Llama 3's method: N*(C), D*(C) from the parabolas' vertices); the batch
+is the sweep's batch rule at the budget and the peak LR the sweep's LR rule at the planned size
+(workbench.sweep.grid.lr_for), so that the flagship differs from the sweep's runs in size only; evaluation
+and the CPU runtime are the sweep's too. Pure: no file is written here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from workbench.config import TrainConfig
+from workbench.laws import HparamLaws, PowerLaw, isoflop_law
+from workbench.layout import resolve_gpu
+from workbench.plan import Plan, flagship_config, make_plan
+from workbench.plan_record import to_record
+from workbench.records import FitRecord, PlanRecord
+from workbench.sweep.grid import lr_for
+from workbench.sweep.spec import SweepSpec
+
+
+def sweep_hparams(spec: SweepSpec) -> HparamLaws:
+    """The sweep's batch rule as a power law of the budget; the LR law is a placeholder (the sweep's LR rule
+    depends on N, and `plan_sweep_flagship` sets it at the planned size)."""
+    rules, train = spec.rules, spec.train
+    if train.batch_tokens == "auto":
+        batch = PowerLaw(rules.batch_ref_tokens / rules.batch_ref_flops**rules.batch_exponent, rules.batch_exponent)
+    else:
+        batch = PowerLaw(float(train.batch_tokens), 0.0)
+    return HparamLaws(batch, PowerLaw(1.0, 0.0), f"the {spec.name} sweep's rules")
+
+
+def plan_sweep_flagship(
+    record: FitRecord, spec: SweepSpec, budget_flops: float, data_dir: str
+) -> tuple[Plan, PlanRecord, TrainConfig]:
+    """(plan, its record, the flagship's train config) at `budget_flops` from the sweep's fit."""
+    plan = make_plan(
+        isoflop_law(record, sweep_hparams(spec)),
+        budget_flops,
+        gpu=resolve_gpu(str(spec.launch.gpu_peak_flops / 1e12)),
+        mfu=spec.launch.mfu,
+        seq_len=spec.data.seq_len,
+        vocab_size=spec.model.vocab_size,
+        floor=spec.train.schedule.floor,
+    )
+    name = f"{spec.name}-flagship"
+    run_dir = Path(spec.runs_root).resolve() / name / f"c{budget_flops:.2g}-{plan.shape.name}"
+    config = flagship_config(plan, data_dir, str(run_dir), name)
+    lr = lr_for(spec, plan.shape.params)
+    eval_block = {"batches": spec.train.eval.batches, "batch_seqs": spec.train.eval.batch_seqs}
+    config = config.model_copy(
+        update={
+            "optim": config.optim.model_copy(update={"lr_peak": lr}),
+            "eval": config.eval.model_copy(update=eval_block),
+            "runtime": config.runtime.model_copy(update={"device": "cpu", "threads": os.cpu_count() or 1}),
+        }
+    )
+    return plan, to_record(plan).model_copy(update={"lr_peak": lr, "name": name}), config
