@@ -78,7 +78,7 @@ def test_versions_v1_is_read_and_a_newer_one_is_a_clear_error(held_out):
     assert parse_fit(v1, "old.json").schema_version == FIT_SCHEMA_VERSION
     with pytest.raises(WorkbenchError, match="new.json: schema_version 3 is newer than this workbench reads"):
         parse_fit({**data, "schema_version": 3}, "new.json")
-    with pytest.raises(WorkbenchError, match="plan.json: params is missing"):
+    with pytest.raises(WorkbenchError, match="plan.json: missing required key 'params'"):
         parse_plan({"compute_flops": 1e21}, "plan.json")
 
 

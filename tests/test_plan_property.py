@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +19,8 @@ H100 = GPUS["h100"]
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(log_budget=st.floats(20, 26), log2_gpus=st.floats(3, 15))
 def test_planned_flagship_passes_the_trainers_checks(log_budget, log2_gpus):
-    train = pytest.importorskip("workbench.train")
+    from workbench import train
+
     budget, gpus = 10**log_budget, max(8, min(32768, round(2**log2_gpus)))
     try:
         plan = make_plan(CHINCHILLA, budget, gpu=H100, mfu=0.4, seq_len=8192, vocab_size=128256, gpus=gpus)

@@ -33,16 +33,12 @@ class Dist:
 def check_layout(layout, world: int, micro_batch: int) -> None:
     """The config's layout block (workbench.config.LayoutConfig, or None) against this run's processes.
 
-    The layout's GPUs must be the world size, its micro-batch the batch block's, and context parallelism
-    (cp > 1) is not supported."""
+    The layout's GPUs must be the world size and its micro-batch the batch block's (LayoutConfig itself
+    refuses context parallelism)."""
     from workbench.errors import WorkbenchError
 
     if layout is None:
         return
-    if layout.cp > 1:
-        raise WorkbenchError(
-            f"layout.cp {layout.cp}: context parallelism is not supported by this trainer", "Set layout.cp to 1."
-        )
     if layout.gpus != world:
         raise WorkbenchError(
             f"layout: {layout.describe()}, but the run has {world} processes",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from workbench.errors import WorkbenchError
 from workbench.laws import DEEPSEEK_HPARAMS, DEEPSEEK_RANGE_FLOPS, HparamLaws, PowerLaw
 
 
@@ -156,3 +157,14 @@ def choose(
     return HparamChoice(
         seqs * seq_len, rule.lr(budget_flops), "anchors", batch_source, rule.describe(), tuple(warnings)
     )
+
+
+def anchors_left_out(keys: list[str]) -> tuple[str, ...]:
+    """The --leave-out-anchor keys, checked against the published anchors."""
+    known = {a.key for a in ANCHORS}
+    for key in keys:
+        if key not in known:
+            raise WorkbenchError(
+                f"--leave-out-anchor: unknown anchor {key!r}", f"Use one of {', '.join(sorted(known))}."
+            )
+    return tuple(keys)

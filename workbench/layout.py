@@ -363,7 +363,11 @@ def candidates(
                 for dp in _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus):
                     m = batch_seqs // (mb * dp)
                     layers = math.ceil(shape.n_layers / pp)
-                    virtuals = [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0]
+                    virtuals = [1] + [
+                        v
+                        for v in _divisors(layers)
+                        if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0 and v * pp <= shape.n_layers
+                    ]
                     for recompute in RECOMPUTE:
                         for v in virtuals if pp > 1 else [1]:
                             out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))

@@ -217,3 +217,11 @@ def plan_text(plan: dict) -> str:
     """The plan as the readable lines `workbench plan` prints."""
     head = f"plan for {plan['compute_flops']:.3g} FLOPs with law {plan['law']['name']}: {plan['law']['source']}"
     return "\n".join([head] + [f"  {label:<16} {text}" for label, text in plan_rows(plan)])
+
+
+def explain_layout(plan) -> str:
+    """The table of layout candidates: the chosen one, the next-best, and faster ones that do not fit."""
+    from workbench.layout import candidates_table
+
+    head = f"layout candidates on {plan.gpu.name} (the fastest that fits wins; workbench.layout):"
+    return head + "\n" + candidates_table(plan.layout)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workbench.config import describe
 from workbench.errors import WorkbenchError
 from workbench.laws import PARAM_NAMES
 
@@ -225,21 +226,12 @@ def _migrate(data: Any, current: int, what: str) -> Any:
     return {**data, "schema_version": current}
 
 
-def _message(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    text = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "missing":
-        text = "is missing"
-    return f"{source}: {where} {text}".replace(f"{source}:  ", f"{source}: ")
-
-
 def parse_fit(data: object, source: str) -> FitRecord:
     """A FitRecord from parsed JSON (`source` names the file in errors)."""
     try:
         return FitRecord.model_validate(data)
     except ValidationError as err:
-        raise WorkbenchError(_message(err, source), FIT_HINT) from None
+        raise describe(err, FitRecord, source, hint=FIT_HINT) from None
 
 
 def parse_plan(data: object, source: str) -> PlanRecord:
@@ -247,7 +239,7 @@ def parse_plan(data: object, source: str) -> PlanRecord:
     try:
         return PlanRecord.model_validate(data)
     except ValidationError as err:
-        raise WorkbenchError(_message(err, source), "Use the output of `workbench plan --json`.") from None
+        raise describe(err, PlanRecord, source, hint="Use the output of `workbench plan --json`.") from None
 
 
 def read_json(path: str | Path, what: str, hint: str) -> object:
@@ -285,4 +277,4 @@ def read_hparams(path: str | Path) -> tuple[HparamsBlock, str]:
     try:
         return HparamsBlock.model_validate(data["hparams"]), str(path)
     except ValidationError as err:
-        raise WorkbenchError(_message(err, f"{path}: hparams"), "Refit the tune sweep.") from None
+        raise describe(err, HparamsBlock, str(path), context="hparams", hint="Refit the tune sweep.") from None

@@ -75,7 +75,7 @@ def fit(
     if as_json:
         typer.echo(io.dumps(record))
         return
-    from workbench.fit.tables import print_fit
+    from workbench.commands.fit_tables import print_fit
 
     print_fit(record, out)
 

@@ -52,26 +52,6 @@ def _law(spec: str, budget_flops: float, hparams: Path | None):
     return dataclasses.replace(law, hparams=hparam_laws(block, source))
 
 
-def _anchors_left_out(keys: list[str]) -> tuple[str, ...]:
-    from workbench.hparams import ANCHORS
-
-    known = {a.key for a in ANCHORS}
-    for key in keys:
-        if key not in known:
-            raise WorkbenchError(
-                f"--leave-out-anchor: unknown anchor {key!r}", f"Use one of {', '.join(sorted(known))}."
-            )
-    return tuple(keys)
-
-
-def explain_layout(plan) -> str:
-    """The table of layout candidates: the chosen one, the next-best, and faster ones that do not fit."""
-    from workbench.layout import candidates_table
-
-    head = f"layout candidates on {plan.gpu.name} (the fastest that fits wins; workbench.layout):"
-    return head + "\n" + candidates_table(plan.layout)
-
-
 def _data_dir(data: str | None) -> str:
     from workbench.data import default_corpus_dir
 
@@ -118,8 +98,9 @@ def plan(
     from workbench import config as cfg
     from workbench import plan as planner
     from workbench.files import atomic_write_text, json_clean
+    from workbench.hparams import anchors_left_out
     from workbench.layout import resolve_gpu
-    from workbench.plan_record import plan_text, to_record
+    from workbench.plan_record import explain_layout, plan_text, to_record
 
     if not (0 < mfu <= 1):
         raise WorkbenchError(f"--mfu {mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
@@ -147,7 +128,7 @@ def plan(
         days=target_days,
         inference_tokens=inference,
         floor=lr_floor,
-        hparams_leave_out=_anchors_left_out(leave_out or []),
+        hparams_leave_out=anchors_left_out(leave_out or []),
     )
     record = to_record(result).public()
     name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
