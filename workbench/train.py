@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench import checkpoint, distributed, flops
+from workbench import checkpoint, distributed, flops, runlock
 from workbench.config import TrainConfig, dump_yaml, load, parse_model
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text
@@ -76,7 +76,10 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
             return record
     d = distributed.setup(cfg.runtime.device)
     try:
-        return Trainer(cfg, d).run()
+        with runlock.RunLock(cfg.run_dir) if d.is_main else _null():  # one trainer per run dir
+            if final_path.is_file() and json.loads(final_path.read_text()).get("status") in ("completed", "diverged"):
+                return json.loads(final_path.read_text())  # finished by the holder we waited behind
+            return Trainer(cfg, d).run()
     finally:
         distributed.teardown(d)
 
@@ -165,14 +168,19 @@ class Trainer:
                 "trainer": dict(self.state),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
             }
-            meta = {"step": self.state["step"], "tokens": self.state["tokens"], "flops": self.state["flops"]}
+            meta = {"step": self.state["step"], "tokens": self.state["tokens"], "flops": self.state["flops"],
+                    "shape": self._shape_dict()}  # fmt: skip
             ck = self.cfg.checkpoint
             checkpoint.save(self.run_dir / "ckpt", self.state["step"], state, meta, ck.keep, set(ck.save_at_tokens))
         if self.d.active:
             torch.distributed.barrier()
 
-    def _restore(self, path: Path, trainer_state: bool = True) -> None:
+    def _shape_dict(self) -> dict:
+        return {k: getattr(self.cfg.model, k) for k in checkpoint.SHAPE_KEYS}
+
+    def _restore(self, path: Path, trainer_state: bool = True) -> dict:
         saved = checkpoint.load(path)
+        checkpoint.check_shape(path, saved["meta"], self._shape_dict())
         distributed.load_full_state(
             self.raw, self.optimizer, saved["model"], saved["optimizer"], self.d, self.cfg.runtime.parallel
         )
@@ -180,16 +188,28 @@ class Trainer:
             self.state.update(saved["trainer"])
             torch.set_rng_state(saved["rng"]["torch"])
             np.random.set_state(saved["rng"]["numpy"])
+        return saved
+
+    def _heal_checkpoints(self) -> None:
+        """Rank 0 (holding the run lock): sweep partial folders, drop damaged newest checkpoints."""
+        if self.d.is_main:
+            root = self.run_dir / "ckpt"
+            checkpoint.sweep_partial(root)
+            _, rejected = checkpoint.newest_intact(root)
+            for path, reason in rejected:
+                self._log_event({"event": "checkpoint_rejected", "checkpoint": path.name, "reason": reason})
+        if self.d.active:
+            torch.distributed.barrier()
 
     def _resume_or_start(self) -> None:
+        self._heal_checkpoints()
         latest = checkpoint.latest(self.run_dir / "ckpt")
         if latest is not None:
             self._restore(latest)
             self._log_event({"event": "resume", "from_step": self.state["step"]})
         elif self.cfg.checkpoint.init_from:
             source = checkpoint.resolve_init_from(self.cfg.checkpoint.init_from)
-            saved = checkpoint.load(source)
-            self._restore(source, trainer_state=False)
+            saved = self._restore(source, trainer_state=False)
             for key in ("step", "tokens", "flops", "data_offset"):
                 self.state[key] = saved["trainer"][key]
             self._log_event({"event": "init_from", "source": str(source), "from_step": self.state["step"]})
