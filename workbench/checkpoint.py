@@ -260,8 +260,9 @@ def load(path: Path) -> dict:
             "meta": meta,
         }
     except (Damaged, OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, EOFError) as err:
+        why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise WorkbenchError(
-            f"checkpoint {path} cannot be loaded ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
+            f"checkpoint {path} cannot be loaded ({why})",
             "Delete that checkpoint directory (an older one is used), or give another checkpoint.",
         ) from None
 

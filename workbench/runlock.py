@@ -19,6 +19,7 @@ still holds this holder's token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -194,10 +195,8 @@ class RunLock:
         except (OSError, ValueError):
             moved = {}
         if moved.get("token") != stale.get("token"):  # someone else's fresh lock: put it back
-            try:
+            with contextlib.suppress(OSError):
                 os.link(aside, self.path)
-            except OSError:
-                pass
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)
