@@ -20,6 +20,7 @@ from pathlib import Path
 import submitit
 import yaml
 
+from workbench import runlock
 from workbench.config import TrainConfig, dump_yaml
 from workbench.errors import WorkbenchError
 from workbench.sweep import status as st
@@ -107,8 +108,11 @@ def launch(
     state = {r.run_id: r for r in now.runs}
     for run in plan.runs:
         current = state[run.run_id].state
+        holder = runlock.read_holder(root / run.run_id)
         if current in st.DONE or current in st.LIVE:
             report.skipped[run.run_id] = current
+        elif holder is not None and runlock.holder_alive(holder):  # trained right now by another launch
+            report.skipped[run.run_id] = f"locked by {runlock.describe(holder)}"
         else:
             report.submit.append(run.run_id)
     if dry_run:
@@ -287,6 +291,8 @@ def _run_one(config_path: str, progress: _RunsProgress, run_id: str) -> str:
         record = train.main(config_path)
     except train.Interrupted as err:
         raise WorkbenchError(f"sweep interrupted during run {run_id} ({err})", "Relaunch to resume.", 4) from None
+    except runlock.Locked as err:
+        record = {"status": f"skipped: locked by {runlock.describe(err.holder)}"}
     except WorkbenchError as err:
         record = {"status": f"failed: {err}"}
     finally:
@@ -305,6 +311,10 @@ def _pool_worker(config_path: str) -> dict:
         os.dup2(f.fileno(), 1)
     try:
         return train.main(config_path)
+    except runlock.Locked as err:
+        return {"status": f"skipped: locked by {runlock.describe(err.holder)}"}
+    except train.Interrupted as err:
+        return {"status": f"interrupted ({err}); relaunch to resume"}
     except WorkbenchError as err:
         return {"status": f"failed: {err}"}
 
@@ -312,13 +322,20 @@ def _pool_worker(config_path: str) -> dict:
 def _run_pool(paths: dict[str, str], workers: int, progress: _RunsProgress) -> dict[str, str]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     results = {}
     context = multiprocessing.get_context("spawn")  # no forked torch state
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_pool_worker, path): rid for rid, path in paths.items()}
         for future in as_completed(futures):
-            record = future.result()
+            try:
+                record = future.result()
+            except BrokenProcessPool:
+                raise WorkbenchError(
+                    f"a training process of run {futures[future]} died (killed, or out of memory)",
+                    "Relaunch the sweep: runs resume from their last checkpoint.",
+                ) from None
             results[futures[future]] = str(record.get("status"))
             progress.done(futures[future], record)
     return results
