@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import socket
 from pathlib import Path
@@ -259,7 +260,17 @@ def load(path: Path) -> dict:
             "rng": {"torch": torch.tensor(rng["torch"], dtype=torch.uint8), "numpy": numpy_state},
             "meta": meta,
         }
-    except (Damaged, OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, EOFError) as err:
+    except (
+        Damaged,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+    ) as err:
         why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise WorkbenchError(
             f"checkpoint {path} cannot be loaded ({why})",
