@@ -191,7 +191,7 @@ class TrainConfig(Strict):
 
     name: str = "run"
     run_dir: str
-    seed: Count = 0
+    seed: Count = Field(default=0, ge=0, lt=2**32)  # torch and numpy take seeds in [0, 2^32)
     # labels the launcher sets and the store reads: sweep, budget_flops, target_params, branch_of, ...
     meta: dict[str, str | float | int | None] = Field(default_factory=dict)
     model: ModelConfig

@@ -33,6 +33,7 @@ import pandas as pd
 import yaml
 
 from workbench.errors import WorkbenchError
+from workbench.files import safe_name
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "final.json")
 METRIC_COLUMNS = (
@@ -100,6 +101,15 @@ class IngestStats:
     unchanged: int = 0
 
 
+LOCKDOWN = (  # DuckDB settings for `db query` without --allow-files; the last one freezes them
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",
+)
+
+
 def default_db_path() -> Path:
     """The database file: env WORKBENCH_DB, else workbench.duckdb in the current directory."""
     return Path(os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
@@ -144,7 +154,12 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
         env_timeout = os.environ.get("WORKBENCH_DB_TIMEOUT_S")
-        self.lock_timeout_s = float(lock_timeout_s if lock_timeout_s is not None else env_timeout or 300.0)
+        try:
+            self.lock_timeout_s = float(lock_timeout_s if lock_timeout_s is not None else env_timeout or 300.0)
+        except ValueError:
+            raise WorkbenchError(
+                f"WORKBENCH_DB_TIMEOUT_S={env_timeout!r} is not a number", "Set it to seconds, e.g. 300, or unset it."
+            ) from None
 
     def __enter__(self) -> Store:
         return self
@@ -239,6 +254,10 @@ class Store:
         path = Path(path)
         if not path.exists():
             raise WorkbenchError(f"{path} not found", "Pass the runs folder (runs/, runs/SWEEP or one run directory).")
+        if not path.is_dir():
+            raise WorkbenchError(
+                f"{path} is a file, not a folder", "Pass the runs folder (runs/, runs/SWEEP or one run directory)."
+            )
         run_dirs = _find_run_dirs(path)
         written = rows = skipped = unchanged = 0
         with self._writer() as con:
@@ -318,12 +337,19 @@ class Store:
         """Recorded plans; column `plan` holds the whole plan JSON."""
         return self._read("SELECT * FROM plans ORDER BY created, name")
 
-    def query(self, sql: str) -> pd.DataFrame:
-        """Run any SQL (read-only unless the Store is writable); a bad statement is a one-line error."""
+    def query(self, sql: str, allow_files: bool = False) -> pd.DataFrame:
+        """Run any SQL (read-only unless the Store is writable); a bad statement is a one-line error.
+        Unless `allow_files`, DuckDB's lockdown is on first: no file or network access (COPY TO, read_*,
+        ATTACH), no extension install or load, and the configuration locked so the SQL cannot undo it."""
         if not self.path.is_file():
             raise WorkbenchError(f"no database at {self.path}", _NO_DB_HINT)
+        if not sql.strip(" \t\n;"):
+            raise WorkbenchError("the SQL is empty", 'Give a statement, e.g. "SELECT count(*) FROM runs".')
         context = self._reader() if self.read_only else self._writer()
         with context as con:
+            if not allow_files:
+                for setting in LOCKDOWN:
+                    con.execute(setting)
             try:
                 cursor = con.execute(sql)
             except duckdb.Error as err:
@@ -331,7 +357,7 @@ class Store:
                     f"query failed: {str(err).splitlines()[0]}",
                     "Check the SQL; tables: runs, metrics, events, sweeps, fits, plans, schema_version.",
                 ) from None
-            return cursor.df() if cursor.description else pd.DataFrame()
+            return cursor.df() if cursor is not None and cursor.description else pd.DataFrame()
 
     # --- small writes --------------------------------------------------------------------------------
 
@@ -506,9 +532,12 @@ def _run_record(run_id: str, run_dir: Path, metric_file: MetricFile, sig: str) -
     else:
         status = "running" if metric_file.by_step else "pending"
     params, params_total = _shape_params(model)
+    sweep = _text(meta.get("sweep"))
+    if sweep is not None:
+        safe_name(sweep, "sweep name", f"{run_dir / 'config.yaml'} meta.sweep")
     return {
-        "run_id": run_id,
-        "sweep": _text(meta.get("sweep")) or run_dir.parent.name,
+        "run_id": safe_name(run_id, "run id", str(run_dir)),
+        "sweep": sweep or run_dir.parent.name,
         "name": _text(config.get("name")),
         "run_dir": str(run_dir.resolve()),
         "status": status,

@@ -47,6 +47,10 @@ def fit(
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
     points = _load_points(sweep, from_csv, db_path)
     name = name or sweep or from_csv.stem
+    if out is None:
+        from workbench.files import safe_name
+
+        safe_name(name, "fit name", "--name")
     options = FitOptions(
         method=method,
         bootstrap=n_bootstrap,

@@ -30,6 +30,8 @@ def load_csv(path: str | Path) -> pd.DataFrame:
         raise WorkbenchError(f"{path}: the file is empty", COLUMNS_HINT) from None
     except pd.errors.ParserError as err:
         raise WorkbenchError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})", COLUMNS_HINT) from None
+    except UnicodeDecodeError as err:
+        raise WorkbenchError(f"{path}: not a UTF-8 text CSV (byte {err.start})", COLUMNS_HINT) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if "budget" in frame.columns and "budget_flops" not in frame.columns:
         frame = frame.rename(columns={"budget": "budget_flops"})
@@ -77,6 +79,12 @@ def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
         raise WorkbenchError(
             f"{source}: one budget only ({budgets[0]:.3g} FLOPs, column 'budget_flops')",
             "A scaling law needs runs at 2 or more compute budgets; add runs at other budgets.",
+        )
+    loss = out["loss"].to_numpy()
+    if np.ptp(loss) <= 1e-6 * np.abs(loss).max():  # nothing to fit: every law is flat, exponents ~0
+        raise WorkbenchError(
+            f"{source}: every run has the same loss ({loss[0]:.6g}, column 'loss')",
+            "A scaling law needs losses that vary with size and data; check the loss column.",
         )
     return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
 

@@ -38,7 +38,10 @@ def write_json_atomic(path: str | Path, record: dict) -> Path:
     """Write the record as JSON, atomically (workbench.files)."""
     from workbench.files import atomic_write_text
 
-    return atomic_write_text(path, dumps(record))
+    try:
+        return atomic_write_text(path, dumps(record))
+    except OSError as err:
+        raise WorkbenchError(f"cannot write {path} ({err.strerror})", "Pick a writable path for --out.") from None
 
 
 def load_fit(path: str | Path) -> dict:
@@ -47,9 +50,19 @@ def load_fit(path: str | Path) -> dict:
     if not path.is_file():
         raise WorkbenchError(f"{path}: no such fit", "Run `workbench fit` first, or pass the path of a fit JSON.")
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise WorkbenchError(f"{path}: not valid JSON (line {err.lineno})", "Rerun `workbench fit`.") from None
+    except UnicodeDecodeError:
+        raise WorkbenchError(
+            f"{path}: not a UTF-8 JSON file", "Pass the fit JSON that `workbench fit` wrote."
+        ) from None
+    if not isinstance(record, dict):
+        raise WorkbenchError(
+            f"{path}: a fit JSON holds one object, got a {type(record).__name__}",
+            "Pass the fit JSON that `workbench fit` wrote.",
+        )
+    return record
 
 
 def points_from_record(record: dict) -> pd.DataFrame:
