@@ -49,8 +49,8 @@ def write_config(folder: Path, corpus: str, name: str, **overrides) -> Path:
     return path
 
 
-def run_cli(*args, timeout=300, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_cli(*args, timeout=300, env_extra=None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
 
 
@@ -418,3 +418,189 @@ def test_yaml_line_numbers_still_found_for_nested_keys(tmp_path):
     data, lines = load_yaml(path)
     assert data == {"a": {"b": [1, {"c": 2}]}, "d": "x"}
     assert lines == {("a",): 1, ("a", "b"): 2, ("a", "b", 0): 2, ("a", "b", 1): 2, ("a", "b", 1, "c"): 2, ("d",): 3}
+
+
+# ------------------------------------------------------------------ 6: names that become paths
+def _hand_run(root: Path, run_id: str, sweep: str) -> Path:
+    run = root / run_id
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": run_id, "meta": {"sweep": sweep}}))
+    (run / "final.json").write_text(json.dumps({"status": "completed", "val_loss": 3.0, "tokens": 10}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "tokens": 10, "loss": 3.0}) + "\n")
+    return run
+
+
+def test_sweep_name_read_from_a_run_config_cannot_escape(tmp_path):
+    _hand_run(tmp_path / "runs" / "evil", "r1", "../../x")
+    result = run_cli("db", "ingest", tmp_path / "runs", "--db", tmp_path / "wb.duckdb", cwd=tmp_path)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert "meta.sweep" in line and "'../../x' is not a plain name" in line
+    assert not list(tmp_path.parent.glob("x.html")) and not (tmp_path / "reports").exists()
+
+
+def test_report_refuses_a_sweep_name_from_the_database_that_is_a_path(tmp_path):
+    import duckdb
+
+    from workbench.store import Store
+
+    _hand_run(tmp_path / "runs" / "ok", "r1", "ok")
+    db = tmp_path / "wb.duckdb"
+    Store(db).ingest(tmp_path / "runs")
+    con = duckdb.connect(str(db))  # a database written by an older workbench or by hand
+    con.execute("UPDATE runs SET sweep = '../../x'")
+    con.close()
+    result = run_cli("report", "--db", db, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "not a plain name" in one_error_line(result.stderr)
+    assert not (tmp_path.parent.parent / "x.html").exists()
+
+
+@pytest.mark.parametrize("args", [["sweep", "status", "../x"], ["fit", "--from-csv", "pts.csv", "--name", "../x"]])
+def test_path_names_from_the_command_line_are_checked(tmp_path, args):
+    (tmp_path / "pts.csv").write_text("params,tokens,loss\n1,2,3\n")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "'../x' is not a plain name" in one_error_line(result.stderr)
+
+
+# ------------------------------------------------------------------ 10: db query lockdown
+@pytest.fixture
+def small_db(tmp_path):
+    from workbench.store import Store
+
+    _hand_run(tmp_path / "runs" / "ok", "r1", "ok")
+    db = tmp_path / "wb.duckdb"
+    Store(db).ingest(tmp_path / "runs")
+    return db
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY runs TO '{out}'",
+        "SELECT * FROM read_text('/etc/hostname')",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "ATTACH '{out}' AS other",
+    ],
+)
+def test_db_query_runs_under_lockdown(tmp_path, small_db, sql):
+    out = tmp_path / "leak.csv"
+    result = run_cli("db", "query", sql.format(out=out), "--db", small_db)
+    assert result.returncode == 1
+    assert one_error_line(result.stderr).startswith("Error: query failed")
+    assert not out.exists()
+
+
+def test_db_query_allow_files_lifts_the_lockdown_and_help_says_so(tmp_path, small_db):
+    out = tmp_path / "runs.csv"
+    result = run_cli("db", "query", f"COPY (SELECT run_id FROM runs) TO '{out}'", "--db", small_db, "--allow-files")
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().split() == ["run_id", "r1"]
+    assert run_cli("db", "query", "SELECT count(*) AS n FROM runs", "--db", small_db, "--csv").stdout.split() == [
+        "n",
+        "1",
+    ]
+    helptext = " ".join(run_cli("db", "query", "--help").stdout.split())
+    assert "lockdown" in helptext and "--allow-files" in helptext
+
+
+# ------------------------------------------------------------------ 8: tracebacks become one line
+def _flat_csv(path: Path) -> Path:
+    rows = ["params,tokens,loss"] + [f"{n},{t},3.0" for n in (1e6, 2e6, 4e6) for t in (1e8, 1e9)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, env, words",
+    [
+        (["sweep", "plan", "{binary}"], {}, "not a UTF-8 text file"),
+        (["fit", "--from-csv", "{binary}"], {}, "not a UTF-8 text CSV"),
+        (
+            ["fit", "--from-csv", "{good}", "--out", "{afile}/x.json", "--no-plots", "--bootstrap", "0"],
+            {},
+            "cannot write",
+        ),
+        (["db", "query", ""], {}, "the SQL is empty"),
+        (["db", "query", "   ;"], {}, "the SQL is empty"),
+        (["db", "ingest", "{afile}"], {}, "is a file, not a folder"),
+        (
+            ["db", "query", "SELECT 1"],
+            {"WORKBENCH_DB_TIMEOUT_S": "soon"},
+            "WORKBENCH_DB_TIMEOUT_S='soon' is not a number",
+        ),
+        (["db", "query", "SELECT 1", "--db", "{tmp}/no/such/dir/x.duckdb"], {}, "no database at"),
+        (
+            ["data", "prepare", "{text}", "--tokenizer", "bpe", "--vocab-size", "1e12", "--out", "{tmp}/d"],
+            {},
+            "too large",
+        ),
+        (["report", "--fit", "{list}", "--db", "{db}"], {}, "holds one object, got a list"),
+        (["fit", "--from-csv", "{flat}", "--method", "parametric", "--no-plots"], {}, "every run has the same loss"),
+    ],
+)
+def test_former_tracebacks_are_one_line(tmp_path, small_db, args, env, words):
+    import numpy as np
+
+    from workbench.fit.synthetic import isoflop_sweep
+
+    files = {
+        "binary": tmp_path / "bin.yaml",
+        "afile": tmp_path / "afile",
+        "text": tmp_path / "t.txt",
+        "list": tmp_path / "list.json",
+        "good": tmp_path / "good.csv",
+        "flat": _flat_csv(tmp_path / "flat.csv"),
+    }
+    files["binary"].write_bytes(bytes(range(255, -1, -1)) * 8)
+    files["afile"].write_text("x")
+    files["text"].write_text("To be, or not to be, that is the question.\n" * 20)
+    files["list"].write_text("[1, 2]")
+    points = isoflop_sweep(seed=0, budgets_flops=np.geomspace(1e17, 1e21, 4), sizes_per_budget=7)
+    points.drop(columns=["budget_flops", "flops"]).to_csv(files["good"], index=False)
+    words_args = [a.format(tmp=tmp_path, db=small_db, **files) for a in args]
+    if "--db" not in words_args and args[0] in ("db", "report"):
+        words_args += ["--db", str(small_db)]
+    result = run_cli(*words_args, env_extra=env, cwd=tmp_path) if env else run_cli(*words_args, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-500:] + result.stderr[-2000:]
+    assert words in one_error_line(result.stderr)
+
+
+def test_cuda_on_a_machine_without_one_is_one_line(tmp_path, corpus):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    config = write_config(tmp_path, corpus, "run", runtime={"device": "cuda"})
+    result = run_cli("train", config)
+    assert result.returncode == 1
+    assert "runtime.device: cuda" in one_error_line(result.stderr)
+
+
+# ------------------------------------------------------------------ 9: silent acceptances
+def test_negative_seed_is_refused_at_plan_time(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        (ROOT / "sweeps" / "tiny.yaml").read_text().replace("  micro_batch: 4", "  micro_batch: 4\n  seeds: [-1]")
+    )
+    result = run_cli("sweep", "plan", spec, timeout=60)
+    assert result.returncode == 1
+    assert "train.seeds.0" in one_error_line(result.stderr)
+
+
+def test_micro_batch_that_does_not_divide_is_a_warning_at_plan_time(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text((ROOT / "sweeps" / "tiny.yaml").read_text().replace("  micro_batch: 4", "  micro_batch: 3"))
+    result = run_cli("sweep", "plan", spec, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "train.micro_batch 3 does not divide the 4 sequences" in result.stderr and "runs use 2" in result.stderr
+
+
+def test_duplicate_key_in_a_sweep_is_refused(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text((ROOT / "sweeps" / "tiny.yaml").read_text() + "name: other\n")
+    result = run_cli("sweep", "plan", spec, timeout=60)
+    assert result.returncode == 1
+    assert "duplicate key 'name' (first at line 3)" in one_error_line(result.stderr)
