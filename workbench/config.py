@@ -229,14 +229,17 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         raise WorkbenchError(
             f"{path}: not a UTF-8 text file (byte {err.start})", "Give the YAML config file, saved as UTF-8."
         ) from None
-    loader = _TreeLoader(text)
+    loader = None
     try:
+        loader = _TreeLoader(text)  # checks the characters first
         node = loader.get_single_node()
         lines = _key_lines(node, source=str(path))
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        position = getattr(err, "position", None)  # a ReaderError: a character YAML does not allow
+        line = mark.line + 1 if mark else text[:position].count("\n") + 1 if isinstance(position, int) else None
+        where = f"{path}:{line}" if line else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise WorkbenchError(f"{where}: malformed YAML ({problem})", "Fix the YAML syntax there.") from None
     except _YamlRefusal as err:
@@ -244,7 +247,8 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     except RecursionError:
         raise WorkbenchError(f"{path}: YAML nested too deeply", "Flatten the file.") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 
