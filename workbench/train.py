@@ -333,7 +333,9 @@ class Trainer:
         bad_step = self.state["step"] + 1
         rollbacks, offset = self.state["rollbacks"] + 1, self.state["data_offset"]
         self.optimizer.zero_grad(set_to_none=True)
-        latest = checkpoint.latest(self.run_dir / "ckpt")
+        latest, _ = checkpoint.newest_intact(self.run_dir / "ckpt", remove_damaged=False)
+        if latest is None:
+            raise WorkbenchError(f"{reason} at step {bad_step} and no intact checkpoint to roll back to", "Rerun.")
         self._restore(latest)
         skipped = bad_step - self.state["step"]  # the batches from the checkpoint to the spike
         self.state["rollbacks"], self.state["data_offset"] = rollbacks, offset + skipped
