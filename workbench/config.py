@@ -181,7 +181,7 @@ class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
-    threads: Count | None = Field(default=None, gt=0)
+    threads: Count | None = Field(default=None, gt=0, le=4096)
     parallel: Literal["ddp", "fsdp"] = "ddp"
     log_every_steps: Count = Field(default=10, gt=0)
 
