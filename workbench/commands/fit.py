@@ -37,6 +37,7 @@ def fit(
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
     from workbench.fit import io
+    from workbench.fit.data import check_losses_vary
     from workbench.fit.pipeline import FitOptions, fit_all, to_record
     from workbench.units import parse_number
 
@@ -51,6 +52,7 @@ def fit(
 
         safe_name(name, "fit name", "--name")
     points = _load_points(sweep, from_csv, db_path)
+    check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,
         bootstrap=n_bootstrap,

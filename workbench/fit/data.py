@@ -80,13 +80,17 @@ def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
             f"{source}: one budget only ({budgets[0]:.3g} FLOPs, column 'budget_flops')",
             "A scaling law needs runs at 2 or more compute budgets; add runs at other budgets.",
         )
-    loss = out["loss"].to_numpy()
-    if np.ptp(loss) <= 1e-6 * np.abs(loss).max():  # nothing to fit: every law is flat, exponents ~0
+    return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
+
+
+def check_losses_vary(points: pd.DataFrame, source: str) -> None:
+    """Flat losses fit every law with exponents ~0 and 'interior' minima: refuse them before fitting."""
+    loss = points["loss"].to_numpy()
+    if np.ptp(loss) <= 1e-6 * np.abs(loss).max():
         raise WorkbenchError(
             f"{source}: every run has the same loss ({loss[0]:.6g}, column 'loss')",
             "A scaling law needs losses that vary with size and data; check the loss column.",
         )
-    return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
 
 
 def group_budgets(flops: np.ndarray, rel_tol: float = BUDGET_REL_TOL) -> np.ndarray:
