@@ -212,7 +212,7 @@ class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
-    threads: Count | None = Field(default=None, gt=0)
+    threads: Count | None = Field(default=None, gt=0, le=4096)
     parallel: Literal["ddp", "fsdp"] = "ddp"
     log_every_steps: Count = Field(default=10, gt=0)  # a progress log line every N steps (a terminal: a bar)
 
@@ -271,7 +271,7 @@ class TrainConfig(Strict):
 
     name: str = "run"
     run_dir: str
-    seed: Count = 0
+    seed: Count = Field(default=0, ge=0, lt=2**32)  # torch and numpy take seeds in [0, 2^32)
     # labels the launcher sets and the store reads: sweep, budget_flops, target_params, branch_of, ...
     meta: dict[str, str | float | int | None] = Field(default_factory=dict)
     model: ModelConfig
@@ -314,33 +314,96 @@ class TrainConfig(Strict):
 
 
 def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
-    """Read a YAML file: (data, {key path: line number}). Malformed YAML is a one-line error."""
+    """Read a YAML file: (data, {key path: line number}). Malformed YAML, a file that is not UTF-8 text,
+    a duplicate key, an anchor or alias (a few bytes of nested aliases expand without bound) and
+    nesting deeper than MAX_YAML_DEPTH are one-line errors at file:line."""
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"config file {path} not found", "Check the path.")
-    text = path.read_text()
     try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise WorkbenchError(
+            f"{path}: not a UTF-8 text file (byte {err.start})", "Give the YAML config file, saved as UTF-8."
+        ) from None
+    loader = None
+    try:
+        loader = _TreeLoader(text)  # checks the characters first
+        node = loader.get_single_node()
+        lines = _key_lines(node, source=str(path))
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        position = getattr(err, "position", None)  # a ReaderError: a character YAML does not allow
+        line = mark.line + 1 if mark else text[:position].count("\n") + 1 if isinstance(position, int) else None
+        where = f"{path}:{line}" if line else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise WorkbenchError(f"{where}: malformed YAML ({problem})", "Fix the YAML syntax there.") from None
+    except _YamlRefusal as err:
+        raise WorkbenchError(f"{path}:{err.line}: {err.message}", err.hint) from None
+    except RecursionError:
+        raise WorkbenchError(f"{path}: YAML nested too deeply", "Flatten the file.") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 
-def _key_lines(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
+MAX_YAML_DEPTH = 64
+
+
+class _TreeLoader(yaml.SafeLoader):
+    """A safe loader whose node graph is a tree: anchors and aliases are refused where they appear."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _refused(event.start_mark, f"alias *{event.anchor}", "aliases are not supported")
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise _refused(event.start_mark, f"anchor &{event.anchor}", "anchors are not supported")
+        return super().compose_node(parent, index)
+
+
+def _refused(mark, what: str, why: str) -> WorkbenchError:
+    return _YamlRefusal(mark.line + 1, f"{what} ({why})", "Write the values out in full.")
+
+
+class _YamlRefusal(WorkbenchError):
+    """A refused YAML construct; load_yaml adds the file name."""
+
+    def __init__(self, line: int, message: str, hint: str):
+        super().__init__(message, hint)
+        self.line = line
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple = (), source: str = "config") -> dict[tuple, int]:
+    """{key path: line} for every key and list item; visits each node once (iteratively, the tree has no
+    aliases) and refuses duplicate keys and nesting deeper than MAX_YAML_DEPTH."""
     lines: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, key.value)
-            lines[path] = key.start_mark.line + 1
-            lines.update(_key_lines(value, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*prefix, i)] = item.start_mark.line + 1
-            lines.update(_key_lines(item, (*prefix, i)))
+    stack = [(node, prefix)]
+    while stack:
+        current, where = stack.pop()
+        if len(where) - len(prefix) > MAX_YAML_DEPTH:
+            raise WorkbenchError(f"{source}:{current.start_mark.line + 1}: YAML nested too deeply", "Flatten the file.")
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[tuple, int] = {}
+            for key, value in current.value:
+                ident = (key.tag, key.value) if isinstance(key, yaml.ScalarNode) else (key.tag, id(key))
+                line = key.start_mark.line + 1
+                if ident in seen:
+                    raise WorkbenchError(
+                        f"{source}:{line}: duplicate key '{key.value}' (first at line {seen[ident]})",
+                        "Keep one of them.",
+                    )
+                seen[ident] = line
+                path = (*where, key.value if isinstance(key, yaml.ScalarNode) else line)
+                lines[path] = line
+                stack.append((value, path))
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                lines[(*where, i)] = item.start_mark.line + 1
+                stack.append((item, (*where, i)))
     return lines
 
 

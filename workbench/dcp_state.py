@@ -12,7 +12,6 @@ under TP 2 loads under DP 2, PP 2 or one process with a layout, and the other wa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -43,11 +42,14 @@ def model_view(parts: list[nn.Module]) -> nn.Module:
 
 
 def shared_tmp_dir(ckpt_root: Path, step: int) -> Path:
-    """The temp dir of checkpoint `step`, named by rank 0's pid and the same on every rank."""
-    pid = [os.getpid()]
+    """The temp dir of checkpoint `step`, named by rank 0's host and pid (workbench.checkpoint.owner_tag,
+    so rotation sweeps it only when rank 0 is dead) and the same on every rank."""
+    from workbench.checkpoint import owner_tag
+
+    tag = [owner_tag()]
     if dist.is_initialized():
-        dist.broadcast_object_list(pid, src=0)
-    return ckpt_root / f".tmp-step_{step:08d}-{pid[0]}"
+        dist.broadcast_object_list(tag, src=0)
+    return ckpt_root / f".tmp-step_{step:08d}-{tag[0]}"
 
 
 def save_sharded(tmp: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> None:

@@ -69,6 +69,13 @@ def setup(device_kind: str, group: bool = False) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_kind == "cuda" and not torch.cuda.is_available():
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError(
+            "runtime.device: cuda, but this machine has no usable CUDA GPU (or torch is a CPU build)",
+            "Set runtime.device: auto or cpu, or run on a GPU node.",
+        )
     use_cuda = device_kind == "cuda" or (device_kind == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:

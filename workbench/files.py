@@ -1,13 +1,17 @@
-"""Atomic file writes (results, configs, fits and reports are replaced whole or not at all) and strict JSON."""
+"""Atomic file writes (results, configs, fits and reports are replaced whole or not at all), strict JSON and
+the one check of names that become paths."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from workbench.errors import WorkbenchError
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
@@ -49,3 +53,21 @@ def json_clean(value: Any) -> Any:
 def json_text(value: Any, indent: int | None = None) -> str:
     """Strict JSON text of `value` after json_clean (no NaN, no Infinity)."""
     return json.dumps(json_clean(value), indent=indent, allow_nan=False)
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def safe_name(value: object, what: str, where: str = "") -> str:
+    """`value` if it is a plain file name (letters, digits, `_`, `.`, `-`; no `/`, no `..`), else a one-line
+    error. Every name that becomes part of a path (sweep, run id, fit, report) is checked with this where
+    it is read: a name from a file (a run's config.yaml, a fit JSON) can otherwise point anywhere."""
+    text = str(value) if value is not None else ""
+    if not SAFE_NAME.fullmatch(text) or ".." in text:
+        shown = repr(text)[:80]
+        place = f"{where}: " if where else ""
+        raise WorkbenchError(
+            f"{place}{what} {shown} is not a plain name (letters, digits, '_', '.', '-'; at most 128)",
+            f"Rename the {what}; it becomes part of a file path.",
+        )
+    return text

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from workbench.errors import WorkbenchError
-from workbench.files import atomic_write_text, json_text
+from workbench.files import atomic_write_text, json_text, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +268,8 @@ def summary(run_dir: Path, metric_file: MetricFile) -> dict[str, Any]:
     params, params_total = _shape_params(model)
     identity = _section(done, "bit_identity")
     return {
-        "run_id": run_dir.name,
-        "sweep": _text(meta.get("sweep")) or run_dir.parent.name,
+        "run_id": safe_name(run_dir.name, "run id", str(run_dir)),
+        "sweep": _sweep_name(meta, run_dir),
         "name": _text(config.get("name")),
         "run_dir": str(run_dir.resolve()),
         "status": status,
@@ -340,3 +340,11 @@ def _float(value: Any) -> float | None:
 def _int(value: Any) -> int | None:
     number = _float(value)
     return int(number) if number is not None and math.isfinite(number) else None
+
+
+def _sweep_name(meta: dict, run_dir: Path) -> str:
+    """The run's sweep: meta.sweep (checked: it becomes part of report and fit paths), else its folder."""
+    sweep = _text(meta.get("sweep"))
+    if sweep is None:
+        return run_dir.parent.name
+    return safe_name(sweep, "sweep name", f"{run_dir / CONFIG} meta.sweep")

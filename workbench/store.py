@@ -107,6 +107,15 @@ class IngestStats:
     unchanged: int = 0
 
 
+LOCKDOWN = (  # DuckDB settings for `db query` without --allow-files; the last one freezes them
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",
+)
+
+
 def default_db_path() -> Path:
     """The database file: env WORKBENCH_DB, else workbench.duckdb in the current directory."""
     return Path(os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
@@ -151,7 +160,12 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
         env_timeout = os.environ.get("WORKBENCH_DB_TIMEOUT_S")
-        self.lock_timeout_s = float(lock_timeout_s if lock_timeout_s is not None else env_timeout or 300.0)
+        try:
+            self.lock_timeout_s = float(lock_timeout_s if lock_timeout_s is not None else env_timeout or 300.0)
+        except ValueError:
+            raise WorkbenchError(
+                f"WORKBENCH_DB_TIMEOUT_S={env_timeout!r} is not a number", "Set it to seconds, e.g. 300, or unset it."
+            ) from None
 
     def __enter__(self) -> Store:
         return self
@@ -245,6 +259,10 @@ class Store:
         path = Path(path)
         if not path.exists():
             raise WorkbenchError(f"{path} not found", "Pass the runs folder (runs/, runs/SWEEP or one run directory).")
+        if not path.is_dir():
+            raise WorkbenchError(
+                f"{path} is a file, not a folder", "Pass the runs folder (runs/, runs/SWEEP or one run directory)."
+            )
         run_dirs = rundir.find_run_dirs(path)
         written = rows = skipped = unchanged = 0
         with self._writer() as con:
@@ -335,12 +353,19 @@ class Store:
         """Recorded plans; column `plan` holds the whole plan JSON."""
         return self._read("SELECT * FROM plans ORDER BY created, name")
 
-    def query(self, sql: str) -> pd.DataFrame:
-        """Run any SQL (read-only unless the Store is writable); a bad statement is a one-line error."""
+    def query(self, sql: str, allow_files: bool = False) -> pd.DataFrame:
+        """Run any SQL (read-only unless the Store is writable); a bad statement is a one-line error.
+        Unless `allow_files`, DuckDB's lockdown is on first: no file or network access (COPY TO, read_*,
+        ATTACH), no extension install or load, and the configuration locked so the SQL cannot undo it."""
         if not self.path.is_file():
             raise WorkbenchError(f"no database at {self.path}", _NO_DB_HINT)
+        if not sql.strip(" \t\n;"):
+            raise WorkbenchError("the SQL is empty", 'Give a statement, e.g. "SELECT count(*) FROM runs".')
         context = self._reader() if self.read_only else self._writer()
         with context as con:
+            if not allow_files:
+                for setting in LOCKDOWN:
+                    con.execute(setting)
             try:
                 cursor = con.execute(sql)
             except duckdb.Error as err:
@@ -348,7 +373,7 @@ class Store:
                     f"query failed: {str(err).splitlines()[0]}",
                     "Check the SQL; tables: runs, metrics, events, sweeps, fits, plans, schema_version.",
                 ) from None
-            return cursor.df() if cursor.description else pd.DataFrame()
+            return cursor.df() if cursor is not None and cursor.description else pd.DataFrame()
 
     # --- small writes --------------------------------------------------------------------------------
 

@@ -118,6 +118,9 @@ def byte_tokenizer() -> TextTokenizer:
     return TextTokenizer("bytes", BYTE_VOCAB, BYTE_EOT)
 
 
+MAX_BPE_VOCAB = 1 << 20  # Llama 3 has 128,256; a vocabulary of millions is a typo
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
     """A byte-level BPE trained on `texts` to `vocab_size` ids (id 0 is <|endoftext|>)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -127,6 +130,10 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
         raise WorkbenchError(
             f"--vocab-size {vocab_size} is too small for a byte-level BPE",
             f"Use at least {minimum} (256 bytes + <|endoftext|>), or --tokenizer bytes.",
+        )
+    if vocab_size > MAX_BPE_VOCAB:  # the trainer allocates per id: 1e12 aborts the process (out of memory)
+        raise WorkbenchError(
+            f"--vocab-size {vocab_size} is too large for a BPE trained here", f"Use at most {MAX_BPE_VOCAB:,}."
         )
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -16,6 +16,7 @@ handler that was there before (submitit's USR2 handler requeues the job); with n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench import checkpoint, distributed, flops, rundir
+from workbench import checkpoint, distributed, flops, rundir, runlock
 from workbench.config import TrainConfig, dump_yaml, load, parse_model
 from workbench.errors import WorkbenchError
 from workbench.model import Transformer
@@ -78,7 +79,11 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
         return record
     d = distributed.setup(cfg.runtime.device, group=cfg.layout is not None)
     try:
-        return Trainer(cfg, d).run()
+        with runlock.RunLock(cfg.run_dir) if d.is_main else contextlib.nullcontext():  # one trainer per run dir
+            record = rundir.read_final(cfg.run_dir)
+            if record is not None and record.get("status") in rundir.TERMINAL:
+                return record  # finished by the holder we waited behind
+            return Trainer(cfg, d).run()
     finally:
         distributed.teardown(d)
 
@@ -187,7 +192,8 @@ class Trainer:
                 "trainer": dict(self.state),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
             }
-            meta = {"step": self.state["step"], "tokens": self.state["tokens"], "flops": self.state["flops"]}
+            meta = {"step": self.state["step"], "tokens": self.state["tokens"], "flops": self.state["flops"],
+                    "shape": self._shape_dict()}  # fmt: skip
             ck = self.cfg.checkpoint
             root = rundir.ckpt_dir(self.run_dir)
             checkpoint.save(root, self.state["step"], state, meta, ck.keep, set(ck.save_at_tokens))
@@ -208,8 +214,12 @@ class Trainer:
         if self.d.active:
             torch.distributed.barrier()
 
-    def _restore(self, path: Path, trainer_state: bool = True) -> None:
+    def _shape_dict(self) -> dict:
+        return {k: getattr(self.cfg.model, k) for k in checkpoint.SHAPE_KEYS}
+
+    def _restore(self, path: Path, trainer_state: bool = True) -> dict:
         saved = checkpoint.load(path)
+        checkpoint.check_shape(path, saved["meta"], self._shape_dict())
         if self.par is not None:
             self._restore_sharded(path, saved)
         elif saved["model"] is None:
@@ -225,6 +235,18 @@ class Trainer:
             self.state.update(saved["trainer"])
             torch.set_rng_state(saved["rng"]["torch"])
             np.random.set_state(saved["rng"]["numpy"])
+        return saved
+
+    def _heal_checkpoints(self) -> None:
+        """Rank 0 (holding the run lock): sweep partial folders, drop damaged newest checkpoints."""
+        if self.d.is_main:
+            root = self.run_dir / "ckpt"
+            checkpoint.sweep_partial(root)
+            _, rejected = checkpoint.newest_intact(root)
+            for path, reason in rejected:
+                self._log_event({"event": "checkpoint_rejected", "checkpoint": path.name, "reason": reason})
+        if self.d.active:
+            torch.distributed.barrier()
 
     def _restore_sharded(self, path: Path, saved: dict) -> None:
         from workbench import dcp_state
@@ -236,6 +258,7 @@ class Trainer:
         self.optimizer.state.clear()
 
     def _resume_or_start(self) -> None:
+        self._heal_checkpoints()
         latest = rundir.latest_checkpoint(self.run_dir)
         if latest is not None:
             self._restore(latest)
@@ -244,8 +267,7 @@ class Trainer:
                              "bit_identity": rundir.bit_identity(self.d.device)})  # fmt: skip
         elif self.cfg.checkpoint.init_from:
             source = checkpoint.resolve_init_from(self.cfg.checkpoint.init_from)
-            saved = checkpoint.load(source)
-            self._restore(source, trainer_state=False)
+            saved = self._restore(source, trainer_state=False)
             for key in ("step", "tokens", "flops", "data_offset"):
                 self.state[key] = saved["trainer"][key]
             self._log_event({"event": "init_from", "source": str(source), "from_step": self.state["step"]})
@@ -390,7 +412,9 @@ class Trainer:
         bad_step = self.state["step"] + 1
         rollbacks, offset = self.state["rollbacks"] + 1, self.state["data_offset"]
         self.optimizer.zero_grad(set_to_none=True)
-        latest = rundir.latest_checkpoint(self.run_dir)
+        latest, _ = checkpoint.newest_intact(rundir.ckpt_dir(self.run_dir), remove_damaged=False)
+        if latest is None:
+            raise WorkbenchError(f"{reason} at step {bad_step} and no intact checkpoint to roll back to", "Rerun.")
         self._restore(latest)
         skipped = bad_step - self.state["step"]  # the batches from the checkpoint to the spike
         self.state["rollbacks"], self.state["data_offset"] = rollbacks, offset + skipped

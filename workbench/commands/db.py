@@ -63,13 +63,19 @@ def query(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of row objects."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
     db: Path | None = DB_OPTION,
+    allow_files: bool = typer.Option(
+        False, "--allow-files", help="Let the SQL read and write files (COPY TO, read_csv, ATTACH) and load extensions."
+    ),
 ) -> None:
-    """Run SQL on the database (read-only) and print the result as a table, JSON or CSV."""
+    """Run SQL on the database (read-only) and print the result as a table, JSON or CSV.
+
+    The SQL runs under DuckDB's lockdown: no file or network access (COPY ... TO, read_text, read_csv,
+    ATTACH), no extension INSTALL or LOAD, and the configuration locked; --allow-files lifts it."""
     from workbench.store import Store
 
     if as_json and as_csv:
         raise WorkbenchError("--json and --csv exclude each other", "Give one of them.")
-    frame = Store(db, read_only=True).query(sql)
+    frame = Store(db, read_only=True).query(sql, allow_files=allow_files)
     if as_json:
         typer.echo(frame.to_json(orient="records", date_format="iso"))
     elif as_csv:

@@ -43,6 +43,7 @@ def fit(
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
     from workbench.fit import io
+    from workbench.fit.data import check_losses_vary
     from workbench.fit.pipeline import FitOptions
     from workbench.fit.stage import fit_stage
     from workbench.units import parse_number
@@ -54,6 +55,11 @@ def fit(
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
     points = _load_points(sweep, from_csv, db_path, metric)
     name = name or sweep or from_csv.stem
+    if out is None:  # the name becomes fits/NAME.json
+        from workbench.files import safe_name
+
+        safe_name(name, "fit name", "--name")
+    check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,
         bootstrap=n_bootstrap,

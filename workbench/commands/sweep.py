@@ -58,7 +58,10 @@ def launch(
         typer.echo(f"  {rid}: job {job}")
     if not dry_run:
         _ingest(report.sweep_dir, db, result.spec.model_dump(mode="json"), str(file))
-    failed = [rid for rid, status in report.results.items() if status not in ("completed", "diverged")]
+    elsewhere = {rid: s for rid, s in report.results.items() if s.startswith("skipped: locked")}
+    for rid, status in {**{r: s for r, s in report.skipped.items() if s.startswith("locked")}, **elsewhere}.items():
+        typer.echo(f"  {rid}: {status.removeprefix('skipped: ')} (another launch is training it)")
+    failed = [rid for rid, s in report.results.items() if s not in ("completed", "diverged") and rid not in elsewhere]
     if failed:
         raise WorkbenchError(f"{len(failed)} local runs did not complete, first {failed[0]}",
                              "See `workbench sweep status` and the run's final.json; relaunch to retry.")  # fmt: skip

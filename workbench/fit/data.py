@@ -30,6 +30,8 @@ def load_csv(path: str | Path) -> pd.DataFrame:
         raise WorkbenchError(f"{path}: the file is empty", COLUMNS_HINT) from None
     except pd.errors.ParserError as err:
         raise WorkbenchError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})", COLUMNS_HINT) from None
+    except UnicodeDecodeError as err:
+        raise WorkbenchError(f"{path}: not a UTF-8 text CSV (byte {err.start})", COLUMNS_HINT) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if "budget" in frame.columns and "budget_flops" not in frame.columns:
         frame = frame.rename(columns={"budget": "budget_flops"})
@@ -79,6 +81,16 @@ def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
             "A scaling law needs runs at 2 or more compute budgets; add runs at other budgets.",
         )
     return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
+
+
+def check_losses_vary(points: pd.DataFrame, source: str) -> None:
+    """Flat losses fit every law with exponents ~0 and 'interior' minima: refuse them before fitting."""
+    loss = points["loss"].to_numpy()
+    if np.ptp(loss) <= 1e-6 * np.abs(loss).max():
+        raise WorkbenchError(
+            f"{source}: every run has the same loss ({loss[0]:.6g}, column 'loss')",
+            "A scaling law needs losses that vary with size and data; check the loss column.",
+        )
 
 
 def group_budgets(flops: np.ndarray, rel_tol: float = BUDGET_REL_TOL) -> np.ndarray:

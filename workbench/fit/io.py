@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text, json_clean
 from workbench.fit.isoflop import IsoflopFit
 from workbench.fit.parametric import ParametricFit
@@ -26,7 +27,10 @@ def dumps(record: dict | FitRecord) -> str:
 
 def write_json_atomic(path: str | Path, record: dict | FitRecord) -> Path:
     """Write the record as JSON, atomically (workbench.files)."""
-    return atomic_write_text(path, dumps(record))
+    try:
+        return atomic_write_text(path, dumps(record))
+    except OSError as err:
+        raise WorkbenchError(f"cannot write {path} ({err.strerror})", "Pick a writable path for --out.") from None
 
 
 def load_fit(path: str | Path) -> dict:

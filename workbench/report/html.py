@@ -139,5 +139,9 @@ def write_report(
 
     db = Path(db_path) if db_path is not None else default_db_path()
     inputs = gather(sweep, db, Path(fit_path) if fit_path is not None else None, plan, extra)
+    if out is None:
+        from workbench.files import safe_name
+
+        safe_name(inputs.sweep, "sweep name", f"{db} (from a run's config.yaml meta.sweep)")
     html = render(inputs, command)
     return write_text_atomic(Path(out) if out is not None else Path("reports") / f"{inputs.sweep}.html", html)

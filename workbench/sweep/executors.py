@@ -80,10 +80,12 @@ class InProcess:
         self.what = what  # named in the error when a signal interrupts the run
 
     def submit(self, config_path: str | Path) -> Finished:
-        from workbench import train
+        from workbench import runlock, train
 
         try:
             return Finished(train.main(str(config_path)))
+        except runlock.Locked as err:  # another launch trains it right now
+            return Finished({"status": f"skipped: locked by {runlock.describe(err.holder)}"})
         except train.Interrupted as err:
             raise WorkbenchError(
                 f"{self.what} interrupted during run {Path(config_path).parent.name} ({err})",
@@ -99,13 +101,17 @@ class InProcess:
 
 def train_logged(config_path: str) -> dict:
     """One run in a worker process; the trainer's own output goes to RUN_DIR/train.log."""
-    from workbench import rundir, train
+    from workbench import rundir, runlock, train
 
     with open(Path(config_path).parent / rundir.LOG, "a") as f:
         os.dup2(f.fileno(), 2)  # not a TTY any more: the trainer prints plain lines
         os.dup2(f.fileno(), 1)
     try:
         return train.main(config_path)
+    except runlock.Locked as err:  # another launch trains it right now
+        return {"status": f"skipped: locked by {runlock.describe(err.holder)}"}
+    except train.Interrupted as err:
+        return {"status": f"interrupted ({err}); relaunch to resume"}
     except WorkbenchError as err:
         return {"status": f"failed: {err}"}
 
@@ -122,7 +128,15 @@ class PoolRun:
         return self.future.done()
 
     def result(self) -> dict:
-        return self.future.result()
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.future.result()
+        except BrokenProcessPool:
+            raise WorkbenchError(
+                "a training process of the local pool died (killed, or out of memory)",
+                "Relaunch the sweep: runs resume from their last checkpoint.",
+            ) from None
 
 
 class LocalPool:

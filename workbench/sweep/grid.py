@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from workbench.errors import WorkbenchError
 from workbench.shapes import ModelShape, ladder, shape_for_params
 from workbench.sweep.spec import MAX_RUNS, PlannedRun, SweepSpec
 from workbench.units import human
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,9 @@ def _prefix(point: _Point, spec: SweepSpec) -> str:
     return f"c{_budget_label(point.budget_flops)}-n{size}{seed}"
 
 
+_WARNED: set[tuple] = set()  # (source, micro_batch, sequences) already warned about
+
+
 def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int, tokens: int, ckpt: dict, where):
     """Build and validate one TrainConfig; returns (run_id, config)."""
     t = spec.train
@@ -168,6 +174,12 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
     seqs = batch // spec.data.seq_len
     # a batch below one sequence has no divisor: TrainConfig then says it is not a multiple of seq_len
     micro = max((d for d in range(1, min(t.micro_batch, seqs) + 1) if seqs % d == 0), default=t.micro_batch)
+    if micro != t.micro_batch and (where.source, t.micro_batch, seqs) not in _WARNED:
+        _WARNED.add((where.source, t.micro_batch, seqs))
+        log.warning(
+            "%s: train.micro_batch %d does not divide the %d sequences of a %d-token batch; runs use %d",
+            where(("train", "micro_batch")), t.micro_batch, seqs, batch, micro,
+        )  # fmt: skip
     numerics = spec.model.model_dump(include={"rope_theta", "norm_eps", "init_std"})
     body = {
         "seed": t.seed,

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import rundir
+from workbench import rundir, runlock
 from workbench.config import TrainConfig, dump_yaml
 from workbench.errors import WorkbenchError
 from workbench.sweep import executors
@@ -105,10 +105,13 @@ def launch_runs(
     state = {r.run_id: r for r in now.runs}
     for run in runs:
         current = state[run.run_id]
+        holder = runlock.read_holder(root / run.run_id)
         if current.state in st.DONE or current.state in st.LIVE:
             report.skipped[run.run_id] = current.state
             if current.state in st.LIVE:
                 report.live_jobs[run.run_id] = current.job_id
+        elif holder is not None and runlock.holder_alive(holder):  # trained right now by another launch
+            report.skipped[run.run_id] = f"locked by {runlock.describe(holder)}"
         else:
             report.submit.append(run.run_id)
     if dry_run:

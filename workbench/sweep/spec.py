@@ -156,10 +156,10 @@ SweepCheckpoint = _part_of(
 class SweepTrain(Strict):
     """Settings shared by every run; lr_peak and batch_tokens may be `auto` (the rules above)."""
 
-    seed: Count = 0
+    seed: Count = Field(default=0, ge=0, lt=2**32)  # torch and numpy take seeds in [0, 2^32)
     # several seeds: every grid point is trained once per seed (tiny models scatter by a few percent
     # from seed to seed; the fits see every run)
-    seeds: list[Count] = Field(default_factory=list, max_length=16)
+    seeds: list[Annotated[Count, Field(ge=0, lt=2**32)]] = Field(default_factory=list, max_length=16)
     lr_peak: AutoNumber = "auto"
     batch_tokens: AutoCount = "auto"
     micro_batch: Count = Field(default=16, gt=0)
