@@ -12,6 +12,7 @@ the bootstrap interval of L*(C) widened by the run-to-run scatter (workbench.fit
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -19,9 +20,11 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
+log = logging.getLogger(__name__)
+
 
 def _say(step: str, text: str) -> None:
-    print(f"[demo {step}] {text}", file=sys.stderr, flush=True)
+    log.info("[demo %s] %s", step, text)
 
 
 def run_demo(

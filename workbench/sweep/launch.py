@@ -14,6 +14,7 @@ Preemption: Slurm's USR2 reaches the trainer, which checkpoints and calls submit
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from workbench.sweep import status as st
 from workbench.sweep.spec import Launch, Plan, PlannedRun
 
 DEFAULT_CORPUS = "@default"  # a data source path meaning workbench.data's embedded corpus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -313,5 +316,5 @@ class _RunsProgress:
     def done(self, run_id: str, record: dict) -> None:
         loss = record.get("val_loss")
         loss_text = f" val_loss {loss:.4f}" if isinstance(loss, float) else ""
-        self.console.print(f"[sweep] {run_id}: {record.get('status')}{loss_text}", highlight=False, markup=False)
+        log.info("[sweep] %s: %s%s", run_id, record.get("status"), loss_text)  # above the bar: rich redirects stderr
         self.bar.advance(self.task)

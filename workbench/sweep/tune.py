@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,8 @@ from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, expand, load
 
 DIVERGED_LOSS = 1e3  # the value a diverged trial reports: far above any real loss, so TPE ranks it last
 BATCH_MULTIPLES = (1, 2, 4, 8)  # default batch choices, in units of seq_len x micro_batch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,7 @@ class _Study:
 
     def _say(self, line: str) -> None:
         if self.progress:
-            print(f"[tune] {line}", file=sys.stderr, flush=True)
+            log.info("[tune] %s", line)
 
     def best(self) -> list[dict]:
         """The completed trial of lowest val_loss per scale (scales with none are left out)."""
