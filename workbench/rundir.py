@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text, json_text, safe_name
+from workbench.units import as_float, as_int, as_text
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def summary(run_dir: Path, metric_file: MetricFile) -> dict[str, Any]:
     meta, model = _section(config, "meta"), _section(config, "model")
     last, done = metric_file.last_sample, final or {}
     if final is not None:
-        status = _text(done.get("status")) or "unknown"
+        status = as_text(done.get("status")) or "unknown"
     else:
         status = "running" if metric_file.by_step else "pending"
     params, params_total = _shape_params(model)
@@ -270,37 +270,37 @@ def summary(run_dir: Path, metric_file: MetricFile) -> dict[str, Any]:
     return {
         "run_id": safe_name(run_dir.name, "run id", str(run_dir)),
         "sweep": _sweep_name(meta, run_dir),
-        "name": _text(config.get("name")),
+        "name": as_text(config.get("name")),
         "run_dir": str(run_dir.resolve()),
         "status": status,
-        "budget_flops": _float(_pick(meta, "budget_flops", _section(config, "stop").get("budget_flops"))),
-        "target_params": _float(meta.get("target_params")),
-        "branch_of": _text(meta.get("branch_of")),
-        "params": _int(_pick(done, "params", params)),
-        "params_total": _int(_pick(done, "params_total", params_total)),
-        "tokens": _int(_pick(done, "tokens", last.get("tokens"))),
-        "flops": _float(_pick(done, "flops", last.get("flops"))),
-        "steps": _int(_pick(done, "steps", last.get("step"))),
-        "val_loss": _float(done.get("val_loss")),
-        "wall_s": _float(_pick(done, "wall_s", last.get("wall_s"))),
-        "error": _text(done.get("error")),
+        "budget_flops": as_float(_pick(meta, "budget_flops", _section(config, "stop").get("budget_flops"))),
+        "target_params": as_float(meta.get("target_params")),
+        "branch_of": as_text(meta.get("branch_of")),
+        "params": as_int(_pick(done, "params", params)),
+        "params_total": as_int(_pick(done, "params_total", params_total)),
+        "tokens": as_int(_pick(done, "tokens", last.get("tokens"))),
+        "flops": as_float(_pick(done, "flops", last.get("flops"))),
+        "steps": as_int(_pick(done, "steps", last.get("step"))),
+        "val_loss": as_float(done.get("val_loss")),
+        "wall_s": as_float(_pick(done, "wall_s", last.get("wall_s"))),
+        "error": as_text(done.get("error")),
         "config": config,
         "final": final,
-        "lr_peak": _float(_section(config, "optim").get("lr_peak")),
-        "batch_tokens": _int(_section(config, "batch").get("batch_tokens")),
-        "seq_len": _int(_section(config, "data").get("seq_len")),
-        "n_layers": _int(model.get("n_layers")),
-        "d_model": _int(model.get("d_model")),
-        "schedule": _text(_section(config, "schedule").get("kind")),
+        "lr_peak": as_float(_section(config, "optim").get("lr_peak")),
+        "batch_tokens": as_int(_section(config, "batch").get("batch_tokens")),
+        "seq_len": as_int(_section(config, "data").get("seq_len")),
+        "n_layers": as_int(model.get("n_layers")),
+        "d_model": as_int(model.get("d_model")),
+        "schedule": as_text(_section(config, "schedule").get("kind")),
         "meta": meta,
         "metric_rows": len(metric_file.by_step),
-        "last_step": _int(last.get("step")),
-        "last_loss": _float(last.get("loss")),
+        "last_step": as_int(last.get("step")),
+        "last_loss": as_float(last.get("loss")),
         # older runs have no bit_identity block: their torch version is in final.json's versions
-        "torch_version": _text(_pick(identity, "torch", _section(done, "versions").get("torch"))),
-        "torch_threads": _int(identity.get("threads")),
-        "cpu_capability": _text(identity.get("cpu_capability")),
-        "cuda_device": _text(identity.get("cuda_device")),
+        "torch_version": as_text(_pick(identity, "torch", _section(done, "versions").get("torch"))),
+        "torch_threads": as_int(identity.get("threads")),
+        "cpu_capability": as_text(identity.get("cpu_capability")),
+        "cuda_device": as_text(identity.get("cuda_device")),
     }
 
 
@@ -326,25 +326,9 @@ def _shape_params(model: dict) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    number = _float(value)
-    return int(number) if number is not None and math.isfinite(number) else None
-
-
 def _sweep_name(meta: dict, run_dir: Path) -> str:
     """The run's sweep: meta.sweep (checked: it becomes part of report and fit paths), else its folder."""
-    sweep = _text(meta.get("sweep"))
+    sweep = as_text(meta.get("sweep"))
     if sweep is None:
         return run_dir.parent.name
     return safe_name(sweep, "sweep name", f"{run_dir / CONFIG} meta.sweep")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -37,6 +36,7 @@ from workbench import rundir
 from workbench.errors import WorkbenchError
 from workbench.files import json_text
 from workbench.rundir import MetricFile
+from workbench.units import as_float, as_int, as_text
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = (
@@ -392,7 +392,7 @@ class Store:
         with self._writer() as con:
             con.execute(
                 "INSERT OR REPLACE INTO fits (name, sweep, method, data_hash, created, fit) VALUES (?, ?, ?, ?, ?, ?)",
-                [name, fit.get("sweep"), fit.get("method"), fit.get("data_hash"), _text(fit.get("created")),
+                [name, fit.get("sweep"), fit.get("method"), fit.get("data_hash"), as_text(fit.get("created")),
                  _to_json(fit)],
             )  # fmt: skip
 
@@ -405,7 +405,7 @@ class Store:
         with self._writer() as con:
             con.execute(
                 "INSERT OR REPLACE INTO plans (name, fit, budget_flops, created, plan) VALUES (?, ?, ?, ?, ?)",
-                [name, _text(fit), _float(budget), _text(plan.get("created")), _to_json(plan)],
+                [name, as_text(fit), as_float(budget), as_text(plan.get("created")), _to_json(plan)],
             )
 
 
@@ -432,8 +432,8 @@ def _events_frame(run_id: str, events: list[dict]) -> pd.DataFrame:
         {
             "run_id": run_id,
             "seq": range(len(events)),
-            "step": [_int(row.get("step")) for row in events],
-            "event": [_text(row.get("event")) for row in events],
+            "step": [as_int(row.get("step")) for row in events],
+            "event": [as_text(row.get("event")) for row in events],
             "detail": [_to_json({k: v for k, v in row.items() if k not in ("step", "event")}) for row in events],
         }
     )
@@ -486,22 +486,6 @@ def _required_name(record: dict, what: str) -> str:
     if not isinstance(name, str) or not name:
         raise WorkbenchError(f"the {what} has no 'name'", f"Give the {what} JSON a non-empty string 'name'.")
     return name
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    number = _float(value)
-    return int(number) if number is not None and math.isfinite(number) else None
 
 
 def _to_json(value: Any) -> str | None:

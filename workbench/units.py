@@ -40,3 +40,22 @@ def human(number: float, digits: int = 3) -> str:
         if abs(number) >= scale:
             return f"{number / scale:.{digits}g}{suffix}"
     return f"{number:.{digits}g}"
+
+
+def as_text(value: object) -> str | None:
+    """A stored field as text (None stays None): how run records and store rows read loose JSON/YAML values."""
+    return None if value is None else str(value)
+
+
+def as_float(value: object) -> float | None:
+    """A stored field as a float, None when absent or not a number."""
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_int(value: object) -> int | None:
+    """A stored field as an int, None when absent, not a number or not finite."""
+    number = as_float(value)
+    return int(number) if number is not None and math.isfinite(number) else None

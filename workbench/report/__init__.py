@@ -1,24 +1,15 @@
-"""The HTML report of a sweep: `write_report` (jinja2 + matplotlib; both imported only when it runs)."""
+"""The HTML report of a sweep: `write_report` (workbench.report.html; jinja2 and matplotlib are imported
+only when it is first used, so `import workbench.report` stays light)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
+def __getattr__(name: str):
+    if name == "write_report":
+        from workbench.report.html import write_report
 
-def write_report(
-    sweep: str | None,
-    db_path: str | Path | None,
-    fit_path: str | Path | None = None,
-    plan: dict | str | Path | None = None,
-    out: str | Path | None = None,
-    extra: dict | None = None,
-    *,
-    command: str | None = None,
-) -> Path:
-    """Write reports/SWEEP.html (or `out`) for the sweep; see workbench.report.html.write_report."""
-    from workbench.report import html
-
-    return html.write_report(sweep, db_path, fit_path, plan, out, extra, command=command)
+        return write_report
+    raise AttributeError(f"module 'workbench.report' has no attribute {name!r}")
 
 
 __all__ = ["write_report"]
