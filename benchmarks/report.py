@@ -53,17 +53,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budgets", type=int, default=25)
     parser.add_argument("--runs-per-budget", type=int, default=20)
+    parser.add_argument("--loads", type=int, default=5, help="page loads to time (median reported)")
+    parser.add_argument("--keep", type=Path, help="keep the sweep, fit and report in this folder")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: re-report the kept sweep and fit")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="report-bench-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="report-bench-"))
+    if args.reuse and args.keep:
+        return report_and_open(root, args, made=0.0)
     start = time.perf_counter()
     budgets = tuple(np.geomspace(1e17, 1e21, args.budgets))
     db = make_sweep(root, "big", budgets=budgets, sizes=args.runs_per_budget, steps=300, failures=False)
     fit_sweep(db, "big", root / "fits" / "big.json", bootstrap=100)
-    made = time.perf_counter() - start
+    report_and_open(root, args, time.perf_counter() - start)
+
+
+def report_and_open(root: Path, args: argparse.Namespace, made: float) -> None:
     start = time.perf_counter()
-    out = write_report("big", db, fit_path=root / "fits" / "big.json", out=root / "big.html")
+    out = write_report("big", root / "big.duckdb", fit_path=root / "fits" / "big.json", out=root / "big.html")
     written = time.perf_counter() - start
-    drawn, loaded = open_times(out)
+    drawn, loaded = open_times(out, args.loads)
     runs = args.budgets * args.runs_per_budget
     print(f"runs                      {runs}")
     print(f"sweep + fit (s)           {made:.1f}")
@@ -73,7 +81,8 @@ def main() -> None:
     print(
         f"open, charts drawn (s)    {statistics.median(drawn):.2f}   (limit 3; all: {', '.join(f'{t:.2f}' for t in drawn)})"  # noqa: E501
     )
-    shutil.rmtree(root, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

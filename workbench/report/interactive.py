@@ -291,3 +291,75 @@ def frontier_spec(what: str, key: str, lines: pd.DataFrame, bands: pd.DataFrame,
 def csv_text(frame: pd.DataFrame) -> str:
     """A frame as CSV text (for the page's download buttons)."""
     return frame.to_csv(index=False, float_format="%.6g")
+
+
+def holdout_frames(target: pd.DataFrame, holdout: dict, law: dict | None, flagship: dict | None) -> dict:
+    """The held-out figure's data: the budget's runs, the law along C = 6ND, the predicted and observed points,
+    the N* rules and the flagship's 90% interval (frames with a `series` column each)."""
+    from workbench.fit.law import predict_loss
+
+    budget, best = float(holdout["budget_flops"]), holdout["observed"]["best_run"]
+    n = target["params"].to_numpy(float)
+    ids = target["run_id"].astype(str).to_numpy() if "run_id" in target else [best.get("run_id", "best run")] * len(n)
+    runs = pd.DataFrame({"series": f"runs at {budget:.3g} FLOPs (observed)", "run": ids, "N": n,
+                         "D": budget / (6 * n), "loss": target["loss"].to_numpy(float)})  # fmt: skip
+    span = [*n, *([flagship["params"]] if flagship else [])]
+    grid = np.geomspace(min(span) / 1.5, max(span) * 1.5, 80)
+    line = pd.DataFrame(columns=["series", "N", "D", "loss"])
+    if law:
+        d_grid = budget / (6 * grid)
+        line = pd.DataFrame({"series": "law fitted without this budget (along C = 6ND)", "N": grid, "D": d_grid,
+                             "loss": predict_loss(law, grid, d_grid)})  # fmt: skip
+    marks, rules, bars = [], [], []
+    pred = holdout.get("parametric") or {}
+    if "loss_pred" in pred:
+        marks.append({"series": "predicted best loss", "run": "law's prediction at the best run's N, D",
+                      "N": best["params"], "D": budget / (6 * best["params"]), "loss": pred["loss_pred"]})  # fmt: skip
+    rules.append({"series": "observed N*", "N": holdout["observed"]["N_opt"]})
+    for method in ("parametric", "isoflop"):
+        n_pred = (holdout.get(method) or {}).get("N_opt_pred")
+        if n_pred:
+            rules.append({"series": f"predicted N* ({method})", "N": n_pred})
+    if flagship:
+        lo, hi = flagship["interval"]
+        marks.append({"series": "flagship", "run": "flagship", "N": flagship["params"],
+                      "D": flagship.get("tokens"), "loss": flagship["val_loss"]})  # fmt: skip
+        bars.append({"series": "flagship", "N": flagship["params"] * 1.04, "lo": lo, "hi": hi})  # its 90% interval
+    return {"runs": runs, "law": line, "marks": pd.DataFrame(marks, columns=["series", "run", "N", "D", "loss"]),
+            "rules": pd.DataFrame(rules, columns=["series", "N"]),
+            "interval": pd.DataFrame(bars, columns=["series", "N", "lo", "hi"])}  # fmt: skip
+
+
+def holdout_spec(frames: dict) -> dict:
+    """Loss against N at the held-out budget: its runs (hover: run id, N, D, loss), the law fitted without it,
+    the predicted best loss (diamond), observed and predicted N* (rules), the flagship (star) and its interval."""
+    series = list(dict.fromkeys(s for f in frames.values() for s in f["series"]))
+    x = log_axis("N", "parameters N (non-embedding)")
+    y = log_axis("loss", "final validation loss (nats/token)", "linear")
+    y["axis"] = {"format": ".3f"}
+    tip = [*TIP_RUN[:4], {"field": "series", "title": "what"}]
+    hue = color(series, "held-out check")
+    shapes = {"predicted best loss": "diamond", "flagship": STAR}
+    layers = [
+        {"data": {"name": "rules"}, "transform": visible(), "mark": {"type": "rule", "strokeWidth": 1.4},
+         "encoding": {"x": x, "color": hue, "strokeDash": {"field": "series", "legend": None},
+                      "tooltip": [{"field": "series", "title": "what"}, tip[1]]}},
+        {"data": {"name": "law"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.8,
+                                                                    "strokeDash": [6, 3]},
+         "encoding": {"x": x, "y": y, "color": hue}},
+        {"data": {"name": "interval"}, "transform": visible(), "mark": {"type": "rule", "strokeWidth": 2},
+         "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": hue,
+                      "tooltip": [{"field": "lo", "format": ".4f", "title": "90% interval from"},
+                                  {"field": "hi", "format": ".4f", "title": "to"}]}},
+        {"data": {"name": "runs"}, "transform": visible(), "params": [ZOOM],
+         "mark": {"type": "point", "filled": True, "size": 70, "stroke": "black", "strokeWidth": 0.6},
+         "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip}},
+        *[{"data": {"name": "marks"}, "transform": visible({"filter": f"datum.series === '{name}'"}),
+           "mark": {"type": "point", "shape": shape, "size": 220 if name == "flagship" else 120, "filled": False,
+                    "fill": "white", "strokeWidth": 2}, "encoding": {"x": x, "y": y, "color": hue,
+                                                                     "tooltip": tip}}
+          for name, shape in shapes.items()],
+    ]  # fmt: skip
+    spec = base({k: columns(v) for k, v in frames.items()}, layers, series, 340)
+    spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 360}
+    return spec
