@@ -174,7 +174,8 @@ def isoflop_spec(runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, s
 
 
 def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_POINTS) -> tuple:
-    """(runs frame with index i, curve frame r/t/l): each run's training loss, a running mean, log-thinned."""
+    """(runs frame with index i, curve frame r/t/l): each run's training loss, a running mean, log-thinned;
+    each run's points end with a null row, which breaks the line there (one path a budget, see curves_spec)."""
     table = runs.reset_index(drop=True)
     index = {rid: i for i, rid in enumerate(table["run_id"])}
     parts = []
@@ -183,9 +184,11 @@ def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_
             continue
         loss = rows["loss"].rolling(max(1, len(rows) // 100), min_periods=1).mean().to_numpy(float)
         keep = np.unique(np.geomspace(1, len(rows), min(per_run, len(rows))).astype(int) - 1)
-        parts.append(pd.DataFrame({"r": index[rid], "t": rows["tokens"].to_numpy(float)[keep], "l": loss[keep]}))
+        part = pd.DataFrame({"r": index[rid], "t": rows["tokens"].to_numpy(float)[keep], "l": loss[keep]})
+        part = part[np.isfinite(part["l"]) & (part["t"] > 0)]
+        if len(part):
+            parts += [part, pd.DataFrame({"r": [index[rid]], "t": [np.nan], "l": [np.nan]})]
     curves = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["r", "t", "l"])
-    curves = curves[np.isfinite(curves["l"].astype(float)) & (curves["t"].astype(float) > 0)]
     meta = pd.DataFrame({"i": range(len(table)), "run": table["run_id"].astype(str),
                          "series": [budget_label(b) if b == b else "no budget" for b in table["budget_flops"]],
                          "N": table["params"].astype(float), "D": table["tokens"].astype(float),
@@ -194,28 +197,40 @@ def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_
 
 
 def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame) -> dict:
-    """Training loss against tokens, a line a run coloured by budget; dots: final validation loss (hover)."""
+    """Training loss against tokens, coloured by budget; dots: final validation loss, or for a run without one
+    its last logged point (hollow). Hover a dot for its run.
+
+    A budget's runs are one path (their points in data order, broken by each run's null row): a line a run would
+    make Vega build a sub-dataflow per run (a facet), which took most of a 500-run page's opening time."""
     series = sorted(meta["series"].unique(), key=lambda s: float(s.split()[0]) if s[0].isdigit() else math.inf)
-    lookup = {"lookup": "r", "from": {"data": {"name": "runs"}, "key": "i", "fields": ["run", "series", "N", "status"]}}
+    lookup = {"lookup": "r", "from": {"data": {"name": "runs"}, "key": "i", "fields": ["series"]}}
     x = log_axis("t", "tokens seen D")
-    tail = curves["l"].astype(float)
+    tail = curves["l"].astype(float).dropna()
     lo, hi = (float(np.nanquantile(tail, 0.01)), float(np.nanquantile(tail, 0.9))) if len(tail) else (0, 1)
     y = {"field": "l", "type": "quantitative", "title": "training loss (nats/token)",
          "scale": {"domain": [lo * 0.97, hi * 1.05], "clamp": True}}  # fmt: skip
-    tip = [{"field": "run"}, {"field": "N", "format": ".4~s", "title": "N (params)"}, {"field": "status"}]
     done = meta[np.isfinite(meta["loss"])]
+    ends = curves.dropna().groupby("r").tail(1)
+    ends = ends[~ends["r"].isin(done["i"])].merge(meta, left_on="r", right_on="i")
+    ends = pd.DataFrame({"series": ends["series"], "run": ends["run"], "N": ends["N"], "D": ends["t"],
+                         "loss": ends["l"], "status": ends["status"]})  # fmt: skip
+    tip = [*TIP_RUN[:3], {"field": "loss", "title": "last training loss", "format": ".4f"}, {"field": "status"}]
+    dot = {"type": "point", "size": 30, "stroke": "black", "strokeWidth": 0.5}
     layers = [
         {"data": {"name": "curves"}, "transform": visible(lookup), "params": [ZOOM],
          "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.75},
-         "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "detail": {"field": "run"},
-                      "tooltip": tip}},
-        {"data": {"name": "final"}, "transform": visible(), "mark": {"type": "point", "filled": True, "size": 30,
-                                                                      "stroke": "black", "strokeWidth": 0.5},
+         "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "order": {"value": None}}},
+        {"data": {"name": "final"}, "transform": visible(), "mark": {**dot, "filled": True},
          "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
                       "tooltip": TIP_RUN}},
+        {"data": {"name": "ends"}, "transform": visible(), "mark": {**dot, "filled": False, "strokeWidth": 1.5},
+         "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
+                      "tooltip": tip}},
     ]  # fmt: skip
     final = done[["run", "series", "N", "D", "loss"]]
-    return base({"runs": columns(meta), "curves": columns(curves, 4), "final": columns(final)}, layers, series, 380)
+    data = {"runs": columns(meta[["i", "series"]]), "curves": columns(curves, 4), "final": columns(final),
+            "ends": columns(ends)}  # fmt: skip
+    return base(data, layers, series, 380)
 
 
 def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budgets: list[float]) -> list[dict]:

@@ -66,14 +66,17 @@
   }
   function onScreen(fig) { var r = fig.getBoundingClientRect(); return r.bottom > 0 && r.top < window.innerHeight; }
   var first = window.vegaEmbed ? Promise.all(figs.filter(onScreen).map(drawOnce)) : Promise.resolve();
+  // the rest when the browser is idle (after the first screen is painted), one chart per idle period
+  var idle = window.requestIdleCallback || function (f) { return setTimeout(f, 50); };
   var all = !window.vegaEmbed ? Promise.resolve() : first.then(function () {
     return new Promise(function (done, fail) {
       var next = 0;
-      (function step() {
+      function step() {
         while (next < figs.length && drawing[next]) next++;
         if (next >= figs.length) return Promise.all(drawing).then(done, fail);
-        drawOnce(figs[next]).then(function () { setTimeout(step, 0); }, fail);
-      })();
+        drawOnce(figs[next]).then(function () { idle(step, { timeout: 500 }); }, fail);
+      }
+      requestAnimationFrame(function () { idle(step, { timeout: 500 }); });
     });
   });
   if (window.vegaEmbed && window.IntersectionObserver) {
@@ -92,6 +95,7 @@
       window.addEventListener("scroll", function () { sessionStorage.setItem(key, String(window.scrollY)); });
       setTimeout(function () { sessionStorage.setItem(key, String(window.scrollY)); location.reload(); }, every * 1000);
     }
+    body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
     body.setAttribute("data-ready", "1");
   }).catch(function (err) { console.error("chart: " + err); body.setAttribute("data-ready", "error"); });
 })();
