@@ -2,9 +2,12 @@
 
 The sweep is generated (25 budgets x 20 sizes drawn from Chinchilla's law, 300 logged steps a run, as
 tests/test_report.py's make_sweep writes them), ingested, fitted (100 bootstrap resamples) and reported.
-"Open" is from navigation to every chart drawn (the page sets body[data-ready]), median of 5 loads in a
-fresh browser context each; "load" is the load event alone. Issue 19 asks for < 5 MB and < 3 s.
-Run: .venv/bin/python benchmarks/report.py [--runs-per-budget 20] [--budgets 25]
+"Open" is from navigation to the first screen drawn and interactive (the page sets body[data-ready] once the
+charts in view are drawn; the others are drawn lazily after it), median of 5 loads in a fresh browser context
+each; "load" is the load event alone, "as the page timed it" the page's own clock (performance.now()) when it set
+body[data-ready], and "all charts" the time until every chart is drawn (body[data-drawn]).
+Issue 19 asks for < 5 MB and < 3 s. The machine's load average is printed with the figures.
+Run: .venv/bin/python benchmarks/report.py [--runs-per-budget 20] [--budgets 25] [--loads 5] [--keep DIR [--reuse]]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from test_report import fit_sweep, make_sweep  # noqa: E402
 from workbench.report import write_report  # noqa: E402
 
 
-def open_times(html: Path, loads: int = 5) -> tuple[list[float], list[float]]:
+def open_times(html: Path, loads: int = 5) -> tuple[list[float], ...]:
     from playwright.sync_api import sync_playwright
 
     scratch = tempfile.mkdtemp(prefix="chromium-")
@@ -34,7 +37,7 @@ def open_times(html: Path, loads: int = 5) -> tuple[list[float], list[float]]:
         browser = pw.chromium.launch(executable_path=shutil.which("chromium"), env={**os.environ, "TMPDIR": scratch,
                                      "XDG_CONFIG_HOME": scratch}, args=["--no-sandbox", "--disable-gpu",
                                      "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"])  # fmt: skip
-        drawn, loaded = [], []
+        drawn, loaded, every, in_page = [], [], [], []
         for _ in range(loads):
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = ctx.new_page()
@@ -43,37 +46,54 @@ def open_times(html: Path, loads: int = 5) -> tuple[list[float], list[float]]:
             loaded.append(time.perf_counter() - start)
             page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
             drawn.append(time.perf_counter() - start)
+            in_page.append(float(page.get_attribute("body", "data-ready-ms")) / 1e3)
+            page.wait_for_function("document.body.dataset.drawn === 'all'", timeout=60_000)
+            every.append(time.perf_counter() - start)
             ctx.close()
         browser.close()
     shutil.rmtree(scratch, ignore_errors=True)
-    return drawn, loaded
+    return drawn, loaded, every, in_page
+
+
+def samples(times: list[float]) -> str:
+    return ", ".join(f"{t:.2f}" for t in times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budgets", type=int, default=25)
     parser.add_argument("--runs-per-budget", type=int, default=20)
+    parser.add_argument("--loads", type=int, default=5, help="page loads to time (median reported)")
+    parser.add_argument("--keep", type=Path, help="keep the sweep, fit and report in this folder")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: re-report the kept sweep and fit")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="report-bench-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="report-bench-"))
+    if args.reuse and args.keep:
+        return report_and_open(root, args, made=0.0)
     start = time.perf_counter()
     budgets = tuple(np.geomspace(1e17, 1e21, args.budgets))
     db = make_sweep(root, "big", budgets=budgets, sizes=args.runs_per_budget, steps=300, failures=False)
     fit_sweep(db, "big", root / "fits" / "big.json", bootstrap=100)
-    made = time.perf_counter() - start
+    report_and_open(root, args, time.perf_counter() - start)
+
+
+def report_and_open(root: Path, args: argparse.Namespace, made: float) -> None:
     start = time.perf_counter()
-    out = write_report("big", db, fit_path=root / "fits" / "big.json", out=root / "big.html")
+    out = write_report("big", root / "big.duckdb", fit_path=root / "fits" / "big.json", out=root / "big.html")
     written = time.perf_counter() - start
-    drawn, loaded = open_times(out)
+    drawn, loaded, every, in_page = open_times(out, args.loads)
     runs = args.budgets * args.runs_per_budget
     print(f"runs                      {runs}")
     print(f"sweep + fit (s)           {made:.1f}")
     print(f"write_report (s)          {written:.2f}")
     print(f"report size (MB)          {out.stat().st_size / 1e6:.2f}   (limit 5)")
     print(f"load event (s, median)    {statistics.median(loaded):.2f}")
-    print(
-        f"open, charts drawn (s)    {statistics.median(drawn):.2f}   (limit 3; all: {', '.join(f'{t:.2f}' for t in drawn)})"  # noqa: E501
-    )
-    shutil.rmtree(root, ignore_errors=True)
+    print(f"open, first screen (s)    {statistics.median(drawn):.2f}   (limit 3; all: {samples(drawn)})")
+    print(f"  as the page timed it    {statistics.median(in_page):.2f}   (all: {samples(in_page)})")
+    print(f"all charts drawn (s)      {statistics.median(every):.2f}   (all: {samples(every)})")
+    print(f"load average (1, 5, 15)   {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

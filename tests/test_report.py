@@ -171,8 +171,8 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
                   "Held-out check", "The plan", "Runs, exclusions and provenance"):  # fmt: skip
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
-    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 3  # parametric, held out, plan
-    assert len(re.findall(r'<figure data-fig="', html)) == 4  # curves, isoFLOP, N*(C), D*(C): interactive
+    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
+    assert len(re.findall(r'<figure data-fig="', html)) == 5  # curves, isoFLOP, N*(C), D*(C), held out: interactive
     # summary: the plan in one sentence, status counts, compute spent = sum of the runs' FLOPs
     assert f"train the {plan['shape']['name']} shape" in text
     assert "20 completed" in text and "1 diverged" in text and "1 failed" in text
@@ -320,7 +320,7 @@ def open_in_browser(browser, html: Path, shot: Path, height: int = 2000, full_pa
     page.on("console", lambda m: m.type in ("error", "assert") and seen["console"].append(m.text))
     page.on("pageerror", lambda e: seen["exceptions"].append(str(e)))
     page.goto(url, wait_until="load", timeout=15_000)
-    page.wait_for_function("!document.querySelector('figure[data-fig]') || document.body.dataset.ready", timeout=15_000)
+    page.wait_for_function("!document.querySelector('figure[data-fig]') || document.body.dataset.drawn", timeout=15_000)
     seen["broken_imgs"] = page.evaluate(BAD_IMGS)
     seen["images"] = page.evaluate("document.images.length")
     # the sort script works: a click on 'val loss' orders the column
@@ -347,7 +347,7 @@ def _grey_variance(path: Path) -> float:
 def test_full_report_loads_cleanly_in_chromium(full, browser, tmp_path):
     out = full[4]
     seen = open_in_browser(browser, out, SHOTS / "full-after-sort-click.png")
-    assert seen.pop("images") == 3 and seen.pop("sorted") is True
+    assert seen.pop("images") == 2 and seen.pop("sorted") is True
     assert seen == {"requests": [], "console": [], "exceptions": [], "broken_imgs": []}
     assert _grey_variance(SHOTS / "full-after-sort-click.png") > 100
     open_in_browser(browser, out, SHOTS / "full-page.png", full_page=True)

@@ -98,7 +98,8 @@ def _open(browser, html: Path, width: int = 1400, **kwargs):
     page.on("console", lambda m: m.type in ("error", "assert") and seen["console"].append(m.text))
     page.on("pageerror", lambda e: seen["exceptions"].append(str(e)))
     page.goto(url, wait_until="load", timeout=15_000)
-    page.wait_for_function("document.body.dataset.ready === '1'", timeout=20_000)
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=20_000)  # the first screen's charts
+    page.wait_for_function("document.body.dataset.drawn === 'all'", timeout=20_000)  # then the others, lazily
     return ctx, page, seen
 
 
@@ -116,12 +117,15 @@ def _click(page, selector: str) -> None:
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
-def _hover_first_point(page, fig: str) -> str:
+def _hover_first_point(page, fig: str, expect: str = "") -> str:
+    """Hover the figure's first point; the tooltip's text once it is shown (and contains `expect`)."""
     point = page.locator(f'figure[data-fig="{fig}"] .chart g.mark-symbol.role-mark path').first
     point.scroll_into_view_if_needed()
     box = point.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_selector("#vg-tooltip-element.visible", timeout=5_000)
+    shown = "text => { const e = document.getElementById('vg-tooltip-element');"
+    page.wait_for_function(shown + " return e && e.classList.contains('visible') && e.innerText.includes(text); }",
+                           arg=expect, timeout=5_000)  # fmt: skip
     return page.inner_text("#vg-tooltip-element")
 
 
@@ -148,6 +152,7 @@ def test_hover_legend_zoom_and_downloads_in_chromium(full, browser, tmp_path):
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -400)
     page.wait_for_function(f"{domain}[1] / {domain}[0] < {wide[1] / wide[0]}", timeout=5_000)
+    _check_holdout(page, full)
     files = {}
     for selector, name in (('button[data-dl="svg"][data-fig="isoflop"]', "svg"),
                            ('button[data-dl="png"][data-fig="isoflop"]', "png"),
@@ -171,6 +176,22 @@ def test_hover_legend_zoom_and_downloads_in_chromium(full, browser, tmp_path):
         (r["law"], r["parameter"]): float(r["estimate"]) for r in csv.DictReader(io.StringIO(files["fits"].decode()))
     }
     assert abs(fits[("parametric", "alpha")] - 0.34) < 0.08
+
+
+def _check_holdout(page, full: Path) -> None:
+    """The held-out figure is interactive: a hover shows a held-out run's id, N, D and loss; its legend hides."""
+    points = Store(full.parent / "gen.duckdb").points("gen")
+    held = points[points["budget_flops"] == points["budget_flops"].max()]
+    tip = _hover_first_point(page, "holdout", held["run_id"].iloc[0])
+    assert all(word in tip for word in ("N (params)", "D (tokens)", "loss", "runs at 1e+20 FLOPs"))
+    alt = page.get_attribute('figure[data-fig="holdout"] .chartbox', "aria-label")
+    assert alt.startswith("Final validation loss against model size N at the held-out budget 1e+20 FLOPs")
+    count = "document.querySelectorAll('figure[data-fig=\"holdout\"] g.mark-symbol.role-mark path').length"
+    before = page.evaluate(count)
+    assert before >= len(held)
+    _click(page, 'figure[data-fig="holdout"] g.role-legend-symbol path')  # the first entry: the held-out runs
+    page.wait_for_function(f"{count} == {before - len(held)}", timeout=5_000)
+    assert page.evaluate("wbViews.holdout.signal('hidden')") == ["runs at 1e+20 FLOPs (observed)"]
 
 
 def _overflow(page) -> int:

@@ -1,8 +1,9 @@
 """The sweep report's interactive figures and CSV downloads, attached to the sections html.py builds.
 
 The training curves, isoFLOP curves and frontier become Vega-Lite charts (hover, zoom, legend hiding,
-SVG/PNG export); the parametric contours, held-out and schedule figures stay matplotlib images. The
-page also offers the runs, the isoFLOP minima and the fitted laws as CSV.
+SVG/PNG export; the held-out check is built as one by sections.holdout_section, next to the refit it
+draws); the parametric contours, rollout and schedule figures stay matplotlib images. The page also
+offers the runs, the isoFLOP minima and the fitted laws as CSV.
 """
 
 from __future__ import annotations

@@ -174,7 +174,8 @@ def isoflop_spec(runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, s
 
 
 def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_POINTS) -> tuple:
-    """(runs frame with index i, curve frame r/t/l): each run's training loss, a running mean, log-thinned."""
+    """(runs frame with index i, curve frame r/t/l): each run's training loss, a running mean, log-thinned;
+    each run's points end with a null row, which breaks the line there (one path a budget, see curves_spec)."""
     table = runs.reset_index(drop=True)
     index = {rid: i for i, rid in enumerate(table["run_id"])}
     parts = []
@@ -183,9 +184,11 @@ def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_
             continue
         loss = rows["loss"].rolling(max(1, len(rows) // 100), min_periods=1).mean().to_numpy(float)
         keep = np.unique(np.geomspace(1, len(rows), min(per_run, len(rows))).astype(int) - 1)
-        parts.append(pd.DataFrame({"r": index[rid], "t": rows["tokens"].to_numpy(float)[keep], "l": loss[keep]}))
+        part = pd.DataFrame({"r": index[rid], "t": rows["tokens"].to_numpy(float)[keep], "l": loss[keep]})
+        part = part[np.isfinite(part["l"]) & (part["t"] > 0)]
+        if len(part):
+            parts += [part, pd.DataFrame({"r": [index[rid]], "t": [np.nan], "l": [np.nan]})]
     curves = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["r", "t", "l"])
-    curves = curves[np.isfinite(curves["l"].astype(float)) & (curves["t"].astype(float) > 0)]
     meta = pd.DataFrame({"i": range(len(table)), "run": table["run_id"].astype(str),
                          "series": [budget_label(b) if b == b else "no budget" for b in table["budget_flops"]],
                          "N": table["params"].astype(float), "D": table["tokens"].astype(float),
@@ -194,28 +197,40 @@ def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_
 
 
 def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame) -> dict:
-    """Training loss against tokens, a line a run coloured by budget; dots: final validation loss (hover)."""
+    """Training loss against tokens, coloured by budget; dots: final validation loss, or for a run without one
+    its last logged point (hollow). Hover a dot for its run.
+
+    A budget's runs are one path (their points in data order, broken by each run's null row): a line a run would
+    make Vega build a sub-dataflow per run (a facet), which took most of a 500-run page's opening time."""
     series = sorted(meta["series"].unique(), key=lambda s: float(s.split()[0]) if s[0].isdigit() else math.inf)
-    lookup = {"lookup": "r", "from": {"data": {"name": "runs"}, "key": "i", "fields": ["run", "series", "N", "status"]}}
+    lookup = {"lookup": "r", "from": {"data": {"name": "runs"}, "key": "i", "fields": ["series"]}}
     x = log_axis("t", "tokens seen D")
-    tail = curves["l"].astype(float)
+    tail = curves["l"].astype(float).dropna()
     lo, hi = (float(np.nanquantile(tail, 0.01)), float(np.nanquantile(tail, 0.9))) if len(tail) else (0, 1)
     y = {"field": "l", "type": "quantitative", "title": "training loss (nats/token)",
          "scale": {"domain": [lo * 0.97, hi * 1.05], "clamp": True}}  # fmt: skip
-    tip = [{"field": "run"}, {"field": "N", "format": ".4~s", "title": "N (params)"}, {"field": "status"}]
     done = meta[np.isfinite(meta["loss"])]
+    ends = curves.dropna().groupby("r").tail(1)
+    ends = ends[~ends["r"].isin(done["i"])].merge(meta, left_on="r", right_on="i")
+    ends = pd.DataFrame({"series": ends["series"], "run": ends["run"], "N": ends["N"], "D": ends["t"],
+                         "loss": ends["l"], "status": ends["status"]})  # fmt: skip
+    tip = [*TIP_RUN[:3], {"field": "loss", "title": "last training loss", "format": ".4f"}, {"field": "status"}]
+    dot = {"type": "point", "size": 30, "stroke": "black", "strokeWidth": 0.5}
     layers = [
         {"data": {"name": "curves"}, "transform": visible(lookup), "params": [ZOOM],
          "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.75},
-         "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "detail": {"field": "run"},
-                      "tooltip": tip}},
-        {"data": {"name": "final"}, "transform": visible(), "mark": {"type": "point", "filled": True, "size": 30,
-                                                                      "stroke": "black", "strokeWidth": 0.5},
+         "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "order": {"value": None}}},
+        {"data": {"name": "final"}, "transform": visible(), "mark": {**dot, "filled": True},
          "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
                       "tooltip": TIP_RUN}},
+        {"data": {"name": "ends"}, "transform": visible(), "mark": {**dot, "filled": False, "strokeWidth": 1.5},
+         "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
+                      "tooltip": tip}},
     ]  # fmt: skip
     final = done[["run", "series", "N", "D", "loss"]]
-    return base({"runs": columns(meta), "curves": columns(curves, 4), "final": columns(final)}, layers, series, 380)
+    data = {"runs": columns(meta[["i", "series"]]), "curves": columns(curves, 4), "final": columns(final),
+            "ends": columns(ends)}  # fmt: skip
+    return base(data, layers, series, 380)
 
 
 def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budgets: list[float]) -> list[dict]:
@@ -291,3 +306,75 @@ def frontier_spec(what: str, key: str, lines: pd.DataFrame, bands: pd.DataFrame,
 def csv_text(frame: pd.DataFrame) -> str:
     """A frame as CSV text (for the page's download buttons)."""
     return frame.to_csv(index=False, float_format="%.6g")
+
+
+def holdout_frames(target: pd.DataFrame, holdout: dict, law: dict | None, flagship: dict | None) -> dict:
+    """The held-out figure's data: the budget's runs, the law along C = 6ND, the predicted and observed points,
+    the N* rules and the flagship's 90% interval (frames with a `series` column each)."""
+    from workbench.fit.law import predict_loss
+
+    budget, best = float(holdout["budget_flops"]), holdout["observed"]["best_run"]
+    n = target["params"].to_numpy(float)
+    ids = target["run_id"].astype(str).to_numpy() if "run_id" in target else [best.get("run_id", "best run")] * len(n)
+    runs = pd.DataFrame({"series": f"runs at {budget:.3g} FLOPs (observed)", "run": ids, "N": n,
+                         "D": budget / (6 * n), "loss": target["loss"].to_numpy(float)})  # fmt: skip
+    span = [*n, *([flagship["params"]] if flagship else [])]
+    grid = np.geomspace(min(span) / 1.5, max(span) * 1.5, 80)
+    line = pd.DataFrame(columns=["series", "N", "D", "loss"])
+    if law:
+        d_grid = budget / (6 * grid)
+        line = pd.DataFrame({"series": "law fitted without this budget (along C = 6ND)", "N": grid, "D": d_grid,
+                             "loss": predict_loss(law, grid, d_grid)})  # fmt: skip
+    marks, rules, bars = [], [], []
+    pred = holdout.get("parametric") or {}
+    if "loss_pred" in pred:
+        marks.append({"series": "predicted best loss", "run": "law's prediction at the best run's N, D",
+                      "N": best["params"], "D": budget / (6 * best["params"]), "loss": pred["loss_pred"]})  # fmt: skip
+    rules.append({"series": "observed N*", "N": holdout["observed"]["N_opt"]})
+    for method in ("parametric", "isoflop"):
+        n_pred = (holdout.get(method) or {}).get("N_opt_pred")
+        if n_pred:
+            rules.append({"series": f"predicted N* ({method})", "N": n_pred})
+    if flagship:
+        lo, hi = flagship["interval"]
+        marks.append({"series": "flagship", "run": "flagship", "N": flagship["params"],
+                      "D": flagship.get("tokens"), "loss": flagship["val_loss"]})  # fmt: skip
+        bars.append({"series": "flagship", "N": flagship["params"] * 1.04, "lo": lo, "hi": hi})  # its 90% interval
+    return {"runs": runs, "law": line, "marks": pd.DataFrame(marks, columns=["series", "run", "N", "D", "loss"]),
+            "rules": pd.DataFrame(rules, columns=["series", "N"]),
+            "interval": pd.DataFrame(bars, columns=["series", "N", "lo", "hi"])}  # fmt: skip
+
+
+def holdout_spec(frames: dict) -> dict:
+    """Loss against N at the held-out budget: its runs (hover: run id, N, D, loss), the law fitted without it,
+    the predicted best loss (diamond), observed and predicted N* (rules), the flagship (star) and its interval."""
+    series = list(dict.fromkeys(s for f in frames.values() for s in f["series"]))
+    x = log_axis("N", "parameters N (non-embedding)")
+    y = log_axis("loss", "final validation loss (nats/token)", "linear")
+    y["axis"] = {"format": ".3f"}
+    tip = [*TIP_RUN[:4], {"field": "series", "title": "what"}]
+    hue = color(series, "held-out check")
+    shapes = {"predicted best loss": "diamond", "flagship": STAR}
+    layers = [
+        {"data": {"name": "rules"}, "transform": visible(), "mark": {"type": "rule", "strokeWidth": 1.4},
+         "encoding": {"x": x, "color": hue, "strokeDash": {"field": "series", "legend": None},
+                      "tooltip": [{"field": "series", "title": "what"}, tip[1]]}},
+        {"data": {"name": "law"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.8,
+                                                                    "strokeDash": [6, 3]},
+         "encoding": {"x": x, "y": y, "color": hue}},
+        {"data": {"name": "interval"}, "transform": visible(), "mark": {"type": "rule", "strokeWidth": 2},
+         "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": hue,
+                      "tooltip": [{"field": "lo", "format": ".4f", "title": "90% interval from"},
+                                  {"field": "hi", "format": ".4f", "title": "to"}]}},
+        {"data": {"name": "runs"}, "transform": visible(), "params": [ZOOM],
+         "mark": {"type": "point", "filled": True, "size": 70, "stroke": "black", "strokeWidth": 0.6},
+         "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip}},
+        *[{"data": {"name": "marks"}, "transform": visible({"filter": f"datum.series === '{name}'"}),
+           "mark": {"type": "point", "shape": shape, "size": 220 if name == "flagship" else 120, "filled": False,
+                    "fill": "white", "strokeWidth": 2}, "encoding": {"x": x, "y": y, "color": hue,
+                                                                     "tooltip": tip}}
+          for name, shape in shapes.items()],
+    ]  # fmt: skip
+    spec = base({k: columns(v) for k, v in frames.items()}, layers, series, 340)
+    spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 360}
+    return spec

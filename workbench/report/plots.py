@@ -297,50 +297,6 @@ def parametric_figure(points: pd.DataFrame, par: dict, plan: dict | None) -> Fig
     return fig
 
 
-def holdout_figure(target: pd.DataFrame, holdout: dict, par: dict | None, flagship: dict | None) -> Figure:
-    """The held-out budget: its runs, the law's prediction along C = 6ND, predicted vs observed N* and loss."""
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
-    ax = fig.subplots()
-    budget = holdout["budget_flops"]
-    c0, c1 = colors(3)[0], colors(3)[1]
-    ax.scatter(target["params"], target["loss"], marker="o", s=40, color=c0, edgecolors="black", zorder=3,
-               label=f"runs at {budget:.3g} FLOPs (observed)")  # fmt: skip
-    span = [target["params"].min(), target["params"].max()]
-    if flagship:
-        span.append(flagship["params"])
-    if par:
-        n_grid = np.geomspace(min(span) / 1.5, max(span) * 1.5, 150)
-        ax.plot(n_grid, predict_loss(par, n_grid, budget / (6 * n_grid)), "--", color=c1, lw=1.6,
-                label="law fitted without this budget\n(along C = 6ND)")  # fmt: skip
-    best = holdout["observed"]["best_run"]
-    pred = holdout.get("parametric", {})
-    if "loss_pred" in pred:
-        ax.plot([best["params"]], [pred["loss_pred"]], "D", ms=9, mfc="white", mec=c1, mew=2, zorder=4,
-                label=f"predicted best loss {pred['loss_pred']:.4f}")  # fmt: skip
-    ax.axvline(
-        holdout["observed"]["N_opt"], color=c0, lw=1.2, label=f"observed N* {human(holdout['observed']['N_opt'])}"
-    )
-    for method, linestyle in (("parametric", "--"), ("isoflop", ":")):
-        n_pred = holdout.get(method, {}).get("N_opt_pred")
-        if n_pred:
-            ax.axvline(
-                n_pred, color="black", lw=1.2, linestyle=linestyle, label=f"predicted N* ({method}) {human(n_pred)}"
-            )
-    if flagship:
-        lo, hi = flagship["interval"]
-        ax.errorbar([flagship["params"]], [flagship["val_loss"]], fmt="*", ms=15, mfc="white", mec="black",
-                    label=f"flagship: val loss {flagship['val_loss']:.4f}", zorder=5)  # fmt: skip
-        ax.errorbar([flagship["params"] * 1.04], [(lo + hi) / 2], yerr=[[(hi - lo) / 2], [(hi - lo) / 2]], fmt="none",
-                    ecolor="black", capsize=5, lw=1.5,
-                    label=f"90% prediction interval [{lo:.4f}, {hi:.4f}]")  # fmt: skip
-    ax.set(xscale="log", xlabel="parameters N (non-embedding)", ylabel="final validation loss (nats/token)",
-           title=f"held-out budget {budget:.3g} FLOPs")  # fmt: skip
-    ax.xaxis.set_major_formatter(HUMAN)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
-
-
 def schedule_figure(plan: dict) -> Figure:
     """The planned run's peak-relative LR and its global batch (tokens) over the tokens of the run."""
     from workbench.config import BatchConfig, RampStep, ScheduleConfig

@@ -1,4 +1,6 @@
-"""The report's sections, built from `ReportInputs` as plain dicts for the template (figures as data URIs).
+"""The report's sections, built from `ReportInputs` as plain dicts for the template (figures as data URIs,
+the held-out check as an interactive chart; report.charts turns the curves, isoFLOP and frontier figures into
+charts too).
 
 A section whose inputs are missing says what is missing and the command that makes it (`missing`).
 """
@@ -14,6 +16,7 @@ import pandas as pd
 import workbench
 from workbench.errors import WorkbenchError
 from workbench.plan_record import plan_rows, plan_sentence
+from workbench.report import interactive as vl
 from workbench.report import plots
 from workbench.report.data import ReportInputs, command_line, git_commit, version_of
 from workbench.units import human
@@ -224,11 +227,13 @@ def holdout_section(inputs: ReportInputs) -> dict:
         if not len(target):
             best = holdout["observed"]["best_run"]
             target = pd.DataFrame({"params": [best["params"]], "loss": [best["loss"]]})
-        flagship = (demo or {}).get("flagship")
-        fig = plots.holdout_figure(target, holdout, _law_without(fit, budget), flagship)
-        section["figures"].append(_figure(fig, "predicted against observed at the held-out budget",
-                                          f"The largest budget ({budget:.3g} FLOPs) left out of the fit: its runs, "
-                                          "the law's prediction and the predicted N*."))  # fmt: skip
+        frames = vl.holdout_frames(target, holdout, _law_without(fit, budget), (demo or {}).get("flagship"))
+        section["charts"] = [vl.chart(
+            "holdout", "Held-out check", f"Final validation loss against model size N at the held-out budget "
+            f"{budget:.3g} FLOPs: its runs, the loss the law fitted without that budget predicts along C = 6ND, the "
+            "predicted best loss, and the observed and predicted compute-optimal N*.",
+            f"The largest budget ({budget:.3g} FLOPs) left out of the fit: its runs, the law's prediction and the "
+            "predicted N*. Hover a point for its run id, N, D and loss.", vl.holdout_spec(frames), "runs")]  # fmt: skip
         section["tables"].append(_holdout_table(holdout))
     for step in (fit or {}).get("rollout") or []:
         section.setdefault("rollout", []).append(step)

@@ -1,5 +1,6 @@
-// workbench report page: draw the Vega-Lite charts, legend clicks hide a series, SVG/PNG/CSV downloads,
+// workbench report page: draw the Vega-Lite charts (lazily), legend clicks hide a series, SVG/PNG/CSV downloads,
 // and on a live page reload every few seconds keeping the reader's scroll position.
+// body[data-ready="1"]: the charts on the first screen are drawn; body[data-drawn="all"]: every chart is.
 (function () {
   "use strict";
   var views = (window.wbViews = {});
@@ -55,16 +56,46 @@
     if (kind === "data") save(id + ".csv", new Blob([csv(data[id][b.getAttribute("data-set")])], { type: "text/csv" }));
     if (kind === "file") save(b.getAttribute("data-name"), new Blob([document.getElementById(b.getAttribute("data-src")).value], { type: "text/csv" }));
   });
-  var figs = Array.prototype.slice.call(document.querySelectorAll("figure[data-fig]"));
-  var ready = window.vegaEmbed ? Promise.all(figs.map(draw)) : Promise.resolve();
+  // Draw lazily: the charts on the first screen at once (the page is then ready), the others one per task
+  // afterwards, and any chart the reader scrolls to before its turn at once (a 500-run page opens fast).
+  var figs = Array.prototype.slice.call(document.querySelectorAll("figure[data-fig]")), drawing = [];
+  function drawOnce(fig) {
+    var at = figs.indexOf(fig);
+    if (!drawing[at]) drawing[at] = draw(fig).catch(function (err) { console.error("chart " + fig.getAttribute("data-fig") + ": " + err); throw err; });
+    return drawing[at];
+  }
+  function onScreen(fig) { var r = fig.getBoundingClientRect(); return r.bottom > 0 && r.top < window.innerHeight; }
+  var first = window.vegaEmbed ? Promise.all(figs.filter(onScreen).map(drawOnce)) : Promise.resolve();
+  // the rest when the browser is idle (after the first screen is painted), one chart per idle period
+  var idle = window.requestIdleCallback || function (f) { return setTimeout(f, 50); };
+  var all = !window.vegaEmbed ? Promise.resolve() : first.then(function () {
+    return new Promise(function (done, fail) {
+      var next = 0;
+      function step() {
+        while (next < figs.length && drawing[next]) next++;
+        if (next >= figs.length) return Promise.all(drawing).then(done, fail);
+        drawOnce(figs[next]).then(function () { idle(step, { timeout: 500 }); }, fail);
+      }
+      requestAnimationFrame(function () { idle(step, { timeout: 500 }); });
+    });
+  });
+  if (window.vegaEmbed && window.IntersectionObserver) {
+    var seen = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) { if (e.isIntersecting) { seen.unobserve(e.target); drawOnce(e.target); } });
+    }, { rootMargin: "300px 0px" });
+    figs.forEach(function (f) { seen.observe(f); });
+  }
   var body = document.body, every = parseFloat(body.getAttribute("data-reload") || "0"), key = "wb-scroll:" + location.pathname;
-  ready.then(function () {
+  all.then(function () { body.setAttribute("data-drawn", "all"); }, function () { body.setAttribute("data-drawn", "error"); });
+  // a live page returns to the reader's place once every chart above it has its height
+  (every > 0 ? all : first).then(function () {
     if (every > 0) {
       var y = parseFloat(sessionStorage.getItem(key) || "0");
       if (y > 0) window.scrollTo(0, y);
       window.addEventListener("scroll", function () { sessionStorage.setItem(key, String(window.scrollY)); });
       setTimeout(function () { sessionStorage.setItem(key, String(window.scrollY)); location.reload(); }, every * 1000);
     }
+    body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
     body.setAttribute("data-ready", "1");
   }).catch(function (err) { console.error("chart: " + err); body.setAttribute("data-ready", "error"); });
 })();
