@@ -1,6 +1,7 @@
-"""Parallel layouts on CPU (gloo): TP, PP (1F1B, interleaved), FSDP2 and their products give one process's
-losses; sharded DCP checkpoints reshard between layouts, resume bit-identically after kill -9, and no
-rank writes the full optimizer state; a planned flagship with TP 2 trains with `workbench train`."""
+"""Parallel layouts on CPU (gloo): TP, PP (1F1B, interleaved), FSDP2, HSDP and their products (TP x PP
+too) give one process's losses; sharded DCP checkpoints reshard between layouts, resume bit-identically
+after kill -9, and no rank writes the full optimizer state; a planned flagship with TP 2 trains with
+`workbench train`."""
 
 import json
 import math
@@ -108,6 +109,15 @@ LAYOUTS = [
     pytest.param({"dp_shard": 2}, 2, id="fsdp2", marks=pytest.mark.slow),
     pytest.param({"tp": 2, "dp_shard": 2}, 4, id="tp2-fsdp2", marks=pytest.mark.slow),
     pytest.param({"pp": 2, "dp_shard": 2}, 4, id="pp2-fsdp2", marks=pytest.mark.slow),
+    pytest.param({"tp": 2, "pp": 2}, 4, id="tp2-pp2", marks=pytest.mark.slow),
+    pytest.param(
+        {"tp": 2, "pp": 2, "pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 2},
+        4,
+        id="tp2-pp2-interleaved",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param({"dp_replicate": 2}, 2, id="hsdp2x1", marks=pytest.mark.slow),
+    pytest.param({"dp_replicate": 2, "dp_shard": 2}, 4, id="hsdp2x2", marks=pytest.mark.slow),
 ]
 
 
