@@ -248,26 +248,115 @@ def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     assert torch.load(step_dir / "state.pt", weights_only=False)["model"] is None  # nothing gathered
 
 
+def plan_cli(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, ["plan", "--compute", "1e14", "--gpus", "2", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def plan_tp2_flagship(out: Path, corpus: str, run_dir: Path) -> dict:
+    """`workbench plan` of a tiny shape on 2 GPUs too small for one replica: --gpu-memory-gb is lowered
+    below each chosen layout's need (DP 2 at smaller micro-batches, more recompute) until the plan
+    picks TP 2; that config is written to `out` and returned (loaded)."""
+    memory: list[str] = []
+    for _ in range(40):
+        layout = json.loads(plan_cli("--json", *memory))["layout"]
+        if layout["tp"] > 1:
+            break
+        need, limit = layout["memory_per_gpu_gb"]["total"], layout["memory_per_gpu_gb"]["limit"]
+        gpu_gb = float(memory[1]) if memory else layout["memory_gb"]
+        memory = ["--gpu-memory-gb", f"{gpu_gb * 0.98 * need / limit:.9f}"]  # just under this layout's need
+    plan_cli(*memory, "--data", corpus, "--run-dir", str(run_dir), "--out", str(out))
+    written = yaml.safe_load(out.read_text())
+    assert written["layout"]["tp"] == 2 and written["layout"]["pp"] == 1 and written["layout"]["dp_shard"] == 1
+    return written
+
+
+def shorten(written: dict, out: Path, tokens: int) -> None:
+    """A few steps of the planned run, one thread a process, one small validation batch."""
+    written["stop"] = {"tokens": tokens}
+    written["eval"] = {"every_tokens": 0, "batches": 1, "batch_seqs": 2}
+    written["runtime"]["threads"] = 1
+    out.write_text(yaml.safe_dump(written))
+
+
 @pytest.mark.slow
 def test_planned_flagship_with_tp2_trains(tmp_path, corpus):
     """`workbench plan` for a tiny shape on GPUs too small for one: TP 2; `workbench train` runs it."""
     out = tmp_path / "flagship.yaml"
-    base = [*CLI, "plan", "--compute", "1e14", "--gpus", "2"]
-    one_gpu = json.loads(subprocess.run([*base, "--json"], capture_output=True, text=True, env=env()).stdout)
-    total_gb = one_gpu["layout"]["memory_per_gpu_gb"]["total"]
-    assert one_gpu["layout"]["tp"] == 1
-    small = f"{total_gb * 0.75 / 0.9:.6f}"  # fits TP 2 (about half), not TP 1
-    args = ["--gpu-memory-gb", small, "--data", corpus, "--run-dir", str(tmp_path / "flagship"), "--out", str(out)]
-    result = subprocess.run([*base, *args], capture_output=True, text=True, env=env())
-    assert result.returncode == 0, result.stderr
-    written = yaml.safe_load(out.read_text())
-    assert written["layout"]["tp"] == 2 and written["layout"]["pp"] == 1 and written["layout"]["dp_shard"] == 1
+    written = plan_tp2_flagship(out, corpus, tmp_path / "flagship")
     batch = written["batch"]["batch_tokens"]
-    written["stop"] = {"tokens": 3 * batch}  # a few steps of the planned run
-    written["eval"] = {"every_tokens": 0, "batches": 1, "batch_seqs": 2}
-    written["runtime"]["threads"] = 1
-    out.write_text(yaml.safe_dump(written))
+    shorten(written, out, 3 * batch)
     train(out, 2)
     final = json.loads((tmp_path / "flagship" / "final.json").read_text())
     assert final["status"] == "completed" and 2 * batch < final["tokens"] <= 3 * batch  # steps of the batch ramp
     assert final["val_loss"] < math.log(256) + 0.05
+
+
+def test_flagship_launch_on_cpu_nodes_starts_one_task_per_layout_process(tmp_path, corpus):
+    """--gpus-per-node 0 (a CPU partition): no GPUs asked for, still the layout's 2 tasks on one node."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    out = tmp_path / "flagship.yaml"
+    plan_tp2_flagship(out, corpus, tmp_path / "runs" / "flagship" / "tp2")
+    args = ["flagship", "launch", str(out), "--gpus-per-node", "0", "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --nodes=1\n" in result.output and "#SBATCH --ntasks-per-node=2\n" in result.output
+    assert "--gpus-per-node" not in result.output.split("#!/bin/bash")[1]
+    assert not (tmp_path / "runs").exists()
+
+
+def slurm_is_up() -> bool:
+    import shutil
+
+    if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
+        return False
+    return subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.skipif(not slurm_is_up(), reason="needs a running Slurm (.ci/slurm/start.sh) and SLURM_CONF")
+def test_planned_tp2_flagship_through_slurm_with_two_tasks(workdir, corpus):
+    """The planned TP 2 flagship, launched with `workbench flagship launch --executor slurm` as one job of
+    two tasks (submitit exports the process group), trains the losses of the same config under torchrun."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    out = workdir / "flagship.yaml"
+    run_dir = workdir / "runs" / "flagship" / "tp2"
+    written = plan_tp2_flagship(out, corpus, run_dir)
+    ramp = [step["batch_tokens"] for step in written["batch"]["ramp"]]
+    shorten(written, out, ramp[0] + ramp[1])  # two steps of the batch ramp
+    args = ["flagship", "launch", str(out), "--executor", "slurm", "--gpus-per-node", "0", "--timeout-min", "10"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "as Slurm job" in result.output, result.output
+    assert "(2 tasks per node" in result.output
+    job = result.output.split("Slurm job ")[1].split(";")[0]
+    logs = run_dir.parent / ".submitit" / job
+    deadline = time.time() + 400
+    while not (run_dir / "final.json").is_file() and time.time() < deadline:
+        time.sleep(2)
+    why = subprocess.run(["sacct", "-j", job], capture_output=True, text=True).stdout
+    why += "".join(f.read_text()[-2000:] for f in sorted(logs.glob("*_log.err")))
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["status"] == "completed", why
+    assert sorted(f.name for f in logs.glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"], why
+    # the same config trained here by torchrun, 2 processes
+    written["run_dir"] = str(workdir / "local")
+    local = workdir / "local.yaml"
+    local.write_text(yaml.safe_dump(written))
+    train(local, 2)
+    got, want = losses(run_dir), losses(workdir / "local")
+    assert sorted(got) == sorted(want) == [1, 2]
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-4)
+    assert final["val_loss"] == pytest.approx(val_loss(workdir / "local"), abs=1e-4)
