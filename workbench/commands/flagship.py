@@ -87,7 +87,7 @@ def launch(
     executor: str = typer.Option("slurm", "--executor", help="slurm or local (this machine, one process)."),
     nodes: int = typer.Option(None, "--nodes", min=1, help="Nodes (default: the plan's layout)."),
     gpus_per_node: int = typer.Option(
-        None, "--gpus-per-node", min=0, help="GPUs per node (default: the plan's, <= 8)."
+        None, "--gpus-per-node", min=0, help="GPUs per node (default: the plan's, <= 8); 0: CPU nodes, same tasks."
     ),
     partition: str = typer.Option(None, "--partition", help="Slurm partition."),
     account: str = typer.Option(None, "--account", help="Slurm account."),
