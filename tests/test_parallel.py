@@ -166,7 +166,7 @@ def test_layout_errors_are_one_line(tmp_path, corpus):
     result = subprocess.run([*CLI, "train", str(bad_cp)], capture_output=True, text=True, env=env(), timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "context parallelism" in result.stderr and "layout.cp" in result.stderr
-    with pytest.raises(WorkbenchError, match="2 processes, but 1 were started"):
+    with pytest.raises(WorkbenchError, match="= 2 GPUs .*, but the run has 1 processes"):
         trainer.main(write_config(tmp_path, corpus, "world", {"tp": 2}))
     odd_tp = write_config(tmp_path, corpus, "odd", {"tp": 4})
     result = subprocess.run([*CLI, "train", str(odd_tp)], capture_output=True, text=True, env=env(), timeout=120)
