@@ -3,6 +3,7 @@ too) give one process's losses; sharded DCP checkpoints reshard between layouts,
 after kill -9, and no rank writes the full optimizer state; a planned flagship with TP 2 trains with
 `workbench train`."""
 
+import contextlib
 import json
 import math
 import os
@@ -221,6 +222,35 @@ def optimizer_elements_by_file(step_dir: Path) -> tuple[dict[str, int], int]:
     return per_file, full
 
 
+def kill9_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers (which run in sessions of their own, out of reach of killpg), and
+    wait until every one is gone."""
+
+    def tree(pid: int) -> list[int]:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return [pid]
+        return [pid] + [p for child in children for p in tree(int(child))]
+
+    pids = tree(proc.pid)
+    assert len(pids) >= 3, pids  # the launcher and two ranks
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except OSError:
+            return True
+
+    deadline = time.time() + 60
+    while not all(gone(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     sections = ckpt_sections(5)
@@ -231,12 +261,13 @@ def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     )
     ckpt = tmp_path / "killed" / "ckpt"
     deadline = time.time() + 300
-    while not (ckpt / "step_00000010" / "meta.json").is_file() and time.time() < deadline and proc.poll() is None:
+    while not (ckpt / "step_00000010" / "manifest.json").is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
-    proc.wait()
+    kill9_tree(proc)  # the launcher and both ranks, mid-run
     assert not (tmp_path / "killed" / "final.json").exists()
     train(config, 2)
+    events = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines() if '"event"' in x]
+    assert [e["event"] for e in events] == ["resume"] and events[0]["from_step"] >= 10  # it did resume
     assert losses(tmp_path / "killed") == losses(tmp_path / "whole")  # exactly
     assert val_loss(tmp_path / "killed") == val_loss(tmp_path / "whole")
     # every rank wrote its own shards, and none the whole optimizer state
