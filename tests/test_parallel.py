@@ -1,7 +1,9 @@
-"""Parallel layouts on CPU (gloo): TP, PP (1F1B, interleaved), FSDP2 and their products give one process's
-losses; sharded DCP checkpoints reshard between layouts, resume bit-identically after kill -9, and no
-rank writes the full optimizer state; a planned flagship with TP 2 trains with `workbench train`."""
+"""Parallel layouts on CPU (gloo): TP, PP (1F1B, interleaved), FSDP2, HSDP and their products (TP x PP
+too) give one process's losses; sharded DCP checkpoints reshard between layouts, resume bit-identically
+after kill -9, and no rank writes the full optimizer state; a planned flagship with TP 2 trains with
+`workbench train`."""
 
+import contextlib
 import json
 import math
 import os
@@ -108,6 +110,15 @@ LAYOUTS = [
     pytest.param({"dp_shard": 2}, 2, id="fsdp2", marks=pytest.mark.slow),
     pytest.param({"tp": 2, "dp_shard": 2}, 4, id="tp2-fsdp2", marks=pytest.mark.slow),
     pytest.param({"pp": 2, "dp_shard": 2}, 4, id="pp2-fsdp2", marks=pytest.mark.slow),
+    pytest.param({"tp": 2, "pp": 2}, 4, id="tp2-pp2", marks=pytest.mark.slow),
+    pytest.param(
+        {"tp": 2, "pp": 2, "pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 2},
+        4,
+        id="tp2-pp2-interleaved",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param({"dp_replicate": 2}, 2, id="hsdp2x1", marks=pytest.mark.slow),
+    pytest.param({"dp_replicate": 2, "dp_shard": 2}, 4, id="hsdp2x2", marks=pytest.mark.slow),
 ]
 
 
@@ -156,7 +167,7 @@ def test_layout_errors_are_one_line(tmp_path, corpus):
     result = subprocess.run([*CLI, "train", str(bad_cp)], capture_output=True, text=True, env=env(), timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "context parallelism" in result.stderr and "layout.cp" in result.stderr
-    with pytest.raises(WorkbenchError, match="2 processes, but 1 were started"):
+    with pytest.raises(WorkbenchError, match="= 2 GPUs .*, but the run has 1 processes"):
         trainer.main(write_config(tmp_path, corpus, "world", {"tp": 2}))
     odd_tp = write_config(tmp_path, corpus, "odd", {"tp": 4})
     result = subprocess.run([*CLI, "train", str(odd_tp)], capture_output=True, text=True, env=env(), timeout=120)
@@ -211,6 +222,35 @@ def optimizer_elements_by_file(step_dir: Path) -> tuple[dict[str, int], int]:
     return per_file, full
 
 
+def kill9_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers (which run in sessions of their own, out of reach of killpg), and
+    wait until every one is gone."""
+
+    def tree(pid: int) -> list[int]:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return [pid]
+        return [pid] + [p for child in children for p in tree(int(child))]
+
+    pids = tree(proc.pid)
+    assert len(pids) >= 3, pids  # the launcher and two ranks
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except OSError:
+            return True
+
+    deadline = time.time() + 60
+    while not all(gone(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     sections = ckpt_sections(5)
@@ -221,12 +261,13 @@ def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     )
     ckpt = tmp_path / "killed" / "ckpt"
     deadline = time.time() + 300
-    while not (ckpt / "step_00000010" / "meta.json").is_file() and time.time() < deadline and proc.poll() is None:
+    while not (ckpt / "step_00000010" / "manifest.json").is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
-    proc.wait()
+    kill9_tree(proc)  # the launcher and both ranks, mid-run
     assert not (tmp_path / "killed" / "final.json").exists()
     train(config, 2)
+    events = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines() if '"event"' in x]
+    assert [e["event"] for e in events] == ["resume"] and events[0]["from_step"] >= 10  # it did resume
     assert losses(tmp_path / "killed") == losses(tmp_path / "whole")  # exactly
     assert val_loss(tmp_path / "killed") == val_loss(tmp_path / "whole")
     # every rank wrote its own shards, and none the whole optimizer state
@@ -238,26 +279,115 @@ def test_kill9_resume_under_tp2_is_bit_identical(tmp_path, corpus):
     assert torch.load(step_dir / "state.pt", weights_only=False)["model"] is None  # nothing gathered
 
 
+def plan_cli(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, ["plan", "--compute", "1e14", "--gpus", "2", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def plan_tp2_flagship(out: Path, corpus: str, run_dir: Path) -> dict:
+    """`workbench plan` of a tiny shape on 2 GPUs too small for one replica: --gpu-memory-gb is lowered
+    below each chosen layout's need (DP 2 at smaller micro-batches, more recompute) until the plan
+    picks TP 2; that config is written to `out` and returned (loaded)."""
+    memory: list[str] = []
+    for _ in range(40):
+        layout = json.loads(plan_cli("--json", *memory))["layout"]
+        if layout["tp"] > 1:
+            break
+        need, limit = layout["memory_per_gpu_gb"]["total"], layout["memory_per_gpu_gb"]["limit"]
+        gpu_gb = float(memory[1]) if memory else layout["memory_gb"]
+        memory = ["--gpu-memory-gb", f"{gpu_gb * 0.98 * need / limit:.9f}"]  # just under this layout's need
+    plan_cli(*memory, "--data", corpus, "--run-dir", str(run_dir), "--out", str(out))
+    written = yaml.safe_load(out.read_text())
+    assert written["layout"]["tp"] == 2 and written["layout"]["pp"] == 1 and written["layout"]["dp_shard"] == 1
+    return written
+
+
+def shorten(written: dict, out: Path, tokens: int) -> None:
+    """A few steps of the planned run, one thread a process, one small validation batch."""
+    written["stop"] = {"tokens": tokens}
+    written["eval"] = {"every_tokens": 0, "batches": 1, "batch_seqs": 2}
+    written["runtime"]["threads"] = 1
+    out.write_text(yaml.safe_dump(written))
+
+
 @pytest.mark.slow
 def test_planned_flagship_with_tp2_trains(tmp_path, corpus):
     """`workbench plan` for a tiny shape on GPUs too small for one: TP 2; `workbench train` runs it."""
     out = tmp_path / "flagship.yaml"
-    base = [*CLI, "plan", "--compute", "1e14", "--gpus", "2"]
-    one_gpu = json.loads(subprocess.run([*base, "--json"], capture_output=True, text=True, env=env()).stdout)
-    total_gb = one_gpu["layout"]["memory_per_gpu_gb"]["total"]
-    assert one_gpu["layout"]["tp"] == 1
-    small = f"{total_gb * 0.75 / 0.9:.6f}"  # fits TP 2 (about half), not TP 1
-    args = ["--gpu-memory-gb", small, "--data", corpus, "--run-dir", str(tmp_path / "flagship"), "--out", str(out)]
-    result = subprocess.run([*base, *args], capture_output=True, text=True, env=env())
-    assert result.returncode == 0, result.stderr
-    written = yaml.safe_load(out.read_text())
-    assert written["layout"]["tp"] == 2 and written["layout"]["pp"] == 1 and written["layout"]["dp_shard"] == 1
+    written = plan_tp2_flagship(out, corpus, tmp_path / "flagship")
     batch = written["batch"]["batch_tokens"]
-    written["stop"] = {"tokens": 3 * batch}  # a few steps of the planned run
-    written["eval"] = {"every_tokens": 0, "batches": 1, "batch_seqs": 2}
-    written["runtime"]["threads"] = 1
-    out.write_text(yaml.safe_dump(written))
+    shorten(written, out, 3 * batch)
     train(out, 2)
     final = json.loads((tmp_path / "flagship" / "final.json").read_text())
     assert final["status"] == "completed" and 2 * batch < final["tokens"] <= 3 * batch  # steps of the batch ramp
     assert final["val_loss"] < math.log(256) + 0.05
+
+
+def test_flagship_launch_on_cpu_nodes_starts_one_task_per_layout_process(tmp_path, corpus):
+    """--gpus-per-node 0 (a CPU partition): no GPUs asked for, still the layout's 2 tasks on one node."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    out = tmp_path / "flagship.yaml"
+    plan_tp2_flagship(out, corpus, tmp_path / "runs" / "flagship" / "tp2")
+    args = ["flagship", "launch", str(out), "--gpus-per-node", "0", "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --nodes=1\n" in result.output and "#SBATCH --ntasks-per-node=2\n" in result.output
+    assert "--gpus-per-node" not in result.output.split("#!/bin/bash")[1]
+    assert not (tmp_path / "runs").exists()
+
+
+def slurm_is_up() -> bool:
+    import shutil
+
+    if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
+        return False
+    return subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.skipif(not slurm_is_up(), reason="needs a running Slurm (.ci/slurm/start.sh) and SLURM_CONF")
+def test_planned_tp2_flagship_through_slurm_with_two_tasks(workdir, corpus):
+    """The planned TP 2 flagship, launched with `workbench flagship launch --executor slurm` as one job of
+    two tasks (submitit exports the process group), trains the losses of the same config under torchrun."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    out = workdir / "flagship.yaml"
+    run_dir = workdir / "runs" / "flagship" / "tp2"
+    written = plan_tp2_flagship(out, corpus, run_dir)
+    ramp = [step["batch_tokens"] for step in written["batch"]["ramp"]]
+    shorten(written, out, ramp[0] + ramp[1])  # two steps of the batch ramp
+    args = ["flagship", "launch", str(out), "--executor", "slurm", "--gpus-per-node", "0", "--timeout-min", "10"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "as Slurm job" in result.output, result.output
+    assert "(2 tasks per node" in result.output
+    job = result.output.split("Slurm job ")[1].split(";")[0]
+    logs = run_dir.parent / ".submitit" / job
+    deadline = time.time() + 400
+    while not (run_dir / "final.json").is_file() and time.time() < deadline:
+        time.sleep(2)
+    why = subprocess.run(["sacct", "-j", job], capture_output=True, text=True).stdout
+    why += "".join(f.read_text()[-2000:] for f in sorted(logs.glob("*_log.err")))
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["status"] == "completed", why
+    assert sorted(f.name for f in logs.glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"], why
+    # the same config trained here by torchrun, 2 processes
+    written["run_dir"] = str(workdir / "local")
+    local = workdir / "local.yaml"
+    local.write_text(yaml.safe_dump(written))
+    train(local, 2)
+    got, want = losses(run_dir), losses(workdir / "local")
+    assert sorted(got) == sorted(want) == [1, 2]
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-4)
+    assert final["val_loss"] == pytest.approx(val_loss(workdir / "local"), abs=1e-4)

@@ -209,7 +209,8 @@ class Trainer:
         dcp_state.save_sharded(tmp, self.par.parts, self.optimizer)  # a collective: every rank has written after
         if self.d.is_main:
             state = {"model": None, "optimizer": None, "trainer": dict(self.state), "rng": _rng_state()}
-            meta = {"step": step, "tokens": self.state["tokens"], "flops": self.state["flops"], "sharded": True}
+            meta = {"step": step, "tokens": self.state["tokens"], "flops": self.state["flops"], "sharded": True,
+                    "shape": self._shape_dict()}  # fmt: skip
             checkpoint.save(root, step, state, meta, ck.keep, set(ck.save_at_tokens), tmp=tmp)
         if self.d.active:
             torch.distributed.barrier()

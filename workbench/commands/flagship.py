@@ -4,7 +4,9 @@ The launcher (workbench.sweep.launch.launch_runs) does the work: the sweep folde
 config's run_dir (runs/flagship), with its jobs.json, so `workbench sweep status flagship` follows it; a
 completed run or a live job is left alone, and a changed config.yaml is refused unless --force. On Slurm it
 is one job of the plan's nodes x GPUs per node (one task per GPU). Nodes and GPUs per node come from the
-config's layout block (written by the plan: workbench.config.LayoutConfig); options override them.
+config's layout block (written by the plan: workbench.config.LayoutConfig); options override them. With
+`--gpus-per-node 0` (a CPU partition) no GPUs are asked for and a node still runs the layout's processes
+per node, one task each.
 """
 
 from __future__ import annotations
@@ -60,13 +62,20 @@ def _layout(config, file: Path):
     return config.layout
 
 
-def _launch_spec(executor: str, nodes: int, gpus_per_node: int, partition, account, qos, timeout_min: int):
+def tasks_per_node(layout, gpus_per_node: int) -> int:
+    """Processes a node: one per GPU asked for; without GPUs (0: a CPU partition), the layout's per node."""
+    if gpus_per_node:
+        return gpus_per_node
+    return min(layout.gpus, layout.gpus_per_node) if layout is not None else 1
+
+
+def _launch_spec(executor: str, nodes: int, gpus_per_node: int, tasks: int, partition, account, qos, timeout_min):
     from workbench.config import parse_model
     from workbench.sweep.spec import Launch
 
     body = {
         "executor": executor, "partition": partition, "account": account, "qos": qos, "nodes": nodes,
-        "gpus_per_node": gpus_per_node, "tasks_per_node": max(1, gpus_per_node), "timeout_min": timeout_min,
+        "gpus_per_node": gpus_per_node, "tasks_per_node": tasks, "timeout_min": timeout_min,
         "array_parallelism": 1,
     }  # fmt: skip
     return parse_model(Launch, body, "flagship launch options")
@@ -78,7 +87,7 @@ def launch(
     executor: str = typer.Option("slurm", "--executor", help="slurm or local (this machine, one process)."),
     nodes: int = typer.Option(None, "--nodes", min=1, help="Nodes (default: the plan's layout)."),
     gpus_per_node: int = typer.Option(
-        None, "--gpus-per-node", min=0, help="GPUs per node (default: the plan's, <= 8)."
+        None, "--gpus-per-node", min=0, help="GPUs per node (default: the plan's, <= 8); 0: CPU nodes, same tasks."
     ),
     partition: str = typer.Option(None, "--partition", help="Slurm partition."),
     account: str = typer.Option(None, "--account", help="Slurm account."),
@@ -96,7 +105,8 @@ def launch(
     config = materialize(_load(file), Path.cwd())
     layout = _layout(config, file)
     count, per_node, gpus = resources(layout, nodes, gpus_per_node)
-    spec = _launch_spec(executor, count, per_node, partition, account, qos, timeout_min)
+    tasks = tasks_per_node(layout, per_node)
+    spec = _launch_spec(executor, count, per_node, tasks, partition, account, qos, timeout_min)
     run = single_run(config)
     run_dir, run_id = Path(config.run_dir), run.run_id
     where = f"{count} nodes x {per_node} GPUs ({spec.tasks} tasks per node, {gpus} GPUs in the layout)"
