@@ -132,3 +132,14 @@ def test_no_private_names_imported_from_other_workbench_modules(module):
         if alias.name.startswith("_") and not alias.name.startswith("__")
     ]
     assert private == []
+
+
+def test_plan_written_run_ids_are_plain_names():
+    """The flagship's run id names its budget as the plan prints it (c4e+11-L3-d16): ingest must accept it."""
+    from workbench.errors import WorkbenchError
+    from workbench.files import safe_name
+
+    assert safe_name("c4e+11-L3-d16", "run id") == "c4e+11-L3-d16"
+    for bad in ("../x", "a/b", "+x", "a..b"):
+        with pytest.raises(WorkbenchError, match="not a plain name"):
+            safe_name(bad, "run id")

@@ -55,11 +55,11 @@ def json_text(value: Any, indent: int | None = None) -> str:
     return json.dumps(json_clean(value), indent=indent, allow_nan=False)
 
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")  # "+": run ids name budgets like c4e+11
 
 
 def safe_name(value: object, what: str, where: str = "") -> str:
-    """`value` if it is a plain file name (letters, digits, `_`, `.`, `-`; no `/`, no `..`), else a one-line
+    """`value` if it is a plain file name (letters, digits, `_`, `.`, `+`, `-`; no `/`, no `..`), else a one-line
     error. Every name that becomes part of a path (sweep, run id, fit, report) is checked with this where
     it is read: a name from a file (a run's config.yaml, a fit JSON) can otherwise point anywhere."""
     text = str(value) if value is not None else ""
@@ -67,7 +67,7 @@ def safe_name(value: object, what: str, where: str = "") -> str:
         shown = repr(text)[:80]
         place = f"{where}: " if where else ""
         raise WorkbenchError(
-            f"{place}{what} {shown} is not a plain name (letters, digits, '_', '.', '-'; at most 128)",
+            f"{place}{what} {shown} is not a plain name (letters, digits, '_', '.', '+', '-'; at most 128)",
             f"Rename the {what}; it becomes part of a file path.",
         )
     return text
