@@ -51,7 +51,7 @@ def test_flops_per_token_formula_for_8b():
     shape = PRESETS["8b"]
     n = shape.params
     assert flops.flops_per_token(shape, 8192, "6N") == 6 * n
-    assert flops.flops_per_token(shape, 8192) == 6 * n + 6 * 32 * 8192 * 4096
+    assert flops.flops_per_token(shape, 8192) == 6 * n + 12 * 32 * 8192 * 4096  # attention not halved
     tokens = flops.tokens_for_budget(shape, 1e22, 8192)
     assert tokens * flops.flops_per_token(shape, 8192) <= 1e22 < (tokens + 1) * flops.flops_per_token(shape, 8192)
 

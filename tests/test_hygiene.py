@@ -62,7 +62,8 @@ def test_trainer_refuses_annealing_data_of_another_tokenizer(tmp_path, corpus):
     config["data"] |= {"anneal_sources": [{"path": str(bpe)}], "anneal_tokens": 256}
     with pytest.raises(WorkbenchError, match="anneal_sources use another tokenizer than data.sources"):
         train.main(config)
-    assert not (tmp_path / "run").exists()
+    run = tmp_path / "run"  # the run lock made the folder; nothing was written into it
+    assert not run.exists() or not any(run.iterdir())
 
 
 def test_library_lines_go_to_stderr_without_setup_and_debug_lines_need_debug():
