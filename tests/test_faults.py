@@ -541,7 +541,7 @@ def _flat_csv(path: Path) -> Path:
             {},
             "too large",
         ),
-        (["report", "--fit", "{list}", "--db", "{db}"], {}, "holds one object, got a list"),
+        (["report", "--fit", "{list}", "--db", "{db}"], {}, "expected a JSON object at the top level (got list)"),
         (["fit", "--from-csv", "{flat}", "--method", "parametric", "--no-plots"], {}, "every run has the same loss"),
     ],
 )

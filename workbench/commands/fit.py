@@ -53,12 +53,12 @@ def fit(
     if method not in METHOD_CHOICES:
         raise WorkbenchError(f"--method: unknown method {method!r}", f"Use one of {', '.join(METHOD_CHOICES)}.")
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
-    points = _load_points(sweep, from_csv, db_path, metric)
     name = name or sweep or from_csv.stem
-    if out is None:  # the name becomes fits/NAME.json
+    if out is None:  # the name becomes fits/NAME.json: checked before anything is read
         from workbench.files import safe_name
 
         safe_name(name, "fit name", "--name")
+    points = _load_points(sweep, from_csv, db_path, metric)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.errors import WorkbenchError
 from workbench.files import atomic_write_text
 from workbench.fit import io
 from workbench.fit.pipeline import FitOptions, FitResults, fit_all, to_record
@@ -46,5 +47,8 @@ def fit_stage(
     record = to_record(results, name, source, sweep)
     record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
     text = io.dumps(record)
-    atomic_write_text(out, text)
+    try:
+        atomic_write_text(out, text)
+    except OSError as err:  # e.g. --out inside a file, or a folder without write access
+        raise WorkbenchError(f"cannot write {out} ({err.strerror})", "Pick a writable path for --out.") from None
     return parse_fit(json.loads(text), str(out))  # the record as a reader of the file sees it (NaN as null)

@@ -180,7 +180,9 @@ def sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | Non
         result = plan_file(name)
         root = Path(runs_root or result.spec.runs_root) / result.spec.name
         return root.resolve(), [r.run_id for r in result.runs]
-    root = (Path(runs_root or "runs") / name).resolve()
+    from workbench.files import safe_name
+
+    root = (Path(runs_root or "runs") / safe_name(name, "sweep name")).resolve()
     if not root.is_dir():  # a name means a launched sweep; a YAML may name one not launched yet
         raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name, its YAML file, or --runs-root.")
     return root, None
