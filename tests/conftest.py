@@ -1,6 +1,12 @@
-"""Fixtures shared by the tests that launch sweeps, tunes and flagships through the CLI."""
+"""Fixtures shared by the tests that launch sweeps, tunes and flagships through the CLI, and the one Chromium
+of the browser tests (one sync Playwright per session: a second one in the same thread refuses to start)."""
+
+import os
+import shutil
 
 import pytest
+
+CHROMIUM = shutil.which("chromium")
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +21,17 @@ def workdir(tmp_path, monkeypatch, corpus_home):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORKBENCH_DATA", str(corpus_home))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    if not CHROMIUM:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    scratch = str(tmp_path_factory.mktemp("chromium"))  # crash db + singleton dirs land here
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, timeout=30_000, env={**os.environ, "TMPDIR": scratch,
+                               "XDG_CONFIG_HOME": scratch}, args=["--no-sandbox", "--disable-gpu",
+                               "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"])  # fmt: skip
+        yield b

@@ -297,20 +297,6 @@ def test_two_hundred_runs_stay_under_five_megabytes(tmp_path):
 # --- the real browser -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory):
-    if not CHROMIUM:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    scratch = str(tmp_path_factory.mktemp("chromium"))  # crash db + singleton dirs land here
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, timeout=30_000, env={**os.environ, "TMPDIR": scratch,
-                               "XDG_CONFIG_HOME": scratch}, args=["--no-sandbox", "--disable-gpu",
-                               "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"])  # fmt: skip
-        yield b
-
-
 def open_in_browser(browser, html: Path, shot: Path, height: int = 2000, full_page: bool = False) -> dict:
     """Load the page; what went wrong: requests, console errors, exceptions, images that do not decode."""
     ctx = browser.new_context(viewport={"width": 1280, "height": height})

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_report
 from test_report import SHOTS, _invoke, _visible_text, _write_run, fit_sweep, make_sweep
 
 from workbench.fit.law import optimal_loss
@@ -28,8 +27,6 @@ CROSS_FLOPS = 1e22
 _SCALE = float(optimal_loss(LAW_A, CROSS_FLOPS) / optimal_loss(_B, CROSS_FLOPS))
 LAW_B = {**_B, "A": _B["A"] * _SCALE, "B": _B["B"] * _SCALE}  # equal losses at CROSS_FLOPS
 TARGET = 1e23
-
-browser = test_report.browser  # the session's Chromium fixture
 
 
 @pytest.fixture(scope="module")
