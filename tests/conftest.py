@@ -35,3 +35,15 @@ def browser(tmp_path_factory):
                                "XDG_CONFIG_HOME": scratch}, args=["--no-sandbox", "--disable-gpu",
                                "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"])  # fmt: skip
         yield b
+
+
+def load_page(ctx, html):
+    """Open `html` in a new page of `ctx`, recording what went wrong on it: any request but the file itself,
+    console errors, page exceptions. Returns (page, seen)."""
+    page, url = ctx.new_page(), "file://" + str(html.resolve())
+    seen = {"requests": [], "console": [], "exceptions": []}
+    page.on("request", lambda r: r.url == url or r.url.startswith(("data:", "blob:")) or seen["requests"].append(r.url))
+    page.on("console", lambda m: m.type in ("error", "assert") and seen["console"].append(m.text))
+    page.on("pageerror", lambda e: seen["exceptions"].append(str(e)))
+    page.goto(url, wait_until="load", timeout=15_000)
+    return page, seen

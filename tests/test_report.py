@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import load_page
 from typer.testing import CliRunner
 
 import workbench.cli
@@ -300,12 +301,7 @@ def test_two_hundred_runs_stay_under_five_megabytes(tmp_path):
 def open_in_browser(browser, html: Path, shot: Path, height: int = 2000, full_page: bool = False) -> dict:
     """Load the page; what went wrong: requests, console errors, exceptions, images that do not decode."""
     ctx = browser.new_context(viewport={"width": 1280, "height": height})
-    page, url = ctx.new_page(), "file://" + str(html.resolve())
-    seen = {"requests": [], "console": [], "exceptions": []}
-    page.on("request", lambda r: r.url == url or r.url.startswith(("data:", "blob:")) or seen["requests"].append(r.url))
-    page.on("console", lambda m: m.type in ("error", "assert") and seen["console"].append(m.text))
-    page.on("pageerror", lambda e: seen["exceptions"].append(str(e)))
-    page.goto(url, wait_until="load", timeout=15_000)
+    page, seen = load_page(ctx, html)
     page.wait_for_function("!document.querySelector('figure[data-fig]') || document.body.dataset.drawn", timeout=15_000)
     seen["broken_imgs"] = page.evaluate(BAD_IMGS)
     seen["images"] = page.evaluate("document.images.length")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_page
 from test_report import SHOTS, _invoke, _visible_text, _write_run, fit_sweep, make_sweep
 
 from workbench.fit.law import optimal_loss
@@ -89,12 +90,7 @@ def test_report_command_stays_small():
 def _open(browser, html: Path, width: int = 1400, **kwargs):
     """A page and what went wrong on it: any request but the file itself, console errors, exceptions."""
     ctx = browser.new_context(viewport={"width": width, "height": 1000}, accept_downloads=True, **kwargs)
-    page, url = ctx.new_page(), "file://" + str(html.resolve())
-    seen = {"requests": [], "console": [], "exceptions": []}
-    page.on("request", lambda r: r.url == url or r.url.startswith(("data:", "blob:")) or seen["requests"].append(r.url))
-    page.on("console", lambda m: m.type in ("error", "assert") and seen["console"].append(m.text))
-    page.on("pageerror", lambda e: seen["exceptions"].append(str(e)))
-    page.goto(url, wait_until="load", timeout=15_000)
+    page, seen = load_page(ctx, html)
     page.wait_for_function("document.body.dataset.ready === '1'", timeout=20_000)  # the first screen's charts
     page.wait_for_function("document.body.dataset.drawn === 'all'", timeout=20_000)  # then the others, lazily
     return ctx, page, seen
