@@ -122,6 +122,19 @@ def test_resumed_run_keeps_the_last_row_of_each_step(tmp_path):
     assert store.metrics(["r"]).set_index("step").loc[12, "loss"] == 3.0
 
 
+def test_bookkeeping_events_before_the_first_step_are_not_metric_rows(tmp_path):
+    """A checkpoint rejected (or a SIGTERM) before step 1 logs an event at step 0: it is an event, never
+    a metrics row, so a finished run holds exactly one metrics row per trained step (the chaos test)."""
+    rows = [{"step": 0, "event": "checkpoint_rejected", "checkpoint": "step_00000010", "reason": "truncated"}]
+    rows += [{"step": 0, "event": "interrupted", "signal": "SIGTERM"}]
+    rows += [_row(step, 5.0) for step in range(1, 6)]
+    make_run(tmp_path / "runs", "iso", "r", rows=rows)
+    store = Store(tmp_path / "wb.duckdb")
+    assert store.ingest(tmp_path / "runs").metric_rows == 5
+    assert list(store.metrics(["r"])["step"]) == [1, 2, 3, 4, 5]
+    assert _count(store, "SELECT count(*) FROM events") == 2
+
+
 def test_event_rows_never_replace_training_rows_and_are_kept_as_events(tmp_path):
     rows = [_row(step, 5.0) for step in range(1, 6)]  # the trainer's rows, as workbench.train writes them
     rows += [{"step": 5, "event": "interrupted", "signal": "SIGUSR2"}]

@@ -205,7 +205,8 @@ class MetricFile:
 def read_metrics(run_dir: str | Path) -> MetricFile:
     """Parse metrics.jsonl. The LAST training row for a step wins (a resumed run logs its steps again);
     an event row never replaces a training row: it is kept in events, and stands for its step only where
-    that step has no training row (a rollback's spike)."""
+    that step has no training row and the event carries a loss (a rollback's or a divergence's spike); a
+    bookkeeping event (checkpoint_rejected, interrupted, resume at step 0) is never a metrics row."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return MetricFile({}, [], 0)
@@ -224,7 +225,8 @@ def read_metrics(run_dir: str | Path) -> MetricFile:
     for step, row in zip(steps, rows, strict=True):
         if "event" in row:
             events.append(row)
-            event_rows[step] = row
+            if "loss" in row:
+                event_rows[step] = row
         else:
             by_step[step] = row
     for step, row in event_rows.items():
