@@ -33,6 +33,9 @@ def fit(
     starts: int = typer.Option(4, "--starts", min=2, max=8, help="Grid points per parameter (starts = this^5)."),
     at: list[str] = typer.Option([], "--at", help="Also report N*, D*, L* at this many FLOPs (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    bootstrap_mode: str = typer.Option(
+        "auto", "--bootstrap-mode", help="auto, budget (resample within budgets) or runs (i.i.d. over runs)."
+    ),
     name: str = typer.Option(None, "--name", help="Fit name (default: the sweep name or the CSV file stem)."),
     out: Path = typer.Option(None, "--out", help="Output JSON (default: fits/NAME.json); plots go next to it."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG and SVG plots."),
@@ -70,6 +73,7 @@ def fit(
         exclude_largest=exclude_largest,
         rollout=rollout,
         seed=seed,
+        bootstrap_mode=bootstrap_mode,
         at_flops=tuple(parse_number(c, "--at") for c in at),
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)

@@ -82,6 +82,11 @@ def predict_budget(
         id_ = draws.get("isoflop")
         n_draws = None if id_ is None else isoflop_allocation(id_, budget)[0]
         out["isoflop"] = _scored(goal, float(iso.G * budget**iso.a), n_draws)
+    if loss_law is None and "isoflop" in fits:
+        try:
+            loss_law = frontier.optimal_loss_law(train, n_bootstrap, seed, mode)
+        except WorkbenchError:  # fewer than 2 interior minima: no L*(C) law at this k
+            loss_law = None
     if loss_law is not None:
         predicted, l_draws = frontier.predict(loss_law, budget)
         l_score = scoring.score(float(predicted), goal, "loss_opt", l_draws if len(l_draws) else None)
