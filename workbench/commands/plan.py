@@ -35,14 +35,18 @@ def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, g
     return resolve_budget(_positive(compute, "--compute"), gpus, _positive(days_text, "--days"), gpu, mfu)
 
 
-def _law(spec: str, budget_flops: float, hparams: Path | None):
-    """A built-in law by name, or the law of a fit file fits/NAME.json; with --hparams, its batch and LR laws."""
+def _law(spec: str | None, budget_flops: float, hparams: Path | None):
+    """A built-in law by name (None: the default, with the reason as its first note), or the law of a fit
+    file fits/NAME.json; with --hparams, its batch and LR laws."""
     import dataclasses
 
-    from workbench.laws import BUILTIN, builtin_law, hparam_laws, law_from_fit
+    from workbench.laws import ALIASES, BUILTIN, DEFAULT_LAW, DEFAULT_REASON, builtin_law, hparam_laws, law_from_fit
     from workbench.records import read_fit, read_hparams
 
-    if spec.strip().lower() in BUILTIN or (Path(spec).suffix != ".json" and not Path(spec).exists()):
+    if spec is None:
+        law = builtin_law(DEFAULT_LAW, budget_flops)
+        law = dataclasses.replace(law, notes=(DEFAULT_REASON, *law.notes))
+    elif spec.strip().lower() in (*BUILTIN, *ALIASES) or (Path(spec).suffix != ".json" and not Path(spec).exists()):
         law = builtin_law(spec, budget_flops)  # an unknown name raises, listing the valid ones
     else:
         law = law_from_fit(read_fit(spec), spec)
@@ -78,7 +82,9 @@ def plan(
     gpu: str = typer.Option("h100", "--gpu", help="h100, a100, h200, b200 or a bf16 peak in TFLOPS."),
     gpu_memory_gb: float = typer.Option(None, "--gpu-memory-gb", help="Memory per GPU in GB (default: the GPU's)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation in (0, 1]."),
-    law_spec: str = typer.Option("chinchilla", "--law", help="chinchilla, epoch, llama3 or fits/NAME.json."),
+    law_spec: str = typer.Option(
+        None, "--law", help="epoch (default), chinchilla, llama3 or fits/NAME.json; the output names its source."
+    ),
     hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
