@@ -56,6 +56,22 @@ def _law(spec: str | None, budget_flops: float, hparams: Path | None):
     return dataclasses.replace(law, hparams=hparam_laws(block, source))
 
 
+def _data_constrained(law, unique_tokens: float, inference: float | None):
+    """The law with its data term at Muennighoff et al.'s effective data of `unique_tokens` unique tokens."""
+    import dataclasses
+
+    from workbench.data_constrained import DataConstrainedLaw
+
+    if law.parametric is None:
+        raise WorkbenchError(
+            f"--unique-tokens needs a loss law, and {law.name} gives tokens only", "Use --law epoch or a fit file."
+        )
+    if inference is not None:
+        raise WorkbenchError("--unique-tokens and --inference-tokens cannot be combined", "Drop one of them.")
+    constrained = DataConstrainedLaw(**law.parametric.as_dict(), unique_tokens=unique_tokens)
+    return dataclasses.replace(law, parametric=constrained, draws=None)
+
+
 def _data_dir(data: str | None) -> str:
     from workbench.data import default_corpus_dir
 
@@ -87,6 +103,9 @@ def plan(
     ),
     hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
+    unique_tokens: str = typer.Option(
+        None, "--unique-tokens", help="Unique tokens available: repeated epochs count as less data (Muennighoff 2023)."
+    ),
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
     vocab: int = typer.Option(None, "--vocab", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
@@ -123,6 +142,9 @@ def plan(
         if inference < 0:
             raise WorkbenchError(f"--inference-tokens {inference_tokens} is negative", "Give 0 or more, e.g. 1e13.")
     law = _law(law_spec, budget, hparams)
+    unique = _positive(unique_tokens, "--unique-tokens")
+    if unique is not None:
+        law = _data_constrained(law, unique, inference)
     result = planner.make_plan(
         law,
         budget,
@@ -137,6 +159,12 @@ def plan(
         hparams_leave_out=anchors_left_out(leave_out or []),
     )
     record = to_record(result).public()
+    if unique is not None:
+        from workbench.data_constrained import epochs_note
+
+        text, warn = epochs_note(result.shape_tokens, unique)
+        record["data_constrained"] = {"unique_tokens": unique, "epochs": result.shape_tokens / unique, "warning": warn}
+        record["law"]["notes"].append(text)
     name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
     messages = []
     if out is not None:
