@@ -1,0 +1,132 @@
+"""Coverage of the bootstrap intervals on noisy synthetic sweeps from a known law (issue 15).
+
+100 repeats per design (fixed seeds), 2% multiplicative noise, 5 budgets fitted and a 6th held out.
+For each estimate the 90% interval must cover the truth in 84-96% of repeats, and its mean width must be
+within 1.5x of the true sampling spread (the 5-95% range of the estimates across repeats). Cheap on
+purpose: 32 starts, one warm start per resample, 100 resamples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.fit import scoring
+from workbench.fit.bootstrap import bootstrap_isoflop, bootstrap_parametric
+from workbench.fit.design import choose
+from workbench.fit.isoflop import fit_isoflop
+from workbench.fit.parametric import fit_parametric, start_grid
+from workbench.fit.synthetic import EPOCH, isoflop_sweep
+from workbench.laws import ParametricLaw, isoflop_allocation, optimal_allocation, optimal_loss
+
+pytestmark = pytest.mark.slow
+
+REPEATS = 100
+RESAMPLES = 100
+NOISE = 0.02
+BUDGETS = np.geomspace(1e18, 1e20, 5)
+HELD_OUT = BUDGETS[-1] * (BUDGETS[1] / BUDGETS[0])  # the next budget up
+LAW = ParametricLaw.of(EPOCH)
+TRUTH = {
+    "alpha": EPOCH["alpha"],
+    "beta": EPOCH["beta"],
+    "a": EPOCH["beta"] / (EPOCH["alpha"] + EPOCH["beta"]),
+    "N_opt": float(LAW.optimum(HELD_OUT)[0]),
+}
+
+
+def scattered_sweep(seed: int) -> pd.DataFrame:
+    """Runs at scattered FLOPs (log-uniform over the budgets' range) and sizes within 0.5 decade of N*."""
+    rng = np.random.default_rng(seed)
+    n = 45
+    flops = np.exp(rng.uniform(np.log(BUDGETS[0]), np.log(BUDGETS[-1]), n))
+    params = LAW.optimum(flops)[0] * 10.0 ** rng.uniform(-0.5, 0.5, n)
+    tokens = flops / (6.0 * params)
+    loss = LAW.loss(params, tokens) * (1.0 + NOISE * rng.standard_normal(n))
+    frame = pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "flops": flops})
+    from workbench.fit.data import group_budgets
+
+    frame["budget_flops"] = group_budgets(flops)
+    return frame
+
+
+def _q(draws) -> tuple[float, float]:
+    d = np.asarray(draws, float)
+    d = d[np.isfinite(d)]
+    return float(np.percentile(d, 5)), float(np.percentile(d, 95))
+
+
+def one_repeat(points: pd.DataFrame, seed: int, isoflop: bool) -> dict:
+    """Estimates and 90% intervals of alpha, beta, a (isoFLOP) and N* at the held-out budget."""
+    mode = choose(points).bootstrap_mode
+    fit = fit_parametric(points["params"], points["tokens"], points["loss"], starts=start_grid(2), n_polish=1)
+    draws = bootstrap_parametric(points, fit, RESAMPLES, seed, n_grid_starts=0, n_optima=1, mode=mode)
+    out = {
+        "alpha": (fit.alpha, *_q(draws["alpha"])),
+        "beta": (fit.beta, *_q(draws["beta"])),
+        "N_opt_parametric": (
+            float(optimal_allocation(fit.as_dict(), HELD_OUT)[0]),
+            *_q(optimal_allocation(draws, HELD_OUT)[0]),
+        ),
+        "loss_pred": float(optimal_loss(fit.as_dict(), HELD_OUT)),
+        "mode": mode,
+    }
+    if isoflop:
+        iso = fit_isoflop(points)
+        iso_draws = bootstrap_isoflop(points, RESAMPLES * 2, seed, mode=mode)
+        out["a"] = (iso.a, *_q(iso_draws["a"]))
+        out["N_opt_isoflop"] = (iso.G * HELD_OUT**iso.a, *_q(isoflop_allocation(iso_draws, HELD_OUT)[0]))
+    return out
+
+
+def check(results: list[dict], key: str, truth: float) -> tuple[float, float]:
+    """(coverage, mean width / true 5-95% spread), asserted in range."""
+    est, lo, hi = (np.array([r[key][i] for r in results]) for i in range(3))
+    coverage = float(np.mean((lo <= truth) & (truth <= hi)))
+    spread = float(np.percentile(est, 95) - np.percentile(est, 5))
+    ratio = float(np.mean(hi - lo) / spread)
+    print(f"{key}: coverage {coverage:.2f}, width/spread {ratio:.2f}")
+    assert 0.84 <= coverage <= 0.96, (key, coverage)
+    assert 1 / 1.5 <= ratio <= 1.5, (key, ratio)
+    return coverage, ratio
+
+
+def test_isoflop_design_intervals_cover_the_truth():
+    results, held = [], []
+    for seed in range(REPEATS):
+        sweep = isoflop_sweep(EPOCH, budgets_flops=np.append(BUDGETS, HELD_OUT), noise=NOISE, seed=1000 + seed)
+        points, target = sweep[sweep.budget_flops < HELD_OUT], sweep[sweep.budget_flops == HELD_OUT]
+        out = one_repeat(points, seed, isoflop=True)
+        assert out["mode"] == "budget"
+        results.append(out)
+        goal = scoring.budget_target(target, n_bootstrap=200, seed=seed)
+        for key, pred, truth in (
+            ("N_opt", out["N_opt_isoflop"][0], TRUTH["N_opt"]),
+            ("loss_opt", out["loss_pred"], float(LAW.optimal_loss(HELD_OUT))),
+        ):
+            scored = scoring.score(pred, goal, key)
+            if scored["rel_err_interval"] is not None:
+                lo, hi = scored["rel_err_interval"]
+                held.append((key, lo <= pred / truth - 1 <= hi))
+    for key in ("alpha", "beta", "a"):
+        check(results, key, TRUTH[key])
+    check(results, "N_opt_parametric", TRUTH["N_opt"])
+    check(results, "N_opt_isoflop", TRUTH["N_opt"])
+    for key in ("N_opt", "loss_opt"):
+        hits = [ok for k, ok in held if k == key]
+        rate = float(np.mean(hits))
+        print(f"held-out {key}: true error within the reported interval in {rate:.2f} of {len(hits)}")
+        assert len(hits) >= REPEATS * 0.95 and 0.84 <= rate <= 0.96, (key, rate)
+
+
+def test_scattered_design_intervals_cover_the_truth():
+    results = []
+    for seed in range(REPEATS):
+        points = scattered_sweep(2000 + seed)
+        out = one_repeat(points, seed, isoflop=False)
+        assert out["mode"] == "runs"
+        results.append(out)
+    for key in ("alpha", "beta"):
+        check(results, key, TRUTH[key])
+    check(results, "N_opt_parametric", TRUTH["N_opt"])
