@@ -174,3 +174,21 @@ def test_unique_tokens_count_repeats_as_less_data_and_warn_past_four_epochs():
     assert ample["params"] == pytest.approx(plain["params"], rel=0.01) and not ample["data_constrained"]["warning"]
     token_law = _cli("plan", "--compute", "1e21", "--unique-tokens", "10B", "--law", "llama3")
     assert token_law.exit_code == 1 and "needs a loss law" in token_law.output
+
+
+def test_rollout_calibrates_the_intervals_by_extrapolation_distance():
+    points = isoflop_sweep(EPOCH, budgets_flops=np.geomspace(1e18, 1e20, 5), noise=0.01, seed=4)
+    results = fit_all(points, FitOptions(bootstrap=40, rollout=True, rollout_bootstrap=40, starts_per_axis=2))
+    cal = results.calibration
+    rows = {r["quantity"]: r for r in cal["rows"]}
+    assert set(rows) >= {"N* (parametric)", "N* (isoFLOP)", "L* (parametric)"}
+    assert all(r["n"] == 3 and 0 <= r["achieved"] <= r["achieved_calibrated"] <= 1 for r in rows.values())
+    for row in cal["at"]:  # the calibrated interval contains the bootstrap one, and widens with distance
+        lo, hi = row["N_opt_interval"]
+        clo, chi = row["N_opt_interval_calibrated"]
+        assert clo <= lo * (1 + 1e-9) and chi >= hi * (1 - 1e-9)
+    far = [r for r in cal["at"] if r["method"].startswith("isoflop")]
+    widths = [np.log(r["N_opt_interval_calibrated"][1] / r["N_opt_interval_calibrated"][0]) for r in far]
+    assert widths == sorted(widths)
+    step = results.rollout[-1]
+    assert step["train_max_flops"] < step["budget_flops"] and step["isoflop"]["N_opt"]["pred_interval"]

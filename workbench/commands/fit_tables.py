@@ -51,6 +51,11 @@ def print_fit(record: dict, out: Path) -> None:
     design = record.get("design")
     if design:
         console.print(f"bootstrap: {design['bootstrap_mode']} ({design['reason']})")
+    for row in (record.get("calibration") or {}).get("rows", []):
+        console.print(
+            f"rollout calibration {row['quantity']}: nominal {row['nominal']:.0%}, achieved {row['achieved']:.0%} "
+            f"of {row['n']} (calibrated: {row['achieved_calibrated']:.0%}, extra log sd {row['widen']:.3g}/decade)"
+        )
     for warning in (record.get("diagnostics") or {}).get("warnings", []):
         console.print(f"[yellow]warning[/]: {warning}")
     for check, c in (record.get("checks") or {}).items():

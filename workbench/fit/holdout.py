@@ -59,6 +59,7 @@ def predict_budget(
     out: dict = {
         "budget_flops": budget,
         "train_budgets": int(train["budget_flops"].nunique()),
+        "train_max_flops": float(train["budget_flops"].max()),
         "observed": scoring.public(goal),
     }
     fits: dict = {}

@@ -10,7 +10,7 @@ import pandas as pd
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.fit import accuracy, bootstrap, crosscheck, design, diagnostics, frontier, holdout
+from workbench.fit import accuracy, bootstrap, calibration, crosscheck, design, diagnostics, frontier, holdout
 from workbench.fit.data import data_hash
 from workbench.fit.design import Design
 from workbench.fit.isoflop import IsoflopFit, fit_isoflop
@@ -68,6 +68,7 @@ class FitResults:
     design: Design | None = None  # the sweep's design and the bootstrap scheme chosen for it
     diagnostics: dict | None = None  # warnings about the fits' models (workbench.fit.diagnostics)
     crosscheck: dict | None = None  # the methods' exponents and N* side by side (workbench.fit.crosscheck)
+    calibration: dict | None = None  # the rollout's coverage and the widened intervals (workbench.fit.calibration)
 
 
 def split_largest(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,6 +123,13 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
     target_flops = target_flops or float(points["budget_flops"].max())
     cross = crosscheck.cross_methods(iso, iso_draws, par, par_draws, target_flops)
     diag = diagnostics.diagnose(points, plan, iso, par)
+    cal = calibration.calibrate(roll)
+    if cal is not None:
+        largest = float(points["budget_flops"].max())
+        rows = {
+            c: crosscheck.method_rows(iso, iso_draws, par, par_draws, c) for c in at_flops(points, options.at_flops)
+        }
+        cal["at"] = [x for c, r in rows.items() for x in calibration.calibrated_at(cal, r, c, largest)]
     return FitResults(
         points=points,
         options=options,
@@ -137,6 +145,7 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
         design=plan,
         diagnostics=diag,
         crosscheck=cross,
+        calibration=cal,
     )
 
 
@@ -176,6 +185,7 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
         "design": results.design.as_dict() if results.design else None,
         "diagnostics": results.diagnostics,
         "crosscheck": results.crosscheck,
+        "calibration": results.calibration,
         "isoflop": None,
         "parametric": None,
         "holdout": results.holdout,

@@ -51,10 +51,22 @@ def crosscheck_section(inputs: ReportInputs) -> dict:
     if calibration and calibration.get("rows"):
         section["tables"].append({
             "caption": "Calibration of the prediction intervals by the rollout (nominal vs achieved coverage)",
-            "header": ["quantity", "nominal", "achieved", "predictions", "widening factor"],
+            "header": ["quantity", "nominal", "achieved (bootstrap)", "achieved (calibrated)", "predictions",
+                       "extra log sd per decade"],
             "rows": [[cell(r["quantity"]), cell(f"{r['nominal']:.0%}"), cell(f"{r['achieved']:.0%}"),
-                      cell(str(r["n"])), cell(_num(r.get("widen")))] for r in calibration["rows"]],
+                      cell(f"{r['achieved_calibrated']:.0%}"), cell(str(r["n"])), cell(_num(r.get("widen")))]
+                     for r in calibration["rows"]],
         })  # fmt: skip
+        at = calibration.get("at") or []
+        if at:
+            section["tables"].append({
+                "caption": "N* intervals widened by the rollout's track record (distance = decades beyond the "
+                           "largest fitted budget)",
+                "header": ["method", "budget (FLOPs)", "N*", "bootstrap 5-95%", "calibrated 90%"],
+                "rows": [[cell(r["method"]), cell(f"{r['budget_flops']:.3g}", r["budget_flops"]),
+                          cell(human(r["N_opt"])), cell(_span(r["N_opt_interval"], human)),
+                          cell(_span(r["N_opt_interval_calibrated"], human))] for r in at],
+            })  # fmt: skip
     return section
 
 
