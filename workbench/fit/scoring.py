@@ -5,10 +5,13 @@ parabola in log N (N*) and its minimum (L*), each with a bootstrap interval over
 Not the best single run: its N is the nearest grid point, and its loss, the lowest of several noisy
 runs, sits below the truth (about 2% at 2% noise and 9 sizes).
 
-A prediction is scored by its relative error (predicted / target - 1) with a 90% interval for the true
-error: the target's sampling error reflected about the estimate (basic bootstrap), so that the interval
-covers predicted / truth - 1. `truth_in_interval` says whether the target lies in the prediction's own
-interval (from the training fit's bootstrap draws), when there are draws.
+The target's 90% interval is the estimate +- t(0.95, n - 3) sqrt(n / (n - 3)) x the bootstrap standard
+deviation (log N* for the vertex): a bootstrap of a 3-coefficient fit to n runs (9 typically) shrinks the
+spread by sqrt((n - 3) / n), and with 6 residual degrees of freedom the normal quantile is too small.
+On 2% noise and 9 sizes the plain percentile interval covered the truth in 70-77% of repeats; this one
+in 85-94%. A prediction is scored by its relative error (predicted / target - 1) with a 90% interval for
+the true error predicted / truth - 1, from the target's interval. `truth_in_interval` says whether the
+target lies in the prediction's own interval (from the training fit's bootstrap draws), if it has draws.
 """
 
 from __future__ import annotations
@@ -42,11 +45,15 @@ def budget_target(target: pd.DataFrame, n_bootstrap: int = N_TARGET_BOOTSTRAP, s
     ok = vertex.code == 0
     if ok[0]:
         n_draws, l_draws = np.exp(vertex.log_n[1:][ok[1:]]), vertex.loss[1:][ok[1:]]
+        scale = _scale(len(target))
+        half_log_n = scale * float(np.std(np.log(n_draws))) if n_draws.size > 1 else np.nan
+        half_loss = scale * float(np.std(l_draws)) if l_draws.size > 1 else np.nan
+        n0, l0 = float(np.exp(vertex.log_n[0])), float(vertex.loss[0])
         out |= {
-            "N_opt": float(np.exp(vertex.log_n[0])),
-            "N_opt_interval": _interval(n_draws),
-            "loss_opt": float(vertex.loss[0]),
-            "loss_opt_interval": _interval(l_draws),
+            "N_opt": n0,
+            "N_opt_interval": [n0 * float(np.exp(-half_log_n)), n0 * float(np.exp(half_log_n))],
+            "loss_opt": l0,
+            "loss_opt_interval": [l0 - half_loss, l0 + half_loss],
             "N_opt_source": f"parabola vertex of the held-out budget ({out['n_sizes']} sizes)",
             "scored": True,
             "_draws": {"N_opt": n_draws, "loss_opt": l_draws},
@@ -65,6 +72,14 @@ def budget_target(target: pd.DataFrame, n_bootstrap: int = N_TARGET_BOOTSTRAP, s
         "_draws": None,
     }
     return out
+
+
+def _scale(n_runs: int) -> float:
+    """Half-width of a 90% interval in bootstrap standard deviations for a 3-coefficient fit to n runs."""
+    from scipy.stats import t
+
+    dof = max(n_runs - 3, 1)
+    return float(t.ppf(HI_Q / 100.0, dof) * np.sqrt(n_runs / dof))
 
 
 def _interval(draws: np.ndarray) -> list[float] | None:
@@ -88,11 +103,10 @@ def score(predicted: float, target: dict, key: str, prediction_draws: np.ndarray
     if observed is None or (key == "N_opt" and not target["scored"]):
         return out | {"rel_err": None, "rel_err_interval": None, "truth_in_interval": None}
     rel = predicted / observed - 1.0
-    draws = (target.get("_draws") or {}).get(key)
+    span = target.get(f"{key}_interval")
     err_interval = None
-    if draws is not None and len(draws):
-        lo, hi = percentiles(predicted / np.asarray(draws) - 1.0, [LO_Q, HI_Q])
-        err_interval = [float(2 * rel - hi), float(2 * rel - lo)]  # basic bootstrap: reflected about the estimate
+    if span and np.all(np.isfinite(span)) and span[0] > 0:
+        err_interval = [float(predicted / span[1] - 1.0), float(predicted / span[0] - 1.0)]
     inside = None if pred_interval is None else bool(pred_interval[0] <= observed <= pred_interval[1])
     return out | {"rel_err": float(rel), "rel_err_interval": err_interval, "truth_in_interval": inside}
 
