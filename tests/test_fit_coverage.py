@@ -18,6 +18,7 @@ from workbench.fit.bootstrap import bootstrap_isoflop, bootstrap_parametric
 from workbench.fit.design import choose
 from workbench.fit.isoflop import fit_isoflop
 from workbench.fit.parametric import fit_parametric, start_grid
+from workbench.fit.stats import robust_interval
 from workbench.fit.synthetic import EPOCH, isoflop_sweep
 from workbench.laws import ParametricLaw, isoflop_allocation, optimal_allocation, optimal_loss
 
@@ -76,8 +77,11 @@ def one_repeat(points: pd.DataFrame, seed: int, isoflop: bool) -> dict:
     if isoflop:
         iso = fit_isoflop(points)
         iso_draws = bootstrap_isoflop(points, RESAMPLES * 2, seed, mode=mode)
-        out["a"] = (iso.a, *_q(iso_draws["a"]))
-        out["N_opt_isoflop"] = (iso.G * HELD_OUT**iso.a, *_q(isoflop_allocation(iso_draws, HELD_OUT)[0]))
+        n_opt = iso.G * HELD_OUT**iso.a
+        a_ci = robust_interval(iso.a, iso_draws["a"])
+        n_ci = robust_interval(n_opt, isoflop_allocation(iso_draws, HELD_OUT)[0], log=True)
+        out["a"] = (iso.a, a_ci["lo"], a_ci["hi"])
+        out["N_opt_isoflop"] = (n_opt, n_ci["lo"], n_ci["hi"])
     return out
 
 

@@ -25,7 +25,7 @@ from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
 from workbench.fit.lbfgs import minimize_batch
 from workbench.fit.parametric import PARAM_NAMES, LogHuberObjective, ParametricFit, start_grid
-from workbench.fit.stats import interval
+from workbench.fit.stats import interval, robust_interval
 from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss
 
 
@@ -120,12 +120,23 @@ def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> di
     return ci
 
 
-def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
-    """Intervals of G, a, H, b and of N*, D* at each C in at_flops."""
-    ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
+def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], point=None) -> dict:
+    """Intervals of G, a, H, b and of N*, D* at each C in at_flops: percentiles of the draws, or with the fit
+    `point` (an IsoflopFit) the robust normal interval about it (workbench.fit.stats.robust_interval)."""
+    if point is None:
+        ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
+    else:
+        ci = {
+            name: robust_interval(getattr(point, name), draws[name], log=name in "GH") for name in ("G", "a", "H", "b")
+        }
     ci["n_failed"] = int((~np.isfinite(draws["a"])).sum())
     ci["at"] = []
     for c in at_flops:
         n_opt, d_opt = isoflop_allocation(draws, c)
-        ci["at"].append({"budget_flops": float(c), "N_opt": interval(n_opt), "D_opt": interval(d_opt)})
+        if point is None:
+            n_ci, d_ci = interval(n_opt), interval(d_opt)
+        else:
+            n_ci = robust_interval(point.G * c**point.a, n_opt, log=True)
+            d_ci = robust_interval(point.H * c**point.b, d_opt, log=True)
+        ci["at"].append({"budget_flops": float(c), "N_opt": n_ci, "D_opt": d_ci})
     return ci

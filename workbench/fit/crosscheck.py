@@ -11,24 +11,26 @@ from itertools import combinations
 
 import numpy as np
 
-from workbench.fit.stats import interval
+from workbench.fit.stats import interval, robust_interval
 from workbench.laws import isoflop_allocation, optimal_allocation
 
 
-def _row(method: str, a: float, a_draws, n_opt: float, n_draws) -> dict:
+def _row(method: str, a: float, a_draws, n_opt: float, n_draws, robust: bool = False) -> dict:
     return {
         "method": method,
         "a": float(a),
-        "a_interval": _span(a_draws),
+        "a_interval": _span(a_draws, a if robust else None),
         "N_opt": float(n_opt),
-        "N_opt_interval": _span(n_draws),
+        "N_opt_interval": _span(n_draws, n_opt if robust else None, log=True),
     }
 
 
-def _span(draws) -> list[float] | None:
+def _span(draws, point: float | None = None, log: bool = False) -> list[float] | None:
+    """5-95% percentiles of the draws, or with `point` the robust normal interval about it (isoFLOP)."""
     if draws is None:
         return None
-    ci = interval(np.asarray(draws, dtype=float))
+    draws = np.asarray(draws, dtype=float)
+    ci = interval(draws) if point is None else robust_interval(point, draws, log=log)
     return None if not np.isfinite(ci["lo"]) else [ci["lo"], ci["hi"]]
 
 
@@ -40,7 +42,7 @@ def method_rows(iso, iso_draws, par, par_draws, target_flops: float, envelope: d
     if iso is not None:
         n_draws = None if iso_draws is None else isoflop_allocation(iso_draws, target_flops)[0]
         a_draws = None if iso_draws is None else iso_draws["a"]
-        rows.append(_row("isoflop (approach 2)", iso.a, a_draws, iso.G * target_flops**iso.a, n_draws))
+        rows.append(_row("isoflop (approach 2)", iso.a, a_draws, iso.G * target_flops**iso.a, n_draws, robust=True))
     if par is not None:
         law = par.as_dict()
         n_opt = float(optimal_allocation(law, target_flops)[0])

@@ -82,7 +82,7 @@ def predict_budget(
         iso = fits["isoflop"]
         id_ = draws.get("isoflop")
         n_draws = None if id_ is None else isoflop_allocation(id_, budget)[0]
-        out["isoflop"] = _scored(goal, float(iso.G * budget**iso.a), n_draws)
+        out["isoflop"] = _scored(goal, float(iso.G * budget**iso.a), n_draws, robust=True)
     if loss_law is None and "isoflop" in fits:
         try:
             loss_law = frontier.optimal_loss_law(train, n_bootstrap, seed, mode)
@@ -95,9 +95,9 @@ def predict_budget(
     return out
 
 
-def _scored(goal: dict, n_pred: float, n_draws, loss_pred: float | None = None, l_draws=None) -> dict:
+def _scored(goal: dict, n_pred: float, n_draws, loss_pred: float | None = None, l_draws=None, robust=False) -> dict:
     """The flat errors of old (N_opt_pred, N_opt_rel_err, loss_pred, loss_rel_err) and the scored blocks."""
-    n_score = scoring.score(n_pred, goal, "N_opt", n_draws)
+    n_score = scoring.score(n_pred, goal, "N_opt", n_draws, robust=robust)
     row = {"N_opt_pred": n_pred, "N_opt_rel_err": n_score["rel_err"], "N_opt": n_score}
     if loss_pred is not None:
         l_score = scoring.score(loss_pred, goal, "loss_opt", l_draws)

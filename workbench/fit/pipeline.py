@@ -196,7 +196,7 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
     }
     if results.isoflop is not None:
         iso = results.isoflop.as_dict()
-        iso["ci"] = bootstrap.isoflop_ci(results.isoflop_draws, cs) if results.isoflop_draws else None
+        iso["ci"] = bootstrap.isoflop_ci(results.isoflop_draws, cs, results.isoflop) if results.isoflop_draws else None
         iso["draws"] = _draws(results.isoflop_draws)
         if results.loss_law is not None:
             at = [frontier.predict_at(results.loss_law, c) for c in cs]

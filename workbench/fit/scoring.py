@@ -21,7 +21,7 @@ import pandas as pd
 
 from workbench.fit.bootstrap import resample_counts
 from workbench.fit.isoflop import budget_vertices
-from workbench.fit.stats import HI_Q, LO_Q, percentiles
+from workbench.fit.stats import HI_Q, LO_Q, percentiles, robust_interval
 
 N_TARGET_BOOTSTRAP = 400
 
@@ -87,9 +87,12 @@ def _interval(draws: np.ndarray) -> list[float] | None:
     return [float(x) for x in percentiles(draws, [LO_Q, HI_Q])] if draws.size else None
 
 
-def score(predicted: float, target: dict, key: str, prediction_draws: np.ndarray | None = None) -> dict:
+def score(
+    predicted: float, target: dict, key: str, prediction_draws: np.ndarray | None = None, robust: bool = False
+) -> dict:
     """predicted vs the target's `key` ("N_opt" or "loss_opt"): error, its 90% interval, and whether the
-    target lies in the prediction's interval. Nothing is scored (errors None) when the target is not."""
+    target lies in the prediction's interval (percentiles of the draws, or with `robust` the isoFLOP
+    interval of workbench.fit.stats.robust_interval). Nothing is scored (errors None) when the target is not."""
     observed = target[key]
     out: dict = {"pred": float(predicted), "target": observed, "target_source": target["N_opt_source"]}
     if key == "loss_opt":
@@ -98,7 +101,12 @@ def score(predicted: float, target: dict, key: str, prediction_draws: np.ndarray
             if target["scored"]
             else "lowest parabola value over the held-out budget's sizes (vertex outside them)"
         )
-    pred_interval = _interval(np.asarray(prediction_draws, float)) if prediction_draws is not None else None
+    pred_interval = None
+    if prediction_draws is not None and robust:
+        ci = robust_interval(predicted, prediction_draws, log=key == "N_opt")
+        pred_interval = [ci["lo"], ci["hi"]] if np.isfinite(ci["lo"]) else None
+    elif prediction_draws is not None:
+        pred_interval = _interval(np.asarray(prediction_draws, float))
     out["pred_interval"] = pred_interval
     if observed is None or (key == "N_opt" and not target["scored"]):
         return out | {"rel_err": None, "rel_err_interval": None, "truth_in_interval": None}
