@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import workbench.cli
 from workbench.data_constrained import effective_tokens
-from workbench.fit import diagnostics, holdout
+from workbench.errors import WorkbenchError
+from workbench.fit import diagnostics, envelope, holdout
 from workbench.fit.crosscheck import cross_methods
 from workbench.fit.data import group_budgets
 from workbench.fit.design import choose
@@ -192,3 +193,28 @@ def test_rollout_calibrates_the_intervals_by_extrapolation_distance():
     assert widths == sorted(widths)
     step = results.rollout[-1]
     assert step["train_max_flops"] < step["budget_flops"] and step["isoflop"]["N_opt"]["pred_interval"]
+
+
+def test_approach_one_envelope_recovers_the_allocation_exponent_and_joins_the_cross_check():
+    """Idealised curves (each prefix of a run is the law's loss at that many tokens) of 24 sizes: the
+    envelope's N*(C) has the law's exponent beta / (alpha + beta)."""
+    law = ParametricLaw.of(EPOCH)
+    sizes = np.geomspace(2e7, 2e9, 24)
+    metrics, runs = [], []
+    for i, n in enumerate(sizes):
+        tokens = np.geomspace(1e8, 4e11, 60)
+        flops = 6 * n * tokens
+        loss = law.loss(n, tokens)
+        metrics.append(pd.DataFrame({"run_id": f"r{i}", "step": np.arange(60), "flops": flops, "loss": loss,
+                                     "val_loss": loss}))  # fmt: skip
+        runs.append({"run_id": f"r{i}", "params": n})
+    curves = envelope.run_curves(pd.concat(metrics, ignore_index=True), pd.DataFrame(runs))
+    env = envelope.fit_envelope(curves, n_bootstrap=30)
+    truth = EPOCH["beta"] / (EPOCH["alpha"] + EPOCH["beta"])
+    assert env["a"] == pytest.approx(truth, abs=0.03) and env["b"] == pytest.approx(1 - env["a"])
+    points = isoflop_sweep(EPOCH, budgets_flops=FIVE, noise=0.0, seed=0)
+    results = fit_all(points, FitOptions(bootstrap=30, starts_per_axis=2), curves)
+    rows = {r["method"]: r for r in results.crosscheck["rows"]}
+    assert rows["envelope (approach 1)"]["a"] == pytest.approx(env["a"]) and results.envelope["n_runs"] == 24
+    with pytest.raises(WorkbenchError, match="3 or more"):
+        envelope.fit_envelope(curves[:2])

@@ -78,7 +78,10 @@ def fit(
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
-    record = fit_stage(points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots)
+    curves = _load_curves(sweep, points, db_path) if sweep is not None else None
+    record = fit_stage(
+        points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves
+    )
     record = record.as_dict()
     if sweep is not None or db is not None:
         _record_in_store(db_path, record)
@@ -100,6 +103,18 @@ def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric
     with Store(db_path) as store:
         frame = store.points(sweep, metric=metric)
     return validate_points(frame, f"sweep {sweep!r} in {db_path}")
+
+
+def _load_curves(sweep: str, points, db_path: Path) -> list | None:
+    """The runs' loss curves for Chinchilla approach 1 (workbench.fit.envelope), None without run ids."""
+    from workbench.fit.envelope import run_curves
+    from workbench.store import Store
+
+    if "run_id" not in points.columns:
+        return None
+    with Store(db_path) as store:
+        metrics = store.metrics(list(points["run_id"]))
+    return run_curves(metrics, points) or None
 
 
 def _record_in_store(db_path: Path, record: dict) -> None:

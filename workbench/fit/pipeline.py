@@ -10,7 +10,17 @@ import pandas as pd
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.fit import accuracy, bootstrap, calibration, crosscheck, design, diagnostics, frontier, holdout
+from workbench.fit import (
+    accuracy,
+    bootstrap,
+    calibration,
+    crosscheck,
+    design,
+    diagnostics,
+    envelope,
+    frontier,
+    holdout,
+)
 from workbench.fit.data import data_hash
 from workbench.fit.design import Design
 from workbench.fit.isoflop import IsoflopFit, fit_isoflop
@@ -69,6 +79,7 @@ class FitResults:
     diagnostics: dict | None = None  # warnings about the fits' models (workbench.fit.diagnostics)
     crosscheck: dict | None = None  # the methods' exponents and N* side by side (workbench.fit.crosscheck)
     calibration: dict | None = None  # the rollout's coverage and the widened intervals (workbench.fit.calibration)
+    envelope: dict | None = None  # Chinchilla approach 1 on the runs' loss curves (workbench.fit.envelope)
 
 
 def split_largest(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -82,8 +93,9 @@ def split_largest(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return points[points["budget_flops"] < budgets[-1]], points[points["budget_flops"] == budgets[-1]]
 
 
-def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
-    """Run the requested fits, bootstraps, L*(C), held-out checks and accuracy sigmoids on validated points."""
+def fit_all(points: pd.DataFrame, options: FitOptions, curves: list | None = None) -> FitResults:
+    """Run the requested fits, bootstraps, L*(C), held-out checks and accuracy sigmoids on validated points;
+    with the runs' loss curves (workbench.fit.envelope.run_curves), also Chinchilla approach 1."""
     kwargs = options.parametric_kwargs()
     target = None
     if options.exclude_largest:
@@ -121,7 +133,8 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
         roll = holdout.rollout(points, options.methods, kwargs, n_bootstrap=n_boot, **score_kw)
     target_flops = held["budget_flops"] if held else (options.at_flops[0] if options.at_flops else None)
     target_flops = target_flops or float(points["budget_flops"].max())
-    cross = crosscheck.cross_methods(iso, iso_draws, par, par_draws, target_flops)
+    env = _envelope(curves, min(options.bootstrap, options.rollout_bootstrap), options.seed)
+    cross = crosscheck.cross_methods(iso, iso_draws, par, par_draws, target_flops, env)
     diag = diagnostics.diagnose(points, plan, iso, par)
     cal = calibration.calibrate(roll)
     if cal is not None:
@@ -146,7 +159,18 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
         diagnostics=diag,
         crosscheck=cross,
         calibration=cal,
+        envelope=env,
     )
+
+
+def _envelope(curves: list | None, n_bootstrap: int, seed: int) -> dict | None:
+    """Approach 1 on the curves, or None (no curves, or too few sizes: the cross-check goes without it)."""
+    if not curves:
+        return None
+    try:
+        return envelope.fit_envelope(curves, n_bootstrap, seed)
+    except WorkbenchError:
+        return None
 
 
 def at_flops(points: pd.DataFrame, extra: tuple[float, ...] = ()) -> list[float]:
@@ -186,6 +210,7 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
         "diagnostics": results.diagnostics,
         "crosscheck": results.crosscheck,
         "calibration": results.calibration,
+        "envelope": results.envelope,
         "isoflop": None,
         "parametric": None,
         "holdout": results.holdout,
