@@ -62,13 +62,13 @@ def test_demo_runs_every_stage_and_reuses_runs(tmp_path, monkeypatch):
     # the values behind the flags, against the tolerances they state
     assert outcome["fitted_budgets"] == [5e10, 1e11, 2e11] and outcome["excluded"] == []
     assert abs(outcome["best_loss_rel_err"]) <= 0.02
-    assert outcome["predicted_best_loss"] == pytest.approx(outcome["best_run"]["loss"], rel=0.02)
+    assert outcome["predicted_best_loss"] == pytest.approx(outcome["observed_best_loss"], rel=0.02)
     assert 1 / 1.5 <= outcome["predicted_n_opt_isoflop"] / outcome["observed_n_opt"] <= 1.5
     flagship = outcome["flagship"]
     lo, hi = flagship["interval"]
     assert lo <= flagship["val_loss"] <= hi
     assert abs(flagship["vs_best"]) <= 0.01
-    assert flagship["val_loss"] == pytest.approx(outcome["best_run"]["loss"] * (1 + flagship["vs_best"]))
+    assert flagship["val_loss"] == pytest.approx(outcome["observed_best_loss"] * (1 + flagship["vs_best"]))
     assert lo < hi and flagship["law_interval"][0] >= lo * 0.9
     # the fit record holds the same checks with their numbers
     fit = json.loads((tmp_path / "fits" / "mini.json").read_text())
