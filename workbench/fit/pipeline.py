@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -131,19 +132,7 @@ def fit_all(points: pd.DataFrame, options: FitOptions, curves: list | None = Non
     if options.rollout:
         n_boot = min(options.bootstrap, options.rollout_bootstrap)
         roll = holdout.rollout(points, options.methods, kwargs, n_bootstrap=n_boot, **score_kw)
-    target_flops = held["budget_flops"] if held else (options.at_flops[0] if options.at_flops else None)
-    target_flops = target_flops or float(points["budget_flops"].max())
-    env = _envelope(curves, min(options.bootstrap, options.rollout_bootstrap), options.seed)
-    cross = crosscheck.cross_methods(iso, iso_draws, par, par_draws, target_flops, env)
-    diag = diagnostics.diagnose(points, plan, iso, par)
-    cal = calibration.calibrate(roll)
-    if cal is not None:
-        largest = float(points["budget_flops"].max())
-        rows = {
-            c: crosscheck.method_rows(iso, iso_draws, par, par_draws, c) for c in at_flops(points, options.at_flops)
-        }
-        cal["at"] = [x for c, r in rows.items() for x in calibration.calibrated_at(cal, r, c, largest)]
-    return FitResults(
+    results = FitResults(
         points=points,
         options=options,
         isoflop=iso,
@@ -156,8 +145,27 @@ def fit_all(points: pd.DataFrame, options: FitOptions, curves: list | None = Non
         loss_law=loss_law,
         checks=checks,
         design=plan,
-        diagnostics=diag,
-        crosscheck=cross,
+    )
+    return _cross_checked(results, curves)
+
+
+def _cross_checked(r: FitResults, curves: list | None) -> FitResults:
+    """The results with approach 1 (given curves), the cross-method table, the diagnostics and the rollout's
+    calibration of the N* intervals."""
+    options, points = r.options, r.points
+    target_flops = r.holdout["budget_flops"] if r.holdout else (options.at_flops[0] if options.at_flops else None)
+    target_flops = target_flops or float(points["budget_flops"].max())
+    env = _envelope(curves, min(options.bootstrap, options.rollout_bootstrap), options.seed)
+    draws = (r.isoflop, r.isoflop_draws, r.parametric, r.parametric_draws)
+    cal = calibration.calibrate(r.rollout)
+    if cal is not None:
+        largest = float(points["budget_flops"].max())
+        rows = {c: crosscheck.method_rows(*draws, c) for c in at_flops(points, options.at_flops)}
+        cal["at"] = [x for c, row in rows.items() for x in calibration.calibrated_at(cal, row, c, largest)]
+    return dataclasses.replace(
+        r,
+        diagnostics=diagnostics.diagnose(points, r.design, r.isoflop, r.parametric),
+        crosscheck=crosscheck.cross_methods(*draws, target_flops, env),
         calibration=cal,
         envelope=env,
     )
