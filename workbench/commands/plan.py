@@ -35,43 +35,6 @@ def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, g
     return resolve_budget(_positive(compute, "--compute"), gpus, _positive(days_text, "--days"), gpu, mfu)
 
 
-def _law(spec: str | None, budget_flops: float, hparams: Path | None):
-    """A built-in law by name (None: the default, with the reason as its first note), or the law of a fit
-    file fits/NAME.json; with --hparams, its batch and LR laws."""
-    import dataclasses
-
-    from workbench.laws import ALIASES, BUILTIN, DEFAULT_LAW, DEFAULT_REASON, builtin_law, hparam_laws, law_from_fit
-    from workbench.records import read_fit, read_hparams
-
-    if spec is None:
-        law = builtin_law(DEFAULT_LAW, budget_flops)
-        law = dataclasses.replace(law, notes=(DEFAULT_REASON, *law.notes))
-    elif spec.strip().lower() in (*BUILTIN, *ALIASES) or (Path(spec).suffix != ".json" and not Path(spec).exists()):
-        law = builtin_law(spec, budget_flops)  # an unknown name raises, listing the valid ones
-    else:
-        law = law_from_fit(read_fit(spec), spec)
-    if hparams is None:
-        return law
-    block, source = read_hparams(hparams)
-    return dataclasses.replace(law, hparams=hparam_laws(block, source))
-
-
-def _data_constrained(law, unique_tokens: float, inference: float | None):
-    """The law with its data term at Muennighoff et al.'s effective data of `unique_tokens` unique tokens."""
-    import dataclasses
-
-    from workbench.data_constrained import DataConstrainedLaw
-
-    if law.parametric is None:
-        raise WorkbenchError(
-            f"--unique-tokens needs a loss law, and {law.name} gives tokens only", "Use --law epoch or a fit file."
-        )
-    if inference is not None:
-        raise WorkbenchError("--unique-tokens and --inference-tokens cannot be combined", "Drop one of them.")
-    constrained = DataConstrainedLaw(**law.parametric.as_dict(), unique_tokens=unique_tokens)
-    return dataclasses.replace(law, parametric=constrained, draws=None)
-
-
 def _data_dir(data: str | None) -> str:
     from workbench.data import default_corpus_dir
 
@@ -125,6 +88,7 @@ def plan(
     from workbench.files import atomic_write_text, json_clean
     from workbench.hparams import anchors_left_out
     from workbench.layout import resolve_gpu
+    from workbench.plan_inputs import data_constrained, resolve_law
     from workbench.plan_record import explain_layout, plan_text, to_record
 
     if not (0 < mfu <= 1):
@@ -141,10 +105,10 @@ def plan(
         inference = parse_number(inference_tokens, "--inference-tokens")
         if inference < 0:
             raise WorkbenchError(f"--inference-tokens {inference_tokens} is negative", "Give 0 or more, e.g. 1e13.")
-    law = _law(law_spec, budget, hparams)
+    law = resolve_law(law_spec, budget, hparams)
     unique = _positive(unique_tokens, "--unique-tokens")
     if unique is not None:
-        law = _data_constrained(law, unique, inference)
+        law = data_constrained(law, unique, inference)
     result = planner.make_plan(
         law,
         budget,
