@@ -134,7 +134,11 @@ def test_plan_takes_lr_and_batch_from_hparams_file(tmp_path):
     record = json.loads(result.stdout)
     assert record["lr_peak"] == pytest.approx(2.0 * 1e21**-0.15, rel=1e-6)
     seq = record["shape"]["seq_len"]
-    assert record["batch_tokens"] == round(0.5 * 1e21**0.3 / seq) * seq
+    seqs = record["batch_tokens"] // seq  # the tuned batch, rounded to 2^k or 3 x 2^k whole sequences
+    assert record["batch_tokens"] == seqs * seq and (
+        seqs & (seqs - 1) == 0 or (seqs % 3 == 0 and (s3 := seqs // 3) & (s3 - 1) == 0)
+    )
+    assert record["batch_tokens"] == pytest.approx(0.5 * record["spent_flops"] ** 0.3, rel=0.2)
     assert "tuned-hparams.json" in record["law"]["hparams_source"]
 
     one = fit_hparams([{"budget_flops": 1e11, "lr": 0.012, "batch_tokens": 2048}])
@@ -158,7 +162,7 @@ def test_plan_takes_lr_and_batch_from_hparams_file(tmp_path):
         (lambda d: d["tune"].update(batch_tokens=[256, 300]), "tune.batch_tokens 300 is not a multiple of"),
         (lambda d: d["tune"].update(lr={"low": 0.1, "high": 0.01}), "low 0.1 must be below high 0.01"),
         (lambda d: d["tune"].update(sizes=["10K", "20K", "30K"]), "sizes must hold 1 size or one per budget"),
-        (lambda d: d["tune"].update(batch_tokens=[4096]), "tune batch 4096 at scale c3e9-n9.93k"),
+        (lambda d: d["tune"].update(batch_tokens=[65536]), "tune batch 65536 at scale c3e9-n9.93k"),
         (lambda d: d.pop("tune"), "has no `tune:` section"),
     ],
 )
