@@ -39,7 +39,9 @@ def test_exclude_largest_fits_the_smaller_budgets_and_checks_the_largest(held_ou
     assert checks["interior_minima"]["predicted"] == checks["interior_minima"]["observed"] == 3
     loss = checks["best_loss_within_2pct"]
     best = points[points["budget_flops"] == BUDGETS[-1]]["loss"].min()
-    assert loss["observed"] == pytest.approx(best)
+    # scored against the held-out budget's own parabola minimum (issue 15), which the best run sits near
+    assert loss["observed"] == pytest.approx(record.holdout["observed"]["loss_opt"])
+    assert loss["observed"] == pytest.approx(best, rel=0.01)
     assert abs(loss["predicted"] / loss["observed"] - 1) <= BEST_LOSS_TOLERANCE
     n_opt = checks["n_opt_within_1.5x"]
     assert 1 / N_OPT_FACTOR <= n_opt["predicted"] / n_opt["observed"] <= N_OPT_FACTOR

@@ -284,7 +284,7 @@ def plan_cli(*args: str) -> str:
 
     from workbench.cli import app
 
-    result = CliRunner().invoke(app, ["plan", "--compute", "1e14", "--gpus", "2", *args])
+    result = CliRunner().invoke(app, ["plan", "--compute", "1e14", "--law", "chinchilla", "--gpus", "2", *args])
     assert result.exit_code == 0, result.output
     return result.stdout
 

@@ -255,7 +255,7 @@ def test_flagship_yaml_loads_and_matches_the_plan(tmp_path):
     unit = loaded.data.seq_len * loaded.batch.micro_batch
     assert all(r.batch_tokens % unit == 0 for r in loaded.batch.ramp) and loaded.batch.ramp[0].after_tokens == 0
     assert loaded.schedule.warmup_tokens == record["schedule"]["warmup_tokens"]
-    assert loaded.meta["law"] == "chinchilla" and loaded.meta["compute_flops"] == 1e12
+    assert loaded.meta["law"] == "epoch" and loaded.meta["compute_flops"] == 1e12
     assert loaded.data.sources[0].path == str(tmp_path / "corpus")
     # one CPU process: nothing to lay out, so no layout block (the run trains as a sweep run does), and no
     # layout string in meta either

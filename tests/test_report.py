@@ -169,7 +169,8 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
     assert not re.search(r"""\s(src|href)=["'](?!data:|#)""", markup), "every src/href is a data: URI or an anchor"
     text = _visible_text(html)
     for title in ("Summary", "Training curves", "isoFLOP curves", "Compute-optimal frontier", "Parametric law",
-                  "Held-out check", "The plan", "Runs, exclusions and provenance"):  # fmt: skip
+                  "Held-out check", "Cross-checks and diagnostics", "The plan",
+                  "Runs, exclusions and provenance"):  # fmt: skip
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
     assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan

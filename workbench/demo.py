@@ -124,6 +124,7 @@ def summary(outcome: dict) -> str:
     lines = [
         f"held-out budget {outcome['held_out_budget']:.3g} FLOPs (fit on {len(outcome['fitted_budgets'])} budgets)",
         f"  best sweep run: loss {outcome['best_run']['loss']:.4f} at N {outcome['best_run']['params']:,.0f}; "
+        f"the held-out parabola's minimum {outcome.get('observed_best_loss', float('nan')):.4f}; "
         f"L*(C) law predicted {outcome['predicted_best_loss']:.4f} ({outcome['best_loss_rel_err']:+.2%}); "
         f"parametric law {outcome['parametric_predicted_best_loss']:.4f} "
         f"({outcome['parametric_best_loss_rel_err']:+.2%})",

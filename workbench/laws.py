@@ -178,6 +178,7 @@ class Law:
     isoflop: tuple[PowerLaw, PowerLaw] | None = None  # (N*(C), D*(C)), a cross-check from a fit
     hparams: HparamLaws | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    convention: str = ""  # which parameters the law's N counts, and how its FLOPs were counted
 
     def optimum(self, budget_flops: float) -> tuple[float, float]:
         """(N* params, D* tokens) at `budget_flops` FLOPs."""
@@ -193,16 +194,36 @@ class Law:
 # Published laws, defined once (fit/synthetic.py draws its test sweeps from these)
 CHINCHILLA_LAW = ParametricLaw(1.69, 406.4, 410.7, 0.34, 0.28)
 EPOCH_LAW = ParametricLaw(1.82, 482.01, 2085.43, 0.3478, 0.3658)
+HOFFMANN_CONVENTION = (
+    "N counts all parameters, embeddings included (Hoffmann et al.'s count); C = 6 N D. This workbench's N "
+    "leaves out the input embedding: for one model the law counts more (its input embedding), which matters at small N"
+)
 CHINCHILLA = Law(
     "chinchilla",
-    "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, approach 3",
+    "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, approach 3 as published "
+    "(E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28)",
     CHINCHILLA_LAW,
+    notes=(
+        "the published approach-3 fit is rounded and, as Besiroglu et al. 2024 showed, inconsistent with "
+        "Hoffmann's own approaches 1 and 2 (about 20 tokens/parameter): it gives about 50 tokens/parameter "
+        "at 1e21 FLOPs and 139 at 3.8e25; use --law epoch for the refit",
+    ),
+    convention=HOFFMANN_CONVENTION,
 )
 EPOCH = Law(
     "epoch",
-    "Besiroglu et al. 2024, Chinchilla Scaling: A replication attempt (maximum-likelihood refit)",
+    "Besiroglu et al. 2024, Chinchilla Scaling: A replication attempt (maximum-likelihood refit of "
+    "Hoffmann et al.'s data: E 1.82, A 482.01, B 2085.43, alpha 0.3478, beta 0.3658)",
     EPOCH_LAW,
     notes=("their Huber grid fit on 240 points gives E 1.8172, A 477.8, B 2143, alpha 0.3473, beta 0.3672",),
+    convention=HOFFMANN_CONVENTION + " (the refit uses Hoffmann et al.'s data, so the same count)",
+)
+DEFAULT_LAW = "epoch"
+DEFAULT_REASON = (
+    "default law epoch (Besiroglu et al. 2024's refit of Hoffmann et al.'s data): it agrees with Hoffmann's "
+    "approaches 1 and 2 and with Llama 3's isoFLOP law (about 20 tokens/parameter at 1e21 FLOPs: 21.6 vs 19.2), "
+    "while the published approach-3 fit (--law chinchilla) gives 50, from rounded constants the refit "
+    "could not reproduce"
 )
 LLAMA3_FIGURE = PowerLaw(0.299, 0.537)  # Figure 3 legend of the Llama 3 report
 LLAMA3_TEXT = PowerLaw(0.29, 0.53)  # the same law as rounded in the report's text
@@ -222,15 +243,19 @@ def llama3_law(budget_flops: float) -> Law:
         "Llama 3 Herd of Models (2024) Sec. 3.2.1, Figure 3: D*(C) = A C^alpha; N* = C / (6 D*)",
         token_law=LLAMA3_FIGURE,
         notes=(note, "the law gives tokens only: no predicted loss and no inference-aware sizing"),
+        convention="a token law D*(C) fitted on isoFLOP minima (6e18..1e22 FLOPs); N* = C / (6 D*) here, the "
+        "report does not say which parameters its FLOPs count",
     )
 
 
 BUILTIN = ("chinchilla", "epoch", "llama3")
+ALIASES = {"hoffmann": "chinchilla", "besiroglu": "epoch"}
 
 
 def builtin_law(name: str, budget_flops: float) -> Law:
-    """A built-in law by name (chinchilla, epoch, llama3)."""
+    """A built-in law by name (chinchilla or hoffmann, epoch or besiroglu, llama3)."""
     key = name.strip().lower()
+    key = ALIASES.get(key, key)
     if key == "chinchilla":
         return CHINCHILLA
     if key == "epoch":

@@ -23,6 +23,8 @@ def _interval(ci: dict | None, key: str) -> dict | None:
 def _law_info(plan: Plan) -> dict:
     law = plan.law
     info = {"name": law.name, "source": law.source, "notes": list(law.notes), "hparams_source": plan.hparams_source}
+    if law.convention:
+        info["convention"] = law.convention
     if law.parametric:
         info["parametric"] = {k: float(v) for k, v in law.parametric.as_dict().items()}
     if law.token_law:
@@ -209,6 +211,8 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
     if "isoflop_check" in r["law"]:
         iso = r["law"]["isoflop_check"]
         rows.append(("isoFLOP check", f"N* {human(iso['params'])}, D* {human(iso['tokens'])}"))
+    if r["law"].get("convention"):
+        rows.append(("law's N", r["law"]["convention"]))
     rows += [("note", note) for note in r["law"]["notes"]]
     return rows
 

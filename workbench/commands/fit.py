@@ -33,6 +33,9 @@ def fit(
     starts: int = typer.Option(4, "--starts", min=2, max=8, help="Grid points per parameter (starts = this^5)."),
     at: list[str] = typer.Option([], "--at", help="Also report N*, D*, L* at this many FLOPs (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    bootstrap_mode: str = typer.Option(
+        "auto", "--bootstrap-mode", help="auto, budget (resample within budgets) or runs (i.i.d. over runs)."
+    ),
     name: str = typer.Option(None, "--name", help="Fit name (default: the sweep name or the CSV file stem)."),
     out: Path = typer.Option(None, "--out", help="Output JSON (default: fits/NAME.json); plots go next to it."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG and SVG plots."),
@@ -70,11 +73,15 @@ def fit(
         exclude_largest=exclude_largest,
         rollout=rollout,
         seed=seed,
+        bootstrap_mode=bootstrap_mode,
         at_flops=tuple(parse_number(c, "--at") for c in at),
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
-    record = fit_stage(points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots)
+    curves = _load_curves(sweep, points, db_path) if sweep is not None else None
+    record = fit_stage(
+        points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves
+    )
     record = record.as_dict()
     if sweep is not None or db is not None:
         _record_in_store(db_path, record)
@@ -96,6 +103,18 @@ def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric
     with Store(db_path) as store:
         frame = store.points(sweep, metric=metric)
     return validate_points(frame, f"sweep {sweep!r} in {db_path}")
+
+
+def _load_curves(sweep: str, points, db_path: Path) -> list | None:
+    """The runs' loss curves for Chinchilla approach 1 (workbench.fit.envelope), None without run ids."""
+    from workbench.fit.envelope import run_curves
+    from workbench.store import Store
+
+    if "run_id" not in points.columns:
+        return None
+    with Store(db_path) as store:
+        metrics = store.metrics(list(points["run_id"]))
+    return run_curves(metrics, points) or None
 
 
 def _record_in_store(db_path: Path, record: dict) -> None:

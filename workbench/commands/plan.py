@@ -35,23 +35,6 @@ def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, g
     return resolve_budget(_positive(compute, "--compute"), gpus, _positive(days_text, "--days"), gpu, mfu)
 
 
-def _law(spec: str, budget_flops: float, hparams: Path | None):
-    """A built-in law by name, or the law of a fit file fits/NAME.json; with --hparams, its batch and LR laws."""
-    import dataclasses
-
-    from workbench.laws import BUILTIN, builtin_law, hparam_laws, law_from_fit
-    from workbench.records import read_fit, read_hparams
-
-    if spec.strip().lower() in BUILTIN or (Path(spec).suffix != ".json" and not Path(spec).exists()):
-        law = builtin_law(spec, budget_flops)  # an unknown name raises, listing the valid ones
-    else:
-        law = law_from_fit(read_fit(spec), spec)
-    if hparams is None:
-        return law
-    block, source = read_hparams(hparams)
-    return dataclasses.replace(law, hparams=hparam_laws(block, source))
-
-
 def _data_dir(data: str | None) -> str:
     from workbench.data import default_corpus_dir
 
@@ -78,9 +61,14 @@ def plan(
     gpu: str = typer.Option("h100", "--gpu", help="h100, a100, h200, b200 or a bf16 peak in TFLOPS."),
     gpu_memory_gb: float = typer.Option(None, "--gpu-memory-gb", help="Memory per GPU in GB (default: the GPU's)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation in (0, 1]."),
-    law_spec: str = typer.Option("chinchilla", "--law", help="chinchilla, epoch, llama3 or fits/NAME.json."),
+    law_spec: str = typer.Option(
+        None, "--law", help="epoch (default), chinchilla, llama3 or fits/NAME.json; the output names its source."
+    ),
     hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
+    unique_tokens: str = typer.Option(
+        None, "--unique-tokens", help="Unique tokens available: repeated epochs count as less data (Muennighoff 2023)."
+    ),
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
     vocab: int = typer.Option(None, "--vocab", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
@@ -100,6 +88,7 @@ def plan(
     from workbench.files import atomic_write_text, json_clean
     from workbench.hparams import anchors_left_out
     from workbench.layout import resolve_gpu
+    from workbench.plan_inputs import data_constrained, resolve_law
     from workbench.plan_record import explain_layout, plan_text, to_record
 
     if not (0 < mfu <= 1):
@@ -116,7 +105,10 @@ def plan(
         inference = parse_number(inference_tokens, "--inference-tokens")
         if inference < 0:
             raise WorkbenchError(f"--inference-tokens {inference_tokens} is negative", "Give 0 or more, e.g. 1e13.")
-    law = _law(law_spec, budget, hparams)
+    law = resolve_law(law_spec, budget, hparams)
+    unique = _positive(unique_tokens, "--unique-tokens")
+    if unique is not None:
+        law = data_constrained(law, unique, inference)
     result = planner.make_plan(
         law,
         budget,
@@ -131,6 +123,12 @@ def plan(
         hparams_leave_out=anchors_left_out(leave_out or []),
     )
     record = to_record(result).public()
+    if unique is not None:
+        from workbench.data_constrained import epochs_note
+
+        text, warn = epochs_note(result.shape_tokens, unique)
+        record["data_constrained"] = {"unique_tokens": unique, "epochs": result.shape_tokens / unique, "warning": warn}
+        record["law"]["notes"].append(text)
     name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
     messages = []
     if out is not None:

@@ -1,7 +1,11 @@
 """Bootstrap over runs for both fits: K resamples, medians and 5-95% intervals. Pure numpy, no I/O.
 
-Runs are resampled with replacement within each budget (the sweep's design is kept: every resample has
-as many runs per budget as the data), and each resample enters the fits as integer weights.
+Two resampling schemes (workbench.fit.design chooses one for the data, `--bootstrap-mode` overrides):
+- "budget": runs are resampled with replacement within each budget (an isoFLOP design is kept: every
+  resample has as many runs per budget as the data);
+- "runs": runs are resampled i.i.d. over all runs (scattered designs, e.g. Chinchilla's 240 runs at
+  scattered FLOPs, where grouping by FLOPs leaves single-run "budgets" that would never vary).
+Each resample enters the fits as integer weights.
 
 Speed (parametric): each resample is not refit from the whole start grid. It starts from the full-data
 optimum, the next distinct local optima of the full fit and a few random grid points (`n_grid_starts`);
@@ -21,14 +25,17 @@ from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
 from workbench.fit.lbfgs import minimize_batch
 from workbench.fit.parametric import PARAM_NAMES, LogHuberObjective, ParametricFit, start_grid
-from workbench.fit.stats import interval
+from workbench.fit.stats import interval, robust_interval
 from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss
 
 
-def resample_counts(budget_flops: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """(K, n) multiplicities: runs drawn with replacement within each budget."""
+def resample_counts(budget_flops: np.ndarray, n_resamples: int, seed: int, mode: str = "budget") -> np.ndarray:
+    """(K, n) multiplicities: runs drawn with replacement within each budget (mode "budget") or over all
+    runs (mode "runs")."""
     rng = np.random.default_rng(seed)
     counts = np.zeros((n_resamples, len(budget_flops)))
+    if mode == "runs":
+        return rng.multinomial(len(budget_flops), np.full(len(budget_flops), 1.0 / len(budget_flops)), n_resamples)
     for rows in budget_strata(budget_flops):
         counts[:, rows] = rng.multinomial(len(rows), np.full(len(rows), 1.0 / len(rows)), size=n_resamples)
     return counts
@@ -42,10 +49,11 @@ def bootstrap_parametric(
     n_grid_starts: int = 2,
     n_optima: int = 3,
     chunk_rows: int = 500,  # rows x 300 points stay in cache: 500 ran 1.5x faster than 4000
+    mode: str = "budget",
 ) -> dict[str, np.ndarray]:
-    """K refits of the law on resampled runs; returns draws {E, A, B, alpha, beta} of shape (K,)."""
+    """K refits of the law on resampled runs (`mode`: see resample_counts); draws {E, A, B, alpha, beta} (K,)."""
     rng = np.random.default_rng(seed + 1)
-    counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed)
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed, mode)
     grid = start_grid()
     warm = fit.optima[:n_optima]
     per = len(warm) + n_grid_starts
@@ -79,9 +87,11 @@ def bootstrap_parametric(
         }
 
 
-def bootstrap_isoflop(points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+def bootstrap_isoflop(
+    points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, mode: str = "budget"
+) -> dict[str, np.ndarray]:
     """K refits of the isoFLOP power laws; draws {G, a, H, b} (NaN where fewer than 2 budgets survive)."""
-    counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed)
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed, mode)
     budgets = np.unique(points["budget_flops"])
     log_n = np.full((n_resamples, len(budgets)), np.nan)
     log_d = np.full_like(log_n, np.nan)
@@ -110,12 +120,23 @@ def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> di
     return ci
 
 
-def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
-    """Intervals of G, a, H, b and of N*, D* at each C in at_flops."""
-    ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
+def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], point=None) -> dict:
+    """Intervals of G, a, H, b and of N*, D* at each C in at_flops: percentiles of the draws, or with the fit
+    `point` (an IsoflopFit) the robust normal interval about it (workbench.fit.stats.robust_interval)."""
+    if point is None:
+        ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
+    else:
+        ci = {
+            name: robust_interval(getattr(point, name), draws[name], log=name in "GH") for name in ("G", "a", "H", "b")
+        }
     ci["n_failed"] = int((~np.isfinite(draws["a"])).sum())
     ci["at"] = []
     for c in at_flops:
         n_opt, d_opt = isoflop_allocation(draws, c)
-        ci["at"].append({"budget_flops": float(c), "N_opt": interval(n_opt), "D_opt": interval(d_opt)})
+        if point is None:
+            n_ci, d_ci = interval(n_opt), interval(d_opt)
+        else:
+            n_ci = robust_interval(point.G * c**point.a, n_opt, log=True)
+            d_ci = robust_interval(point.H * c**point.b, d_opt, log=True)
+        ci["at"].append({"budget_flops": float(c), "N_opt": n_ci, "D_opt": d_ci})
     return ci

@@ -21,9 +21,9 @@ from workbench.fit.isoflop import budget_vertices, power_law
 from workbench.fit.stats import HI_Q, LO_Q, percentiles
 
 
-def optimal_loss_law(points: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def optimal_loss_law(points: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0, mode: str = "budget") -> dict:
     """{K, gamma, draws: {K, gamma}, scatter_log, budgets}: L*(C) = K C^-gamma over the points' budgets."""
-    counts = resample_counts(points["budget_flops"].to_numpy(), n_bootstrap, seed)
+    counts = resample_counts(points["budget_flops"].to_numpy(), n_bootstrap, seed, mode)
     budgets = sorted(points["budget_flops"].unique())
     rows = 1 + n_bootstrap
     log_loss = np.full((rows, len(budgets)), np.nan)

@@ -2,7 +2,9 @@
 
 `holdout_largest` leaves out the largest budget; `rollout` fits on budgets 1..k for every k and predicts
 budget k+1, the extrapolation track record to look at before trusting a long extrapolation.
-Relative errors are (predicted - observed) / observed.
+Every prediction is scored against the held-out budget's own parabola (workbench.fit.scoring): N* against
+its vertex, L* against its minimum, each with a bootstrap interval; relative errors are
+predicted / target - 1, with a 90% interval for the true error and the target named.
 """
 
 from __future__ import annotations
@@ -13,60 +15,100 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.fit.isoflop import budget_vertices, fit_isoflop
+from workbench.fit import frontier, scoring
+from workbench.fit.bootstrap import bootstrap_isoflop, bootstrap_parametric
+from workbench.fit.isoflop import fit_isoflop
 from workbench.fit.parametric import fit_parametric
-from workbench.laws import optimal_allocation, predict_loss
-
-
-def _observed(target: pd.DataFrame) -> dict:
-    """Best run of the target budget, and its N*: the parabola vertex if valid, else the best run's N."""
-    best = target.loc[target["loss"].idxmin()]
-    vertex = budget_vertices(
-        target["params"].to_numpy(), target["tokens"].to_numpy(), target["loss"].to_numpy(), np.ones((1, len(target)))
-    )
-    valid = int(vertex.code[0]) == 0
-    return {
-        "best_run": {"params": float(best["params"]), "tokens": float(best["tokens"]), "loss": float(best["loss"])},
-        "N_opt": float(np.exp(vertex.log_n[0])) if valid else float(best["params"]),
-        "N_opt_source": "parabola vertex" if valid else "best run (vertex outside tested sizes)",
-    }
+from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss
 
 
 def _rel(predicted: float, observed: float) -> float:
     return float((predicted - observed) / observed)
 
 
+def _train_draws(train: pd.DataFrame, methods: Sequence[str], fits: dict, n_bootstrap: int, seed: int, mode: str):
+    """Bootstrap draws of the training fits (the prediction intervals), n_bootstrap resamples."""
+    draws: dict = {}
+    if n_bootstrap <= 0:
+        return draws
+    if "parametric" in fits:
+        draws["parametric"] = bootstrap_parametric(train, fits["parametric"], n_bootstrap, seed, mode=mode)
+    if "isoflop" in fits:
+        draws["isoflop"] = bootstrap_isoflop(train, n_bootstrap, seed, mode=mode)
+    return draws
+
+
 def predict_budget(
-    train: pd.DataFrame, target: pd.DataFrame, methods: Sequence[str], fit_options: dict | None = None
+    train: pd.DataFrame,
+    target: pd.DataFrame,
+    methods: Sequence[str],
+    fit_options: dict | None = None,
+    *,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    mode: str = "budget",
+    draws: dict | None = None,
+    loss_law: dict | None = None,
 ) -> dict:
-    """Fit `methods` on train and compare their predictions with the target budget's runs."""
+    """Fit `methods` on train and score their N* and L* at the target budget against its own parabola
+    (workbench.fit.scoring). Prediction intervals come from `draws` ({"parametric": ..., "isoflop": ...}
+    of the training fits) or from a bootstrap of n_bootstrap resamples here; none when both are absent.
+    `loss_law` (workbench.fit.frontier, fitted on train) adds its L*(C) prediction, scored the same way."""
     budget = float(target["budget_flops"].iloc[0])
-    observed = _observed(target)
-    out: dict = {"budget_flops": budget, "train_budgets": int(train["budget_flops"].nunique()), "observed": observed}
-    best = observed["best_run"]
+    goal = scoring.budget_target(target, seed=seed)
+    out: dict = {
+        "budget_flops": budget,
+        "train_budgets": int(train["budget_flops"].nunique()),
+        "train_max_flops": float(train["budget_flops"].max()),
+        "observed": scoring.public(goal),
+    }
+    fits: dict = {}
     if "parametric" in methods:
-        law = fit_parametric(train["params"], train["tokens"], train["loss"], **(fit_options or {})).as_dict()
-        loss_pred = float(predict_loss(law, best["params"], best["tokens"]))
-        n_pred = float(optimal_allocation(law, budget)[0])
-        out["parametric"] = {
-            "loss_pred": loss_pred,
-            "loss_rel_err": _rel(loss_pred, best["loss"]),
-            "N_opt_pred": n_pred,
-            "N_opt_rel_err": _rel(n_pred, observed["N_opt"]),
-        }
+        fits["parametric"] = fit_parametric(train["params"], train["tokens"], train["loss"], **(fit_options or {}))
     if "isoflop" in methods:
         try:
-            iso = fit_isoflop(train)
+            fits["isoflop"] = fit_isoflop(train)
         except WorkbenchError as err:  # too few kept budgets at this k: record why, the other k still count
             out["isoflop"] = {"error": str(err)}
-        else:
-            n_pred = float(iso.G * budget**iso.a)
-            out["isoflop"] = {"N_opt_pred": n_pred, "N_opt_rel_err": _rel(n_pred, observed["N_opt"])}
+    draws = draws if draws is not None else _train_draws(train, methods, fits, n_bootstrap, seed, mode)
+    if "parametric" in fits:
+        law = fits["parametric"].as_dict()
+        pd_ = draws.get("parametric")
+        n_pred, loss_pred = float(optimal_allocation(law, budget)[0]), float(optimal_loss(law, budget))
+        n_draws = None if pd_ is None else optimal_allocation(pd_, budget)[0]
+        l_draws = None if pd_ is None else optimal_loss(pd_, budget)
+        out["parametric"] = _scored(goal, n_pred, n_draws, loss_pred, l_draws)
+    if "isoflop" in fits:
+        iso = fits["isoflop"]
+        id_ = draws.get("isoflop")
+        n_draws = None if id_ is None else isoflop_allocation(id_, budget)[0]
+        out["isoflop"] = _scored(goal, float(iso.G * budget**iso.a), n_draws, robust=True)
+    if loss_law is None and "isoflop" in fits:
+        try:
+            loss_law = frontier.optimal_loss_law(train, n_bootstrap, seed, mode)
+        except WorkbenchError:  # fewer than 2 interior minima: no L*(C) law at this k
+            loss_law = None
+    if loss_law is not None:
+        predicted, l_draws = frontier.predict(loss_law, budget)
+        l_score = scoring.score(float(predicted), goal, "loss_opt", l_draws if len(l_draws) else None)
+        out["loss_law"] = {"loss_pred": float(predicted), "loss_rel_err": l_score["rel_err"], "loss": l_score}
     return out
 
 
-def holdout_largest(points: pd.DataFrame, methods: Sequence[str], fit_options: dict | None = None) -> dict:
-    """Fit without the largest budget; predicted vs observed loss at its best run and N*."""
+def _scored(goal: dict, n_pred: float, n_draws, loss_pred: float | None = None, l_draws=None, robust=False) -> dict:
+    """The flat errors of old (N_opt_pred, N_opt_rel_err, loss_pred, loss_rel_err) and the scored blocks."""
+    n_score = scoring.score(n_pred, goal, "N_opt", n_draws, robust=robust)
+    row = {"N_opt_pred": n_pred, "N_opt_rel_err": n_score["rel_err"], "N_opt": n_score}
+    if loss_pred is not None:
+        l_score = scoring.score(loss_pred, goal, "loss_opt", l_draws)
+        row |= {"loss_pred": loss_pred, "loss_rel_err": l_score["rel_err"], "loss": l_score}
+    return row
+
+
+def holdout_largest(
+    points: pd.DataFrame, methods: Sequence[str], fit_options: dict | None = None, **scoring_kw
+) -> dict:
+    """Fit without the largest budget; its N* and L* predicted vs its own parabola (see predict_budget)."""
     budgets = np.unique(points["budget_flops"])
     if len(budgets) < 3:
         raise WorkbenchError(
@@ -74,34 +116,37 @@ def holdout_largest(points: pd.DataFrame, methods: Sequence[str], fit_options: d
             "Add runs at a third budget or drop --holdout-largest.",
         )
     train = points[points["budget_flops"] < budgets[-1]]
-    return predict_budget(train, points[points["budget_flops"] == budgets[-1]], methods, fit_options)
+    return predict_budget(train, points[points["budget_flops"] == budgets[-1]], methods, fit_options, **scoring_kw)
 
 
-def rollout(points: pd.DataFrame, methods: Sequence[str], fit_options: dict | None = None) -> list[dict]:
-    """For k = 2 .. B-1: fit on the k smallest budgets, predict budget k+1."""
+def rollout(points: pd.DataFrame, methods: Sequence[str], fit_options: dict | None = None, **scoring_kw) -> list[dict]:
+    """For k = 2 .. B-1: fit on the k smallest budgets, predict budget k+1 (scored as in predict_budget)."""
     budgets = np.unique(points["budget_flops"])
     if len(budgets) < 3:
         raise WorkbenchError(f"--rollout: {len(budgets)} budgets; it needs 3 or more", "Add runs at a third budget.")
     steps = []
     for k in range(2, len(budgets)):
         train = points[points["budget_flops"] < budgets[k]]
-        steps.append(predict_budget(train, points[points["budget_flops"] == budgets[k]], methods, fit_options))
+        target = points[points["budget_flops"] == budgets[k]]
+        steps.append(predict_budget(train, target, methods, fit_options, **scoring_kw))
     return steps
 
 
-BEST_LOSS_TOLERANCE = 0.02  # L*(C) without the largest budget predicts its best run's loss within 2%
+BEST_LOSS_TOLERANCE = 0.02  # L*(C) without the largest budget predicts its parabola's minimum within 2%
 N_OPT_FACTOR = 1.5  # and the isoFLOP law's N* lands within a factor 1.5 of the observed N*
 
 
 def held_out_checks(holdout: dict, minima: int, excluded: int, fitted_budgets: int) -> dict:
     """The held-out budget's checks, each {passed, predicted, observed, tolerance}: every fitted budget has
-    an interior isoFLOP minimum; the L*(C) law predicts the best loss within 2%; the isoFLOP law's N* is
-    within a factor 1.5 of the observed."""
+    an interior isoFLOP minimum; the L*(C) law predicts the minimum of the held-out budget's parabola
+    within 2% (the check's historical name says best loss); the isoFLOP law's N* is within a factor 1.5
+    of the parabola's vertex (fails when the vertex is outside the tested sizes: nothing to score)."""
     observed = holdout["observed"]
-    best = observed["best_run"]["loss"]
+    best = observed["loss_opt"]
     loss_pred = (holdout.get("loss_law") or {}).get("loss_pred")
     n_pred = (holdout.get("isoflop") or {}).get("N_opt_pred")
-    n_ratio = None if n_pred is None else n_pred / observed["N_opt"]
+    scored = observed.get("scored", True)
+    n_ratio = None if n_pred is None or not scored else n_pred / observed["N_opt"]
     return {
         "interior_minima": {
             "passed": excluded == 0 and minima == fitted_budgets,
@@ -118,7 +163,7 @@ def held_out_checks(holdout: dict, minima: int, excluded: int, fitted_budgets: i
         "n_opt_within_1.5x": {
             "passed": n_ratio is not None and 1 / N_OPT_FACTOR <= n_ratio <= N_OPT_FACTOR,
             "predicted": n_pred,
-            "observed": observed["N_opt"],
+            "observed": observed["N_opt"] if scored else None,
             "tolerance": N_OPT_FACTOR,
         },
     }

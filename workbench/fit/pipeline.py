@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -10,8 +11,19 @@ import pandas as pd
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.fit import accuracy, bootstrap, frontier, holdout
+from workbench.fit import (
+    accuracy,
+    bootstrap,
+    calibration,
+    crosscheck,
+    design,
+    diagnostics,
+    envelope,
+    frontier,
+    holdout,
+)
 from workbench.fit.data import data_hash
+from workbench.fit.design import Design
 from workbench.fit.isoflop import IsoflopFit, fit_isoflop
 from workbench.fit.parametric import ParametricFit, fit_parametric, start_grid
 from workbench.fit.stats import HI_Q, LO_Q
@@ -34,6 +46,8 @@ class FitOptions:
     rollout: bool = False
     seed: int = 0
     at_flops: tuple[float, ...] = ()
+    bootstrap_mode: str = "auto"  # auto | budget | runs (workbench.fit.design)
+    rollout_bootstrap: int = 200  # resamples per rollout step (its prediction intervals)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -62,6 +76,11 @@ class FitResults:
     accuracy: list = field(default_factory=list)
     loss_law: dict | None = None  # L*(C) = K C^-gamma on the isoFLOP minima (workbench.fit.frontier)
     checks: dict | None = None  # the held-out budget's checks (exclude_largest), each with its pass flag
+    design: Design | None = None  # the sweep's design and the bootstrap scheme chosen for it
+    diagnostics: dict | None = None  # warnings about the fits' models (workbench.fit.diagnostics)
+    crosscheck: dict | None = None  # the methods' exponents and N* side by side (workbench.fit.crosscheck)
+    calibration: dict | None = None  # the rollout's coverage and the widened intervals (workbench.fit.calibration)
+    envelope: dict | None = None  # Chinchilla approach 1 on the runs' loss curves (workbench.fit.envelope)
 
 
 def split_largest(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,12 +94,15 @@ def split_largest(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return points[points["budget_flops"] < budgets[-1]], points[points["budget_flops"] == budgets[-1]]
 
 
-def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
-    """Run the requested fits, bootstraps, L*(C), held-out checks and accuracy sigmoids on validated points."""
+def fit_all(points: pd.DataFrame, options: FitOptions, curves: list | None = None) -> FitResults:
+    """Run the requested fits, bootstraps, L*(C), held-out checks and accuracy sigmoids on validated points;
+    with the runs' loss curves (workbench.fit.envelope.run_curves), also Chinchilla approach 1."""
     kwargs = options.parametric_kwargs()
     target = None
     if options.exclude_largest:
         points, target = split_largest(points)
+    plan = design.choose(points, options.bootstrap_mode)
+    mode = plan.bootstrap_mode
     iso = fit_isoflop(points) if "isoflop" in options.methods else None
     par = (
         fit_parametric(points["params"], points["tokens"], points["loss"], **kwargs)
@@ -90,22 +112,27 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
     iso_draws = par_draws = None
     if options.bootstrap > 0:
         if iso is not None:
-            iso_draws = bootstrap.bootstrap_isoflop(points, options.bootstrap, options.seed)
+            iso_draws = bootstrap.bootstrap_isoflop(points, options.bootstrap, options.seed, mode)
         if par is not None:
-            par_draws = bootstrap.bootstrap_parametric(points, par, options.bootstrap, options.seed)
-    loss_law = frontier.optimal_loss_law(points, options.bootstrap, options.seed) if iso is not None else None
+            par_draws = bootstrap.bootstrap_parametric(points, par, options.bootstrap, options.seed, mode=mode)
+    loss_law = frontier.optimal_loss_law(points, options.bootstrap, options.seed, mode) if iso is not None else None
     held, checks = None, None
+    score_kw = {"seed": options.seed, "mode": mode}
     if target is not None:
-        held = holdout.predict_budget(points, target, options.methods, kwargs)
-        if loss_law is not None:
-            loss_pred = frontier.predict(loss_law, held["budget_flops"])[0]
-            best = held["observed"]["best_run"]["loss"]
-            held["loss_law"] = {"loss_pred": loss_pred, "loss_rel_err": loss_pred / best - 1}
+        draws = {k: v for k, v in (("parametric", par_draws), ("isoflop", iso_draws)) if v is not None}
+        held = holdout.predict_budget(
+            points, target, options.methods, kwargs, draws=draws, loss_law=loss_law, **score_kw
+        )
         n_minima, n_excluded = (len(iso.minima), len(iso.excluded)) if iso is not None else (0, 0)
         checks = holdout.held_out_checks(held, n_minima, n_excluded, points["budget_flops"].nunique())
     elif options.holdout_largest:
-        held = holdout.holdout_largest(points, options.methods, kwargs)
-    return FitResults(
+        n_boot = min(options.bootstrap, options.rollout_bootstrap)
+        held = holdout.holdout_largest(points, options.methods, kwargs, n_bootstrap=n_boot, **score_kw)
+    roll = None
+    if options.rollout:
+        n_boot = min(options.bootstrap, options.rollout_bootstrap)
+        roll = holdout.rollout(points, options.methods, kwargs, n_bootstrap=n_boot, **score_kw)
+    results = FitResults(
         points=points,
         options=options,
         isoflop=iso,
@@ -113,11 +140,45 @@ def fit_all(points: pd.DataFrame, options: FitOptions) -> FitResults:
         isoflop_draws=iso_draws,
         parametric_draws=par_draws,
         holdout=held,
-        rollout=holdout.rollout(points, options.methods, kwargs) if options.rollout else None,
+        rollout=roll,
         accuracy=accuracy.fit_accuracy_columns(points) if par is not None else [],
         loss_law=loss_law,
         checks=checks,
+        design=plan,
     )
+    return _cross_checked(results, curves)
+
+
+def _cross_checked(r: FitResults, curves: list | None) -> FitResults:
+    """The results with approach 1 (given curves), the cross-method table, the diagnostics and the rollout's
+    calibration of the N* intervals."""
+    options, points = r.options, r.points
+    target_flops = r.holdout["budget_flops"] if r.holdout else (options.at_flops[0] if options.at_flops else None)
+    target_flops = target_flops or float(points["budget_flops"].max())
+    env = _envelope(curves, min(options.bootstrap, options.rollout_bootstrap), options.seed)
+    draws = (r.isoflop, r.isoflop_draws, r.parametric, r.parametric_draws)
+    cal = calibration.calibrate(r.rollout)
+    if cal is not None:
+        largest = float(points["budget_flops"].max())
+        rows = {c: crosscheck.method_rows(*draws, c) for c in at_flops(points, options.at_flops)}
+        cal["at"] = [x for c, row in rows.items() for x in calibration.calibrated_at(cal, row, c, largest)]
+    return dataclasses.replace(
+        r,
+        diagnostics=diagnostics.diagnose(points, r.design, r.isoflop, r.parametric),
+        crosscheck=crosscheck.cross_methods(*draws, target_flops, env),
+        calibration=cal,
+        envelope=env,
+    )
+
+
+def _envelope(curves: list | None, n_bootstrap: int, seed: int) -> dict | None:
+    """Approach 1 on the curves, or None (no curves, or too few sizes: the cross-check goes without it)."""
+    if not curves:
+        return None
+    try:
+        return envelope.fit_envelope(curves, n_bootstrap, seed)
+    except WorkbenchError:
+        return None
 
 
 def at_flops(points: pd.DataFrame, extra: tuple[float, ...] = ()) -> list[float]:
@@ -151,7 +212,13 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
             "starts": options.starts_per_axis**5,
             "seed": options.seed,
             "ci_quantiles": [LO_Q, HI_Q],
+            "bootstrap_mode": results.design.bootstrap_mode if results.design else None,
         },
+        "design": results.design.as_dict() if results.design else None,
+        "diagnostics": results.diagnostics,
+        "crosscheck": results.crosscheck,
+        "calibration": results.calibration,
+        "envelope": results.envelope,
         "isoflop": None,
         "parametric": None,
         "holdout": results.holdout,
@@ -162,7 +229,7 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
     }
     if results.isoflop is not None:
         iso = results.isoflop.as_dict()
-        iso["ci"] = bootstrap.isoflop_ci(results.isoflop_draws, cs) if results.isoflop_draws else None
+        iso["ci"] = bootstrap.isoflop_ci(results.isoflop_draws, cs, results.isoflop) if results.isoflop_draws else None
         iso["draws"] = _draws(results.isoflop_draws)
         if results.loss_law is not None:
             at = [frontier.predict_at(results.loss_law, c) for c in cs]

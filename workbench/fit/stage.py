@@ -41,9 +41,10 @@ def fit_stage(
     out: Path,
     sweep: str | None = None,
     plots: bool = True,
+    curves: list | None = None,
 ) -> FitRecord:
     """Fit validated points (workbench.fit.data) as `options` say, save the plots and write `out` atomically."""
-    results = fit_all(points, options)
+    results = fit_all(points, options, curves)
     record = to_record(results, name, source, sweep)
     record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
     text = io.dumps(record)

@@ -14,6 +14,7 @@ from pathlib import Path
 import workbench
 from workbench.errors import WorkbenchError
 from workbench.report import sections
+from workbench.report.crosscheck import crosscheck_section
 from workbench.report.data import ReportInputs, gather
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -28,7 +29,7 @@ def _codify(text: object):
 
 
 def build_sections(inputs: ReportInputs, command: str | None = None) -> list[dict]:
-    """The eight sections of the report, in order (each says what is missing instead of failing)."""
+    """The nine sections of the report, in order (each says what is missing instead of failing)."""
     built = [
         sections.summary_section(inputs),
         sections.curves_section(inputs),
@@ -36,6 +37,7 @@ def build_sections(inputs: ReportInputs, command: str | None = None) -> list[dic
         sections.frontier_section(inputs),
         sections.parametric_section(inputs),
         sections.holdout_section(inputs),
+        crosscheck_section(inputs),
         sections.plan_section(inputs),
         sections.runs_section(inputs, command),
     ]

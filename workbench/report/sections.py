@@ -272,28 +272,42 @@ def _law_without(fit: dict, budget: float) -> dict | None:
     return law.as_dict()
 
 
+def _scored_row(label: str, scored: dict | None, fmt) -> list[dict] | None:
+    """predicted [PI], target [interval], error [90%], target in PI: one held-out quantity (fit/scoring.py)."""
+    if not scored:
+        return None
+    pi, ti, ei = scored.get("pred_interval"), scored.get("target_interval"), scored.get("rel_err_interval")
+    pred = fmt(scored["pred"]) + (f" [{fmt(pi[0])}, {fmt(pi[1])}]" if pi else "")
+    target = fmt(scored["target"]) if scored.get("target") is not None else "-"
+    target += f" [{fmt(ti[0])}, {fmt(ti[1])}]" if ti else ""
+    err = "not scored" if scored.get("rel_err") is None else f"{scored['rel_err']:+.2%}"
+    err += f" [{ei[0]:+.1%}, {ei[1]:+.1%}]" if ei else ""
+    inside = {True: "yes", False: "no", None: "-"}[scored.get("truth_in_interval")]
+    return [cell(label), cell(pred), cell(target), cell(err, cls="bad" if inside == "no" else ""), cell(inside)]
+
+
 def _holdout_table(holdout: dict) -> dict:
-    obs, rows = holdout["observed"], []
-    best = obs["best_run"]
+    obs = holdout["observed"]
     par, iso = holdout.get("parametric") or {}, holdout.get("isoflop") or {}
-    if "loss_pred" in par:
-        rows.append([cell("best loss (at the best run's N, D)"), cell(_num(par["loss_pred"])),
-                     cell(_num(best["loss"])), cell(f"{par['loss_rel_err']:+.2%}")])  # fmt: skip
     frontier = holdout.get("loss_law") or {}
-    if "loss_pred" in frontier:
-        rows.append([cell("best loss (L*(C) = K C^-gamma on the isoFLOP minima)"), cell(_num(frontier["loss_pred"])),
-                     cell(_num(best["loss"])), cell(f"{frontier['loss_rel_err']:+.2%}")])  # fmt: skip
-    if "N_opt_pred" in par:
-        rows.append([cell("N* (parametric law)"), cell(_h(par["N_opt_pred"])), cell(f"{_h(obs['N_opt'])}"),
-                     cell(f"{par['N_opt_rel_err']:+.2%}")])  # fmt: skip
-    if "N_opt_pred" in iso:
-        rows.append([cell("N* (isoFLOP power law)"), cell(_h(iso["N_opt_pred"])), cell(_h(obs["N_opt"])),
-                     cell(f"{iso['N_opt_rel_err']:+.2%}")])  # fmt: skip
-    elif "error" in iso:
-        rows.append([cell("N* (isoFLOP power law)"), cell(iso["error"], cls="bad"), cell("-"), cell("-")])
+    for scored, key in ((par.get("loss"), "loss_opt"), (frontier.get("loss"), "loss_opt"), (par.get("N_opt"), "N_opt"),
+                        (iso.get("N_opt"), "N_opt")):  # fmt: skip
+        if scored is not None:
+            scored["target_interval"] = obs.get(f"{key}_interval")
+    rows = [
+        _scored_row("L* (parametric law)", par.get("loss"), _num),
+        _scored_row("L* (L*(C) = K C^-gamma on the isoFLOP minima)", frontier.get("loss"), _num),
+        _scored_row("N* (parametric law)", par.get("N_opt"), _h),
+        _scored_row("N* (isoFLOP power law)", iso.get("N_opt"), _h),
+    ]
+    rows = [r for r in rows if r is not None]
+    if "error" in iso:
+        rows.append([cell("N* (isoFLOP power law)"), cell(iso["error"], cls="bad"), cell("-"), cell("-"), cell("-")])
     caption = (f"Fit on {holdout.get('train_budgets', '?')} smaller budgets, predicting {holdout['budget_flops']:.3g} "
-               f"FLOPs (observed N*: {obs['N_opt_source']})")  # fmt: skip
-    return {"caption": caption, "header": ["quantity", "predicted", "observed", "relative error"], "rows": rows}
+               f"FLOPs, scored against that budget's own parabola (target N*: {obs['N_opt_source']}; target L*: its "
+               "minimum), 5-95% intervals; the error's interval is where the true error lies (90%)")  # fmt: skip
+    header = ["quantity", "predicted [5-95%]", "target [5-95%]", "relative error [90%]", "target in interval"]
+    return {"caption": caption, "header": header, "rows": rows}
 
 
 def _demo_table(demo: dict) -> dict:
