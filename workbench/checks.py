@@ -16,19 +16,23 @@ FLAGSHIP_TOLERANCE = 0.01  # the flagship's validation loss within 1% of the bes
 
 
 def lr_variants(spec: SweepSpec) -> list[tuple[float, SweepSpec]]:
-    """(factor, spec) for the LR rule x1, x0.5 and x2 at the smallest budget, every size."""
+    """(factor, spec) for the LR rule x1, x0.5 and x2 at the smallest budget, every size, the sweep's seeds.
+    On a cosine grid x1 is the sweep's own runs; on a WSD grid those are branches of longer trunks, so x1 is
+    a sweep of its own whose runs, like the x0.5 and x2 ones, are trained alone (one-run families)."""
     smallest = min(spec.grid.budgets_flops)
+    own = spec.grid.schedule == "cosine"
     out = []
     for factor in (1.0, *LR_CHECK_FACTORS):
-        name = spec.name if factor == 1.0 else f"{spec.name}-lr{factor:g}x"
+        name = spec.name if factor == 1.0 and own else f"{spec.name}-lr{factor:g}x"
         update = {"name": name, "grid": spec.grid.model_copy(update={"budgets_flops": [smallest]})}
+        update["train"] = spec.train.model_copy(update={"center_seeds": []})
         if spec.train.lr_peak == "auto":  # scale the whole LR rule
             rules = spec.rules
             update["rules"] = rules.model_copy(
                 update={"lr_ref": rules.lr_ref * factor, "lr_max": rules.lr_max * factor}
             )
         else:
-            update["train"] = spec.train.model_copy(update={"lr_peak": spec.train.lr_peak * factor})
+            update["train"] = update["train"].model_copy(update={"lr_peak": spec.train.lr_peak * factor})
         out.append((factor, spec.model_copy(update=update)))
     return out
 
@@ -98,4 +102,98 @@ def flagship_outcome(record: FitRecord, flagship: dict, shape: dict) -> dict:
         },
         "checks": checks,
         "passed": all(checks.values()),
+    }
+
+
+# --- the embedded default as an experiment (issue 18): what the demo's outcome record asserts ----------------
+
+MIN_FITTED_SPAN = 10.0  # the fitted budgets span at least 10x in compute
+MAX_SEED_SCATTER = 0.01  # sd / mean of the final validation loss over >= 3 seeds, at every budget
+MIN_SEEDS = 3
+LOSS_LAW_TOLERANCE = 0.01  # L*(C) predicts the held-out budget's parabola minimum within 1%
+PARAMETRIC_TOLERANCE = 0.02  # the parametric law within 2%
+N_OPT_RATIO = 1.3  # N* within a factor 1.3 by both laws
+MAX_INTERVAL_WIDTH = 0.065  # the flagship's 90% prediction interval at most 6.5% of the prediction wide
+EXPONENT_RANGE = (0.1, 1.0)  # the parametric alpha and beta each in this range (not degenerate)
+
+
+def seed_scatter(points: pd.DataFrame) -> list[dict]:
+    """Per budget: the (size, seeds) points trained with >= MIN_SEEDS seeds and the largest sd / mean among
+    them (the sample standard deviation, ddof 1); budgets without such a point have scatter None."""
+    out = []
+    for budget, at in points.groupby("budget_flops", sort=True):
+        groups = [(float(n), g["loss"].to_numpy(float)) for n, g in at.groupby("params") if len(g) >= MIN_SEEDS]
+        worst = max(groups, key=lambda g: np.std(g[1], ddof=1) / np.mean(g[1]), default=None)
+        out.append({
+            "budget_flops": float(budget),
+            "params": None if worst is None else worst[0],
+            "seeds": 0 if worst is None else len(worst[1]),
+            "mean": None if worst is None else float(np.mean(worst[1])),
+            "scatter": None if worst is None else float(np.std(worst[1], ddof=1) / np.mean(worst[1])),
+        })  # fmt: skip
+    return out
+
+
+def _check(passed: bool, value, tolerance) -> dict:
+    return {"passed": bool(passed), "value": value, "tolerance": tolerance}
+
+
+def _within(pred: float | None, observed: float | None, tolerance: float) -> dict:
+    err = None if pred is None or not observed else pred / observed - 1
+    return _check(err is not None and abs(err) <= tolerance, err, tolerance)
+
+
+def _ratio(pred: float | None, observed: float | None) -> dict:
+    ratio = None if pred is None or not observed else pred / observed
+    return _check(ratio is not None and 1 / N_OPT_RATIO <= ratio <= N_OPT_RATIO, ratio, N_OPT_RATIO)
+
+
+def experiment_checks(outcome: dict, record: FitRecord, scatter: list[dict], branch: dict | None) -> dict:
+    """The acceptance of the embedded default as an experiment, each {passed, value, tolerance}, from the
+    demo's outcome (flagship_outcome), the fit record, the seed scatter per budget and the WSD branch check."""
+    fitted = outcome["fitted_budgets"]
+    span = max(fitted) / min(fitted) if fitted else 0.0
+    worst = [s["scatter"] for s in scatter]
+    f = outcome["flagship"]
+    lo, hi = f["interval"]
+    width = (hi - lo) / f["predicted"]
+    par = record.parametric
+    exponents = None if par is None else {"alpha": par.alpha, "beta": par.beta}
+    return {
+        "fitted_span_10x": _check(span >= MIN_FITTED_SPAN, span, MIN_FITTED_SPAN),
+        "seed_scatter_1pct": _check(
+            all(w is not None and w <= MAX_SEED_SCATTER for w in worst),
+            None if None in worst else max(worst, default=None),
+            MAX_SEED_SCATTER,
+        ),
+        "loss_law_within_1pct": _within(
+            outcome["predicted_best_loss"], outcome["observed_best_loss"], LOSS_LAW_TOLERANCE
+        ),  # fmt: skip
+        "parametric_within_2pct": _within(
+            outcome["parametric_predicted_best_loss"], outcome["observed_best_loss"], PARAMETRIC_TOLERANCE
+        ),  # fmt: skip
+        "n_opt_isoflop_within_1.3x": _ratio(outcome["predicted_n_opt_isoflop"], outcome["observed_n_opt"]),
+        "n_opt_parametric_within_1.3x": _ratio(outcome["predicted_n_opt_parametric"], outcome["observed_n_opt"]),
+        "interval_width_6.5pct": _check(width <= MAX_INTERVAL_WIDTH, width, MAX_INTERVAL_WIDTH),
+        "parametric_exponents_0.1_1": _check(
+            exponents is not None and all(EXPONENT_RANGE[0] <= v <= EXPONENT_RANGE[1] for v in exponents.values()),
+            exponents,
+            list(EXPONENT_RANGE),
+        ),
+        "wsd_branch_matches_run": _check(bool(branch and branch["passed"]), branch, "within the seed scatter"),
+    }
+
+
+def branch_match(branch_loss: float, separate_loss: float, scatter: list[dict], budget: float) -> dict:
+    """A WSD branch against a run of the same (N, D, seed) trained on its own: the difference, against the
+    seed scatter (sd / mean) measured at that budget; passes when it is within one standard deviation."""
+    at = next((s for s in scatter if np.isclose(s["budget_flops"], budget, rtol=1e-9)), None)
+    sd = None if at is None or at["scatter"] is None else at["scatter"]
+    diff = separate_loss / branch_loss - 1
+    return {
+        "branch_loss": branch_loss,
+        "separate_loss": separate_loss,
+        "rel_diff": diff,
+        "seed_scatter": sd,
+        "passed": sd is not None and abs(diff) <= sd,
     }

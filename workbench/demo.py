@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from workbench import experiment
 from workbench.errors import WorkbenchError
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def run_demo(
     with Store(db_path) as store:
         store.ingest(Path(config.run_dir))
     outcome = checks.flagship_outcome(record, flagship, plan_record.shape)
+    outcome.update(experiment.assess(outcome, record, points, sweep_plan, db_path, flagship))
     outcome.update(lr_check=lr, sweep=spec.name, wall_s=time.time() - t_start, flagship_config=str(config_path))
     _say("7/7", "writing the report")
     stored["predicted_loss"] = outcome["predicted_best_loss"]
@@ -141,5 +143,6 @@ def summary(outcome: dict) -> str:
             f"x0.5/x1/x2 for every size"
         )
     lines += [f"  {'PASS' if ok else 'FAIL'} {name}" for name, ok in outcome["checks"].items()]
+    lines += experiment.summary_lines(outcome)
     lines.append(f"done in {outcome['wall_s'] / 60:.1f} min; report: {outcome['report']}")
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 The law is the fit's isoFLOP law (Llama 3's method: N*(C), D*(C) from the parabolas' vertices); the batch
 is the sweep's batch rule at the budget and the peak LR the sweep's LR rule at the planned size
-(workbench.sweep.grid.lr_for), so that the flagship differs from the sweep's runs in size only; evaluation
-and the CPU runtime are the sweep's too. Pure: no file is written here.
+(workbench.sweep.grid.lr_for), so that the flagship differs from the sweep's runs in size only; its init,
+schedule (cosine or WSD, warmup, floor: grid.standalone_schedule), evaluation and CPU runtime are the
+sweep's too. Pure: no file is written here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from workbench.layout import resolve_gpu
 from workbench.plan import Plan, flagship_config, make_plan
 from workbench.plan_record import to_record
 from workbench.records import FitRecord, PlanRecord
-from workbench.sweep.grid import lr_for
+from workbench.sweep.grid import init_std_for, lr_for, standalone_schedule
 from workbench.sweep.spec import SweepSpec
 
 
@@ -50,8 +51,11 @@ def plan_sweep_flagship(
     config = flagship_config(plan, data_dir, str(run_dir), name)
     lr = lr_for(spec, plan.shape.params)
     eval_block = {"batches": spec.train.eval.batches, "batch_seqs": spec.train.eval.batch_seqs}
+    schedule = standalone_schedule(spec, config.batch.batch_tokens, config.stop.tokens)
     config = config.model_copy(
         update={
+            "model": config.model.model_copy(update={"init_std": init_std_for(spec, plan.shape)}),
+            "schedule": config.schedule.model_copy(update=schedule),
             "optim": config.optim.model_copy(update={"lr_peak": lr}),
             "eval": config.eval.model_copy(update=eval_block),
             "runtime": config.runtime.model_copy(update={"device": "cpu", "threads": os.cpu_count() or 1}),

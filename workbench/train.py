@@ -139,6 +139,7 @@ class Trainer:
         }
         self._build_model()
         self.val = self.data.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
+        self.val_loss_se: float | None = None  # set by evaluate() on the pooled val split
         self.val_sets = _named_val_sets(cfg, self.data)  # name -> batches: val_loss_NAME
         self.final_sets: dict[str, float] = {}
         self.trackers = Trackers(cfg, self.run_dir, d.is_main)  # W&B / TensorBoard when logging: asks
@@ -441,17 +442,22 @@ class Trainer:
         if self.par is not None:
             return self._evaluate_layout(batches)
         self.model.eval()
-        sums = [0.0, 0.0]
+        sums = [0.0, 0.0, 0.0]
         for i, batch in enumerate(self.val if batches is None else batches):
             if i % self.d.world != self.d.rank:
                 continue
             tokens = torch.from_numpy(batch).to(self.d.device)
             with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                sums[0] += self.model(tokens[:, :-1], tokens[:, 1:]).item()
-            sums[1] += 1
+                loss = self.model(tokens[:, :-1], tokens[:, 1:]).item()
+            sums[0], sums[1], sums[2] = sums[0] + loss, sums[1] + 1, sums[2] + loss * loss
         self.model.train()
-        loss_sum, count = distributed.total(sums, self.d)
-        return loss_sum / count
+        loss_sum, count, square_sum = distributed.total(sums, self.d)
+        mean = loss_sum / count
+        # the validation set's own sampling error: the standard error of the mean over its batches
+        if batches is None:
+            se = math.sqrt(max(square_sum / count - mean * mean, 0.0) / (count - 1)) if count > 1 else None
+            self.val_loss_se = se
+        return mean
 
     def _evaluate_layout(self, batches: list | None = None) -> float:
         from workbench import parallel
@@ -497,6 +503,7 @@ class Trainer:
         record = {
             "status": status,
             "val_loss": val_loss,
+            "val_loss_se": self.val_loss_se if val_loss is not None else None,
             "params": self.shape.params,
             "params_total": self.shape.params_total,
             "tokens": self.state["tokens"],

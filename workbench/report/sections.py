@@ -249,6 +249,7 @@ def holdout_section(inputs: ReportInputs) -> dict:
         )
     if demo:
         section["tables"].append(_demo_table(demo))
+        section["tables"] += _experiment_tables(demo)
     section["notes"] += _extra_notes(inputs.extra)
     return section
 
@@ -328,6 +329,49 @@ def _demo_table(demo: dict) -> dict:
                                                                             cls="ok" if ok else "bad")])  # fmt: skip
     return {"caption": "End-to-end demo: the planned flagship, trained", "rows": rows,
             "header": ["check", "predicted", "observed", "result"]}  # fmt: skip
+
+
+def _experiment_tables(demo: dict) -> list[dict]:
+    """The embedded default as an experiment: the LR scan, the seed scatter per budget, the WSD branch check
+    and the acceptance checks (workbench.experiment)."""
+    tables = []
+    lr = demo.get("lr_check")
+    if lr and lr.get("sizes"):
+        factors = [str(f) for f in lr["factors"]]
+        rows = [[cell(human(r["params"]), r["params"])] + [cell(_num(r["losses"].get(f))) for f in factors]
+                + [cell(f"{r['rule_vs_best']:+.2%}")] for r in lr["sizes"]]  # fmt: skip
+        tables.append({"caption": f"LR scan at {lr['budget_flops']:.3g} FLOPs: final validation loss (mean over "
+                                  "seeds) with the LR rule x0.5, x1, x2; the rule's gap to the best",
+                       "header": ["N", *[f"x{f}" for f in factors], "rule vs best"], "rows": rows})  # fmt: skip
+    if demo.get("seed_scatter"):
+        rows = [[cell(f"{s['budget_flops']:.3g}", s["budget_flops"]), cell(human(s["params"]) if s["params"] else "-"),
+                 cell(s["seeds"]), cell(_num(s["mean"])),
+                 cell("-" if s["scatter"] is None else f"{s['scatter']:.2%}",
+                      cls="" if s["scatter"] is None else ("ok" if s["scatter"] <= 0.01 else "bad"))]
+                for s in demo["seed_scatter"]]  # fmt: skip
+        tables.append({"caption": "Seed scatter per budget: sd / mean of the final validation loss over the seeds "
+                                  "of the budget's centre size (target: at most 1%)",
+                       "header": ["budget (FLOPs)", "N", "seeds", "mean loss", "sd / mean"], "rows": rows})  # fmt: skip
+    b = demo.get("branch_check")
+    if b:
+        ok = b["passed"]
+        sd = "-" if b["seed_scatter"] is None else f"{b['seed_scatter']:.2%}"
+        tables.append({"caption": "WSD branch check: a cooldown branch against the same (N, D, seed) trained alone "
+                                  "from step 0, against the seed scatter at that budget",
+                       "header": ["run", "branch", "trained alone", "difference", "seed scatter", "result"],
+                       "rows": [[cell(b["run_id"]), cell(_num(b["branch_loss"])), cell(_num(b["separate_loss"])),
+                                 cell(f"{b['rel_diff']:+.2%}"), cell(sd),
+                                 cell("PASS" if ok else "FAIL", cls="ok" if ok else "bad")]]})  # fmt: skip
+    checks = demo.get("experiment") or {}
+    if checks:
+        rows = [[cell(name.replace("_", " ")), cell(_num(c["value"]) if not isinstance(c["value"], dict) else
+                                                    ", ".join(f"{k} {_num(v)}" for k, v in c["value"].items()
+                                                              if not isinstance(v, (str, dict, list)))),
+                 cell(str(c["tolerance"])), cell("PASS" if c["passed"] else "FAIL", cls="ok" if c["passed"] else "bad")]
+                for name, c in checks.items()]  # fmt: skip
+        tables.append({"caption": "The embedded default as an experiment: acceptance checks (issue 18)",
+                       "header": ["check", "value", "tolerance", "result"], "rows": rows})  # fmt: skip
+    return tables
 
 
 def _extra_notes(extra: dict) -> list[str]:

@@ -38,12 +38,14 @@ def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[P
     where = Where(source, lines)
     points = _grid_points(spec, where)
     runs = []
-    for seed in spec.train.seeds or [spec.train.seed]:
+    centers = _center_points(spec, points, where) if spec.train.center_seeds else []
+    seeds = [(seed, points) for seed in spec.train.seeds or [spec.train.seed]]
+    for seed, chosen in seeds + [(seed, centers) for seed in spec.train.center_seeds]:
         seeded = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
         if seeded.grid.schedule == "wsd":
-            runs += _wsd_runs(seeded, points, where)
+            runs += _wsd_runs(seeded, chosen, where)
         else:
-            runs += [_cosine_run(seeded, p, where) for p in points]
+            runs += [_cosine_run(seeded, p, where) for p in chosen]
     seen: dict[str, PlannedRun] = {}
     for run in runs:
         if run.run_id in seen:
@@ -54,6 +56,27 @@ def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[P
             )
         seen[run.run_id] = run
     return runs
+
+
+def _prior_optimum(spec: SweepSpec, budget: float) -> float:
+    prior = spec.grid.prior
+    return budget / (6 * prior.coefficient * budget**prior.exponent)
+
+
+def _center_points(spec: SweepSpec, points: list[_Point], where: Where) -> list[_Point]:
+    """Per budget, the point whose size is nearest the prior optimum in log (train.center_seeds train it)."""
+    if spec.grid.kind != "isoflop":
+        raise WorkbenchError(
+            "train.center_seeds needs an isoflop grid (a centre size per budget)",
+            "Use train.seeds with a grid of points.",
+            where=where(("train", "center_seeds")),
+        )
+    centers = []
+    for budget in spec.grid.budgets_flops:
+        n_star = _prior_optimum(spec, budget)
+        at = [p for p in points if p.budget_flops == budget]
+        centers.append(min(at, key=lambda p: abs(math.log(p.target_params / n_star))))
+    return centers
 
 
 def _shape(target: float, spec: SweepSpec, where: Where, key: tuple) -> ModelShape:
@@ -90,7 +113,7 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
     candidates = _candidate_sizes(spec, where)
     out = []
     for b, budget in enumerate(grid.budgets_flops):
-        n_star = budget / (6 * grid.prior.coefficient * budget**grid.prior.exponent)
+        n_star = _prior_optimum(spec, budget)
         low, high = (n_star / grid.spread, n_star * grid.spread) if grid.spread else (0, math.inf)
         chosen = [(s, key) for s, key in candidates if low <= s <= high]
         if len(chosen) < grid.min_sizes_per_budget:
@@ -115,6 +138,13 @@ def lr_for(spec: SweepSpec, params: int) -> float:
         return float(spec.train.lr_peak)
     r = spec.rules
     return min(r.lr_max, r.lr_ref * (params / r.lr_ref_params) ** -r.lr_exponent)
+
+
+def init_std_for(spec: SweepSpec, shape: ModelShape) -> float:
+    """The sweep's init std for `shape`: its number, or d_model ** -0.5 (`auto`, fan-in)."""
+    if spec.model.init_std == "auto":
+        return round(shape.d_model**-0.5, 6)
+    return float(spec.model.init_std)
 
 
 def _batch(spec: SweepSpec, budget_flops: float, tokens: float) -> int:
@@ -158,7 +188,7 @@ def _count_label(count: float) -> str:
 
 def _prefix(point: _Point, spec: SweepSpec) -> str:
     size = _count_label(point.shape.params)
-    seed = f"-s{spec.train.seed}" if len(spec.train.seeds) > 1 else ""
+    seed = f"-s{spec.train.seed}" if len(spec.train.seeds) > 1 or spec.train.center_seeds else ""
     if spec.grid.kind == "points":
         return f"n{size}-d{_count_label(point.tokens)}{seed}"
     return f"c{_budget_label(point.budget_flops)}-n{size}{seed}"
@@ -180,7 +210,8 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
             "%s: train.micro_batch %d does not divide the %d sequences of a %d-token batch; runs use %d",
             where(("train", "micro_batch")), t.micro_batch, seqs, batch, micro,
         )  # fmt: skip
-    numerics = spec.model.model_dump(include={"rope_theta", "norm_eps", "init_std"})
+    numerics = spec.model.model_dump(include={"rope_theta", "norm_eps"})
+    numerics["init_std"] = init_std_for(spec, point.shape)
     body = {
         "seed": t.seed,
         "meta": {"sweep": spec.name, **meta},
@@ -261,6 +292,17 @@ def _warmup(spec: SweepSpec, batch: int, shortest_tokens: int) -> int:
     s = spec.train.schedule
     cap = int(s.warmup_max_fraction * shortest_tokens) // batch
     return min(s.warmup_steps, cap) * batch
+
+
+def standalone_schedule(spec: SweepSpec, batch: int, tokens: int) -> dict:
+    """The schedule of one run of `tokens` trained on its own as the sweep trains its runs: cosine, or wsd
+    with the sweep's decay fraction (in whole steps) and floor; warmup by the sweep's rule."""
+    s = spec.train.schedule
+    if spec.grid.schedule == "cosine":
+        return {"kind": "cosine", "warmup_tokens": _warmup(spec, batch, tokens), "floor": s.floor}
+    start = tokens - max(batch, _whole_steps(s.decay_fraction * tokens, batch))
+    warmup = _warmup(spec, batch, start)
+    return {"kind": "wsd", "warmup_tokens": warmup, "floor": s.floor, "decay_fraction": (tokens - start) / tokens}
 
 
 def _cosine_run(spec: SweepSpec, point: _Point, where: Where) -> PlannedRun:

@@ -72,8 +72,16 @@ class SweepModel(Strict):
     vocab_size: Count = Field(default=128256, gt=1, le=10_000_000)
     rope_theta: Number = Field(default=500000.0, gt=0)
     norm_eps: Number = Field(default=1e-5, gt=0)
-    init_std: Number = Field(default=0.02, gt=0)
+    # a number, or `auto`: d_model ** -0.5 per run (fan-in init; 0.016 at d 4096, near the usual 0.02, and
+    # 0.2 at d 24, where 0.02 leaves tiny models on a plateau whose length varies from seed to seed)
+    init_std: AutoNumber = 0.02
     flop_rule: Literal["6N+attn", "6N"] = "6N+attn"
+
+    @model_validator(mode="after")
+    def _init(self) -> SweepModel:
+        if self.init_std != "auto" and not self.init_std > 0:
+            raise ValueError(f"init_std must be `auto` or a positive number (got {self.init_std})")
+        return self
 
 
 class Point(Strict):
@@ -160,6 +168,9 @@ class SweepTrain(Strict):
     # several seeds: every grid point is trained once per seed (tiny models scatter by a few percent
     # from seed to seed; the fits see every run)
     seeds: list[Annotated[Count, Field(ge=0, lt=2**32)]] = Field(default_factory=list, max_length=16)
+    # extra seeds trained only at each budget's centre size (the candidate nearest the prior optimum in log
+    # size): the seed scatter at every budget for a fraction of the cost of seeding the whole grid
+    center_seeds: list[Annotated[Count, Field(ge=0, lt=2**32)]] = Field(default_factory=list, max_length=16)
     lr_peak: AutoNumber = "auto"
     batch_tokens: AutoCount = "auto"
     micro_batch: Count = Field(default=16, gt=0)
@@ -173,6 +184,8 @@ class SweepTrain(Strict):
 
     @model_validator(mode="after")
     def _positive(self) -> SweepTrain:
+        if set(self.center_seeds) & set(self.seeds or [self.seed]):
+            raise ValueError("center_seeds must differ from seeds (those train every size already)")
         for key in ("lr_peak", "batch_tokens"):
             value = getattr(self, key)
             if value != "auto" and not value > 0:

@@ -119,7 +119,7 @@ def _grid_run(spec, budget_flops, size, lr, batch_tokens, warmup_fraction, sourc
     """The sweep's expansion of one isoFLOP point with these hyper-parameters (batch None: the spec's)."""
     t = spec.train
     schedule = t.schedule.model_copy(update={"warmup_steps": 10**12, "warmup_max_fraction": warmup_fraction})
-    update = {"lr_peak": lr, "schedule": schedule, "seeds": []}  # one run, at train.seed
+    update = {"lr_peak": lr, "schedule": schedule, "seeds": [], "center_seeds": []}  # one run, at train.seed
     if batch_tokens:
         update["batch_tokens"] = batch_tokens
     train = t.model_copy(update=update)

@@ -1,0 +1,132 @@
+"""The embedded default as an experiment (issue 18): centre seeds, fan-in init, the flagship trained with the
+sweep's own schedule, the seed scatter per budget and the checks the demo's outcome record carries."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from workbench import checks
+from workbench.errors import WorkbenchError
+from workbench.sweep.grid import init_std_for, standalone_schedule
+from workbench.sweep.spec import expand, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = ROOT / "sweeps" / "cpu.yaml"
+
+
+def cpu_plan():
+    spec, lines = load_spec(CPU)
+    return spec, expand(spec, str(CPU), lines)
+
+
+def test_cpu_default_spans_10x_with_a_held_out_budget_above_and_centre_seeds_everywhere():
+    spec, plan = cpu_plan()
+    budgets = sorted(spec.grid.budgets_flops)
+    fitted = budgets[:-1]
+    assert fitted[-1] / fitted[0] >= 10 and budgets[-1] > fitted[-1]
+    seeds_at: dict[tuple, set] = {}
+    for run in plan.runs:
+        seeds_at.setdefault((run.budget_flops, run.params), set()).add(run.config.seed)
+    for budget in budgets:  # every budget has one size trained with 3 seeds, the rest with one
+        counts = sorted(len(s) for (b, _), s in seeds_at.items() if b == budget)
+        assert counts[-1] == 3 and counts[:-1] == [1] * (len(counts) - 1) and len(counts) >= 5
+    # the seeds of a point differ in seed only: same batch, LR, init and token count
+    for (budget, params), seeds in seeds_at.items():
+        runs = [r for r in plan.runs if (r.budget_flops, r.params) == (budget, params)]
+        keys = {(r.batch_tokens, r.lr_peak, r.config.model.init_std, r.tokens) for r in runs}
+        assert len(keys) == 1, (budget, params, keys)
+
+
+def test_wsd_saves_compute_and_init_is_fan_in():
+    spec, plan = cpu_plan()
+    cost = sum(r.cost_flops for r in plan.runs)
+    separate = sum(r.flops for r in plan.runs)
+    assert cost < 0.85 * separate  # branches pay only their cooldown
+    for run in plan.runs:
+        assert math.isclose(run.config.model.init_std, run.config.model.d_model**-0.5, rel_tol=1e-5)
+        assert run.config.schedule.kind == "wsd" and run.config.schedule.floor == 0.0
+
+
+def test_centre_seeds_need_an_isoflop_grid_and_differ_from_seeds(tmp_path):
+    data = yaml.safe_load(CPU.read_text())
+    data["train"]["center_seeds"] = [0]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(WorkbenchError, match="center_seeds must differ"):
+        load_spec(path)
+    data["train"]["center_seeds"] = [1]
+    data["grid"] = {"kind": "points", "points": [{"params": "23K", "tokens": 1e6}]}
+    path.write_text(yaml.safe_dump(data))
+    spec, lines = load_spec(path)
+    with pytest.raises(WorkbenchError, match="center_seeds needs an isoflop grid"):
+        expand(spec, str(path), lines)
+
+
+def test_standalone_schedule_is_a_branch_schedule_trained_alone():
+    """A single run's WSD schedule has the cooldown a branch of the same length has."""
+    spec, plan = cpu_plan()
+    branch = next(r for r in plan.runs if r.kind == "branch")
+    alone = standalone_schedule(spec, branch.batch_tokens, branch.tokens)
+    assert alone["kind"] == "wsd" and alone["floor"] == 0.0
+    assert math.isclose(alone["decay_fraction"], branch.config.schedule.decay_fraction, rel_tol=1e-12)
+    shape = spec.model.model_copy(update={"init_std": 0.05})
+    assert init_std_for(spec.model_copy(update={"model": shape}), branch.config.model.shape("x")) == 0.05
+
+
+def _points(losses: dict[tuple[float, float], list[float]]) -> pd.DataFrame:
+    rows = [{"budget_flops": b, "params": n, "loss": x} for (b, n), xs in losses.items() for x in xs]
+    return pd.DataFrame(rows)
+
+
+def test_seed_scatter_is_the_sample_sd_over_mean_of_the_seeded_point_per_budget():
+    points = _points({(1e11, 8e3): [2.0, 2.02, 2.04], (1e11, 16e3): [2.1], (1e12, 3e4): [1.8, 1.9]})
+    got = checks.seed_scatter(points)
+    assert [g["budget_flops"] for g in got] == [1e11, 1e12]
+    assert got[0]["seeds"] == 3 and got[0]["params"] == 8e3
+    assert got[0]["scatter"] == pytest.approx(np.std([2.0, 2.02, 2.04], ddof=1) / 2.02)
+    assert got[1]["scatter"] is None  # two seeds are not enough to report
+
+
+def _outcome(pred_loss=1.70, par_loss=1.71, observed=1.70, n_iso=50e3, n_par=52e3, n_obs=48e3, interval=(1.65, 1.75)):
+    return {
+        "fitted_budgets": [1e11, 3e11, 1e12],
+        "predicted_best_loss": pred_loss,
+        "parametric_predicted_best_loss": par_loss,
+        "observed_best_loss": observed,
+        "predicted_n_opt_isoflop": n_iso,
+        "predicted_n_opt_parametric": n_par,
+        "observed_n_opt": n_obs,
+        "flagship": {"predicted": pred_loss, "interval": list(interval)},
+    }
+
+
+class _Par:
+    alpha, beta = 0.4, 0.35
+
+
+class _Record:
+    parametric = _Par()
+
+
+def test_experiment_checks_pass_and_fail_on_their_thresholds():
+    scatter = [{"budget_flops": 1e11, "scatter": 0.004}, {"budget_flops": 1e12, "scatter": 0.009}]
+    branch = checks.branch_match(1.80, 1.805, scatter, 1e12)
+    assert branch["passed"] and branch["rel_diff"] == pytest.approx(1.805 / 1.80 - 1)
+    ok = checks.experiment_checks(_outcome(), _Record(), scatter, branch)
+    assert all(c["passed"] for c in ok.values()), {k: c for k, c in ok.items() if not c["passed"]}
+    assert ok["fitted_span_10x"]["value"] == pytest.approx(10.0)
+    bad = checks.experiment_checks(
+        _outcome(pred_loss=1.72, par_loss=1.74, n_iso=70e3, n_par=30e3, interval=(1.6, 1.8)),
+        _Record(),
+        [*scatter, {"budget_flops": 3e11, "scatter": 0.011}],
+        checks.branch_match(1.80, 1.83, scatter, 1e12),
+    )
+    failed = {k for k, c in bad.items() if not c["passed"]}
+    assert failed == {
+        "seed_scatter_1pct", "loss_law_within_1pct", "parametric_within_2pct", "n_opt_isoflop_within_1.3x",
+        "n_opt_parametric_within_1.3x", "interval_width_6.5pct", "wsd_branch_matches_run",
+    }  # fmt: skip
