@@ -1,8 +1,13 @@
 """Chinchilla approach 3: L = E + A/N^alpha + B/D^beta fitted in log space. Pure numpy/scipy, no I/O.
 
 log L_hat = LSE(a - alpha log N, b - beta log D, e) with A = exp(a), B = exp(b), E = exp(e); the
-objective is the mean Huber(delta) of log L_hat - log L over runs. All starts of a grid run at once
-in `lbfgs.minimize_batch` (analytic gradients); the best few are polished with scipy's L-BFGS-B.
+objective is the mean Huber(delta) of log L_hat - log L over runs. Every start of a grid is one call of
+scipy's L-BFGS-B with the analytic gradient and tight tolerances (`minimize_starts`: the objective is
+~1e-6, so scipy's default gtol 1e-5 stops at the start and a warm-started bootstrap would not move);
+the best few are polished further. A hand-written batched L-BFGS ran all starts as one numpy batch:
+measured at equal precision (1,000 warm starts on 300 points, CPU s, one BLAS thread) it was 3.7x
+faster than this loop (1.05 s vs 3.87 s), short of the 10x issue 15 asked of it to earn its own code,
+so it went.
 Internally log N and log D are centred (a' = a - alpha mean(log N)) so that a and alpha are not
 nearly collinear; results are reported in the usual (E, A, B, alpha, beta).
 """
@@ -13,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workbench.fit.lbfgs import minimize_batch
 from workbench.laws import PARAM_NAMES, ParametricLaw
 
 
@@ -122,6 +126,30 @@ def distinct_optima(theta: np.ndarray, f: np.ndarray, keep: int = 4, min_dist: f
     return np.array(chosen)
 
 
+TOLERANCES = {"ftol": 1e-12, "gtol": 1e-12, "maxiter": 1000}
+
+
+def minimize_starts(objective: LogHuberObjective, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, f): scipy L-BFGS-B from each internal start row; row i uses the objective's weights of group[i]
+    (the bootstrap's resample), f is inf where the start gives no finite value."""
+    from scipy.optimize import minimize
+
+    starts = np.atleast_2d(np.asarray(starts, dtype=float))
+    x, f = starts.copy(), np.full(len(starts), np.inf)
+    for i, x0 in enumerate(starts):
+        rows = np.array([i])
+
+        def fun(t, rows=rows):
+            value, grad = objective(t[None, :], rows)
+            return float(value[0]), grad[0]
+
+        if not np.isfinite(fun(x0)[0]):
+            continue
+        result = minimize(fun, x0, jac=True, method="L-BFGS-B", options=TOLERANCES)
+        x[i], f[i] = result.x, float(result.fun) if np.isfinite(result.fun) else np.inf
+    return x, f
+
+
 def _polish(objective: LogHuberObjective, theta0: np.ndarray) -> tuple[np.ndarray, float]:
     """One scipy L-BFGS-B run from an internal theta row."""
     from scipy.optimize import minimize
@@ -145,12 +173,12 @@ def fit_parametric(
     overestimate_penalty: float = 1.0,
     n_polish: int = 4,
 ) -> ParametricFit:
-    """Fit L(N, D) to runs (N params, D tokens, loss in nats) from every start at once; the best is kept."""
+    """Fit L(N, D) to runs (N params, D tokens, loss in nats) from every start; the best is kept."""
     objective = LogHuberObjective(params, tokens, loss, huber_delta, overestimate_penalty)
     starts = start_grid() if starts is None else np.asarray(starts, float)
-    result = minimize_batch(objective, objective.to_internal(starts))
-    optima = distinct_optima(result.x, result.f, keep=max(n_polish, 1))
-    best_theta, best_f = optima[0], float(np.nanmin(result.f))
+    x, f = minimize_starts(objective, objective.to_internal(starts))
+    optima = distinct_optima(x, f, keep=max(n_polish, 1))
+    best_theta, best_f = optima[0], float(np.nanmin(f))
     for theta0 in optima[:n_polish]:
         theta, f = _polish(objective, theta0)
         if f < best_f:
