@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "cosine0": {"grid.schedule": "cosine", "train.schedule.floor": 0.0},
     "seq128": {"data.seq_len": 128},
     "init02": {"model.init_std": 0.02},
+    "batch_half": {"train.batch_tokens": "x0.5"},
+    "warmup_x4": {"train.schedule.warmup_steps": "x4", "train.schedule.warmup_max_fraction": "x4"},
 }
 
 

@@ -203,10 +203,23 @@ def test_holdout_and_demo_outcomes_are_shown_when_given(full, tmp_path):
                          "predicted": 2.05, "interval": [2.01, 2.09], "law_interval": [2.03, 2.07], "vs_best": -0.004,
                          "wall_s": 12.0},
             "checks": {"interior_minima": True, "flagship_in_interval": True, "best_loss_within_2pct": False},
-            "lr_check": {"budget_flops": 1e17, "worst_gap": 0.0042}, "passed": False}  # fmt: skip
+            "lr_check": {"budget_flops": 1e17, "worst_gap": 0.0042, "factors": [1.0, 0.5, 2.0],
+                         "sizes": [{"params": 2e7, "losses": {"1.0": 2.31, "0.5": 2.35, "2.0": 2.33},
+                                    "rule_vs_best": 0.0}]},
+            "seed_scatter": [{"budget_flops": 1e17, "params": 2e7, "seeds": 3, "mean": 2.3, "scatter": 0.0123},
+                             {"budget_flops": 1e18, "params": 5e7, "seeds": 3, "mean": 2.1, "scatter": 0.0042}],
+            "branch_check": {"run_id": "c1e17-n20m-s0-abc", "branch_loss": 2.3, "separate_loss": 2.3023,
+                             "rel_diff": 0.001, "seed_scatter": 0.0123, "passed": True},
+            "experiment": {"fitted_span_10x": {"passed": True, "value": 10.0, "tolerance": 10.0},
+                           "seed_scatter_1pct": {"passed": False, "value": 0.0123, "tolerance": 0.01}},
+            "passed": False}  # fmt: skip
     out = write_report("gen", db, fit_path=root / "fits" / "gen.json", plan=plan, out=tmp_path / "r.html",
                        extra={"demo": demo, "note": "seed 0"})  # fmt: skip
     text = _visible_text(out.read_text())
+    # the experiment: LR scan, seed scatter per budget, WSD branch check, acceptance checks
+    assert "20M 2.31 2.35 2.33 +0.00%" in text, text[text.find("LR scan"):][:400]
+    assert "1.23%" in text and "0.42%" in text and "c1e17-n20m-s0-abc 2.3 2.302 +0.10% 1.23% PASS" in text
+    assert "seed scatter 1pct 0.0123 0.01 FAIL" in text and "fitted span 10x 10 10.0 PASS" in text
     assert "validation loss 2.0512, inside the predicted 90% interval [2.0100, 2.0900]" in text
     assert "best loss within 2pct FAIL" in text and "interior minima PASS" in text
     assert "some checks FAILED" in text and "note: seed 0" in text and "worst gap 0.42%" in text

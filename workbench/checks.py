@@ -17,14 +17,16 @@ FLAGSHIP_TOLERANCE = 0.01  # the flagship's validation loss within 1% of the bes
 
 def lr_variants(spec: SweepSpec) -> list[tuple[float, SweepSpec]]:
     """(factor, spec) for the LR rule x1, x0.5 and x2 at the smallest budget, every size, the sweep's seeds.
-    On a cosine grid x1 is the sweep's own runs; on a WSD grid those are branches of longer trunks, so x1 is
-    a sweep of its own whose runs, like the x0.5 and x2 ones, are trained alone (one-run families)."""
+    x1 is the sweep itself (its runs at the smallest budget: on a WSD grid some are branches, which train
+    exactly as a run of their own would, as the demo's branch check shows); x0.5 and x2 are sweeps of their
+    own at that budget alone (one-run families on a WSD grid), without centre seeds."""
     smallest = min(spec.grid.budgets_flops)
-    own = spec.grid.schedule == "cosine"
-    out = []
-    for factor in (1.0, *LR_CHECK_FACTORS):
-        name = spec.name if factor == 1.0 and own else f"{spec.name}-lr{factor:g}x"
-        update = {"name": name, "grid": spec.grid.model_copy(update={"budgets_flops": [smallest]})}
+    out = [(1.0, spec)]
+    for factor in LR_CHECK_FACTORS:
+        update = {
+            "name": f"{spec.name}-lr{factor:g}x",
+            "grid": spec.grid.model_copy(update={"budgets_flops": [smallest]}),
+        }
         update["train"] = spec.train.model_copy(update={"center_seeds": []})
         if spec.train.lr_peak == "auto":  # scale the whole LR rule
             rules = spec.rules

@@ -37,7 +37,7 @@ def branch_check(plan, record, db_path: Path, scatter: list[dict]) -> dict | Non
     size of the largest fitted budget that has one (None on a cosine sweep)."""
     from workbench import checks, rundir
     from workbench.store import Store
-    from workbench.sweep.launch import launch_runs, single_run
+    from workbench.sweep.launch import launch_runs, materialize, single_run
 
     fitted = [m["budget_flops"] for m in record.isoflop.minima]
     branches = [r for r in plan.runs if r.kind == "branch" and r.budget_flops in fitted and r.config.seed == 0]
@@ -46,8 +46,8 @@ def branch_check(plan, record, db_path: Path, scatter: list[dict]) -> dict | Non
     centre = {s["budget_flops"]: s["params"] for s in scatter}
     run = max(branches, key=lambda r: (r.budget_flops, r.params == centre.get(r.budget_flops), r.params))
     name = f"{plan.spec.name}-branch-check"
-    root = Path(run.config.run_dir).parent.parent / name
-    cfg = run.config
+    cfg = materialize(run.config, Path.cwd())  # as the sweep wrote it: absolute paths, the corpus resolved
+    root = Path(cfg.run_dir).parent.parent / name
     config = cfg.model_copy(
         update={
             "run_dir": str(root / run.run_id),
