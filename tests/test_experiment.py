@@ -130,3 +130,23 @@ def test_experiment_checks_pass_and_fail_on_their_thresholds():
         "seed_scatter_1pct", "loss_law_within_1pct", "parametric_within_2pct", "n_opt_isoflop_within_1.3x",
         "n_opt_parametric_within_1.3x", "interval_width_6.5pct", "wsd_branch_matches_run",
     }  # fmt: skip
+
+
+def test_endpoint_curves_make_approach_1_recover_the_allocation_exponent():
+    """On a WSD sweep approach 1 uses each size's annealed end points (seeds averaged per budget); on
+    losses from a known law the envelope's exponent is the law's beta / (alpha + beta)."""
+    from workbench.fit.envelope import endpoint_curves, fit_envelope
+
+    E, A, B, alpha, beta = 1.8, 400.0, 600.0, 0.34, 0.28
+    rows = []
+    for c in np.geomspace(1e17, 1e21, 9):
+        for n in np.geomspace(1e7, 3e9, 25):
+            d = c / (6 * n)
+            for seed in range(2):  # two seeds, the same loss: averaged, not double-counted
+                rows.append({"budget_flops": c, "flops": c, "params": n, "loss": E + A / n**alpha + B / d**beta})
+    rows.append({"budget_flops": 1e17, "flops": 1e17, "params": 5e9, "loss": 9.0})  # one budget only: left out
+    curves = endpoint_curves(pd.DataFrame(rows))
+    assert len(curves) == 25 and all(len(c[1]) == 9 for c in curves)
+    assert all(np.all(np.diff(c[1]) > 0) for c in curves)
+    env = fit_envelope(curves, n_bootstrap=20, seed=0)
+    assert env["a"] == pytest.approx(beta / (alpha + beta), abs=0.03)

@@ -2,12 +2,10 @@
 run with `workbench train` -> prediction vs outcome -> HTML report. `workbench demo` runs it.
 
 Each step calls its stage's function; finished runs are reused on a rerun (run directories are the
-cache). The checks are the fit's held-out checks (every fitted budget has an interior isoFLOP minimum;
-without the largest budget, L*(C) predicts its best loss within 2% and the isoFLOP law its N* within a
-factor 1.5: workbench.fit.holdout) and the flagship's (its validation loss inside the prediction interval
-and within 1% of the best sweep run at that budget: workbench.checks). The flagship is planned with the
-isoFLOP law and the sweep's own batch and LR rules (workbench.flagship_plan); the prediction interval is
-the bootstrap interval of L*(C) widened by the run-to-run scatter (workbench.fit.frontier).
+cache). The checks: the fit's held-out ones (workbench.fit.holdout), the flagship's (workbench.checks)
+and the embedded default's acceptance as an experiment (workbench.experiment). The flagship is planned
+with the isoFLOP law and the sweep's own rules (workbench.flagship_plan); its prediction interval is the
+bootstrap interval of L*(C) widened by the run-to-run scatter (workbench.fit.frontier).
 """
 
 from __future__ import annotations
@@ -71,7 +69,9 @@ def run_demo(
     options = FitOptions(bootstrap=bootstrap, exclude_largest=True, at_flops=(held,))
     fit_path = Path("fits") / f"{spec.name}.json"
     source = f"sweep:{spec.name} without its largest budget"
-    record = fit_stage(points, options, name=spec.name, source=source, out=fit_path, sweep=spec.name)
+    with Store(db_path) as store:  # the runs' loss curves: Chinchilla approach 1 joins the cross-method table
+        curves = store.curves(points[points["budget_flops"] < held])
+    record = fit_stage(points, options, name=spec.name, source=source, out=fit_path, sweep=spec.name, curves=curves)
     plan, plan_record, config = plan_sweep_flagship(record, spec, held, str(corpus))
     config_path = Path(config.run_dir).parent / f"{Path(config.run_dir).name}.yaml"
     atomic_write_text(config_path, dump_yaml(config))

@@ -334,6 +334,18 @@ class Store:
         where, params = ("WHERE run_id IN (SELECT unnest(?))", [list(run_ids)]) if run_ids else ("", [])
         return self._read(f"SELECT * FROM metrics {where} ORDER BY run_id, step", params)
 
+    def curves(self, points: pd.DataFrame) -> list | None:
+        """The loss curves of the runs in `points` (a frame with run_id and params) for Chinchilla approach 1:
+        on a sweep with WSD branches each size's annealed end points (workbench.fit.envelope.endpoint_curves),
+        else each run's curve (run_curves); None when the frame has no run ids or no curve can be made."""
+        from workbench.fit.envelope import endpoint_curves, run_curves
+
+        if "kind" in points.columns and (points["kind"] == "branch").any():
+            return endpoint_curves(points) or None
+        if "run_id" not in points.columns:
+            return None
+        return run_curves(self.metrics(list(points["run_id"])), points) or None
+
     def sweeps(self) -> pd.DataFrame:
         """Sweeps recorded by the launcher or seen in runs, with run counts by status."""
         return self._read(

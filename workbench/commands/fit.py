@@ -106,15 +106,11 @@ def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric
 
 
 def _load_curves(sweep: str, points, db_path: Path) -> list | None:
-    """The runs' loss curves for Chinchilla approach 1 (workbench.fit.envelope), None without run ids."""
-    from workbench.fit.envelope import run_curves
+    """The runs' loss curves for Chinchilla approach 1 (workbench.fit.envelope)."""
     from workbench.store import Store
 
-    if "run_id" not in points.columns:
-        return None
     with Store(db_path) as store:
-        metrics = store.metrics(list(points["run_id"]))
-    return run_curves(metrics, points) or None
+        return store.curves(points)
 
 
 def _record_in_store(db_path: Path, record: dict) -> None:

@@ -72,8 +72,9 @@ def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     for column in frame.columns:
         if str(column).startswith("acc_"):
             out[column] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-    if "run_id" in frame.columns:
-        out["run_id"] = frame["run_id"].astype(str).to_numpy()
+    for column in ("run_id", "kind"):  # labels kept for approach 1 (a WSD sweep's kind: trunk, branch, run)
+        if column in frame.columns:
+            out[column] = frame[column].astype(str).to_numpy()
     budgets = np.unique(out["budget_flops"])
     if len(budgets) < 2:
         raise WorkbenchError(

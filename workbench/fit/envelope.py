@@ -10,7 +10,8 @@ point counts only where its best run is an interior size among the runs whose cu
 Caveat (Hoffmann et al. 2022, approach 1): a point in the middle of a cosine schedule is not the loss of
 a run trained to that length (the LR has not decayed), so the envelope is biased towards larger models
 unless the sweep trains each size to several lengths; WSD schedules' decay branches are the fair
-points. Intervals: runs resampled i.i.d. (a whole curve is one unit).
+points, and on a WSD sweep `endpoint_curves` builds each size's curve from them. Intervals: runs (or
+sizes) resampled i.i.d. (a whole curve is one unit).
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def run_curves(
         keep = (flops > 0) & np.isfinite(loss)
         if keep.sum() >= 2:
             curves.append((float(params[run_id]), np.log(flops[keep]), loss[keep]))
+    return curves
+
+
+def endpoint_curves(points: pd.DataFrame) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """[(N params, log C, loss)] per model size from the runs' final losses (params, flops, loss): each size's
+    annealed end points, seeds averaged per budget. On a WSD sweep these are the fair approach-1 curves (a
+    trunk and its cooldown branches: every point is a model trained to that length, Hagele et al. 2024),
+    where a trunk's training curve in its stable phase is not; sizes with fewer than 2 budgets are left out."""
+    curves = []
+    for n, rows in points.groupby("params", sort=True):
+        by_budget = rows.groupby("budget_flops", sort=True).agg(flops=("flops", "mean"), loss=("loss", "mean"))
+        if len(by_budget) >= 2:
+            curves.append((float(n), np.log(by_budget["flops"].to_numpy(float)), by_budget["loss"].to_numpy(float)))
     return curves
 
 
