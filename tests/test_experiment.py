@@ -35,7 +35,7 @@ def test_cpu_default_spans_10x_with_a_held_out_budget_above_and_centre_seeds_eve
         counts = sorted(len(s) for (b, _), s in seeds_at.items() if b == budget)
         assert counts[-1] == 3 and counts[:-1] == [1] * (len(counts) - 1) and len(counts) >= 5
     # the seeds of a point differ in seed only: same batch, LR, init and token count
-    for (budget, params), seeds in seeds_at.items():
+    for budget, params in seeds_at:
         runs = [r for r in plan.runs if (r.budget_flops, r.params) == (budget, params)]
         keys = {(r.batch_tokens, r.lr_peak, r.config.model.init_std, r.tokens) for r in runs}
         assert len(keys) == 1, (budget, params, keys)
@@ -142,7 +142,7 @@ def test_endpoint_curves_make_approach_1_recover_the_allocation_exponent():
     for c in np.geomspace(1e17, 1e21, 9):
         for n in np.geomspace(1e7, 3e9, 25):
             d = c / (6 * n)
-            for seed in range(2):  # two seeds, the same loss: averaged, not double-counted
+            for _seed in range(2):  # two seeds, the same loss: averaged, not double-counted
                 rows.append({"budget_flops": c, "flops": c, "params": n, "loss": E + A / n**alpha + B / d**beta})
     rows.append({"budget_flops": 1e17, "flops": 1e17, "params": 5e9, "loss": 9.0})  # one budget only: left out
     curves = endpoint_curves(pd.DataFrame(rows))
