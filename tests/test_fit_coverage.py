@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.fit import frontier, scoring
+from workbench.fit import frontier, scoring, synthetic
 from workbench.fit.bootstrap import bootstrap_isoflop, bootstrap_parametric
 from workbench.fit.design import choose
 from workbench.fit.isoflop import fit_isoflop
@@ -40,17 +40,7 @@ TRUTH = {
 
 def scattered_sweep(seed: int) -> pd.DataFrame:
     """Runs at scattered FLOPs (log-uniform over the budgets' range) and sizes within 0.5 decade of N*."""
-    rng = np.random.default_rng(seed)
-    n = 45
-    flops = np.exp(rng.uniform(np.log(BUDGETS[0]), np.log(BUDGETS[-1]), n))
-    params = LAW.optimum(flops)[0] * 10.0 ** rng.uniform(-0.5, 0.5, n)
-    tokens = flops / (6.0 * params)
-    loss = LAW.loss(params, tokens) * (1.0 + NOISE * rng.standard_normal(n))
-    frame = pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "flops": flops})
-    from workbench.fit.data import group_budgets
-
-    frame["budget_flops"] = group_budgets(flops)
-    return frame
+    return synthetic.scattered_sweep(EPOCH, BUDGETS[0], BUDGETS[-1], n=45, noise=NOISE, seed=seed)
 
 
 def _q(draws) -> tuple[float, float]:

@@ -15,12 +15,11 @@ from workbench.data_constrained import effective_tokens
 from workbench.errors import WorkbenchError
 from workbench.fit import diagnostics, envelope, holdout
 from workbench.fit.crosscheck import cross_methods
-from workbench.fit.data import group_budgets
 from workbench.fit.design import choose
 from workbench.fit.isoflop import fit_isoflop
 from workbench.fit.parametric import fit_parametric, start_grid
 from workbench.fit.pipeline import FitOptions, fit_all
-from workbench.fit.synthetic import CHINCHILLA, EPOCH, isoflop_sweep
+from workbench.fit.synthetic import CHINCHILLA, EPOCH, isoflop_sweep, scattered_sweep
 from workbench.laws import ParametricLaw
 
 FIVE = np.geomspace(1e18, 1e20, 5)
@@ -32,15 +31,7 @@ def _cli(*args):
 
 def scattered(n: int = 60, seed: int = 0, noise: float = 0.02) -> pd.DataFrame:
     """Runs at scattered FLOPs, Chinchilla-style: grouping by FLOPs leaves mostly single-run groups."""
-    rng = np.random.default_rng(seed)
-    law = ParametricLaw.of(EPOCH)
-    flops = np.exp(rng.uniform(np.log(1e18), np.log(1e20), n))
-    params = law.optimum(flops)[0] * 10.0 ** rng.uniform(-0.5, 0.5, n)
-    tokens = flops / (6 * params)
-    loss = law.loss(params, tokens) * (1 + noise * rng.standard_normal(n))
-    frame = pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "flops": flops})
-    frame["budget_flops"] = group_budgets(flops)
-    return frame
+    return scattered_sweep(EPOCH, 1e18, 1e20, n=n, noise=noise, seed=seed)
 
 
 def test_the_design_picks_the_bootstrap_and_the_json_names_it(tmp_path):

@@ -1,4 +1,5 @@
-"""Synthetic isoFLOP sweeps drawn from a known law, for tests and benchmarks. Pure numpy, no I/O."""
+"""Synthetic sweeps drawn from a known law (isoFLOP curves or scattered runs), for tests and benchmarks.
+Pure numpy, no I/O."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from workbench.laws import CHINCHILLA_LAW, EPOCH_LAW, optimal_allocation, predict_loss
+from workbench.laws import CHINCHILLA_LAW, EPOCH_LAW, ParametricLaw, optimal_allocation, predict_loss
 
 CHINCHILLA = CHINCHILLA_LAW.as_dict()  # the published constants, defined in workbench.laws
 EPOCH = EPOCH_LAW.as_dict()
@@ -39,4 +40,27 @@ def isoflop_sweep(
         rows.append(pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "budget_flops": budget}))
     frame = pd.concat(rows, ignore_index=True)
     frame["flops"] = 6.0 * frame["params"] * frame["tokens"]
+    return frame
+
+
+def scattered_sweep(
+    law: Mapping[str, float] = EPOCH,
+    low_flops: float = 1e18,
+    high_flops: float = 1e20,
+    n: int = 60,
+    noise: float = 0.02,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Runs at scattered FLOPs, Chinchilla-style: C log-uniform in [low, high], N within half a decade of
+    the law's N*(C), loss x (1 + noise * normal); budget_flops groups FLOPs within 5% (mostly single runs)."""
+    from workbench.fit.data import group_budgets
+
+    rng = np.random.default_rng(seed)
+    known = ParametricLaw.of(law)
+    flops = np.exp(rng.uniform(np.log(low_flops), np.log(high_flops), n))
+    params = known.optimum(flops)[0] * 10.0 ** rng.uniform(-0.5, 0.5, n)
+    tokens = flops / (6.0 * params)
+    loss = known.loss(params, tokens) * (1.0 + noise * rng.standard_normal(n))
+    frame = pd.DataFrame({"params": params, "tokens": tokens, "loss": loss, "flops": flops})
+    frame["budget_flops"] = group_budgets(flops)
     return frame
