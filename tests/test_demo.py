@@ -1,6 +1,8 @@
 """The end-to-end job on a small grid: every stage runs for real, and a rerun reuses finished runs."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -110,10 +112,26 @@ def test_demo_runs_every_stage_and_its_checks_hold_their_numbers(mini_demo, monk
 
 @pytest.mark.slow
 @pytest.mark.demo
+def test_demo_command_exits_1_exactly_when_an_end_to_end_check_fails(mini_demo):
+    """`workbench demo` on the same folder (every run reused): exit 0 when the five checks pass, else a
+    one-line error and exit 1, never a traceback."""
+    tmp_path, spec, db, outcome = mini_demo
+    command = [sys.executable, "-m", "workbench.cli", "demo", "--sweep", str(spec), "--db", str(db),
+               "--out", str(tmp_path / "reports" / "mini.html"), "--bootstrap", "50", "--no-lr-check"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]
+    assert ("end-to-end check FAILED" in result.stderr) is (not outcome["passed"])
+    assert "PASS interior_minima" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.demo
 @pytest.mark.xfail(
     strict=False,
-    reason="known science gap (issue 18): on this 1-seed grid, after the FLOP rule counts attention as 12 L T d, "
-    "L*(C) fitted on 5e10-2e11 predicts the 4e11 best loss 5% low (1.827 vs 1.924 measured here)",
+    reason="known gap: this 1-seed, 4-size grid at 5e10-4e11 FLOPs (cosine, init 0.02) is too noisy for the "
+    "honest scores: L*(C) predicts the 4e11 parabola's minimum 5.3% low (1.827 vs 1.929) and the flagship "
+    "(1.917) falls outside its interval [1.779, 1.885]; the embedded default passes all five (README)",
 )
 def test_demo_checks_all_pass(mini_demo):
     _, _, _, outcome = mini_demo

@@ -80,6 +80,9 @@ def demo(
 
     outcome = run_demo(sweep, Path(db) if db else None, Path(out) if out else None, bootstrap, lr_check)
     typer.echo(summary(outcome))
+    if not outcome["passed"]:  # the end-to-end checks; the experiment's acceptance is reported, not enforced
+        typer.echo("Error: an end-to-end check FAILED (above, and in the report's held-out section).", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:
