@@ -77,9 +77,11 @@ def damage_newest(runs: Path, rng: random.Random) -> str | None:
         data = data[: len(data) // 2]
     elif how == "empty":
         data = b""
-    else:
+    elif data:
         i = rng.randrange(len(data))
         data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+    else:  # emptied by an earlier round and not yet healed: garbage instead of a flipped byte
+        data = b"\xff"
     target.write_bytes(data)
     return f"{how} {target.relative_to(runs)}"
 
