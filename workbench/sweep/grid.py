@@ -300,17 +300,21 @@ def standalone_schedule(spec: SweepSpec, batch: int, tokens: int) -> dict:
     s = spec.train.schedule
     if spec.grid.schedule == "cosine":
         return {"kind": "cosine", "warmup_tokens": _warmup(spec, batch, tokens), "floor": s.floor}
-    start = tokens - max(batch, _whole_steps(s.decay_fraction * tokens, batch))
+    start = _cooldown_start(spec, batch, tokens)
     warmup = _warmup(spec, batch, start)
     return {"kind": "wsd", "warmup_tokens": warmup, "floor": s.floor, "decay_fraction": (tokens - start) / tokens}
+
+
+def _cooldown_start(spec: SweepSpec, batch: int, tokens: int) -> int:
+    """Where a WSD run of `tokens` starts its cooldown (decay_fraction of it, at least one step, whole steps)."""
+    return tokens - max(batch, _whole_steps(spec.train.schedule.decay_fraction * tokens, batch))
 
 
 def _cosine_run(spec: SweepSpec, point: _Point, where: Where) -> PlannedRun:
     batch = _batch(spec, point.budget_flops, point.tokens)
     tokens = _whole_steps(point.tokens, batch)
     run_flops = _check_budget(spec, point, tokens, batch, where)
-    s = spec.train.schedule
-    sched = {"kind": "cosine", "warmup_tokens": _warmup(spec, batch, tokens), "floor": s.floor}
+    sched = standalone_schedule(spec, batch, tokens)  # a cosine grid's runs are each trained alone
     ckpt = spec.train.checkpoint.model_dump()
     run_id, config = _config(spec, point, _meta(point, "run"), sched, batch, tokens, ckpt, where)
     return _planned(spec, point, "run", run_id, config, run_flops, run_flops)
@@ -334,7 +338,7 @@ def _wsd_runs(spec: SweepSpec, points: list[_Point], where: Where) -> list[Plann
         batch = _batch(spec, family[0].budget_flops, family[0].tokens)
         totals = [_whole_steps(p.tokens, batch) for p in family]
         # each run's cooldown in whole steps; a branch starts where its cooldown begins
-        starts = [t - max(batch, _whole_steps(s.decay_fraction * t, batch)) for t in totals]
+        starts = [_cooldown_start(spec, batch, t) for t in totals]
         warmup = _warmup(spec, batch, min(starts))
         trunk_ckpt = {**spec.train.checkpoint.model_dump(), "save_at_tokens": starts[:-1]}
         trunk_sched = {"kind": "wsd", "warmup_tokens": warmup, "floor": s.floor}
