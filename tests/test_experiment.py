@@ -150,3 +150,12 @@ def test_endpoint_curves_make_approach_1_recover_the_allocation_exponent():
     assert all(np.all(np.diff(c[1]) > 0) for c in curves)
     env = fit_envelope(curves, n_bootstrap=20, seed=0)
     assert env["a"] == pytest.approx(beta / (alpha + beta), abs=0.03)
+
+
+def test_init_std_must_be_auto_or_positive(tmp_path):
+    data = yaml.safe_load(CPU.read_text())
+    data["model"]["init_std"] = -0.1
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(WorkbenchError, match="init_std must be `auto` or a positive number"):
+        load_spec(path)
