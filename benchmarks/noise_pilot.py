@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "seq128": {"data.seq_len": 128},
     "init02": {"model.init_std": 0.02},
     "batch_half": {"train.batch_tokens": "x0.5"},
+    "batch_x2": {"train.batch_tokens": "x2"},
     "warmup_x4": {"train.schedule.warmup_steps": "x4", "train.schedule.warmup_max_fraction": "x4"},
 }
 

@@ -41,6 +41,16 @@ def test_cpu_default_spans_10x_with_a_held_out_budget_above_and_centre_seeds_eve
         assert len(keys) == 1, (budget, params, keys)
 
 
+def test_cpu_default_ladder_never_gets_shallower_as_it_grows():
+    """Named shapes: the size rule's nearest rungs at these sizes go 2, 3, 2, 3 layers, and a 2-layer model
+    at a budget's centre scattered 0.8-1.2% from seed to seed in the pilot (README)."""
+    _, plan = cpu_plan()
+    shapes = sorted({(r.params, r.config.model.n_layers, r.config.model.d_model) for r in plan.runs})
+    depths = [layers for _, layers, _ in shapes]
+    assert depths == sorted(depths) and len(shapes) >= 10
+    assert all(layers >= 3 for n, layers, _ in shapes if n >= 15000)
+
+
 def test_wsd_saves_compute_and_init_is_fan_in():
     spec, plan = cpu_plan()
     cost = sum(r.cost_flops for r in plan.runs)
@@ -159,3 +169,24 @@ def test_init_std_must_be_auto_or_positive(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(WorkbenchError, match="init_std must be `auto` or a positive number"):
         load_spec(path)
+
+
+def test_a_sweep_of_named_shapes_plans_its_flagship_from_its_own_ladder():
+    """A sweep that names its shapes gets one of them for its flagship, not the size rule's rung (the demo's
+    first try with its named ladder trained the size rule's 2-layer L2-d58: +6.8% against the best run)."""
+    from workbench.flagship_plan import sweep_shapes
+    from workbench.laws import Law, PowerLaw
+    from workbench.layout import resolve_gpu
+    from workbench.plan import make_plan
+
+    spec, _ = cpu_plan()
+    shapes = sweep_shapes(spec)
+    assert [s.name for s in shapes][:4] == ["L2-d12", "L2-d16", "L3-d16", "L3-d20"] and len(shapes) == 11
+    g = 110_000 / 2.2e12**0.5
+    law = Law("t", "test", isoflop=(PowerLaw(g, 0.5), PowerLaw(1 / (6 * g), 0.5)))
+    kwargs = {"gpu": resolve_gpu("0.19"), "mfu": 0.3, "seq_len": 64, "vocab_size": 256}
+    assert make_plan(law, 2.2e12, **kwargs).shape not in shapes  # the size rule's rungs are other shapes
+    own = make_plan(law, 2.2e12, **kwargs, shapes=shapes).shape
+    assert own in shapes and own.n_layers >= 4 and 98_000 <= own.params <= 147_000
+    far = Law("t", "test", isoflop=(PowerLaw(g * 30, 0.5), PowerLaw(1 / (180 * g), 0.5)))  # N* 3.3M: past the ladder
+    assert make_plan(far, 2.2e12, **kwargs, shapes=shapes).shape not in shapes

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from workbench import flops
 from workbench.cli import app
-from workbench.shapes import LLAMA3_VOCAB, PRESETS, ideal_ratio, ladder, resolve_size, shape_for_params
+from workbench.shapes import LLAMA3_VOCAB, PRESETS, ideal_ratio, ladder, resolve_size, shape_for, shape_for_params
 
 runner = CliRunner()
 
@@ -138,6 +138,14 @@ def test_model_show_bad_sizes_are_one_line_errors(size, words):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_a_size_may_name_its_shape():
+    shape = resolve_size("L3-d20", 256)
+    assert shape == shape_for(3, 20, 256) and (shape.n_layers, shape.d_model, shape.n_heads) == (3, 20, 1)
+    assert shape.params == 23020  # 3 x (2 x 20 x 20 + 2 x 20 x 20 + 3 x 20 x 72 + 2 x 20) + 20 + 256 x 20
+    result = runner.invoke(app, ["model", "show", "L3-d21"])
+    assert result.exit_code == 1 and "even d_model" in result.output and "Traceback" not in result.output
 
 
 def test_model_show_parses_suffixes():

@@ -100,6 +100,18 @@ def test_numbers_with_suffixes_parse(tmp_path):
     assert sorted({r.target_params for r in plan.runs}) == [1e4, 2e4]
 
 
+def test_sizes_may_name_shapes_and_a_bad_name_is_a_one_line_error(tmp_path):
+    data = tiny_data()
+    data["grid"]["sizes"] = ["L3-d20", "10K"]
+    plan = plan_file(write(tmp_path, data))
+    named = [r for r in plan.runs if r.config.model.n_layers == 3 and r.config.model.d_model == 20]
+    assert len(named) == 2 and {r.target_params for r in named} == {23020}  # one per budget, at its own N
+    assert all(r.run_id.split("-")[1] == "n23k" for r in named)
+    data["grid"]["sizes"] = ["10K", "L3-d21"]
+    with pytest.raises(WorkbenchError, match=r"s\.yaml:\d+: grid\.sizes\.1: shape 'L3-d21' needs .* even d_model"):
+        plan_file(write(tmp_path, data))
+
+
 def test_unknown_key_names_file_line_and_valid_keys(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(TINY.read_text().replace("  sizes: [10K, 20K]", "  sizez: [10K, 20K]"))

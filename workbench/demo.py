@@ -34,7 +34,7 @@ def run_demo(
     lr_check: bool = True,
 ) -> dict:
     """Run every stage; returns the outcome record (also written to fits/NAME-demo.json)."""
-    from workbench import checks
+    from workbench import checks, rundir
     from workbench.config import dump_yaml
     from workbench.data import ensure_default_corpus
     from workbench.files import atomic_write_text
@@ -81,11 +81,20 @@ def run_demo(
         store.record_plan(stored)
     _say("5/7", f"plan for {held:.2g} FLOPs: N* {plan.params:,.0f}, shape {plan.shape.name} "
                 f"({plan.shape.params:,} params, {plan.shape_tokens:,} tokens)")  # fmt: skip
-    flagship = _train_flagship(config_path, config.run_dir)
+    _say("6/7", f"training the flagship: workbench train {config_path}")  # and the branch check beside it
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "train", str(config_path)], text=True)
+    try:
+        branch = experiment.branch_check(sweep_plan, record, db_path, checks.seed_scatter(points))
+    except BaseException:
+        proc.kill()
+        raise
+    flagship = rundir.read_final(config.run_dir) if proc.wait() == 0 else None
+    if flagship is None:
+        raise WorkbenchError(f"the flagship run failed (exit {proc.returncode})", f"See the run dir of {config_path}.")
     with Store(db_path) as store:
         store.ingest(Path(config.run_dir))
     outcome = checks.flagship_outcome(record, flagship, plan_record.shape)
-    outcome.update(experiment.assess(outcome, record, points, sweep_plan, db_path, flagship))
+    outcome.update(experiment.assess(outcome, record, points, spec.name, db_path, flagship, branch))
     outcome.update(lr_check=lr, sweep=spec.name, wall_s=time.time() - t_start, flagship_config=str(config_path))
     _say("7/7", "writing the report")
     stored["predicted_loss"] = outcome["predicted_best_loss"]
@@ -107,17 +116,6 @@ def _launch(plan, db_path: Path, spec_path: str) -> None:
     for rid, state in (report.results or {}).items():
         if state != "completed":  # a diverged point is left out of the fit, as a real sweep's would be
             _say("!", f"run {rid} ended {state}: left out of the fit (see {report.sweep_dir / rid})")
-
-
-def _train_flagship(path: Path, run_dir: str) -> dict:
-    _say("6/7", f"training the flagship: workbench train {path}")
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "train", str(path)], text=True)
-    from workbench import rundir
-
-    final = rundir.read_final(run_dir)
-    if proc.returncode != 0 or final is None:
-        raise WorkbenchError(f"the flagship run failed (exit {proc.returncode})", f"See the run dir of {path}.")
-    return final
 
 
 def summary(outcome: dict) -> str:

@@ -16,17 +16,17 @@ from workbench.records import FitRecord
 log = logging.getLogger(__name__)
 
 
-def assess(outcome: dict, record: FitRecord, points: pd.DataFrame, plan, db_path: Path, flagship: dict) -> dict:
-    """The demo outcome's experiment fields: seed_scatter, branch_check, val_set_error, experiment (the checks)
-    and the flagship's bit_identity (what its losses reproduce on)."""
+def assess(outcome: dict, record: FitRecord, points: pd.DataFrame, sweep: str, db_path: Path, flagship: dict,
+           branch: dict | None) -> dict:  # fmt: skip
+    """The demo outcome's experiment fields: seed_scatter, branch_check (`branch_check`'s result),
+    val_set_error, experiment (the checks) and the flagship's bit_identity (what its losses reproduce on)."""
     from workbench import checks
 
     scatter = checks.seed_scatter(points)
-    branch = branch_check(plan, record, db_path, scatter)
     return {
         "seed_scatter": scatter,
         "branch_check": branch,
-        "val_set_error": val_set_error(db_path, plan.spec.name),
+        "val_set_error": val_set_error(db_path, sweep),
         "experiment": checks.experiment_checks(outcome, record, scatter, branch),
         "bit_identity": flagship.get("bit_identity"),
     }

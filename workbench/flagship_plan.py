@@ -9,7 +9,6 @@ sweep's too. Pure: no file is written here.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from workbench.config import TrainConfig
@@ -18,6 +17,7 @@ from workbench.layout import resolve_gpu
 from workbench.plan import Plan, flagship_config, make_plan
 from workbench.plan_record import to_record
 from workbench.records import FitRecord, PlanRecord
+from workbench.shapes import ModelShape, shape_named
 from workbench.sweep.grid import init_std_for, lr_for, standalone_schedule
 from workbench.sweep.spec import SweepSpec
 
@@ -33,6 +33,15 @@ def sweep_hparams(spec: SweepSpec) -> HparamLaws:
     return HparamLaws(batch, PowerLaw(1.0, 0.0), f"the {spec.name} sweep's rules")
 
 
+def sweep_shapes(spec: SweepSpec) -> list[ModelShape] | None:
+    """The sweep's own ladder when it names every size's shape (L3-d20): the flagship is then one of its
+    shapes, not the size rule's nearest rung, whose depth may differ (README, "The embedded default")."""
+    sizes = spec.grid.sizes
+    if not sizes or not all(isinstance(s, str) for s in sizes):
+        return None
+    return sorted((shape_named(s, spec.model.vocab_size) for s in sizes), key=lambda s: s.params)
+
+
 def plan_sweep_flagship(
     record: FitRecord, spec: SweepSpec, budget_flops: float, data_dir: str
 ) -> tuple[Plan, PlanRecord, TrainConfig]:
@@ -45,6 +54,7 @@ def plan_sweep_flagship(
         seq_len=spec.data.seq_len,
         vocab_size=spec.model.vocab_size,
         floor=spec.train.schedule.floor,
+        shapes=sweep_shapes(spec),
     )
     name = f"{spec.name}-flagship"
     run_dir = Path(spec.runs_root).resolve() / name / f"c{budget_flops:.2g}-{plan.shape.name}"
@@ -58,7 +68,7 @@ def plan_sweep_flagship(
             "schedule": config.schedule.model_copy(update=schedule),
             "optim": config.optim.model_copy(update={"lr_peak": lr}),
             "eval": config.eval.model_copy(update=eval_block),
-            "runtime": config.runtime.model_copy(update={"device": "cpu", "threads": os.cpu_count() or 1}),
+            "runtime": config.runtime.model_copy(update={"device": "cpu", "threads": spec.train.runtime.threads}),
         }
     )
     return plan, to_record(plan).model_copy(update={"lr_peak": lr, "name": name}), config

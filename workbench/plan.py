@@ -25,6 +25,7 @@ Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,7 +35,7 @@ from workbench.errors import WorkbenchError
 from workbench.fit.stats import percentiles
 from workbench.laws import Law, ParametricLaw
 from workbench.layout import GPUS_PER_NODE, Gpu, Layout, choose_layout
-from workbench.shapes import ModelShape, ladder, shape_for_params
+from workbench.shapes import BIN_WIDTH, ModelShape, ladder, shape_for_params
 
 CPU_BUDGET_FLOPS = 1e15  # below this a plan is sized for the CPU: seq_len 256, bytes vocabulary
 DEFAULT_DAYS = 30.0  # wall time a --compute plan aims for when neither --gpus nor --days is given
@@ -235,9 +236,12 @@ def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
         ) from None
 
 
-def shape_for_tokens(budget_flops: float, tokens: float, seq_len: int, vocab_size: int) -> ModelShape:
-    """The rung whose tokens at `budget_flops` (under the trainer's FLOP rule) come nearest `tokens` (in log)."""
-    _, shapes = ladder(vocab_size)
+def shape_for_tokens(
+    budget_flops: float, tokens: float, seq_len: int, vocab_size: int, shapes: Sequence[ModelShape] | None = None
+) -> ModelShape:
+    """The rung (of `shapes`, else of the size rule's ladder) whose tokens at `budget_flops` (under the
+    trainer's FLOP rule) come nearest `tokens` (in log)."""
+    shapes = shapes or ladder(vocab_size)[1]
     per_token = budget_flops / tokens
     return min(shapes, key=lambda s: abs(math.log(flops.flops_per_token(s, seq_len) / per_token)))
 
@@ -305,10 +309,17 @@ class Plan:
 
 
 def _shape_and_tokens(
-    law: Law, budget_flops: float, seq_len: int, vocab_size: int, inference: Inference | None
-) -> tuple[ModelShape, int]:
-    """The flagship's shape and tokens, solved with the trainer's FLOPs per token (6N + 12 L T d)."""
+    law: Law, budget_flops: float, seq_len: int, vocab_size: int, inference: Inference | None,
+    shapes: Sequence[ModelShape] | None = None,
+) -> tuple[ModelShape, int]:  # fmt: skip
+    """The flagship's shape and tokens, solved with the trainer's FLOPs per token (6N + 12 L T d). `shapes`:
+    a sweep's own ladder of named shapes, used for an isoFLOP law when the planned N lies within it."""
     params, tokens = law.optimum(budget_flops)
+    if shapes and law.parametric is None and not inference:
+        counts = [s.params for s in shapes]
+        if min(counts) / BIN_WIDTH <= params <= max(counts) * BIN_WIDTH:
+            shape = shape_for_tokens(budget_flops, tokens, seq_len, vocab_size, shapes)
+            return shape, flops.tokens_for_budget(shape, budget_flops, seq_len)
     if inference:  # the flagship reaches the compute-optimal loss, however many FLOPs that takes
         shape = shape_for_plan(inference.params, vocab_size)
         return shape, int(math.ceil(law.parametric.tokens_for_loss(shape.params, inference.loss)))
@@ -366,6 +377,7 @@ def make_plan(
     inference_tokens: float | None = None,
     floor: float = FLOOR,
     hparams_leave_out: tuple[str, ...] = (),
+    shapes: Sequence[ModelShape] | None = None,
 ) -> Plan:
     """The plan for `budget_flops` FLOPs: give `gpus` (days follow) or `days` (GPUs follow), or neither (30 days)."""
     params, tokens = law.optimum(budget_flops)
@@ -378,7 +390,7 @@ def make_plan(
                 "Use --law chinchilla, epoch or a fit file.",
             )
         inference = inference_optimal(law.parametric, budget_flops, inference_tokens)
-    shape, shape_tokens = _shape_and_tokens(law, budget_flops, seq_len, vocab_size, inference)
+    shape, shape_tokens = _shape_and_tokens(law, budget_flops, seq_len, vocab_size, inference, shapes)
     train_flops = flops.training_flops(shape, shape_tokens, seq_len)
     shape_loss = law.parametric.loss(shape.params, shape_tokens) if law.parametric else None
     choice = hparams.choose(train_flops, seq_len, law.hparams, hparams_leave_out)  # at the spent budget

@@ -19,13 +19,16 @@ How the rule works (documented in the README too):
    target never gives a smaller model), and the rungs are at most ~8% apart, so the pick lands within
    ~4% of the target wherever the ladder is dense (it is from about 10K parameters at vocabulary 256,
    and from about 40M at Llama 3's vocabulary of 128256).
-The three presets 8b, 70b and 405b are the published shapes, not the rule's output.
+The three presets 8b, 70b and 405b are the published shapes, not the rule's output. A size may also
+name its shape, `L<n_layers>-d<d_model>` (heads and FFN from step 2): a ladder whose depth never falls
+as N grows, which the rule's nearest rung does not promise at tiny sizes (README, "The embedded default").
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -37,6 +40,7 @@ LLAMA3_VOCAB = 128256
 MIN_LAYERS = 2  # one-layer models cannot form induction heads: a different kind of model, off the curve
 MAX_LAYERS = 200
 BIN_WIDTH = 1.04  # ratio between neighbouring bins of the ladder
+SHAPE_NAME = re.compile(r"L(\d+)-d(\d+)")  # an explicit shape: L3-d20
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,26 @@ def shape_for_params(target: float, vocab_size: int = LLAMA3_VOCAB) -> ModelShap
     return shapes[i]
 
 
+def shape_named(name: str, vocab_size: int = LLAMA3_VOCAB) -> ModelShape | None:
+    """The explicit shape `L<n_layers>-d<d_model>` (step 2 of the rule gives heads and FFN); None if `name`
+    is not of that form."""
+    match = SHAPE_NAME.fullmatch(name.strip())
+    if match is None:
+        return None
+    n_layers, d_model = int(match[1]), int(match[2])
+    if not (1 <= n_layers <= MAX_LAYERS and 2 <= d_model <= 1_000_000 and d_model % 2 == 0):
+        raise WorkbenchError(
+            f"shape {name!r} needs 1 to {MAX_LAYERS} layers and an even d_model (RoPE rotates pairs)",
+            "Name a shape like L3-d20, or give a number of parameters.",
+        )
+    return shape_for(n_layers, d_model, vocab_size)
+
+
 def resolve_size(size: str, vocab_size: int = LLAMA3_VOCAB) -> ModelShape:
-    """A preset name ('8b') or a parameter target ('350M', '1.2e9') -> a shape."""
+    """A preset name ('8b'), an explicit shape ('L3-d20') or a parameter target ('350M', '1.2e9') -> a shape."""
+    named = shape_named(size, vocab_size)
+    if named is not None:
+        return named
     key = size.strip().lower()
     if key in PRESETS:
         preset = PRESETS[key]
@@ -154,7 +176,7 @@ def resolve_size(size: str, vocab_size: int = LLAMA3_VOCAB) -> ModelShape:
     except WorkbenchError as err:
         raise WorkbenchError(
             f"SIZE {size!r} is neither a preset nor a number of parameters",
-            "Use 8b, 70b, 405b, or a number like 350M, 1.2e9, 16B.",
+            "Use 8b, 70b, 405b, a shape like L3-d20, or a number like 350M, 1.2e9, 16B.",
         ) from err
     if target <= 0:
         raise WorkbenchError(f"SIZE {size!r} must be positive", "Use a number of parameters like 350M or 1.2e9.")

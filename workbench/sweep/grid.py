@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from workbench import flops
 from workbench.config import TrainConfig, Where, describe
 from workbench.errors import WorkbenchError
-from workbench.shapes import ModelShape, ladder, shape_for_params
+from workbench.shapes import ModelShape, ladder, shape_for_params, shape_named
 from workbench.sweep.spec import MAX_RUNS, PlannedRun, SweepSpec
 from workbench.units import human
 
@@ -79,14 +79,16 @@ def _center_points(spec: SweepSpec, points: list[_Point], where: Where) -> list[
     return centers
 
 
-def _shape(target: float, spec: SweepSpec, where: Where, key: tuple) -> ModelShape:
+def _shape(target: float | str, spec: SweepSpec, where: Where, key: tuple) -> ModelShape:
     try:
+        if isinstance(target, str):  # an explicit shape, L3-d20 (the spec checked its form)
+            return shape_named(target, spec.model.vocab_size)
         return shape_for_params(target, spec.model.vocab_size)
     except WorkbenchError as err:
         raise err.at(where(key), ".".join(map(str, key))) from None
 
 
-def _candidate_sizes(spec: SweepSpec, where: Where) -> list[tuple[float, tuple]]:
+def _candidate_sizes(spec: SweepSpec, where: Where) -> list[tuple[float | str, tuple]]:
     grid = spec.grid
     if grid.sizes:
         return [(s, ("grid", "sizes", i)) for i, s in enumerate(grid.sizes)]
@@ -110,12 +112,14 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
             budget = flops.training_flops(shape, p.tokens, seq, rule)
             out.append(_Point(budget, p.params, shape, p.tokens))
         return out
-    candidates = _candidate_sizes(spec, where)
+    # (N, size, key): a named shape (L3-d20) stands at its own N
+    candidates = [(_shape(s, spec, where, key).params if isinstance(s, str) else s, s, key)
+                  for s, key in _candidate_sizes(spec, where)]  # fmt: skip
     out = []
     for b, budget in enumerate(grid.budgets_flops):
         n_star = _prior_optimum(spec, budget)
         low, high = (n_star / grid.spread, n_star * grid.spread) if grid.spread else (0, math.inf)
-        chosen = [(s, key) for s, key in candidates if low <= s <= high]
+        chosen = [(n, size, key) for n, size, key in candidates if low <= n <= high]
         if len(chosen) < grid.min_sizes_per_budget:
             raise WorkbenchError(
                 f"budget {budget:.3g} has {len(chosen)} sizes in "
@@ -124,9 +128,9 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
                 "Widen grid.spread or min_params/max_params, or lower min_sizes_per_budget.",
                 where=where(("grid", "budgets_flops", b)),
             )
-        for size, key in chosen:
+        for n, size, key in chosen:
             shape = _shape(size, spec, where, key)
-            out.append(_Point(budget, size, shape, budget / flops.flops_per_token(shape, seq, rule)))
+            out.append(_Point(budget, n, shape, budget / flops.flops_per_token(shape, seq, rule)))
         if len(out) > MAX_RUNS:
             raise WorkbenchError(f"more than {MAX_RUNS} runs", "Use fewer budgets or sizes.", where=where(("grid",)))
     return out

@@ -238,9 +238,11 @@ def submit_slurm(
 
 
 def run_local(runs: list[PlannedRun], configs: dict[str, TrainConfig], launch_spec: Launch, root: Path) -> dict:
-    """Run in order on this machine (trunks before branches); returns run id -> final status."""
+    """Run on this machine, trunks before branches and the costliest first within each (so that the last
+    to finish is a short one and no worker idles long at the end); returns run id -> final status."""
     results: dict[str, str] = {}
     waves = [[r for r in runs if r.kind != "branch"], [r for r in runs if r.kind == "branch"]]
+    waves = [sorted(wave, key=lambda r: -r.cost_flops) for wave in waves]  # stable: equal costs keep their order
     jobs = st.read_jobs(root)
     for r in runs:
         jobs["runs"][r.run_id] = {"job_id": None, "executor": "local", "submitted_at": st.now()}

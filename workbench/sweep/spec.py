@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, create_model, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, create_model, model_validator
 
 from workbench.config import (
     CheckpointConfig,
@@ -63,6 +63,10 @@ AutoNumber = Annotated[float | Literal["auto"], BeforeValidator(_auto_number)]
 AutoCount = Annotated[int | Literal["auto"], BeforeValidator(_auto_count)]
 Flops = Annotated[Number, Field(gt=0, le=1e32)]
 Params = Annotated[Number, Field(gt=0, le=1e14)]
+# a grid size: a number of parameters (the size rule's nearest rung) or an explicit shape, L3-d20
+Size = Annotated[
+    Params | Annotated[str, StringConstraints(pattern=r"^\s*L\d+-d\d+\s*$")], Field(union_mode="left_to_right")
+]
 
 
 class SweepModel(Strict):
@@ -108,7 +112,7 @@ class Grid(Strict):
     min_params: Params | None = None
     max_params: Params | None = None
     sizes_per_decade: Number = Field(default=4, gt=0, le=64)
-    sizes: list[Params] = Field(default_factory=list, max_length=10000)
+    sizes: list[Size] = Field(default_factory=list, max_length=10000)
     spread: Number | None = Field(default=4.0, ge=1, le=1e6)
     min_sizes_per_budget: Count = Field(default=3, ge=1)
     prior: Prior = Prior()
