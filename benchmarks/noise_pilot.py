@@ -6,7 +6,7 @@ standard deviation over the seeds (as a fraction of the mean) and the run length
 a real `workbench` run launched through the sweep machinery on this machine's CPUs; finished runs are
 reused on a rerun (the run directories under --out are the cache).
 
-Run: .venv/bin/python benchmarks/noise_pilot.py [--spec sweeps/cpu.yaml] [--size 23K] [--budget 2e11]
+Run: .venv/bin/python benchmarks/noise_pilot.py [--spec sweeps/cpu.yaml] [--size 23K|L3-d20] [--budget 2e11]
      [--seeds 4] [--variants base,lr_half,...]
 """
 
@@ -54,7 +54,7 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def variant_spec(base: dict, name: str, overrides: dict, size: float, budget: float, seeds: int) -> dict:
+def variant_spec(base: dict, name: str, overrides: dict, size: float | str, budget: float, seeds: int) -> dict:
     spec = copy.deepcopy(base)
     spec["name"] = f"pilot-{name}"
     spec["grid"].update(budgets_flops=[budget], sizes=[size], spread=None, min_sizes_per_budget=1)
@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from workbench.logs import setup
+    from workbench.shapes import SHAPE_NAME
     from workbench.sweep.launch import launch
     from workbench.sweep.spec import expand, load_spec
     from workbench.units import parse_number
@@ -92,7 +93,7 @@ def main() -> None:
     for item in args.set:
         key, value = item.split("=", 1)
         _set(base, key, yaml.safe_load(value))
-    size = parse_number(args.size)
+    size = args.size if SHAPE_NAME.fullmatch(args.size) else parse_number(args.size)  # L3-d20 or 23K
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = []
