@@ -110,6 +110,9 @@ def test_sizes_may_name_shapes_and_a_bad_name_is_a_one_line_error(tmp_path):
     data["grid"]["sizes"] = ["10K", "L3-d21"]
     with pytest.raises(WorkbenchError, match=r"s\.yaml:\d+: grid\.sizes\.1: shape 'L3-d21' needs .* even d_model"):
         plan_file(write(tmp_path, data))
+    data["grid"]["sizes"] = ["8Q"]
+    with pytest.raises(WorkbenchError, match=r"grid\.sizes\.0: '8Q' is neither a number of parameters .* nor a shape"):
+        plan_file(write(tmp_path, data))
 
 
 def test_unknown_key_names_file_line_and_valid_keys(tmp_path):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, create_model, model_validator
+from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from workbench.config import (
     CheckpointConfig,
@@ -47,6 +47,7 @@ from workbench.config import (
     number,
     parse_model,
 )
+from workbench.shapes import SHAPE_NAME
 
 MAX_RUNS = 100_000  # a guard against typos like sizes_per_decade: 1e6
 
@@ -63,10 +64,23 @@ AutoNumber = Annotated[float | Literal["auto"], BeforeValidator(_auto_number)]
 AutoCount = Annotated[int | Literal["auto"], BeforeValidator(_auto_count)]
 Flops = Annotated[Number, Field(gt=0, le=1e32)]
 Params = Annotated[Number, Field(gt=0, le=1e14)]
-# a grid size: a number of parameters (the size rule's nearest rung) or an explicit shape, L3-d20
-Size = Annotated[
-    Params | Annotated[str, StringConstraints(pattern=r"^\s*L\d+-d\d+\s*$")], Field(union_mode="left_to_right")
-]
+
+
+def _size(value: Any) -> float | str:
+    """A grid size: an explicit shape (L3-d20, the size rule's step 2 gives heads and FFN) or a number of
+    parameters (the size rule's nearest rung)."""
+    if isinstance(value, str) and SHAPE_NAME.fullmatch(value.strip()):
+        return value.strip()
+    try:
+        params = number(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a number of parameters (350M, 2e4) nor a shape like L3-d20") from None
+    if not 0 < params <= 1e14:
+        raise ValueError(f"size {params:g} must be above 0 and at most 1e14 parameters")
+    return params
+
+
+Size = Annotated[float | str, BeforeValidator(_size)]
 
 
 class SweepModel(Strict):
