@@ -85,7 +85,7 @@ def write_corpus(folder: Path, mb: float, formats: list[str]) -> dict[str, Path]
 def train_tokenizer(folder: Path, kind: str) -> str:
     if kind == "bytes":
         return "bytes"
-    from workbench.tokenize import train_bpe
+    from workbench.data.tokenizer import train_bpe
 
     sample = list(documents(1, seed=1))
     path = folder / "tokenizer.json"

@@ -9,22 +9,22 @@ and the step time with activation checkpointing off, selective and full.
 Needs only torch (whatever CUDA build the machine has) and the project's pure-Python dependencies
 (pydantic, pyyaml, numpy): `PYTHONPATH=. python benchmarks/gpu.py` from the repository root.
 
-What one measurement is: workbench.model.Transformer built on the meta device, materialised on the GPU
-and initialised by workbench.parallel_init (as a `layout:` run is), activation checkpointing applied by
-workbench.parallel.apply_checkpointing, each block compiled (torch.compile, unless --no-compile), bf16
+What one measurement is: workbench.model.transformer.Transformer built on the meta device, materialised on the GPU
+and initialised by workbench.train.parallel.weights_init (as a `layout:` run is), activation checkpointing applied by
+workbench.train.parallel.parallelize.apply_checkpointing, each block compiled (torch.compile, unless --no-compile), bf16
 autocast with fp32 master weights, fused AdamW (16 bytes of weights, gradients and moments per parameter,
 as the memory model counts), micro-batches of random tokens (the step time does not depend on the data).
 `--warmup` steps (compilation) are not timed; the next `--steps` are, with cuda.synchronize around them.
 
 MFU = FLOPs per token x tokens/s / peak. FLOPs per token: the project's rule "6N+attn" =
 6 N + 6 n_layers seq_len d_model (N: non-embedding parameters, output projection included; the attention
-scores and values forward and backward, causal not halved; workbench.flops.flops_per_token), or "6N" with
---flop-rule 6N. Peak: the dense bf16 peak of workbench.layout.GPUS for the detected GPU (H100/H200:
+scores and values forward and backward, causal not halved; workbench.model.flops.flops_per_token), or "6N" with
+--flop-rule 6N. Peak: the dense bf16 peak of workbench.plan.layout_cost.GPUS for the detected GPU (H100/H200:
 989 TFLOPS, A100: 312, B200: 2250), or --peak-tflops. Recomputed FLOPs are not counted (MFU, not HFU).
 
-Memory: torch.cuda.max_memory_allocated over the timed steps against workbench.layout.memory_per_gpu for
+Memory: torch.cuda.max_memory_allocated over the timed steps against workbench.plan.layout_cost.memory_per_gpu for
 TP 1 x PP 1 x DP 1 (AC off and selective are compared with the model's "selective", full with "full").
-Goal (issue 13): >= 45% MFU at 1B and memory within 15% of the prediction. Not part of the tests.
+Goal: >= 45% MFU at 1B and memory within 15% of the prediction. Not part of the tests.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from workbench import flops
-from workbench.config import ModelConfig
-from workbench.layout import GPUS, USABLE_MEMORY, memory_per_gpu
-from workbench.shapes import LLAMA3_VOCAB, ModelShape, ladder, shape_for_params
+from workbench.model import flops
+from workbench.model.config import ModelConfig
+from workbench.model.shapes import LLAMA3_VOCAB, ModelShape, ladder, shape_for_params
+from workbench.plan.layout_cost import GPUS, USABLE_MEMORY, memory_per_gpu
 
 RECOMPUTE_MODEL = {"none": "selective", "selective": "selective", "full": "full"}
 
@@ -89,9 +89,9 @@ def detect_peak(name: str, override: float | None) -> tuple[float, float]:
 
 
 def build(shape: ModelShape, seq_len: int, device: torch.device, recompute: str, compile_blocks: bool):
-    from workbench.model import Transformer, rope_tables
-    from workbench.parallel import apply_checkpointing
-    from workbench.parallel_init import init_parameters
+    from workbench.model.transformer import Transformer, rope_tables
+    from workbench.train.parallel.parallelize import apply_checkpointing
+    from workbench.train.parallel.weights_init import init_parameters
 
     cfg = ModelConfig.from_shape(shape)
     with torch.device("meta"):
@@ -110,9 +110,18 @@ def build(shape: ModelShape, seq_len: int, device: torch.device, recompute: str,
 
 def measure(size: str, shape: ModelShape, args, device: torch.device, recompute: str, peak: float) -> Result:
     result = Result(
-        size, shape.as_dict(), shape.params, shape.params_total, recompute, args.seq_len, args.micro_batch,
-        not args.no_compile, "ok", flop_rule=args.flop_rule, peak_tflops=peak / 1e12,
-    )  # fmt: skip
+        size,
+        shape.as_dict(),
+        shape.params,
+        shape.params_total,
+        recompute,
+        args.seq_len,
+        args.micro_batch,
+        not args.no_compile,
+        "ok",
+        flop_rule=args.flop_rule,
+        peak_tflops=peak / 1e12,
+    )
     result.predicted_memory_gb = predicted_bytes(shape, args.seq_len, args.micro_batch, recompute) / 1e9
     cuda = device.type == "cuda"
     try:
@@ -231,9 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             predicted = predicted_bytes(shape, args.seq_len, args.micro_batch, mode)
             if args.dry_run or (cuda and predicted > memory_bytes):  # nothing run: the prediction only
-                r = Result(size, shape.as_dict(), shape.params, shape.params_total, mode, args.seq_len,
-                           args.micro_batch, not args.no_compile, "skipped", flop_rule=args.flop_rule,
-                           peak_tflops=peak / 1e12)  # fmt: skip
+                r = Result(
+                    size,
+                    shape.as_dict(),
+                    shape.params,
+                    shape.params_total,
+                    mode,
+                    args.seq_len,
+                    args.micro_batch,
+                    not args.no_compile,
+                    "skipped",
+                    flop_rule=args.flop_rule,
+                    peak_tflops=peak / 1e12,
+                )
                 r.predicted_memory_gb = predicted / 1e9
             else:
                 r = measure_fitting(size, shape, args, torch.device("cuda" if cuda else "cpu"), mode, peak)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from workbench.store import METRIC_COLUMNS, Store
+from workbench.store.database import METRIC_COLUMNS, Store
 
 
 def write_runs(root: Path, runs: int, rows: int) -> list[Path]:
@@ -31,17 +31,36 @@ def write_runs(root: Path, runs: int, rows: int) -> list[Path]:
     for index in range(runs):
         run_dir = root / "bench" / f"run{index:04d}"
         run_dir.mkdir(parents=True)
-        config = {"name": run_dir.name, "meta": {"sweep": "bench", "budget_flops": 1e18},
-                  "model": {"n_layers": 4, "d_model": 256, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 896,
-                            "vocab_size": 32000},
-                  "optim": {"lr_peak": 1e-3}, "batch": {"batch_tokens": 65536}, "data": {"seq_len": 512}}  # fmt: skip
+        config = {
+            "name": run_dir.name,
+            "meta": {"sweep": "bench", "budget_flops": 1e18},
+            "model": {
+                "n_layers": 4,
+                "d_model": 256,
+                "n_heads": 4,
+                "n_kv_heads": 2,
+                "ffn_dim": 896,
+                "vocab_size": 32000,
+            },
+            "optim": {"lr_peak": 1e-3},
+            "batch": {"batch_tokens": 65536},
+            "data": {"seq_len": 512},
+        }
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
         with open(run_dir / "metrics.jsonl", "w") as f:
             for step in range(per_run):
                 tokens = step * 65536
-                row = {"step": step, "tokens": tokens, "flops": tokens * 6e7, "loss": 10 / math.log(step + 3),
-                       "lr": 1e-3, "grad_norm": 0.4, "batch_tokens": 65536, "tokens_per_s": 123456.7,
-                       "wall_s": 0.5 * step}  # fmt: skip
+                row = {
+                    "step": step,
+                    "tokens": tokens,
+                    "flops": tokens * 6e7,
+                    "loss": 10 / math.log(step + 3),
+                    "lr": 1e-3,
+                    "grad_norm": 0.4,
+                    "batch_tokens": 65536,
+                    "tokens_per_s": 123456.7,
+                    "wall_s": 0.5 * step,
+                }
                 if step % 50 == 0:
                     row["val_loss"] = row["loss"] + 0.05
                 f.write(json.dumps(row) + "\n")

@@ -1,4 +1,4 @@
-"""Pilot (issue 18): what drives the seed-to-seed scatter of the embedded default's final validation loss.
+"""Pilot: what drives the seed-to-seed scatter of the embedded default's final validation loss.
 
 Trains one (size, budget) point of a sweep spec with several seeds under variants of its settings (LR,
 batch, schedule floor, cooldown, warmup) and prints, per variant, the mean final validation loss, its
@@ -82,11 +82,12 @@ def main() -> None:
     parser.add_argument("--out", default="pilot")
     args = parser.parse_args()
 
-    from workbench.logs import setup
-    from workbench.shapes import SHAPE_NAME
+    from workbench.core.logs import setup
+    from workbench.core.units import parse_number
+    from workbench.model.shapes import SHAPE_NAME
+    from workbench.sweep.grid import expand
     from workbench.sweep.launch import launch
-    from workbench.sweep.spec import expand, load_spec
-    from workbench.units import parse_number
+    from workbench.sweep.spec import load_spec
 
     setup()
     base = yaml.safe_load(Path(args.spec).read_text())

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 150] [--repeats 3] [--size 100K]
 
-Both sides train workbench.model.Transformer with torch.optim.AdamW on the same batches from the same
-Mixture. The trainer's time is the wall time of its step loop (workbench.train reports it as wall_s,
+Both sides train workbench.model.transformer.Transformer with torch.optim.AdamW on the same batches from the same
+Mixture. The trainer's time is the wall time of its step loop (workbench.train.trainer reports it as wall_s,
 which excludes start-up, evaluation and checkpoints); the baseline's is the wall time of its loop.
 The two alternate `repeats` times and the medians are compared: the ratio is trainer / baseline
 tokens per second (goal >= 0.95 on CPU). On CUDA (bf16 autocast) it also prints the MFU of both
@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-from workbench import flops
-from workbench.config import ModelConfig, TrainConfig
-from workbench.data import Mixture, ensure_default_corpus
-from workbench.model import Transformer
-from workbench.shapes import shape_for_params
-from workbench.units import parse_number
+from workbench.core.units import parse_number
+from workbench.data.batches import Mixture
+from workbench.data.prepare import ensure_default_corpus
+from workbench.model import flops
+from workbench.model.config import ModelConfig
+from workbench.model.shapes import shape_for_params
+from workbench.model.transformer import Transformer
+from workbench.train.config import TrainConfig
 
 
 def make_config(run_dir: Path, size: float, vocab: int, seq: int, micro: int, steps: int, device: str) -> TrainConfig:
@@ -52,7 +54,7 @@ def make_config(run_dir: Path, size: float, vocab: int, seq: int, micro: int, st
 
 
 def trainer_tokens_per_s(cfg: TrainConfig) -> float:
-    from workbench.train import main
+    from workbench.train.trainer import main
 
     with contextlib.redirect_stderr(io.StringIO()):
         record = main(cfg)

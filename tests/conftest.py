@@ -31,9 +31,12 @@ def browser(tmp_path_factory):
 
     scratch = str(tmp_path_factory.mktemp("chromium"))  # crash db + singleton dirs land here
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, timeout=30_000, env={**os.environ, "TMPDIR": scratch,
-                               "XDG_CONFIG_HOME": scratch}, args=["--no-sandbox", "--disable-gpu",
-                               "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"])  # fmt: skip
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            timeout=30_000,
+            env={**os.environ, "TMPDIR": scratch, "XDG_CONFIG_HOME": scratch},
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"],
+        )
         yield b
 
 

@@ -1,5 +1,11 @@
 """The shape of the package, checked with `ast` on the source (nothing is imported or run).
 
+- the floor plan: at most 16 entries under workbench/, stage packages whose imports run one way
+  (face -> demo -> report -> plan -> sweep -> fit -> store -> train -> data -> model -> records -> core),
+  no import cycle, storage computes no fit, one file name per module (parallel roles listed), nothing
+  shadows the standard library, only `train.rundir` spells a run directory's file names;
+- imports at the top of the module, unless the import adds a heavy dependency that the module does not
+  already have (the face keeps even pandas inside its commands, for `workbench --help`);
 - no workbench module uses a `_private` name of another workbench module;
 - the pure science modules reach neither torch nor duckdb, through any chain of workbench imports;
 - the commands and the demo stay thin (line limits);
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -29,10 +36,41 @@ KNOWN_PRINTS: set[str] = set()
 # files that still hash a config into a run id of their own (being fixed elsewhere)
 KNOWN_RUN_ID_HASH: set[str] = set()
 
-PURE = ("fit", "laws", "plan", "layout", "flops", "shapes", "units", "errors")
+PURE = (
+    "workbench.fit.",
+    "workbench.plan.",
+    "workbench.model.flops",
+    "workbench.model.shapes",
+    "workbench.core.units",
+    "workbench.core.errors",
+    "workbench.records",
+)
 HEAVY = ("torch", "duckdb")
 COMMAND_LINES, DEMO_LINES = 150, 150
 FACE = ("workbench/cli.py", "workbench/commands/")  # the modules that print
+# the stages in import order: a module imports only from its own package or one listed before it
+LAYERS = ("core", "records", "model", "data", "train", "store", "fit", "sweep", "plan", "report", "demo", "face")
+PARALLEL_ROLES = {"__init__.py", "config.py"}  # each stage's package file, and a stage's own config section
+# heavy third-party packages: a function-local import of one (directly or through a workbench module) keeps
+# it off the module's import path; anything else is imported at the top
+HEAVY_IMPORTS = {
+    "torch",
+    "duckdb",
+    "matplotlib",
+    "scipy",
+    "optuna",
+    "submitit",
+    "jinja2",
+    "vl_convert",
+    "tokenizers",
+    "tiktoken",
+    "pyarrow",
+    "zstandard",
+    "datasets",
+    "wandb",
+    "tensorboard",
+}
+FACE_HEAVY = {"pandas", "numpy", "pydantic", "yaml"}  # also kept inside the commands: `workbench --help` stays fast
 
 
 def _rel(path: Path) -> str:
@@ -174,7 +212,7 @@ def test_the_private_name_check_sees_every_kind_of_use():
     source = (
         "from workbench.sweep.grid import _prefix, expand_runs\n"
         "from workbench.sweep import grid\n"
-        "def f():\n    import workbench.store as s\n    return grid._budget_label(1.0), s._x, grid.__name__\n"
+        "def f():\n    import workbench.store.database as s\n    return grid._budget_label(1.0), s._x, grid.__name__\n"
     )
     found = _private_uses("workbench.probe", ast.parse(source))
     assert sorted(f.split(": ", 1)[1] for f in found) == [
@@ -188,13 +226,17 @@ def test_the_private_name_check_sees_every_kind_of_use():
 
 
 def _pure_modules() -> list[str]:
-    return [m for m in _files() if m.split(".")[1:2] and m.split(".")[1] in PURE]
+    return [m for m in _files() if m.startswith(PURE) or m + "." in PURE]
 
 
 def test_pure_modules_reach_neither_torch_nor_duckdb():
-    assert {"workbench.fit", "workbench.laws", "workbench.plan", "workbench.flops", "workbench.shapes"} <= set(
-        _pure_modules()
-    )
+    assert {
+        "workbench.fit",
+        "workbench.fit.laws",
+        "workbench.plan.planner",
+        "workbench.model.flops",
+        "workbench.model.shapes",
+    } <= set(_pure_modules())
     problems = []
     for module in _pure_modules():
         for reached, chain in _reachable(module).items():
@@ -205,10 +247,10 @@ def test_pure_modules_reach_neither_torch_nor_duckdb():
 
 
 def test_the_import_walk_finds_heavy_imports_inside_functions():
-    train, store = _edges("workbench.train")[1], _edges("workbench.store")[1]
+    train, store = _edges("workbench.train.trainer")[1], _edges("workbench.store.database")[1]
     assert "torch" in train and "duckdb" in store
     # workbench.commands.train imports the trainer inside its function only
-    assert "workbench.train" in _reachable("workbench.commands.train")
+    assert "workbench.train.trainer" in _reachable("workbench.commands.train")
 
 
 # ---------------------------------------------------------------- thin face
@@ -219,7 +261,7 @@ def _lines(path: Path) -> int:
 
 
 def test_commands_and_demo_stay_thin():
-    limits = {p: COMMAND_LINES for p in (PACKAGE / "commands").glob("*.py")} | {PACKAGE / "demo.py": DEMO_LINES}
+    limits = {p: COMMAND_LINES for p in (PACKAGE / "commands").glob("*.py")} | {PACKAGE / "demo" / "run.py": DEMO_LINES}
     over = {_rel(p): _lines(p) for p, limit in limits.items() if _lines(p) >= limit}
     unexpected = {path: n for path, n in over.items() if path not in KNOWN_OVER}
     assert not unexpected, f"over {COMMAND_LINES} lines (move the logic into the library): {unexpected}"
@@ -259,8 +301,12 @@ def _guards(module: str, tree: ast.Module) -> list[int]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Try):
             continue
-        caught = {n.id for h in node.handlers for n in ast.walk(h.type or ast.Name("BaseException"))
-                  if isinstance(n, ast.Name)}  # fmt: skip
+        caught = {
+            n.id
+            for h in node.handlers
+            for n in ast.walk(h.type or ast.Name("BaseException"))
+            if isinstance(n, ast.Name)
+        }
         ours = any(
             isinstance(i, ast.ImportFrom)
             and _absolute(module, i).startswith("workbench")
@@ -276,7 +322,7 @@ def _guards(module: str, tree: ast.Module) -> list[int]:
 def test_the_print_and_guard_checks_see_them():
     source = (
         "import typer\ndef f():\n    print('x')\n    typer.echo('y')\n"
-        "    try:\n        from workbench.store import Store\n    except ImportError:\n        return None\n"
+        "    try:\n        from workbench.store.database import Store\n    except ImportError:\n        return None\n"
     )
     tree = ast.parse(source)
     assert _prints(tree) == ["line 3: print", "line 4: .echo"]
@@ -305,12 +351,12 @@ def _defining(pattern: str) -> set[str]:
 
 def test_each_concept_is_defined_once():
     # one formatter for pydantic validation errors: config.describe
-    assert _defining(r"\.errors\(\)") == {"workbench/config.py"}
-    assert _defining(r"removeprefix\(.Value error") == {"workbench/config.py"}
+    assert _defining(r"\.errors\(\)") == {"workbench/core/configfile.py"}
+    assert _defining(r"removeprefix\(.Value error") == {"workbench/core/configfile.py"}
     # one walk of YAML nodes to key lines, and one key-path -> line lookup (config.load_yaml, line_of, Where)
-    assert _defining(r"start_mark") == {"workbench/config.py"}
-    assert _defining(r"(?m)^class Where\b") == {"workbench/config.py"}
-    assert _defining(r"for i in range\(len\(\w+\), 0, -1\)") == {"workbench/config.py"}
+    assert _defining(r"start_mark") == {"workbench/core/configfile.py"}
+    assert _defining(r"(?m)^class Where\b") == {"workbench/core/configfile.py"}
+    assert _defining(r"for i in range\(len\(\w+\), 0, -1\)") == {"workbench/core/configfile.py"}
     # the sweep's optimizer and checkpoint sections are parts of OptimConfig / CheckpointConfig, not copies
     assert not _defining(r"(?m)^class Sweep(Optim|Checkpoint)\b")
     # one run-id hash of a resolved config: sweep.grid.run_id
@@ -318,5 +364,214 @@ def test_each_concept_is_defined_once():
     assert hashing - KNOWN_RUN_ID_HASH == {"workbench/sweep/grid.py"}
     assert hashing >= KNOWN_RUN_ID_HASH, f"fixed: remove from KNOWN_RUN_ID_HASH: {KNOWN_RUN_ID_HASH - hashing}"
     # one way to parse a number in a config (config.number / config.count over units.parse_number)
-    assert _defining(r"(?m)^def parse_number\b") == {"workbench/units.py"}
+    assert _defining(r"(?m)^def parse_number\b") == {"workbench/core/units.py"}
     assert not _defining(r"class _?null\b"), "use contextlib.nullcontext"
+
+
+# ---------------------------------------------------------------- the floor plan
+
+
+def _layer(module: str) -> str:
+    """The stage package a module belongs to ('face' for the CLI and its commands; the root is core)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "core"
+    return "face" if parts[1] in ("cli", "commands") else parts[1]
+
+
+def test_at_most_sixteen_entries_under_the_package_and_every_stage_is_a_layer():
+    entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__")
+    assert len(entries) <= 16, entries
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages - {"commands"} <= set(LAYERS), f"a package that is no stage of LAYERS: {packages - set(LAYERS)}"
+    assert {_layer(m) for m in _files()} <= set(LAYERS)
+
+
+def test_imports_run_one_way_through_the_stages():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = []
+    for module in _files():
+        for target in _edges(module)[0]:
+            if rank[_layer(target)] > rank[_layer(module)]:
+                upward.append(f"{module} ({_layer(module)}) imports {target} ({_layer(target)})")
+    assert not upward, "imports must run downward (LAYERS):\n" + "\n".join(sorted(upward))
+
+
+def test_storage_imports_no_fit_code():
+    fit = sorted(m for m in _reachable("workbench.store.database") if _layer(m) == "fit")
+    fit += sorted(m for m in _reachable("workbench.store.importers") if _layer(m) == "fit")
+    assert not fit, fit
+
+
+def _top_edges(module: str) -> set[str]:
+    """workbench modules imported when `module` is imported (its top level, not its functions)."""
+    found = set()
+    for node in _tree(_files()[module]).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            targets = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [_absolute(module, node), *(f"{_absolute(module, node)}.{a.name}" for a in node.names)]
+            )
+            found |= {m for t in targets for m in _with_parents(t) if m in _files() and m != module}
+    return found
+
+
+def test_no_import_cycle_between_modules():
+    graph = {m: _edges(m)[0] for m in _files()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            parents = set(_with_parents(node))  # a package's __init__ is imported with every module in it
+            if nxt in parents:
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]) if nxt in path else f"{node} -> {nxt}")
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_one_file_name_per_module_and_nothing_shadows_the_standard_library():
+    by_name: dict[str, list[str]] = {}
+    for path in _files().values():
+        by_name.setdefault(path.name, []).append(_rel(path))
+    shared = {name: paths for name, paths in by_name.items() if len(paths) > 1 and name not in PARALLEL_ROLES}
+    assert not shared, f"two modules share a file name (rename one to say what it does): {shared}"
+    stdlib = set(sys.stdlib_module_names)
+    shadows = sorted(_rel(p) for p in PACKAGE.rglob("*") if p.stem in stdlib and (p.suffix == ".py" or p.is_dir()))
+    assert not shadows, f"modules named like standard-library modules: {shadows}"
+
+
+def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
+    """String literals, except the literal parts of f-strings (".lock" in f".{name}.lock" names no run file)."""
+    parts = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in parts
+    ]
+
+
+def test_only_rundir_spells_the_run_directory_file_names():
+    rundir = _tree(_files()["workbench.train.rundir"])
+    names = {
+        node.value.value
+        for node in rundir.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        and node.targets[0].id in ("CONFIG", "METRICS", "FINAL", "LOG", "CKPT", "LOCK", "JOBS")
+    }
+    assert names == {"config.yaml", "metrics.jsonl", "final.json", "train.log", "ckpt", ".lock", "jobs.json"}
+    spelled = [
+        f"{_rel(path)}:{line} {value!r}"
+        for module, path in _files().items()
+        if module != "workbench.train.rundir"
+        for line, value in _string_constants(_tree(path))
+        if value in names or any(value.endswith("/" + n) for n in names)
+    ]
+    assert not spelled, f"run-directory paths go through workbench.train.rundir: {spelled}"
+
+
+def _local_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found += [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
+    return list({id(n): n for n in found}.values())
+
+
+def _third_party_reached(module: str, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """Third-party top-level names an import statement brings in, directly or through workbench modules."""
+    outer = set()
+    targets = (
+        [a.name for a in node.names]
+        if isinstance(node, ast.Import)
+        else [_absolute(module, node), *(f"{_absolute(module, node)}.{a.name}" for a in node.names)]
+    )
+    for target in targets:
+        if target.split(".")[0] != "workbench":
+            outer.add(target.split(".")[0])
+            continue
+        for reached in (m for t in _with_parents(target) if t in _files() for m in _top_closure(t)):
+            outer |= _top_third_party(reached)
+    return outer
+
+
+@cache
+def _top_third_party(module: str) -> frozenset[str]:
+    names = set()
+    for node in _tree(_files()[module]).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return frozenset(names - {"workbench", "__future__"})
+
+
+@cache
+def _top_closure(module: str) -> frozenset[str]:
+    seen, todo = {module}, [module]
+    while todo:
+        for nxt in _top_edges(todo.pop()) - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return frozenset(seen)
+
+
+def test_imports_sit_at_the_top_unless_they_keep_a_heavy_dependency_off_the_path():
+    needless = []
+    for module, path in _files().items():
+        tree = _tree(path)
+        have = {n for m in _top_closure(module) for n in _top_third_party(m)}
+        heavy = HEAVY_IMPORTS | (FACE_HEAVY if _layer(module) == "face" else set())
+        for node in _local_imports(tree):
+            if not (_third_party_reached(module, node) - have) & heavy:
+                needless.append(f"{_rel(path)}:{node.lineno} {ast.unparse(node)}")
+    assert not needless, "move these imports to the top of their module:\n" + "\n".join(needless)
+
+
+def test_the_face_imports_no_heavy_module_at_its_top():
+    face = [m for m in _files() if _layer(m) == "face"]
+    heavy = HEAVY_IMPORTS | FACE_HEAVY
+    problems = {
+        m: sorted(bad) for m in face if (bad := {n for r in _top_closure(m) for n in _top_third_party(r)} & heavy)
+    }
+    assert not problems, f"`workbench --help` would import these: {problems}"
+
+
+def test_no_format_escapes_issue_numbers_or_paths_outside_the_repo():
+    texts = [
+        p
+        for p in (
+            *ROOT.glob("workbench/**/*"),
+            *ROOT.glob("tests/*.py"),
+            *ROOT.glob("benchmarks/*.py"),
+            *ROOT.glob("scripts/*"),
+            *ROOT.glob("docs/**/*.md"),
+            *ROOT.glob("sweeps/*"),
+            ROOT / "README.md",
+            *ROOT.glob(".ci/*"),
+        )
+        if p.is_file() and p.suffix not in (".pyc", ".png", ".svg")
+    ]
+    me = Path(__file__).resolve()
+    skips = [f"{_rel(p)}" for p in texts if p != me and "fmt: " + "skip" in p.read_text(errors="replace")]
+    assert not skips, f"format the code instead of escaping the formatter: {skips}"
+    numbers = re.compile(r"\b[Ii]ssue[s]? #?\d+|\(issue \d+\)|#\d{2,3}\b(?![0-9a-fA-F])")
+    issues = [
+        f"{_rel(p)}: {m.group()}" for p in texts if p != me for m in numbers.finditer(p.read_text(errors="replace"))
+    ]
+    assert not issues, f"no issue numbers in code, docs or report text: {issues}"
+    outside = re.compile(r"\.\./shared|/work/shared|shared/(?:STYLE|DESIGN|CPU-SCALE|BROWSER|slurm)")
+    pointers = [f"{_rel(p)}" for p in texts if p != me and outside.search(p.read_text(errors="replace"))]
+    assert not pointers, f"nothing in the repo points at files outside it: {pointers}"

@@ -1,4 +1,4 @@
-"""Chaos (issue 17): a tiny sweep is launched again and again while a background loop kills random
+"""Chaos: a tiny sweep is launched again and again while a background loop kills random
 training processes (SIGKILL or SIGTERM, at random moments) and, between launches, damages the newest
 checkpoint of a random run (truncated, emptied or one byte changed). When every run has finished, each
 final.json equals that of an undisturbed sweep bit for bit (timing aside) and the database holds exactly

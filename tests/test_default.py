@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
-    from workbench.demo import run_demo
+    from workbench.demo.run import run_demo
 
     tmp_path = tmp_path_factory.mktemp("default")
     with pytest.MonkeyPatch.context() as mp:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from workbench.data import ensure_default_corpus
+from workbench.data.prepare import ensure_default_corpus
 
 K = 1000
 
@@ -44,7 +44,7 @@ def small_spec(tmp_path):
 @pytest.fixture(scope="module")
 def mini_demo(tmp_path_factory):
     """The demo on the small grid, run once for the tests below: (its folder, spec, db, outcome)."""
-    from workbench.demo import run_demo
+    from workbench.demo.run import run_demo
 
     tmp_path = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as mp:
@@ -69,7 +69,8 @@ CHECKS = {
 def test_demo_runs_every_stage_and_its_checks_hold_their_numbers(mini_demo, monkeypatch):
     """Every stage runs; each check's flag is the comparison of the numbers it reports (so a check that
     fails shows as False, never hidden), the robust ones pass, and a rerun trains nothing again."""
-    from workbench.demo import run_demo, summary
+    from workbench.demo.run import run_demo
+    from workbench.demo.summary import summary
 
     tmp_path, spec, db, outcome = mini_demo
     assert outcome["held_out_budget"] == 4e11
@@ -116,8 +117,21 @@ def test_demo_command_exits_1_exactly_when_an_end_to_end_check_fails(mini_demo):
     """`workbench demo` on the same folder (every run reused): exit 0 when the five checks pass, else a
     one-line error and exit 1, never a traceback."""
     tmp_path, spec, db, outcome = mini_demo
-    command = [sys.executable, "-m", "workbench.cli", "demo", "--sweep", str(spec), "--db", str(db),
-               "--out", str(tmp_path / "reports" / "mini.html"), "--bootstrap", "50", "--no-lr-check"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "workbench.cli",
+        "demo",
+        "--sweep",
+        str(spec),
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "reports" / "mini.html"),
+        "--bootstrap",
+        "50",
+        "--no-lr-check",
+    ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]

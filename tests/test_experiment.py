@@ -1,4 +1,4 @@
-"""The embedded default as an experiment (issue 18): centre seeds, fan-in init, the flagship trained with the
+"""The embedded default as an experiment: centre seeds, fan-in init, the flagship trained with the
 sweep's own schedule, the seed scatter per budget and the checks the demo's outcome record carries."""
 
 import math
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from workbench import checks
-from workbench.errors import WorkbenchError
-from workbench.sweep.grid import init_std_for, standalone_schedule
-from workbench.sweep.spec import expand, load_spec
+from workbench.core.errors import WorkbenchError
+from workbench.demo import checks
+from workbench.sweep.grid import expand, init_std_for, standalone_schedule
+from workbench.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "sweeps" / "cpu.yaml"
@@ -137,9 +137,14 @@ def test_experiment_checks_pass_and_fail_on_their_thresholds():
     )
     failed = {k for k, c in bad.items() if not c["passed"]}
     assert failed == {
-        "seed_scatter_1pct", "loss_law_within_1pct", "parametric_within_2pct", "n_opt_isoflop_within_1.3x",
-        "n_opt_parametric_within_1.3x", "interval_width_6.5pct", "wsd_branch_matches_run",
-    }  # fmt: skip
+        "seed_scatter_1pct",
+        "loss_law_within_1pct",
+        "parametric_within_2pct",
+        "n_opt_isoflop_within_1.3x",
+        "n_opt_parametric_within_1.3x",
+        "interval_width_6.5pct",
+        "wsd_branch_matches_run",
+    }
 
 
 def test_endpoint_curves_make_approach_1_recover_the_allocation_exponent():
@@ -174,10 +179,10 @@ def test_init_std_must_be_auto_or_positive(tmp_path):
 def test_a_sweep_of_named_shapes_plans_its_flagship_from_its_own_ladder():
     """A sweep that names its shapes gets one of them for its flagship, not the size rule's rung (the demo's
     first try with its named ladder trained the size rule's 2-layer L2-d58: +6.8% against the best run)."""
-    from workbench.flagship_plan import sweep_shapes
-    from workbench.laws import Law, PowerLaw
-    from workbench.layout import resolve_gpu
-    from workbench.plan import make_plan
+    from workbench.fit.laws import Law, PowerLaw
+    from workbench.plan.from_sweep import sweep_shapes
+    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.planner import make_plan
 
     spec, _ = cpu_plan()
     shapes = sweep_shapes(spec)

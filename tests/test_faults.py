@@ -1,4 +1,4 @@
-"""Faults and hostile input (issue 17): checkpoints that heal, one trainer per run, no code from files.
+"""Faults and hostile input: checkpoints that heal, one trainer per run, no code from files.
 
 Real processes, real kill -9, real truncation; each numbered case of the issue is one test here (the
 tracebacks of case 8 and the silent acceptances of case 9 are at the end).
@@ -25,7 +25,7 @@ STEPS = 60
 
 @pytest.fixture(scope="module")
 def corpus():
-    from workbench.data import ensure_default_corpus
+    from workbench.data.prepare import ensure_default_corpus
 
     return str(ensure_default_corpus())
 
@@ -165,7 +165,7 @@ def test_partial_checkpoint_folders_are_swept_at_start(tmp_path, corpus, referen
 
 
 def test_rotation_keeps_temp_folders_of_live_writers(tmp_path):
-    from workbench import checkpoint
+    from workbench.train import checkpoint
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -204,7 +204,7 @@ def test_checkpoint_round_trips_rng_and_floats_exactly(tmp_path):
     import numpy as np
     import torch
 
-    from workbench import checkpoint
+    from workbench.train import checkpoint
 
     np.random.seed(3)
     np.random.standard_normal()  # a cached gaussian in numpy's state
@@ -230,7 +230,7 @@ def _crafted_checkpoint(folder: Path, marker: Path) -> Path:
     """A checkpoint dir whose state.pt runs `touch marker` when unpickled, with a matching manifest."""
     import torch
 
-    from workbench import checkpoint
+    from workbench.train import checkpoint
 
     folder.mkdir(parents=True)
     torch.save({"model": _Payload(str(marker)), "optimizer": None}, folder / "state.pt")
@@ -312,7 +312,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, corpus):
 
 
 def test_lock_of_another_host_is_stale_only_after_its_heartbeat_stops(tmp_path, monkeypatch):
-    from workbench.runlock import Locked, RunLock
+    from workbench.train.runlock import Locked, RunLock
 
     monkeypatch.setenv("WORKBENCH_LOCK_STALE_S", "60")
     run = tmp_path / "run"
@@ -329,7 +329,7 @@ def test_lock_of_another_host_is_stale_only_after_its_heartbeat_stops(tmp_path, 
 
 
 def test_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
-    from workbench.runlock import RunLock
+    from workbench.train.runlock import RunLock
 
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
@@ -351,7 +351,7 @@ def test_two_concurrent_sweep_launches_train_each_run_once(tmp_path, corpus_home
     for proc, (_out, err) in zip((first, second), outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
         assert "Traceback" not in err
-    from workbench.sweep.spec import plan_file
+    from workbench.sweep.grid import plan_file
 
     for run in plan_file(spec).runs:
         run_dir = tmp_path / "runs" / "tiny" / run.run_id
@@ -396,8 +396,8 @@ def test_billion_laughs_is_refused_within_bounded_memory(tmp_path):
     ],
 )
 def test_yaml_refusals_are_one_line_at_file_line(tmp_path, text, words):
-    from workbench.config import load_yaml
-    from workbench.errors import WorkbenchError
+    from workbench.core.configfile import load_yaml
+    from workbench.core.errors import WorkbenchError
 
     path = tmp_path / "s.yaml"
     path.write_text(text)
@@ -415,7 +415,7 @@ def test_binary_file_to_sweep_plan_is_one_line(tmp_path):
 
 
 def test_yaml_line_numbers_still_found_for_nested_keys(tmp_path):
-    from workbench.config import load_yaml
+    from workbench.core.configfile import load_yaml
 
     path = tmp_path / "s.yaml"
     path.write_text("a:\n  b: [1, {c: 2}]\nd: x\n")
@@ -446,7 +446,7 @@ def test_sweep_name_read_from_a_run_config_cannot_escape(tmp_path):
 def test_report_refuses_a_sweep_name_from_the_database_that_is_a_path(tmp_path):
     import duckdb
 
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     _hand_run(tmp_path / "runs" / "ok", "r1", "ok")
     db = tmp_path / "wb.duckdb"
@@ -471,7 +471,7 @@ def test_path_names_from_the_command_line_are_checked(tmp_path, args):
 # ------------------------------------------------------------------ 10: db query lockdown
 @pytest.fixture
 def small_db(tmp_path):
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     _hand_run(tmp_path / "runs" / "ok", "r1", "ok")
     db = tmp_path / "wb.duckdb"

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit.accuracy import accuracy_at, fit_accuracy, sigmoid
 from workbench.fit.holdout import holdout_largest, rollout
+from workbench.fit.laws import optimal_loss
 from workbench.fit.parametric import start_grid
 from workbench.fit.synthetic import CHINCHILLA, isoflop_sweep
-from workbench.laws import optimal_loss
 
 DESIGN = {"budgets_flops": np.geomspace(1e17, 1e22, 6), "sizes_per_budget": 9}
 FAST = {"starts": start_grid(3)}

@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 import workbench.cli
-from workbench.fit import io, plots
+from workbench.fit import figures, fitfile
 from workbench.fit.accuracy import sigmoid
+from workbench.fit.laws import optimal_allocation, predict_loss
 from workbench.fit.synthetic import CHINCHILLA, isoflop_sweep
-from workbench.laws import optimal_allocation, predict_loss
 from workbench.records import read_fit
 
 FAST = ["--starts", "3", "--no-plots"]
@@ -31,8 +31,20 @@ def sweep_csv(tmp_path):
 
 def test_csv_fit_writes_json_plots_and_prints_the_same_object(sweep_csv, tmp_path):
     out = tmp_path / "fits" / "toy.json"
-    result = _invoke("--from-csv", sweep_csv, "--bootstrap", 40, "--starts", 3, "--holdout-largest", "--out", out,
-                     "--at", "1e24", "--json")  # fmt: skip
+    result = _invoke(
+        "--from-csv",
+        sweep_csv,
+        "--bootstrap",
+        40,
+        "--starts",
+        3,
+        "--holdout-largest",
+        "--out",
+        out,
+        "--at",
+        "1e24",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed == json.loads(out.read_text())
@@ -56,9 +68,9 @@ def test_csv_fit_writes_json_plots_and_prints_the_same_object(sweep_csv, tmp_pat
     assert predict_loss(par, 1e9, 2e10) > par["E"]
     # the report rebuilds figures from the saved record
     record = read_fit(out)
-    fig = plots.isoflop_figure(io.points_from_record(record), io.isoflop_from_record(record))
+    fig = figures.isoflop_figure(fitfile.points_from_record(record), fitfile.isoflop_from_record(record))
     assert len(fig.axes) == 2
-    assert plots.parametric_figure(io.points_from_record(record), io.parametric_from_record(record)).axes
+    assert figures.parametric_figure(fitfile.points_from_record(record), fitfile.parametric_from_record(record)).axes
 
 
 def test_terminal_tables_and_rollout(sweep_csv, tmp_path):
@@ -101,15 +113,21 @@ def test_needs_exactly_one_source(sweep_csv):
 
 
 def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     points = isoflop_sweep(seed=2, budgets_flops=np.geomspace(1e18, 1e20, 3), sizes_per_budget=7)
     for i, row in points.iterrows():
         run_dir = tmp_path / "runs" / "toy" / f"run{i:02d}"
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(f"meta:\n  sweep: toy\n  budget_flops: {row.budget_flops:.6e}\n")
-        final = {"status": "completed", "params": int(row.params), "params_total": int(row.params * 1.2),
-                 "tokens": int(row.tokens), "flops": row.flops, "val_loss": row.loss}  # fmt: skip
+        final = {
+            "status": "completed",
+            "params": int(row.params),
+            "params_total": int(row.params * 1.2),
+            "tokens": int(row.tokens),
+            "flops": row.flops,
+            "val_loss": row.loss,
+        }
         (run_dir / "final.json").write_text(json.dumps(final))
     db = tmp_path / "wb.duckdb"
     with Store(db) as store:

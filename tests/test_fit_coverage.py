@@ -1,4 +1,4 @@
-"""Coverage of the bootstrap intervals on noisy synthetic sweeps from a known law (issue 15).
+"""Coverage of the bootstrap intervals on noisy synthetic sweeps from a known law.
 
 100 repeats per design (fixed seeds), 2% multiplicative noise, 5 budgets fitted; N* is predicted at the
 next budget up (the held-out budget), whose own parabola scores the held-out errors.
@@ -17,10 +17,10 @@ from workbench.fit import frontier, scoring, synthetic
 from workbench.fit.bootstrap import bootstrap_isoflop, bootstrap_parametric
 from workbench.fit.design import choose
 from workbench.fit.isoflop import fit_isoflop
+from workbench.fit.laws import ParametricLaw, isoflop_allocation, optimal_allocation, optimal_loss
 from workbench.fit.parametric import fit_parametric, start_grid
 from workbench.fit.stats import robust_interval
 from workbench.fit.synthetic import EPOCH, isoflop_sweep
-from workbench.laws import ParametricLaw, isoflop_allocation, optimal_allocation, optimal_loss
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from workbench.errors import WorkbenchError
-from workbench.fit.data import data_hash, group_budgets, load_csv
+from workbench.core.errors import WorkbenchError
+from workbench.fit.points import data_hash, group_budgets, load_csv
 
 GOOD = "params,tokens,loss\n1e8,1e9,3.1\n2e8,5e8,3.0\n4e8,2.5e8,3.2\n1e8,1e10,2.8\n"
 

@@ -1,4 +1,4 @@
-"""Honest uncertainty (issue 15): the bootstrap matches the design, held-out scores against the held-out
+"""Honest uncertainty: the bootstrap matches the design, held-out scores against the held-out
 budget's own parabola, the cross-method table and its flag, diagnostics, named laws, unique tokens."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import pytest
 from typer.testing import CliRunner
 
 import workbench.cli
-from workbench.data_constrained import effective_tokens
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit import diagnostics, envelope, holdout
 from workbench.fit.crosscheck import cross_methods
 from workbench.fit.design import choose
 from workbench.fit.isoflop import fit_isoflop
+from workbench.fit.laws import ParametricLaw
 from workbench.fit.parametric import fit_parametric, start_grid
 from workbench.fit.pipeline import FitOptions, fit_all
 from workbench.fit.synthetic import CHINCHILLA, EPOCH, isoflop_sweep, scattered_sweep
-from workbench.laws import ParametricLaw
+from workbench.plan.data_constrained import effective_tokens
 
 FIVE = np.geomspace(1e18, 1e20, 5)
 
@@ -42,14 +42,42 @@ def test_the_design_picks_the_bootstrap_and_the_json_names_it(tmp_path):
     assert choose(scattered(), "budget").bootstrap_mode == "budget"
     path = tmp_path / "scattered.csv"
     scattered().drop(columns=["budget_flops"]).to_csv(path, index=False)
-    result = _cli("fit", "--from-csv", path, "--bootstrap", 20, "--starts", 2, "--no-plots", "--json",
-                  "--method", "parametric", "--out", tmp_path / "s.json")  # fmt: skip
+    result = _cli(
+        "fit",
+        "--from-csv",
+        path,
+        "--bootstrap",
+        20,
+        "--starts",
+        2,
+        "--no-plots",
+        "--json",
+        "--method",
+        "parametric",
+        "--out",
+        tmp_path / "s.json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["settings"]["bootstrap_mode"] == "runs" and record["design"]["kind"] == "scattered"
     assert any("not isoFLOP curves" in w for w in record["diagnostics"]["warnings"])
-    forced = _cli("fit", "--from-csv", path, "--bootstrap", 20, "--starts", 2, "--no-plots", "--json",
-                  "--method", "parametric", "--bootstrap-mode", "budget", "--out", tmp_path / "b.json")  # fmt: skip
+    forced = _cli(
+        "fit",
+        "--from-csv",
+        path,
+        "--bootstrap",
+        20,
+        "--starts",
+        2,
+        "--no-plots",
+        "--json",
+        "--method",
+        "parametric",
+        "--bootstrap-mode",
+        "budget",
+        "--out",
+        tmp_path / "b.json",
+    )
     assert json.loads(forced.stdout)["settings"]["bootstrap_mode"] == "budget"
     bad = _cli("fit", "--from-csv", path, "--bootstrap-mode", "nope", "--no-plots", "--out", tmp_path / "c.json")
     assert bad.exit_code == 1 and "--bootstrap-mode" in bad.output
@@ -134,10 +162,14 @@ def test_diagnostics_warn_of_three_point_parabolas_and_two_budget_power_laws():
 
 @pytest.mark.parametrize(
     ("law", "source", "tokens_per_param"),
-    [("chinchilla", "Hoffmann et al. 2022", 50.1), ("hoffmann", "Hoffmann et al. 2022", 50.1),
-     ("epoch", "Besiroglu et al. 2024", 21.6), ("besiroglu", "Besiroglu et al. 2024", 21.6),
-     ("llama3", "Llama 3 Herd of Models", 19.2)],
-)  # fmt: skip
+    [
+        ("chinchilla", "Hoffmann et al. 2022", 50.1),
+        ("hoffmann", "Hoffmann et al. 2022", 50.1),
+        ("epoch", "Besiroglu et al. 2024", 21.6),
+        ("besiroglu", "Besiroglu et al. 2024", 21.6),
+        ("llama3", "Llama 3 Herd of Models", 19.2),
+    ],
+)
 def test_plan_names_each_law_its_source_and_tokens_per_parameter(law, source, tokens_per_param):
     result = _cli("plan", "--compute", "1e21", "--law", law)
     assert result.exit_code == 0, result.output
@@ -196,8 +228,9 @@ def test_approach_one_envelope_recovers_the_allocation_exponent_and_joins_the_cr
         tokens = np.geomspace(1e8, 4e11, 60)
         flops = 6 * n * tokens
         loss = law.loss(n, tokens)
-        metrics.append(pd.DataFrame({"run_id": f"r{i}", "step": np.arange(60), "flops": flops, "loss": loss,
-                                     "val_loss": loss}))  # fmt: skip
+        metrics.append(
+            pd.DataFrame({"run_id": f"r{i}", "step": np.arange(60), "flops": flops, "loss": loss, "val_loss": loss})
+        )
         runs.append({"run_id": f"r{i}", "params": n})
     curves = envelope.run_curves(pd.concat(metrics, ignore_index=True), pd.DataFrame(runs))
     env = envelope.fit_envelope(curves, n_bootstrap=30)

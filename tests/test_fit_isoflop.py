@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit.bootstrap import bootstrap_isoflop, interval
 from workbench.fit.isoflop import fit_isoflop
+from workbench.fit.laws import optimal_allocation
 from workbench.fit.synthetic import CHINCHILLA, isoflop_sweep
-from workbench.laws import optimal_allocation
 
 G_TRUE, A_TRUE = 0.3, 0.5
 

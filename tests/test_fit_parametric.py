@@ -5,9 +5,9 @@ import pytest
 from scipy.optimize import check_grad
 
 from workbench.fit.bootstrap import bootstrap_parametric, resample_counts
+from workbench.fit.laws import optimal_allocation, optimal_loss, predict_loss
 from workbench.fit.parametric import LogHuberObjective, fit_parametric, minimize_starts, start_grid
 from workbench.fit.synthetic import CHINCHILLA, EPOCH, isoflop_sweep
-from workbench.laws import optimal_allocation, optimal_loss, predict_loss
 
 # a sweep from 1e17 to 1e22 FLOPs, 10 budgets x 12 sizes: with 0.5% noise the estimator's own spread
 # is about 0.01 in E (Llama 3's narrower 6e18..1e22 x 9 sizes gives about 0.025, too wide for 0.02)
@@ -88,11 +88,17 @@ def test_bootstrap_warm_starts_match_a_full_grid_refit():
     draws = bootstrap_parametric(points, fit, n_resamples=2, seed=7)
     counts = resample_counts(points["budget_flops"].to_numpy(), 2, 7)
     for k in range(2):
-        objective = LogHuberObjective(points.params, points.tokens, points.loss, weights=counts[k : k + 1],
-                                      group=np.zeros(len(start_grid(3)), int))  # fmt: skip
+        objective = LogHuberObjective(
+            points.params,
+            points.tokens,
+            points.loss,
+            weights=counts[k : k + 1],
+            group=np.zeros(len(start_grid(3)), int),
+        )
         _, full_f = minimize_starts(objective, objective.to_internal(start_grid(3)))
-        theta = np.array([[np.log(draws["E"][k]), np.log(draws["A"][k]), np.log(draws["B"][k]),
-                           draws["alpha"][k], draws["beta"][k]]])  # fmt: skip
+        theta = np.array(
+            [[np.log(draws["E"][k]), np.log(draws["A"][k]), np.log(draws["B"][k]), draws["alpha"][k], draws["beta"][k]]]
+        )
         warm_f = objective(objective.to_internal(theta), np.zeros(1, int))[0][0]
         assert warm_f <= np.nanmin(full_f) * (1 + 1e-4)
 

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit.holdout import BEST_LOSS_TOLERANCE, N_OPT_FACTOR
+from workbench.fit.laws import optimal_loss
 from workbench.fit.pipeline import FitOptions
 from workbench.fit.stage import fit_stage
 from workbench.fit.synthetic import CHINCHILLA, isoflop_sweep
-from workbench.laws import optimal_loss
 from workbench.records import FIT_SCHEMA_VERSION, parse_fit, parse_plan, read_fit
 
 BUDGETS = np.geomspace(1e18, 8e18, 4)
@@ -39,7 +39,7 @@ def test_exclude_largest_fits_the_smaller_budgets_and_checks_the_largest(held_ou
     assert checks["interior_minima"]["predicted"] == checks["interior_minima"]["observed"] == 3
     loss = checks["best_loss_within_2pct"]
     best = points[points["budget_flops"] == BUDGETS[-1]]["loss"].min()
-    # scored against the held-out budget's own parabola minimum (issue 15), which the best run sits near
+    # scored against the held-out budget's own parabola minimum, which the best run sits near
     assert loss["observed"] == pytest.approx(record.holdout["observed"]["loss_opt"])
     assert loss["observed"] == pytest.approx(best, rel=0.01)
     assert abs(loss["predicted"] / loss["observed"] - 1) <= BEST_LOSS_TOLERANCE

@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.commands.flagship import resources
-from workbench.config import LayoutConfig
+from workbench.sweep.launch import resources
+from workbench.train.config import LayoutConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -48,7 +48,7 @@ def test_local_flagship_trains_to_completion_and_relaunch_skips(workdir):
     jobs = json.loads((run_dir.parent / "jobs.json").read_text())
     assert jobs["runs"]["flagship-chinchilla-3e11"]["executor"] == "local"
 
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     runs = Store(db, read_only=True).runs()
     assert list(runs["run_id"]) == ["flagship-chinchilla-3e11"] and runs["status"][0] == "completed"
@@ -144,8 +144,8 @@ def test_flagship_on_real_slurm(workdir):
 
 
 def test_trainer_checks_the_layout_against_its_world_size():
-    from workbench.distributed import check_layout
-    from workbench.errors import WorkbenchError
+    from workbench.core.errors import WorkbenchError
+    from workbench.train.parallel.distributed import check_layout
 
     check_layout(None, 4, 16)  # no layout block: any world size
     check_layout(LayoutConfig(dp_replicate=2, micro_batch=4), 2, 4)

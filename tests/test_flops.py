@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import flops
-from workbench.shapes import shape_for
+from workbench.model import flops
+from workbench.model.shapes import shape_for
 
 
 @pytest.mark.parametrize(
@@ -18,8 +18,8 @@ def test_flops_per_token_matches_torch_flop_counter(n_layers, d_model, vocab, se
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workbench.config import ModelConfig
-    from workbench.model import build
+    from workbench.model.config import ModelConfig
+    from workbench.model.transformer import build
 
     shape = shape_for(n_layers, d_model, vocab)
     model = build(ModelConfig.from_shape(shape), max_seq_len=seq_len)

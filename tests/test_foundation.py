@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from workbench import flops
 from workbench.cli import app
-from workbench.shapes import LLAMA3_VOCAB, PRESETS, ideal_ratio, ladder, resolve_size, shape_for, shape_for_params
+from workbench.model import flops
+from workbench.model.shapes import LLAMA3_VOCAB, PRESETS, ideal_ratio, ladder, resolve_size, shape_for, shape_for_params
 
 runner = CliRunner()
 
@@ -67,8 +67,8 @@ TARGETS = [4e7 * (16e9 / 4e7) ** (i / 19) for i in range(20)]
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"{t:.3g}")
 def test_formula_count_equals_torch_module_on_meta(target):
-    from workbench.config import ModelConfig
-    from workbench.model import build, count_parameters
+    from workbench.model.config import ModelConfig
+    from workbench.model.transformer import build, count_parameters
 
     shape = shape_for_params(target)
     module = build(ModelConfig.from_shape(shape), max_seq_len=16, device="meta")
@@ -77,8 +77,8 @@ def test_formula_count_equals_torch_module_on_meta(target):
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_count_on_meta(name):
-    from workbench.config import ModelConfig
-    from workbench.model import build, count_parameters
+    from workbench.model.config import ModelConfig
+    from workbench.model.transformer import build, count_parameters
 
     module = build(ModelConfig.from_shape(PRESETS[name]), max_seq_len=16, device="meta")
     assert count_parameters(module) == LLAMA3[name][-1]

@@ -1,4 +1,4 @@
-"""Fuzz the front doors (issue 17): generated sweep YAMLs, train configs, fit CSVs and plan arguments go
+"""Fuzz the front doors: generated sweep YAMLs, train configs, fit CSVs and plan arguments go
 through the CLI in-process; every outcome is exit 0, or exit 1 with one `Error:` line on stderr, never a
 traceback, within a time and memory bound. Train configs stop after validation (before the model is
 built). A few hundred cases, under 2 minutes on 2 cores.
@@ -116,7 +116,7 @@ def test_fuzz_sweep_plan(tmp_path_factory, mutations, raw, junk):
 
 @pytest.fixture(scope="module")
 def corpus():
-    from workbench.data import ensure_default_corpus
+    from workbench.data.prepare import ensure_default_corpus
 
     return str(ensure_default_corpus())
 
@@ -137,16 +137,16 @@ def base_train(corpus: str, run_dir: str) -> dict:
 
 @pytest.fixture(scope="module")
 def stop_before_model():
-    from workbench import train
+    from workbench.train import trainer
 
-    original = train.Trainer._build_model
+    original = trainer.Trainer._build_model
 
     def stop(self):
         raise Stop()
 
-    train.Trainer._build_model = stop
+    trainer.Trainer._build_model = stop
     yield
-    train.Trainer._build_model = original
+    trainer.Trainer._build_model = original
 
 
 @settings(FUZZ, max_examples=80)

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from workbench import hparams
 from workbench.cli import app
-from workbench.laws import HparamLaws, PowerLaw
+from workbench.fit.laws import HparamLaws, PowerLaw
+from workbench.plan import hparams
 
 LLAMA3_COMMAND = ["plan", "--compute", "3.8e25", "--law", "llama3", "--gpus", "16384", "--gpu", "h100"]
 LLAMA3_COMMAND += ["--seq-len", "8192", "--json"]

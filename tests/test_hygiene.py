@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workbench import logs
-from workbench.errors import WorkbenchError
+from workbench.core import logs
+from workbench.core.errors import WorkbenchError
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune.\n" * 40
@@ -18,7 +18,7 @@ TEXT = "It is a truth universally acknowledged, that a single man in possession 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    from workbench.data import ensure_default_corpus
+    from workbench.data.prepare import ensure_default_corpus
 
     return str(ensure_default_corpus(tmp_path_factory.mktemp("corpus") / "shakespeare-bytes"))
 
@@ -52,16 +52,17 @@ def test_progress_line_every_log_every_steps_and_at_the_end(tmp_path, corpus):
 
 
 def test_trainer_refuses_annealing_data_of_another_tokenizer(tmp_path, corpus):
-    from workbench import data, train
+    from workbench.data.prepare import prepare
+    from workbench.train import trainer
 
     text = tmp_path / "prose.txt"
     text.write_text(TEXT)
     bpe = tmp_path / "bpe"
-    data.prepare([str(text)], bpe, tokenizer="bpe", vocab_size=280, val_fraction=0.1)
+    prepare([str(text)], bpe, tokenizer="bpe", vocab_size=280, val_fraction=0.1)
     config = _config(tmp_path, corpus)
     config["data"] |= {"anneal_sources": [{"path": str(bpe)}], "anneal_tokens": 256}
     with pytest.raises(WorkbenchError, match="anneal_sources use another tokenizer than data.sources"):
-        train.main(config)
+        trainer.main(config)
     run = tmp_path / "run"  # the run lock made the folder; nothing was written into it
     assert not run.exists() or not any(run.iterdir())
 

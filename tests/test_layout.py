@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import flops
-from workbench.layout import (
+from workbench.model import flops
+from workbench.model.shapes import PRESETS
+from workbench.plan.layout_cost import (
     ACHIEVABLE_FRACTION,
     GPUS,
     LLAMA3_TABLE4,
@@ -19,7 +20,6 @@ from workbench.layout import (
     choose_layout,
     evaluate,
 )
-from workbench.shapes import PRESETS
 
 SHAPE, SEQ, BATCH_SEQS = PRESETS["405b"], 8192, 2048  # Table 4: seq 8,192, 16M tokens per batch
 H100 = GPUS["h100"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.config import ModelConfig
-from workbench.model import apply_rope, build, rope_tables
+from workbench.model.config import ModelConfig
+from workbench.model.transformer import apply_rope, build, rope_tables
 
 
 def tiny(**overrides) -> ModelConfig:

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ BATCH_TOKENS = 256  # 8 sequences of 32: 4 micro-batches of 2
 
 @pytest.fixture(scope="module")
 def corpus():
-    from workbench.data import ensure_default_corpus
+    from workbench.data.prepare import ensure_default_corpus
 
     return str(ensure_default_corpus())
 
@@ -70,9 +70,17 @@ def free_port() -> int:
 
 def torchrun_cmd(config: Path, nproc: int) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}", "-m", "workbench.cli", "train", str(config),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "workbench.cli",
+        "train",
+        str(config),
+    ]
 
 
 def train(config: Path, nproc: int) -> None:
@@ -135,7 +143,7 @@ def test_layout_matches_one_process(tmp_path, corpus, reference, layout, nproc):
 
 def test_recompute_does_not_change_the_losses(tmp_path, corpus, reference):
     """Selective and full activation checkpointing recompute the same numbers (one process, in-process)."""
-    from workbench import train as trainer
+    from workbench.train import trainer
 
     for mode in ("selective", "full"):
         short = {"stop": {"tokens": 3 * BATCH_TOKENS}, "schedule": {"kind": "constant"}}
@@ -148,7 +156,7 @@ def test_recompute_does_not_change_the_losses(tmp_path, corpus, reference):
 
 def test_sharded_initialisation_is_the_full_one_sliced():
     """A shard's values depend on (seed, name, position) only, not on how the tensor is cut."""
-    from workbench.parallel_init import TILE_COLS, TILE_ROWS, normal_region
+    from workbench.train.parallel.weights_init import TILE_COLS, TILE_ROWS, normal_region
 
     full_shape = (TILE_ROWS + 5, TILE_COLS + 3)
     full = normal_region(7, "layers.0.ffn.w1.weight", 0.02, full_shape, full_shape, (0, 0))
@@ -161,7 +169,7 @@ def test_sharded_initialisation_is_the_full_one_sliced():
 
 
 def test_layout_errors_are_one_line(tmp_path, corpus):
-    from workbench import train as trainer
+    from workbench.train import trainer
 
     bad_cp = write_config(tmp_path, corpus, "cp", {"cp": 2})
     result = subprocess.run([*CLI, "train", str(bad_cp)], capture_output=True, text=True, env=env(), timeout=120)

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from workbench import config, flops
 from workbench.cli import app
-from workbench.laws import CHINCHILLA, ParametricLaw, builtin_law, law_from_fit
-from workbench.layout import GPUS, choose_layout, memory_per_gpu, resolve_gpu
-from workbench.plan import inference_optimal, make_plan, schedule_for
+from workbench.core.configfile import load
+from workbench.fit.laws import CHINCHILLA, ParametricLaw, builtin_law, law_from_fit
+from workbench.model import flops
+from workbench.model.shapes import PRESETS, ModelShape, shape_for_params
+from workbench.plan.layout_cost import GPUS, choose_layout, memory_per_gpu, resolve_gpu
+from workbench.plan.planner import inference_optimal, make_plan, schedule_for
 from workbench.records import parse_fit
-from workbench.shapes import PRESETS, ModelShape, shape_for_params
+from workbench.train.config import TrainConfig
 
 KEYS = {
     "schema_version",
@@ -245,7 +247,7 @@ def test_flagship_yaml_loads_and_matches_the_plan(tmp_path):
     result = run("--compute", "1e12", "--out", str(out), "--data", str(tmp_path / "corpus"), "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    loaded = config.load(config.TrainConfig, out)
+    loaded = load(TrainConfig, out)
     shape = record["shape"]
     assert loaded.data.seq_len == 256 and loaded.model.vocab_size == 256  # CPU-sized defaults
     assert loaded.model.shape().params == shape["params"]
@@ -265,13 +267,13 @@ def test_flagship_yaml_loads_and_matches_the_plan(tmp_path):
 
 
 def test_plans_table_row(tmp_path):
-    from workbench import store
+    from workbench.store import database
 
     db = tmp_path / "wb.duckdb"
     result = run("--compute", "1e20", "--db", str(db))
     assert result.exit_code == 0, result.output
     assert "recorded plan" in result.output
-    with store.Store(db) as s:
+    with database.Store(db) as s:
         rows = s.plans()
     assert len(rows) == 1 and rows["budget_flops"][0] == 1e20
 
@@ -305,8 +307,12 @@ def test_bad_fit_files_are_one_line(tmp_path):
         "neg.json": json.dumps({"parametric": {**FIT, "alpha": -0.3}}),
         "ragged.json": json.dumps({"parametric": {**FIT, "draws": {k: [1.0] * (3 if k != "B" else 2) for k in FIT}}}),
     }
-    needles = {"iso.json": "no parametric law", "text.json": "not valid JSON", "neg.json": "parametric.alpha",
-               "ragged.json": "differ in length"}  # fmt: skip
+    needles = {
+        "iso.json": "no parametric law",
+        "text.json": "not valid JSON",
+        "neg.json": "parametric.alpha",
+        "ragged.json": "differ in length",
+    }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         result = run("--compute", "1e21", "--law", str(tmp_path / name))
@@ -322,7 +328,7 @@ def test_law_from_fit_keeps_good_draws_only():
 
 def test_plan_modules_import_no_torch_or_scipy():
     code = (
-        "import sys, workbench.cli, workbench.plan, workbench.laws, workbench.layout;"
+        "import sys, workbench.cli, workbench.plan.planner, workbench.fit.laws, workbench.plan.layout_cost;"
         "print(any(m in sys.modules for m in ('torch', 'scipy', 'duckdb')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -339,7 +345,7 @@ def test_epoch_law_and_make_plan_directly():
 
 def test_cpu_flagship_trains(tmp_path):
     """The flagship YAML for a CPU budget on the embedded corpus trains unchanged with `workbench train`."""
-    from workbench.data import default_corpus_dir
+    from workbench.data.prepare import default_corpus_dir
 
     if not (default_corpus_dir() / "manifest.json").exists():
         pytest.skip("the embedded corpus is not prepared (workbench data prepare)")
@@ -350,5 +356,5 @@ def test_cpu_flagship_trains(tmp_path):
     assert trained.exit_code == 0, trained.output
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["status"] == "completed" and math.isfinite(final["val_loss"])
-    planned = config.load(config.TrainConfig, out).stop.tokens
-    assert planned - config.load(config.TrainConfig, out).batch.batch_tokens < final["tokens"] <= planned
+    planned = load(TrainConfig, out).stop.tokens
+    assert planned - load(TrainConfig, out).batch.batch_tokens < final["tokens"] <= planned

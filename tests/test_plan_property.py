@@ -7,11 +7,11 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench import config
-from workbench.errors import WorkbenchError
-from workbench.laws import CHINCHILLA
-from workbench.layout import GPUS, GPUS_PER_NODE, candidates
-from workbench.plan import flagship_config, make_plan
+from workbench.core.errors import WorkbenchError
+from workbench.fit.laws import CHINCHILLA
+from workbench.plan.layout_cost import GPUS, GPUS_PER_NODE, candidates
+from workbench.plan.planner import flagship_config, make_plan
+from workbench.train.config import TrainConfig
 
 H100 = GPUS["h100"]
 
@@ -19,7 +19,7 @@ H100 = GPUS["h100"]
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(log_budget=st.floats(20, 26), log2_gpus=st.floats(3, 15))
 def test_planned_flagship_passes_the_trainers_checks(log_budget, log2_gpus):
-    from workbench import train
+    from workbench.train import trainer
 
     budget, gpus = 10**log_budget, max(8, min(32768, round(2**log2_gpus)))
     try:
@@ -31,8 +31,8 @@ def test_planned_flagship_passes_the_trainers_checks(log_budget, log2_gpus):
     if shape.params >= 1e9:
         assert shape.n_heads % 8 == 0 and shape.n_kv_heads == 8
     cfg = flagship_config(plan, "data/corpus", "runs/flagship/x", "x")
-    loaded = config.TrainConfig.model_validate(cfg.model_dump())  # the trainer's config validation
-    train.check_batches(loaded, train.total_tokens(loaded), lay.dp)  # its batch check, DP processes
+    loaded = TrainConfig.model_validate(cfg.model_dump())  # the trainer's config validation
+    trainer.check_batches(loaded, trainer.total_tokens(loaded), lay.dp)  # its batch check, DP processes
     assert lay.tp <= GPUS_PER_NODE and shape.n_heads % lay.tp == 0 and lay.cp == 1
     assert lay.tp * lay.pp * lay.dp == lay.gpus <= gpus
     assert lay.memory.total <= lay.memory_limit_bytes

@@ -17,10 +17,10 @@ from conftest import load_page
 from typer.testing import CliRunner
 
 import workbench.cli
+from workbench.fit.laws import optimal_allocation, predict_loss
 from workbench.fit.synthetic import CHINCHILLA
-from workbench.laws import optimal_allocation, predict_loss
-from workbench.report import write_report
-from workbench.store import Store
+from workbench.report.page import write_report
+from workbench.store.database import Store
 
 SHOTS = Path(os.environ.get("REPORT_SHOTS", "/tmp/report-shots"))
 CHROMIUM = shutil.which("chromium")
@@ -36,12 +36,27 @@ BAD_IMGS = (
 def _shape(params: float) -> dict:
     """A plausible Llama-style shape for a size (only its fields matter to the store; params come from final)."""
     d_model = int(64 * max(1, round((params / 12 / 4) ** (1 / 3) / 64 * 4)))
-    return {"n_layers": max(2, int(params / (12 * d_model**2))), "d_model": d_model, "n_heads": max(1, d_model // 64),
-            "n_kv_heads": 1, "ffn_dim": int(3.5 * d_model), "vocab_size": 128256}  # fmt: skip
+    return {
+        "n_layers": max(2, int(params / (12 * d_model**2))),
+        "d_model": d_model,
+        "n_heads": max(1, d_model // 64),
+        "n_kv_heads": 1,
+        "ffn_dim": int(3.5 * d_model),
+        "vocab_size": 128256,
+    }
 
 
-def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps: int, rng, status: str = "completed",
-               law: dict = CHINCHILLA, vocab: int = 128256):  # fmt: skip
+def _write_run(
+    sweep_dir: Path,
+    sweep: str,
+    budget: float,
+    params: float,
+    steps: int,
+    rng,
+    status: str = "completed",
+    law: dict = CHINCHILLA,
+    vocab: int = 128256,
+):
     budget, params = float(budget), float(params)
     tokens = budget / (6 * params)
     digest = hashlib.sha1(f"{sweep}{budget}{params}{status}".encode()).hexdigest()[:8]
@@ -66,9 +81,20 @@ def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps:
     loss = loss + 4.0 * np.exp(-30 * np.arange(1, stop + 1) / steps)  # the fast early drop of a real run
     if status == "diverged":
         loss[-5:] = [8.0, 15.0, 40.0, 1e3, float("nan")]
-    rows = [{"step": i + 1, "tokens": int(seen[i]), "flops": 6 * params * seen[i], "loss": float(loss[i]),
-             "lr": lr_peak, "grad_norm": 0.5, "batch_tokens": batch, "tokens_per_s": 1e5, "wall_s": 0.1 * (i + 1)}
-            for i in range(stop)]  # fmt: skip
+    rows = [
+        {
+            "step": i + 1,
+            "tokens": int(seen[i]),
+            "flops": 6 * params * seen[i],
+            "loss": float(loss[i]),
+            "lr": lr_peak,
+            "grad_norm": 0.5,
+            "batch_tokens": batch,
+            "tokens_per_s": 1e5,
+            "wall_s": 0.1 * (i + 1),
+        }
+        for i in range(stop)
+    ]
     val_loss = float(predict_loss(law, params, tokens) * (1 + 0.004 * rng.standard_normal()))
     if status == "completed":
         rows.append({**rows[-1], "val_loss": val_loss})
@@ -88,9 +114,18 @@ def _write_run(sweep_dir: Path, sweep: str, budget: float, params: float, steps:
     (run_dir / "final.json").write_text(json.dumps(final))
 
 
-def make_sweep(root: Path, name: str = "gen", budgets=(1e17, 1e18, 1e19, 1e20), sizes: int = 5, steps: int = 120,
-               failures: bool = True, seed: int = 0, law: dict = CHINCHILLA, vocab: int = 128256,
-               db: Path | None = None) -> Path:  # fmt: skip
+def make_sweep(
+    root: Path,
+    name: str = "gen",
+    budgets=(1e17, 1e18, 1e19, 1e20),
+    sizes: int = 5,
+    steps: int = 120,
+    failures: bool = True,
+    seed: int = 0,
+    law: dict = CHINCHILLA,
+    vocab: int = 128256,
+    db: Path | None = None,
+) -> Path:
     """Run directories of an isoFLOP sweep drawn from `law` (default Chinchilla's; sizes span 0.25x to 4x N*)
     plus, with `failures`, a diverged and a failed run at the smallest budget; ingested into `db` (default
     root/NAME.duckdb)."""
@@ -111,9 +146,9 @@ def make_sweep(root: Path, name: str = "gen", budgets=(1e17, 1e18, 1e19, 1e20), 
 
 def fit_sweep(db: Path, name: str, out: Path, bootstrap: int = 40) -> dict:
     """Fit the sweep as `workbench fit --holdout-largest` does, write fits/NAME.json and record it."""
-    from workbench.fit.data import validate_points
-    from workbench.fit.io import load_fit, write_json_atomic
+    from workbench.fit.fitfile import load_fit, write_json_atomic
     from workbench.fit.pipeline import FitOptions, fit_all, to_record
+    from workbench.fit.points import validate_points
 
     points = validate_points(Store(db).points(name), name)
     results = fit_all(points, FitOptions(bootstrap=bootstrap, starts_per_axis=3, holdout_largest=True))
@@ -125,16 +160,26 @@ def fit_sweep(db: Path, name: str, out: Path, bootstrap: int = 40) -> dict:
 
 def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
     """Plan a flagship from the fit as `workbench plan --law fits/NAME.json --db` does, and record it."""
-    from workbench.laws import law_from_fit
-    from workbench.layout import resolve_gpu
-    from workbench.plan import default_seq_len, default_vocab, make_plan
-    from workbench.plan_record import to_record
+    from workbench.fit.laws import law_from_fit
+    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.planner import default_seq_len, default_vocab, make_plan
+    from workbench.plan.record import to_record
     from workbench.records import parse_fit
 
-    plan = make_plan(law_from_fit(parse_fit(record, "fit"), "fit"), budget_flops, gpu=resolve_gpu("h100"), mfu=0.4,
-                     seq_len=default_seq_len(budget_flops), vocab_size=default_vocab(budget_flops))  # fmt: skip
-    rec = {**to_record(plan).public(), "name": f"flagship-{record['name']}", "budget_flops": budget_flops,
-           "created": datetime.now(UTC).isoformat()}  # fmt: skip
+    plan = make_plan(
+        law_from_fit(parse_fit(record, "fit"), "fit"),
+        budget_flops,
+        gpu=resolve_gpu("h100"),
+        mfu=0.4,
+        seq_len=default_seq_len(budget_flops),
+        vocab_size=default_vocab(budget_flops),
+    )
+    rec = {
+        **to_record(plan).public(),
+        "name": f"flagship-{record['name']}",
+        "budget_flops": budget_flops,
+        "created": datetime.now(UTC).isoformat(),
+    }
     Store(db).record_plan(rec)
     return rec
 
@@ -168,9 +213,17 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
     assert not re.search(r"https?://", markup), "no http(s) reference in the markup"
     assert not re.search(r"""\s(src|href)=["'](?!data:|#)""", markup), "every src/href is a data: URI or an anchor"
     text = _visible_text(html)
-    for title in ("Summary", "Training curves", "isoFLOP curves", "Compute-optimal frontier", "Parametric law",
-                  "Held-out check", "Cross-checks and diagnostics", "The plan",
-                  "Runs, exclusions and provenance"):  # fmt: skip
+    for title in (
+        "Summary",
+        "Training curves",
+        "isoFLOP curves",
+        "Compute-optimal frontier",
+        "Parametric law",
+        "Held-out check",
+        "Cross-checks and diagnostics",
+        "The plan",
+        "Runs, exclusions and provenance",
+    ):
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
     assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
@@ -199,25 +252,53 @@ def test_runs_table_is_sortable_and_lists_every_run(full):
 
 def test_holdout_and_demo_outcomes_are_shown_when_given(full, tmp_path):
     root, db, record, plan, _ = full
-    demo = {"flagship": {"params": plan["shape"]["params"], "tokens": plan["shape"]["tokens"], "val_loss": 2.0512,
-                         "predicted": 2.05, "interval": [2.01, 2.09], "law_interval": [2.03, 2.07], "vs_best": -0.004,
-                         "wall_s": 12.0},
-            "checks": {"interior_minima": True, "flagship_in_interval": True, "best_loss_within_2pct": False},
-            "lr_check": {"budget_flops": 1e17, "worst_gap": 0.0042, "factors": [1.0, 0.5, 2.0],
-                         "sizes": [{"params": 2e7, "losses": {"1.0": 2.31, "0.5": 2.35, "2.0": 2.33},
-                                    "rule_vs_best": 0.0}]},
-            "seed_scatter": [{"budget_flops": 1e17, "params": 2e7, "seeds": 3, "mean": 2.3, "scatter": 0.0123},
-                             {"budget_flops": 1e18, "params": 5e7, "seeds": 3, "mean": 2.1, "scatter": 0.0042}],
-            "branch_check": {"run_id": "c1e17-n20m-s0-abc", "branch_loss": 2.3, "separate_loss": 2.3023,
-                             "rel_diff": 0.001, "seed_scatter": 0.0123, "passed": True},
-            "experiment": {"fitted_span_10x": {"passed": True, "value": 10.0, "tolerance": 10.0},
-                           "seed_scatter_1pct": {"passed": False, "value": 0.0123, "tolerance": 0.01}},
-            "passed": False}  # fmt: skip
-    out = write_report("gen", db, fit_path=root / "fits" / "gen.json", plan=plan, out=tmp_path / "r.html",
-                       extra={"demo": demo, "note": "seed 0"})  # fmt: skip
+    demo = {
+        "flagship": {
+            "params": plan["shape"]["params"],
+            "tokens": plan["shape"]["tokens"],
+            "val_loss": 2.0512,
+            "predicted": 2.05,
+            "interval": [2.01, 2.09],
+            "law_interval": [2.03, 2.07],
+            "vs_best": -0.004,
+            "wall_s": 12.0,
+        },
+        "checks": {"interior_minima": True, "flagship_in_interval": True, "best_loss_within_2pct": False},
+        "lr_check": {
+            "budget_flops": 1e17,
+            "worst_gap": 0.0042,
+            "factors": [1.0, 0.5, 2.0],
+            "sizes": [{"params": 2e7, "losses": {"1.0": 2.31, "0.5": 2.35, "2.0": 2.33}, "rule_vs_best": 0.0}],
+        },
+        "seed_scatter": [
+            {"budget_flops": 1e17, "params": 2e7, "seeds": 3, "mean": 2.3, "scatter": 0.0123},
+            {"budget_flops": 1e18, "params": 5e7, "seeds": 3, "mean": 2.1, "scatter": 0.0042},
+        ],
+        "branch_check": {
+            "run_id": "c1e17-n20m-s0-abc",
+            "branch_loss": 2.3,
+            "separate_loss": 2.3023,
+            "rel_diff": 0.001,
+            "seed_scatter": 0.0123,
+            "passed": True,
+        },
+        "experiment": {
+            "fitted_span_10x": {"passed": True, "value": 10.0, "tolerance": 10.0},
+            "seed_scatter_1pct": {"passed": False, "value": 0.0123, "tolerance": 0.01},
+        },
+        "passed": False,
+    }
+    out = write_report(
+        "gen",
+        db,
+        fit_path=root / "fits" / "gen.json",
+        plan=plan,
+        out=tmp_path / "r.html",
+        extra={"demo": demo, "note": "seed 0"},
+    )
     text = _visible_text(out.read_text())
     # the experiment: LR scan, seed scatter per budget, WSD branch check, acceptance checks
-    assert "20M 2.31 2.35 2.33 +0.00%" in text, text[text.find("LR scan"):][:400]
+    assert "20M 2.31 2.35 2.33 +0.00%" in text, text[text.find("LR scan") :][:400]
     assert "1.23%" in text and "0.42%" in text and "c1e17-n20m-s0-abc 2.3 2.302 +0.10% 1.23% PASS" in text
     assert "seed scatter 1pct 0.0123 0.01 FAIL" in text and "fitted span 10x 10 10.0 PASS" in text
     assert "validation loss 2.0512, inside the predicted 90% interval [2.0100, 2.0900]" in text
@@ -290,9 +371,11 @@ def test_report_help_does_not_import_matplotlib_or_duckdb():
     import subprocess
     import sys
 
-    code = ("import sys, workbench.cli; sys.argv = ['workbench', 'report', '--help']\n"
-            "try: workbench.cli.main()\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in ('duckdb', 'matplotlib', 'torch', 'jinja2') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys, workbench.cli; sys.argv = ['workbench', 'report', '--help']\n"
+        "try: workbench.cli.main()\nexcept SystemExit: pass\n"
+        "print(sorted(m for m in ('duckdb', 'matplotlib', 'torch', 'jinja2') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
@@ -364,8 +447,10 @@ def test_partial_report_loads_cleanly_in_chromium(browser, tmp_path):
 def test_the_check_catches_a_broken_page(browser, tmp_path):
     """The browser check can fail: a remote image, a broken data URI and a script error are all caught."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<html><body><img src="http://example.invalid/x.png"><img src="data:image/png;base64,AAAA">'
-                   "<script>undefinedFunction()</script></body></html>")  # fmt: skip
+    bad.write_text(
+        '<html><body><img src="http://example.invalid/x.png"><img src="data:image/png;base64,AAAA">'
+        "<script>undefinedFunction()</script></body></html>"
+    )
     seen = open_in_browser(browser, bad, tmp_path / "bad.png")
     assert seen["requests"] == ["http://example.invalid/x.png"]
     assert len(seen["broken_imgs"]) == 2 and seen["exceptions"]

@@ -1,4 +1,4 @@
-"""Issue 19: sweep comparisons from known laws, interactive figures in a real Chromium, --watch, layout."""
+"""Sweep comparisons from known laws, interactive figures in a real Chromium, --watch, layout."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 from conftest import load_page
 from test_report import SHOTS, _invoke, _visible_text, _write_run, fit_sweep, make_sweep
 
-from workbench.fit.law import optimal_loss
+from workbench.fit.laws import optimal_loss
 from workbench.report import compare as cmp
-from workbench.report import write_report
+from workbench.report.page import write_report
 from workbench.report.watch import watch_report
-from workbench.store import Store
+from workbench.store.database import Store
 
 # Two laws with no irreducible term: L*(C) of each is exactly K C^-gamma, so the isoFLOP approach recovers it.
 LAW_A = {"E": 0.0, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}  # gamma 0.1535
@@ -37,8 +37,9 @@ def two(tmp_path_factory):
     db = root / "two.duckdb"
     make_sweep(root, "base", steps=10, failures=False, law=LAW_A, db=db)
     make_sweep(root, "mix", steps=10, failures=False, law=LAW_B, db=db, seed=1, vocab=256)
-    result = _invoke("--sweep", "base", "--sweep", "mix", "--db", db, "--at", TARGET, "--at", 1e21,
-                     "--out", root / "cmp.html")  # fmt: skip
+    result = _invoke(
+        "--sweep", "base", "--sweep", "mix", "--db", db, "--at", TARGET, "--at", 1e21, "--out", root / "cmp.html"
+    )
     assert result.exit_code == 0, result.output
     return root, db, root / "cmp.html"
 
@@ -63,10 +64,18 @@ def test_comparison_recovers_the_known_overtaking_compute_and_gap(two):
 def test_parallel_laws_never_overtake(two):
     _, db, _ = two
     law = cmp.fit_sweep_law(Store(db), "base", bootstrap=20)
-    shifted = cmp.SweepLaw("b2", law.points, law.iso, law.iso_draws,
-                           {**law.loss, "K": law.loss["K"] * 1.1,
-                            "draws": {"K": [k * 1.1 for k in law.loss["draws"]["K"]],
-                                      "gamma": law.loss["draws"]["gamma"]}}, law.data)  # fmt: skip
+    shifted = cmp.SweepLaw(
+        "b2",
+        law.points,
+        law.iso,
+        law.iso_draws,
+        {
+            **law.loss,
+            "K": law.loss["K"] * 1.1,
+            "draws": {"K": [k * 1.1 for k in law.loss["draws"]["K"]], "gamma": law.loss["draws"]["gamma"]},
+        },
+        law.data,
+    )
     p = cmp.pair(law, shifted, TARGET)
     assert p["cross"] is None and "never within the range" in cmp.verdict(p)
     assert p["gap"] < 0 and p["p_a_lower"] == 1.0
@@ -117,8 +126,11 @@ def _hover_first_point(page, fig: str, expect: str = "") -> str:
     box = point.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     shown = "text => { const e = document.getElementById('vg-tooltip-element');"
-    page.wait_for_function(shown + " return e && e.classList.contains('visible') && e.innerText.includes(text); }",
-                           arg=expect, timeout=5_000)  # fmt: skip
+    page.wait_for_function(
+        shown + " return e && e.classList.contains('visible') && e.innerText.includes(text); }",
+        arg=expect,
+        timeout=5_000,
+    )
     return page.inner_text("#vg-tooltip-element")
 
 
@@ -147,11 +159,14 @@ def test_hover_legend_zoom_and_downloads_in_chromium(full, browser, tmp_path):
     page.wait_for_function(f"{domain}[1] / {domain}[0] < {wide[1] / wide[0]}", timeout=5_000)
     _check_holdout(page, full)
     files = {}
-    for selector, name in (('button[data-dl="svg"][data-fig="isoflop"]', "svg"),
-                           ('button[data-dl="png"][data-fig="isoflop"]', "png"),
-                           ('button[data-dl="data"][data-fig="isoflop"]', "figcsv"),
-                           ('button[data-name="gen-runs.csv"]', "runs"), ('button[data-name="gen-minima.csv"]', "minima"),  # noqa: E501
-                           ('button[data-name="gen-fits.csv"]', "fits")):  # fmt: skip
+    for selector, name in (
+        ('button[data-dl="svg"][data-fig="isoflop"]', "svg"),
+        ('button[data-dl="png"][data-fig="isoflop"]', "png"),
+        ('button[data-dl="data"][data-fig="isoflop"]', "figcsv"),
+        ('button[data-name="gen-runs.csv"]', "runs"),
+        ('button[data-name="gen-minima.csv"]', "minima"),  # noqa: E501
+        ('button[data-name="gen-fits.csv"]', "fits"),
+    ):
         with page.expect_download() as info:
             page.click(selector)
         files[name] = Path(info.value.path()).read_bytes()
@@ -188,8 +203,10 @@ def _check_holdout(page, full: Path) -> None:
 
 
 def _overflow(page) -> int:
-    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
-                         " - document.documentElement.clientWidth")  # fmt: skip
+    return page.evaluate(
+        "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+        " - document.documentElement.clientWidth"
+    )
 
 
 @pytest.mark.browser
@@ -204,9 +221,11 @@ def test_no_horizontal_overflow_and_alt_text(full, two, browser, width):
         assert seen == {"requests": [], "console": [], "exceptions": []}
         assert page.evaluate("[...document.images].every(i => i.alt.length > 20)")
         least = 0.85 * (width - 20) if width < 700 else 400  # on a phone every figure takes the full width
-        assert page.evaluate("[...document.querySelectorAll('.chartbox')].every(c => c.getAttribute('aria-label').length"  # noqa: E501
-                             " > 40 && c.querySelector('svg') && "
-                             f"c.getBoundingClientRect().width > {least})")  # fmt: skip
+        assert page.evaluate(
+            "[...document.querySelectorAll('.chartbox')].every(c => c.getAttribute('aria-label').length"  # noqa: E501
+            " > 40 && c.querySelector('svg') && "
+            f"c.getBoundingClientRect().width > {least})"
+        )
         if name == "compare":
             tip = _hover_first_point(page, "cmp-isoflop")
             assert "base" in tip or "mix" in tip
@@ -227,8 +246,12 @@ def test_watch_shows_runs_that_finish_without_a_manual_reload(browser, tmp_path,
         (late / name).write_text((staged / name).read_text())
     out = tmp_path / "live.html"
     lines: list[str] = []
-    worker = threading.Thread(target=lambda: lines.extend(line for _, line in watch_report(
-        "live", db, out, root, interval_s=1.0, max_cycles=60)), daemon=True)  # fmt: skip
+    worker = threading.Thread(
+        target=lambda: lines.extend(
+            line for _, line in watch_report("live", db, out, root, interval_s=1.0, max_cycles=60)
+        ),
+        daemon=True,
+    )
     worker.start()
     deadline = time.time() + 30
     while not out.exists() and time.time() < deadline:
@@ -238,8 +261,7 @@ def test_watch_shows_runs_that_finish_without_a_manual_reload(browser, tmp_path,
     page.evaluate("window.scrollTo(0, 900)")
     time.sleep(0.3)
     (late / "final.json").write_text((staged / "final.json").read_text())  # the run finishes
-    page.wait_for_function("document.getElementById('live').innerText.includes('The sweep has ended')",
-                           timeout=90_000)  # fmt: skip
+    page.wait_for_function("document.getElementById('live').innerText.includes('The sweep has ended')", timeout=90_000)
     page.wait_for_function("document.body.dataset.ready === '1'", timeout=20_000)
     assert "0 running" in page.inner_text("#live") and "7 finished" in page.inner_text("#live")
     assert abs(page.evaluate("window.scrollY") - 900) < 100  # the place is kept (content above may grow a little)

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.sweep.spec import plan_file
+from workbench.sweep.grid import plan_file
 
 pytestmark = [
     pytest.mark.slurm,
@@ -96,7 +96,7 @@ def test_sweep_array_survives_usr2_preemption_and_scontrol_requeue(workdir):
 
     status = json.loads(invoke("sweep", "status", "tiny", "--json", "--db", db).stdout)
     assert status["state"] == "completed" and status["counts"] == {"completed": 4}
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     store = Store(db, read_only=True)
     assert len(store.runs("tiny")) == 4

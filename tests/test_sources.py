@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench import data
-from workbench.errors import WorkbenchError
-from workbench.tokenfiles import write_llmc, write_megatron
-from workbench.tokenize import train_bpe
+from workbench.core.errors import WorkbenchError
+from workbench.data.batches import Mixture, check_tokenizers
+from workbench.data.prepare import prepare
+from workbench.data.shards import read_manifest
+from workbench.data.tokenfiles import write_llmc, write_megatron
+from workbench.data.tokenizer import load_tokenizer, train_bpe
 
 WORDS = [
     "the",
@@ -61,7 +63,7 @@ def documents(n: int, seed: int = 0) -> list[str]:
 
 
 def stream(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    manifest = data.read_manifest(folder)
+    manifest = read_manifest(folder)
     out = []
     for split in ("train", "val"):
         parts = [np.fromfile(folder / s["file"], dtype=manifest["dtype"]) for s in manifest["shards"][split]]
@@ -114,7 +116,7 @@ def test_every_record_format_gives_the_same_tokens(tmp_path, tokenizer_json):
     streams = {}
     for kind, arg in inputs.items():
         out = tmp_path / f"out-{kind}"
-        manifest = data.prepare([arg], out, tokenizer=str(tokenizer_json), val_fraction=0.2)
+        manifest = prepare([arg], out, tokenizer=str(tokenizer_json), val_fraction=0.2)
         assert manifest["documents"]["train"] + manifest["documents"]["val"] == len(docs), kind
         streams[kind] = stream(out)
     train, val = streams["jsonl"]
@@ -123,11 +125,11 @@ def test_every_record_format_gives_the_same_tokens(tmp_path, tokenizer_json):
         np.testing.assert_array_equal(t, train, err_msg=kind)
         np.testing.assert_array_equal(v, val, err_msg=kind)
     # a folder of parquet files reads them in order (each file keeps its own held-out tail)
-    data.prepare([str(tmp_path / "in" / "pq")], tmp_path / "folder", tokenizer=str(tokenizer_json), val_fraction=0)
-    data.prepare([inputs["jsonl.zst"]], tmp_path / "whole", tokenizer=str(tokenizer_json), val_fraction=0)
+    prepare([str(tmp_path / "in" / "pq")], tmp_path / "folder", tokenizer=str(tokenizer_json), val_fraction=0)
+    prepare([inputs["jsonl.zst"]], tmp_path / "whole", tokenizer=str(tokenizer_json), val_fraction=0)
     np.testing.assert_array_equal(stream(tmp_path / "folder")[0], stream(tmp_path / "whole")[0])
     # the ids decode to the documents, each ended by <|endoftext|>
-    tok = data.load_tokenizer(tmp_path / "out-parquet")
+    tok = load_tokenizer(tmp_path / "out-parquet")
     assert tok.decode(np.concatenate([train, val])) == "".join(d + "<|endoftext|>" for d in docs)
 
 
@@ -136,43 +138,45 @@ def test_txt_equals_one_record_holding_its_text(tmp_path, tokenizer_json):
     text = text * (1 + (1 << 17) // len(text))
     (tmp_path / "a.txt").write_text(text)
     (tmp_path / "a.jsonl.zst").write_bytes(__import__("zstandard").compress(json.dumps({"text": text}).encode()))
-    a = data.prepare([str(tmp_path / "a.txt")], tmp_path / "txt", tokenizer=str(tokenizer_json), val_fraction=0.1)
-    b = data.prepare([str(tmp_path / "a.jsonl.zst")], tmp_path / "zst", tokenizer=str(tokenizer_json), val_fraction=0.1)
+    a = prepare([str(tmp_path / "a.txt")], tmp_path / "txt", tokenizer=str(tokenizer_json), val_fraction=0.1)
+    b = prepare([str(tmp_path / "a.jsonl.zst")], tmp_path / "zst", tokenizer=str(tokenizer_json), val_fraction=0.1)
     for x, y in zip(stream(tmp_path / "txt"), stream(tmp_path / "zst"), strict=True):
         np.testing.assert_array_equal(x, y)
     assert a["tokens"] == b["tokens"] and a["documents"] == b["documents"] == {"train": 1, "val": 1}
-    val_text = data.load_tokenizer(tmp_path / "txt").decode(stream(tmp_path / "txt")[1])
+    val_text = load_tokenizer(tmp_path / "txt").decode(stream(tmp_path / "txt")[1])
     assert text.endswith(val_text.removesuffix("<|endoftext|>")) and text[-len(val_text) + 13 - 1] == "\n"
 
 
 def test_pretokenized_ids_pass_through(tmp_path, tokenizer_json):
     docs = documents(80)
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    data.prepare([str(tmp_path / "a.jsonl")], tmp_path / "text", tokenizer=str(tokenizer_json), val_fraction=0)
+    prepare([str(tmp_path / "a.jsonl")], tmp_path / "text", tokenizer=str(tokenizer_json), val_fraction=0)
     ids = stream(tmp_path / "text")[0].astype(np.int64)
-    eot = data.load_tokenizer(tmp_path / "text").eot_id
+    eot = load_tokenizer(tmp_path / "text").eot_id
     ids.astype(np.uint16).tofile(tmp_path / "nanogpt.bin")
     write_llmc(tmp_path / "llmc.bin", ids, version=2)  # uint32, read from the header
     cuts = np.flatnonzero(ids == eot) + 1
     write_megatron(tmp_path / "mega", np.split(ids, cuts[:-1]), dtype="int32")
     for name in ("nanogpt.bin", "llmc.bin", "mega.bin"):
         out = tmp_path / name.replace(".", "-")
-        manifest = data.prepare([str(tmp_path / name)], out, tokenizer=str(tokenizer_json), val_fraction=0.1)
+        manifest = prepare([str(tmp_path / name)], out, tokenizer=str(tokenizer_json), val_fraction=0.1)
         train, val = stream(out)
         np.testing.assert_array_equal(np.concatenate([train, val]), ids, err_msg=name)
         assert len(val) == round(len(ids) * 0.1) and manifest["documents"]["train"] + manifest["documents"]["val"] == 80
-        assert manifest["tokenizer"]["sha256"] == data.read_manifest(tmp_path / "text")["tokenizer"]["sha256"]
+        assert manifest["tokenizer"]["sha256"] == read_manifest(tmp_path / "text")["tokenizer"]["sha256"]
     # without a tokenizer: the vocabulary and the end-of-text id come from the user
-    manifest = data.prepare(
+    manifest = prepare(
         [str(tmp_path / "nanogpt.bin")], tmp_path / "ids", tokenizer="ids", vocab_size=400, eot_id=eot, val_fraction=0
     )
     assert manifest["tokenizer"]["kind"] == "ids" and manifest["tokenizer"]["eot_id"] == eot
     np.testing.assert_array_equal(stream(tmp_path / "ids")[0], ids)
     # pre-tokenized and text inputs mix in one prepare when they share the tokenizer
-    both = data.prepare(
-        [str(tmp_path / "a.jsonl"), str(tmp_path / "llmc.bin")], tmp_path / "both", tokenizer=str(tokenizer_json),
+    both = prepare(
+        [str(tmp_path / "a.jsonl"), str(tmp_path / "llmc.bin")],
+        tmp_path / "both",
+        tokenizer=str(tokenizer_json),
         val_fraction=0,
-    )  # fmt: skip
+    )
     np.testing.assert_array_equal(stream(tmp_path / "both")[0], np.concatenate([ids, ids]))
     assert both["tokens"]["train"] == 2 * len(ids)
 
@@ -188,18 +192,22 @@ def test_tiktoken_rank_file(tmp_path):
     docs = ["the band and the singing\nthen", "another thing and the end\n"]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     with pytest.raises(WorkbenchError, match="needs its split pattern"):
-        data.prepare([str(tmp_path / "a.jsonl")], tmp_path / "out", tokenizer=str(path))
-    manifest = data.prepare(
-        [str(tmp_path / "a.jsonl")], tmp_path / "out", tokenizer=str(path), val_fraction=0,
-        split_pattern=pattern, special_tokens={"<|endoftext|>": 265},
-    )  # fmt: skip
+        prepare([str(tmp_path / "a.jsonl")], tmp_path / "out", tokenizer=str(path))
+    manifest = prepare(
+        [str(tmp_path / "a.jsonl")],
+        tmp_path / "out",
+        tokenizer=str(path),
+        val_fraction=0,
+        split_pattern=pattern,
+        special_tokens={"<|endoftext|>": 265},
+    )
     assert manifest["tokenizer"]["kind"] == "tiktoken" and manifest["tokenizer"]["eot_id"] == 265
     assert manifest["tokenizer"]["vocab_size"] == 266
     enc = tiktoken.Encoding("tiny", pat_str=pattern, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 265})
     expected = [i for d in docs for i in enc.encode_ordinary(d) + [265]]
     assert stream(tmp_path / "out")[0].tolist() == expected
     assert 258 in expected  # the merges are used
-    assert data.load_tokenizer(tmp_path / "out").decode(expected) == "<|endoftext|>".join(docs) + "<|endoftext|>"
+    assert load_tokenizer(tmp_path / "out").decode(expected) == "<|endoftext|>".join(docs) + "<|endoftext|>"
 
 
 # ---------------------------------------------------------------- resume
@@ -236,7 +244,7 @@ def test_killed_prepare_resumes_to_the_same_shards(tmp_path, tokenizer_json):
     assert done.returncode == 0, done.stderr
     again = subprocess.run([*command, "--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    resumed, whole = data.read_manifest(tmp_path / "out"), data.read_manifest(tmp_path / "whole")
+    resumed, whole = read_manifest(tmp_path / "out"), read_manifest(tmp_path / "whole")
     assert resumed == whole
     for shard in resumed["shards"]["train"] + resumed["shards"]["val"]:
         assert (tmp_path / "out" / shard["file"]).read_bytes() == (tmp_path / "whole" / shard["file"]).read_bytes()
@@ -265,7 +273,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
     pq.write_table(pa.table({"body": ["a", "b"]}), tmp_path / "nofield.parquet")
     with pytest.raises(WorkbenchError, match=r"nofield\.parquet: no text field 'text' \(found: body\)") as err:
-        data.prepare([str(tmp_path / "nofield.parquet")], tmp_path / "out")
+        prepare([str(tmp_path / "nofield.parquet")], tmp_path / "out")
     assert "--text-field" in one_line(err)
     assert_nothing_written(tmp_path)
 
@@ -273,45 +281,45 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     pq.write_table(pa.table({"text": ["hello world"] * 100}), good)
     (tmp_path / "corrupt.parquet").write_bytes(good.getvalue().to_pybytes()[:-40])
     with pytest.raises(WorkbenchError, match=r"corrupt\.parquet: not a readable parquet file") as err:
-        data.prepare([str(tmp_path / "corrupt.parquet")], tmp_path / "out")
+        prepare([str(tmp_path / "corrupt.parquet")], tmp_path / "out")
     one_line(err)
     assert_nothing_written(tmp_path)
 
     (tmp_path / "odd.bin").write_bytes(b"\x01\x00\x02")
     with pytest.raises(WorkbenchError, match=r"odd\.bin: 3 bytes is not a multiple of uint16") as err:
-        data.prepare([str(tmp_path / "odd.bin")], tmp_path / "out", tokenizer="ids", vocab_size=300)
+        prepare([str(tmp_path / "odd.bin")], tmp_path / "out", tokenizer="ids", vocab_size=300)
     one_line(err)
     assert_nothing_written(tmp_path)
 
     (tmp_path / "big.bin").write_bytes(np.array([1, 2, 999], dtype=np.uint16).tobytes())
     with pytest.raises(WorkbenchError, match=r"big\.bin: token id 999 is outside the vocabulary") as err:
-        data.prepare([str(tmp_path / "big.bin")], tmp_path / "out", tokenizer="ids", vocab_size=300)
+        prepare([str(tmp_path / "big.bin")], tmp_path / "out", tokenizer="ids", vocab_size=300)
     assert_nothing_written(tmp_path)
 
     (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "abc"}\n' * 1000)[:-30])
     with pytest.raises(WorkbenchError, match=r"cut\.jsonl\.gz: cannot decompress") as err:
-        data.prepare([str(tmp_path / "cut.jsonl.gz")], tmp_path / "out")
+        prepare([str(tmp_path / "cut.jsonl.gz")], tmp_path / "out")
     one_line(err)
     assert_nothing_written(tmp_path)
 
     with pytest.raises(WorkbenchError, match="no files match"):
-        data.prepare(["hf:json:" + str(tmp_path / "none*.jsonl")], tmp_path / "out")
+        prepare(["hf:json:" + str(tmp_path / "none*.jsonl")], tmp_path / "out")
 
 
 def test_tokenizer_mismatch_between_sources_names_both(tmp_path, tokenizer_json):
     (tmp_path / "a.txt").write_text("".join(documents(50)))
-    data.prepare([str(tmp_path / "a.txt")], tmp_path / "bytes")
-    data.prepare([str(tmp_path / "a.txt")], tmp_path / "bpe", tokenizer=str(tokenizer_json))
+    prepare([str(tmp_path / "a.txt")], tmp_path / "bytes")
+    prepare([str(tmp_path / "a.txt")], tmp_path / "bpe", tokenizer=str(tokenizer_json))
     with pytest.raises(WorkbenchError) as err:
-        data.Mixture([(str(tmp_path / "bytes"), 1.0), (str(tmp_path / "bpe"), 1.0)], seq_len=8, seed=0)
+        Mixture([(str(tmp_path / "bytes"), 1.0), (str(tmp_path / "bpe"), 1.0)], seq_len=8, seed=0)
     text = one_line(err)
     assert str(tmp_path / "bytes") in text and str(tmp_path / "bpe") in text
     assert "bytes (256)" in text and "tokenizer.json (vocab 400" in text
-    from workbench.config import DataConfig  # what a sweep launch checks before any job starts
+    from workbench.data.config import DataConfig
 
     both = DataConfig(sources=[{"path": str(tmp_path / "bpe")}], anneal_sources=[{"path": str(tmp_path / "bytes")}])
     with pytest.raises(WorkbenchError, match="use different tokenizers") as err:
-        data.check_tokenizers(both)
+        check_tokenizers(both)
     assert str(tmp_path / "bytes") in one_line(err)
 
 
@@ -319,11 +327,11 @@ def test_streaming_split_matches_the_whole_file_split(monkeypatch):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from workbench.prepare import TailSplit
-    from workbench.sources import Piece, line_chunks
-    from workbench.tokenize import split_documents
+    from workbench.data.prepare import TailSplit
+    from workbench.data.sources import Piece, line_chunks
+    from workbench.data.tokenizer import split_documents
 
-    monkeypatch.setattr("workbench.sources.CHUNK_CHARS", 5)  # documents of several pieces, as long .txt files
+    monkeypatch.setattr("workbench.data.sources.CHUNK_CHARS", 5)  # documents of several pieces, as long .txt files
     text = st.text(alphabet="ab\n", min_size=0, max_size=60)
 
     @settings(max_examples=200, deadline=None)

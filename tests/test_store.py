@@ -15,10 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.config import TrainConfig, dump_yaml
-from workbench.errors import WorkbenchError
-from workbench.shapes import ModelShape
-from workbench.store import SCHEMA_VERSION, IngestStats, Store, migrate
+from workbench.core.configfile import dump_yaml
+from workbench.core.errors import WorkbenchError
+from workbench.model.shapes import ModelShape
+from workbench.store.database import SCHEMA_VERSION, IngestStats, Store, migrate
+from workbench.train.config import TrainConfig
 
 runner = CliRunner()
 SHAPE = ModelShape("tiny", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, ffn_dim=224, vocab_size=256)
@@ -57,16 +58,35 @@ def make_run(
     if rows or tail:
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + tail)
     if status is not None:
-        final = {"status": status, "val_loss": val_loss, "params": N, "params_total": N_TOTAL,
-                 "tokens": steps * 1024, "flops": 6 * N * steps * 1024, "steps": steps, "wall_s": 1.5,
-                 "error": None, "versions": {"torch": "2.13.0"}}  # fmt: skip
+        final = {
+            "status": status,
+            "val_loss": val_loss,
+            "params": N,
+            "params_total": N_TOTAL,
+            "tokens": steps * 1024,
+            "flops": 6 * N * steps * 1024,
+            "steps": steps,
+            "wall_s": 1.5,
+            "error": None,
+            "versions": {"torch": "2.13.0"},
+        }
         (run_dir / "final.json").write_text(json.dumps(final))
     return run_dir
 
 
 def _row(step: int, loss: float, **extra) -> dict:
-    return {"step": step, "tokens": step * 1024, "flops": step * 6e8, "loss": loss, "lr": 1e-3, "grad_norm": 0.5,
-            "batch_tokens": 1024, "tokens_per_s": 5e4, "wall_s": 0.1 * step, **extra}  # fmt: skip
+    return {
+        "step": step,
+        "tokens": step * 1024,
+        "flops": step * 6e8,
+        "loss": loss,
+        "lr": 1e-3,
+        "grad_norm": 0.5,
+        "batch_tokens": 1024,
+        "tokens_per_s": 5e4,
+        "wall_s": 0.1 * step,
+        **extra,
+    }
 
 
 def _count(store: Store, sql: str) -> int:
@@ -136,7 +156,7 @@ def test_bookkeeping_events_before_the_first_step_are_not_metric_rows(tmp_path):
 
 
 def test_event_rows_never_replace_training_rows_and_are_kept_as_events(tmp_path):
-    rows = [_row(step, 5.0) for step in range(1, 6)]  # the trainer's rows, as workbench.train writes them
+    rows = [_row(step, 5.0) for step in range(1, 6)]  # the trainer's rows, as workbench.train.trainer writes them
     rows += [{"step": 5, "event": "interrupted", "signal": "SIGUSR2"}]
     rows += [{"step": 4, "event": "resume", "from_step": 4}]  # requeued: resumes from the step-4 checkpoint
     rows += [_row(5, 4.5), _row(6, 4.4)]
@@ -212,9 +232,9 @@ def test_torn_last_line_is_left_for_later_and_damaged_lines_are_reported(tmp_pat
 
 
 def test_big_ingests_flush_in_chunks_within_one_transaction(tmp_path, monkeypatch):
-    import workbench.store
+    import workbench.store.database
 
-    monkeypatch.setattr(workbench.store, "_FLUSH_ROWS", 15)  # a bulk insert every second run
+    monkeypatch.setattr(workbench.store.database, "_FLUSH_ROWS", 15)  # a bulk insert every second run
     root = tmp_path / "runs"
     for i in range(5):
         make_run(root, "iso", f"r{i}", 10, rows=[_row(s, 5.0) for s in range(10)] + [{"step": 9, "event": "resume"}])
@@ -291,8 +311,16 @@ def test_sweeps_fits_and_plans_round_trip(tmp_path):
     assert len(sweeps) == 1 and json.loads(sweeps.loc[0, "spec"]) == {"budgets": [6e18]}
     assert sweeps.loc[0, "created_at"] == first["created_at"] and sweeps.loc[0, "updated_at"] > first["updated_at"]
 
-    fit = {"name": "iso-isoflop", "sweep": "iso", "method": "isoflop", "data_hash": "abc", "created": "2025-01-01",
-           "a": np.float64(0.5), "budgets": np.array([1.0, math.nan]), "excluded": [{"budget": 1e19}]}  # fmt: skip
+    fit = {
+        "name": "iso-isoflop",
+        "sweep": "iso",
+        "method": "isoflop",
+        "data_hash": "abc",
+        "created": "2025-01-01",
+        "a": np.float64(0.5),
+        "budgets": np.array([1.0, math.nan]),
+        "excluded": [{"budget": 1e19}],
+    }
     store.record_fit(fit)
     store.record_fit({**fit, "a": 0.49})  # refit under the same name replaces it
     store.record_fit({"name": "other", "sweep": "x", "method": "parametric"})

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.sweep.executors import sbatch_script
+from workbench.sweep.grid import plan_file
 from workbench.sweep.launch import launch
-from workbench.sweep.spec import plan_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "sweeps" / "tiny.yaml"
@@ -64,7 +64,7 @@ def test_local_sweep_runs_skips_done_refuses_changed(workdir, corpus_home):
     assert sorted(dry.replaced) == sorted(r.run_id for r in plan.runs) and len(dry.submit) == 4
     assert all((root / r.run_id).is_dir() for r in plan.runs)  # a dry run moves nothing
 
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     store = Store(db, read_only=True)
     assert len(store.runs("tiny")) == 4

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from workbench import flops
 from workbench.cli import app
-from workbench.config import TrainConfig
-from workbench.errors import WorkbenchError
-from workbench.sweep.spec import expand, load_spec, plan_file
+from workbench.core.errors import WorkbenchError
+from workbench.model import flops
+from workbench.sweep.grid import expand, plan_file
+from workbench.sweep.spec import load_spec
+from workbench.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOFLOP = ROOT / "sweeps" / "isoflop.yaml"
@@ -75,8 +76,14 @@ def test_runs_are_resolved_train_configs_with_stable_ids():
     run = first.runs[0]
     assert run.run_id.startswith("c3e9-n9.93k-") and len(run.run_id.rsplit("-", 1)[1]) == 8  # 10K -> 9,926
     assert isinstance(run.config, TrainConfig) and run.config.run_dir == f"runs/tiny/{run.run_id}"
-    assert run.config.meta == {"sweep": "tiny", "budget_flops": 3e9, "target_params": 10e3, "group": "3e9",
-                               "branch_of": None, "kind": "run"}  # fmt: skip
+    assert run.config.meta == {
+        "sweep": "tiny",
+        "budget_flops": 3e9,
+        "target_params": 10e3,
+        "group": "3e9",
+        "branch_of": None,
+        "kind": "run",
+    }
     assert "auto" not in json.dumps(run.config.model_dump())
     again = TrainConfig.model_validate(run.config.model_dump(mode="json"))
     assert again == run.config
@@ -183,8 +190,9 @@ def test_points_grid(tmp_path):
 
 def test_plan_of_1000_runs_takes_under_a_second(tmp_path):
     data = tiny_data()
-    data["grid"].update({"budgets_flops": [3e10 * 1.01**i for i in range(200)], "sizes": ["10K", "20K", "40K",
-                         "80K", "160K"]})  # fmt: skip
+    data["grid"].update(
+        {"budgets_flops": [3e10 * 1.01**i for i in range(200)], "sizes": ["10K", "20K", "40K", "80K", "160K"]}
+    )
     path = write(tmp_path, data)
     spec, lines = load_spec(path)
     start = time.perf_counter()
@@ -212,10 +220,15 @@ def _key_paths(node, prefix=()):
 
 BASES = [tiny_data(), yaml.safe_load(ISOFLOP.read_text()), wsd_data()]
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(["auto", "350M", "16B", "1e18", "-1", "0", "wsd", "points", "1e400"]),
-    st.lists(st.sampled_from([1, "10K", "x", 0.5, None]), max_size=4), st.just({"a": 1}),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["auto", "350M", "16B", "1e18", "-1", "0", "wsd", "points", "1e400"]),
+    st.lists(st.sampled_from([1, "10K", "x", 0.5, None]), max_size=4),
+    st.just({"a": 1}),
+)
 
 
 @st.composite

@@ -13,20 +13,45 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from workbench import train
 from workbench.cli import app
-from workbench.errors import WorkbenchError
-from workbench.store import Store
+from workbench.core.errors import WorkbenchError
+from workbench.store.database import Store
+from workbench.train import trainer
 
-RUN_COLUMNS = ["status", "sweep", "val_loss", "params", "tokens", "flops", "steps", "lr_peak", "batch_tokens",
-               "seq_len", "n_layers", "d_model", "budget_flops", "config", "final"]  # fmt: skip
-METRIC_COLUMNS = ["step", "tokens", "flops", "loss", "lr", "grad_norm", "batch_tokens", "tokens_per_s", "wall_s",
-                  "val_loss"]  # fmt: skip
+RUN_COLUMNS = [
+    "status",
+    "sweep",
+    "val_loss",
+    "params",
+    "tokens",
+    "flops",
+    "steps",
+    "lr_peak",
+    "batch_tokens",
+    "seq_len",
+    "n_layers",
+    "d_model",
+    "budget_flops",
+    "config",
+    "final",
+]
+METRIC_COLUMNS = [
+    "step",
+    "tokens",
+    "flops",
+    "loss",
+    "lr",
+    "grad_norm",
+    "batch_tokens",
+    "tokens_per_s",
+    "wall_s",
+    "val_loss",
+]
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    from workbench.data import ensure_default_corpus
+    from workbench.data.prepare import ensure_default_corpus
 
     return str(ensure_default_corpus())
 
@@ -56,7 +81,7 @@ def logged_run(tmp_path_factory, corpus):
     mp.setenv("WANDB_SILENT", "true")
     mp.setenv("WANDB_DISABLE_GIT", "true")
     logging = {"wandb": {"project": "workbench-test", "mode": "offline"}, "tensorboard": True}
-    record = train.main(tiny_config(tmp, corpus, logging=logging))
+    record = trainer.main(tiny_config(tmp, corpus, logging=logging))
     mp.undo()
     assert record["status"] == "completed"
     return tmp, Path(tiny_config(tmp, corpus)["run_dir"]), record
@@ -70,7 +95,7 @@ def training_rows(run_dir: Path) -> dict[int, dict]:
 def test_files_read_back_with_the_trackers_own_readers(logged_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from workbench.importers import wandb_records
+    from workbench.store.importers import wandb_records
 
     _, run_dir, record = logged_run
     rows = training_rows(run_dir)
@@ -145,25 +170,25 @@ def test_db_import_of_a_wandb_csv_export(tmp_path):
 
 
 def test_missing_tracker_package_is_one_line(tmp_path, corpus, monkeypatch):
-    from workbench.config import TrainConfig
+    from workbench.train.config import TrainConfig
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: import raises ImportError
     cfg = TrainConfig.model_validate(tiny_config(tmp_path, corpus, logging={"wandb": {"project": "p"}}))
     with pytest.raises(WorkbenchError, match=r"needs the Python package `wandb`.*pip install") as err:
-        train.Trainer(cfg, train.distributed.setup("cpu"))
+        trainer.Trainer(cfg, trainer.distributed.setup("cpu"))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "runs").exists()
 
 
 def test_named_sets_and_fit_metric_choice(tmp_path, corpus):
-    from workbench.data import prepare
+    from workbench.data.prepare import prepare
 
     other = tmp_path / "other"
     (tmp_path / "o.txt").write_text("All the world's a stage, and all the men and women merely players.\n" * 300)
     prepare([str(tmp_path / "o.txt")], other, val_fraction=0.2)
     cfg = tiny_config(tmp_path, corpus)
     cfg["eval"] = {"batches": 2, "batch_seqs": 4, "sets": {"stage": str(other)}}
-    record = train.main(cfg)
+    record = trainer.main(cfg)
     assert record["val_loss_stage"] != record["val_loss"] and math.isfinite(record["val_loss_stage"])
     Store(tmp_path / "db.duckdb").ingest(tmp_path / "runs")
     points = Store(tmp_path / "db.duckdb", read_only=True).points("demo", metric="val_loss_stage")
@@ -173,5 +198,5 @@ def test_named_sets_and_fit_metric_choice(tmp_path, corpus):
     bad = tiny_config(tmp_path, corpus, name="bad")
     bad["eval"] = {"sets": {"bad-name": str(other)}}
     with pytest.raises(WorkbenchError, match="must be letters, digits and _"):
-        train.main(bad)
+        trainer.main(bad)
     yaml.safe_dump(cfg)  # the config with named sets is plain YAML

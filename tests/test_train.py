@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workbench.config import BatchConfig, RampStep, ScheduleConfig
-from workbench.schedule import batch_tokens_at, lr_at
+from workbench.train.config import BatchConfig, RampStep, ScheduleConfig
+from workbench.train.schedule import batch_tokens_at, lr_at
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 
 
 @pytest.fixture(scope="session")
 def corpus():
-    from workbench.data import ensure_default_corpus
+    from workbench.data.prepare import ensure_default_corpus
 
     return str(ensure_default_corpus())
 
@@ -97,7 +97,7 @@ def test_batch_ramp_by_tokens_like_llama3_405b():
 
 # ------------------------------------------------------------------ real training
 def test_tiny_model_learns_english_on_cpu(tmp_path, corpus):
-    from workbench.train import main
+    from workbench.train.trainer import main
 
     config = write_config(
         tmp_path,
@@ -234,7 +234,7 @@ def test_divergent_run_rolls_back_then_ends_diverged(tmp_path, corpus):
     final = json.loads((run / "final.json").read_text())
     assert final["status"] == "diverged" and final["rollbacks"] == 2
     assert (tmp_path / "run.yaml").read_text() == before
-    from workbench import checkpoint
+    from workbench.train import checkpoint
 
     saved = checkpoint.load(checkpoint.latest(run / "ckpt"))  # still a readable, finite checkpoint
     assert all(v.isfinite().all() for v in saved["model"].values())
@@ -251,14 +251,14 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(tmp_path, corpus):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4, err
     assert "interrupted by SIGTERM" in err and "resume" in err
-    from workbench import checkpoint
+    from workbench.train import checkpoint
 
     saved = checkpoint.latest(tmp_path / "run" / "ckpt")
     assert saved is not None and checkpoint.read_meta(saved)["step"] >= 30
 
 
 def test_cooldown_branch_starts_from_trunk_checkpoint(tmp_path, corpus):
-    from workbench.train import main
+    from workbench.train.trainer import main
 
     trunk = write_config(
         tmp_path,

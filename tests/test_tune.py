@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.sweep.launch import materialize
 from workbench.sweep.spec import load_spec
 from workbench.sweep.tune import Where, fit_hparams, open_storage, scales, storage_path, trial_run, tune
@@ -38,18 +38,24 @@ def _orphan_trial(spec, scale, storage) -> int:
     """A trial left RUNNING by a tuner that died before its run started (as after a kill -9)."""
     study = optuna.load_study(study_name=scale.study, storage=storage)
     dist = optuna.distributions
-    trial = study.ask({
-        "lr": dist.FloatDistribution(1e-3, 3e-2, log=True),
-        "batch_tokens": dist.CategoricalDistribution([256, 512]),
-        "warmup_fraction": dist.FloatDistribution(0.0, 0.2),
-    })  # fmt: skip
+    trial = study.ask(
+        {
+            "lr": dist.FloatDistribution(1e-3, 3e-2, log=True),
+            "batch_tokens": dist.CategoricalDistribution([256, 512]),
+            "warmup_fraction": dist.FloatDistribution(0.0, 0.2),
+        }
+    )
     run = trial_run(spec, scale, trial.params, trial.number)
     config = materialize(run.config, Path.cwd())
     Path(config.run_dir).mkdir(parents=True)
     (Path(config.run_dir) / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     owner = {"host": socket.gethostname(), "pid": _dead_pid(), "job_id": None}
-    for key, value in (("run_id", run.run_id), ("run_dir", config.run_dir), ("params", run.params),
-                       ("owner", json.dumps(owner))):  # fmt: skip
+    for key, value in (
+        ("run_id", run.run_id),
+        ("run_dir", config.run_dir),
+        ("params", run.params),
+        ("owner", json.dumps(owner)),
+    ):
         trial.set_user_attr(key, value)
     return trial.number
 
@@ -94,7 +100,7 @@ def test_study_finds_min_val_loss_resumes_from_journal_and_ingests(workdir):
     assert adopted.user_attrs["status"] == "completed" and adopted.value == final["val_loss"]
     assert [b["trials"] for b in record["best"]] == [{"complete": 4}, {"complete": 4}]
 
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     runs = Store(db, read_only=True).runs("tiny-tune")
     assert len(runs) == 8 and set(runs["status"]) == {"completed"}
@@ -111,8 +117,10 @@ def test_fit_hparams_recovers_known_power_laws():
     laws = fit_hparams(exact)
     assert laws["lr"]["coef"] == pytest.approx(0.3118, rel=1e-8) and laws["lr"]["exp"] == pytest.approx(-0.125)
     assert laws["batch"]["coef"] == pytest.approx(0.292, rel=1e-8) and laws["batch"]["exp"] == pytest.approx(0.3271)
-    noisy = [{**b, "lr": b["lr"] * n1, "batch_tokens": b["batch_tokens"] * n2}
-             for b, n1, n2 in zip(exact, *noise, strict=True)]  # fmt: skip
+    noisy = [
+        {**b, "lr": b["lr"] * n1, "batch_tokens": b["batch_tokens"] * n2}
+        for b, n1, n2 in zip(exact, *noise, strict=True)
+    ]
     laws = fit_hparams(noisy)
     assert abs(laws["lr"]["exp"] + 0.125) < 0.03 and abs(laws["batch"]["exp"] - 0.3271) < 0.03
     one = fit_hparams([{"budget_flops": 1e11, "lr": 0.01, "batch_tokens": 2048}])

@@ -1,6 +1,6 @@
 """workbench: scaling-law experiments and compute planning for LLM pretraining."""
 
-from workbench import logs
+from workbench.core import logs
 
 __version__ = "0.1.0"
 

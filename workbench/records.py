@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workbench.config import describe
-from workbench.errors import WorkbenchError
-from workbench.laws import PARAM_NAMES
+from workbench.core.configfile import describe
+from workbench.core.errors import WorkbenchError
 
+PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # the parametric law L = E + A/N^alpha + B/D^beta
 FIT_SCHEMA_VERSION = 2
 PLAN_SCHEMA_VERSION = 2
 FIT_HINT = "Refit with `workbench fit`."
@@ -35,7 +35,7 @@ class Record(BaseModel):
 
     def as_dict(self) -> dict:
         """The record as the plain dict it was read from or built with (fields left at their default are
-        left out); NaN and inf become null when written (workbench.files.json_clean)."""
+        left out); NaN and inf become null when written (workbench.core.files.json_clean)."""
         return self.model_dump(mode="python", exclude_unset=True)
 
 
@@ -190,7 +190,7 @@ class PlanRecord(Record):
     ci: dict | None
     batch_tokens: int
     lr_peak: float
-    hparams: dict | None = None  # where batch and LR come from (workbench.hparams), warnings
+    hparams: dict | None = None  # where batch and LR come from (workbench.plan.hparams), warnings
     schedule: dict
     gpu_hours: float
     days: float

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import typer
 
+from workbench.core.errors import WorkbenchError
+from workbench.core.units import human, parse_count
+
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command()
-def prepare(
+@app.command("prepare")
+def prepare_command(
     inputs: list[str] = typer.Argument(
         None,
         help="Files, folders or globs: .txt, .jsonl(.gz/.zst), .json.gz, .parquet, a saved HF dataset folder, "
@@ -42,16 +45,14 @@ def prepare(
     ),
 ) -> None:
     """Tokenize text into train/val shards with a manifest (atomic; a re-run with the same inputs does nothing)."""
-    from workbench import data
-    from workbench.errors import WorkbenchError
-    from workbench.units import human, parse_count
+    from workbench.data.prepare import default_corpus_dir, prepare
 
     if out is None:
         if inputs or tokenizer != "bytes":
             raise WorkbenchError("--out is required", "Name the output folder, e.g. --out data/mytext.")
-        out = data.default_corpus_dir()
+        out = default_corpus_dir()
     started = time.perf_counter()
-    manifest = data.prepare(
+    manifest = prepare(
         inputs or [],
         out,
         tokenizer=tokenizer,
@@ -79,7 +80,6 @@ def prepare(
 
 
 def _special_tokens(items: list[str]) -> dict[str, int] | None:
-    from workbench.errors import WorkbenchError
 
     tokens = {}
     for item in items:
@@ -97,10 +97,10 @@ def show(folder: Path = typer.Argument(..., help="A folder written by `workbench
     """Summarize a prepared data set: sources, tokenizer, token counts, shards, hash and a text sample."""
     import numpy as np
 
-    from workbench import data
-    from workbench.units import human
+    from workbench.data.shards import read_manifest
+    from workbench.data.tokenizer import load_tokenizer
 
-    manifest = data.read_manifest(folder)
+    manifest = read_manifest(folder)
     tok, tokens, shards = manifest["tokenizer"], manifest["tokens"], manifest["shards"]
     sources = manifest["sources"]
     what = f"corpus {manifest['corpus']}" if manifest.get("corpus") else "inputs"
@@ -115,6 +115,6 @@ def show(folder: Path = typer.Argument(..., help="A folder written by `workbench
     ]
     first = shards["train"][0]
     sample_ids = np.memmap(Path(folder) / first["file"], dtype=manifest["dtype"], mode="r")[:120]
-    sample = data.load_tokenizer(folder).decode(sample_ids).replace("\n", " ")
+    sample = load_tokenizer(folder).decode(sample_ids).replace("\n", " ")
     lines.append(f"sample      {sample[:100]!r}")
     typer.echo("\n".join(lines))

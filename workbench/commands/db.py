@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def ingest(
     force: bool = typer.Option(False, "--force", help="Re-read runs whose files have not changed."),
 ) -> None:
     """Read run directories (config.yaml, metrics.jsonl, final.json) into the database; safe to repeat."""
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     store = Store(db)
     stats = store.ingest(path, force=force)
@@ -44,8 +44,8 @@ def import_runs(
     db: Path | None = DB_OPTION,
 ) -> None:
     """Bring runs logged to W&B or TensorBoard into the store (as run directories under --into), to fit them."""
-    from workbench.importers import import_path
-    from workbench.store import Store
+    from workbench.store.database import Store
+    from workbench.store.importers import import_path
 
     run_dirs = import_path(path, into, run_id=run_id, sweep=sweep)
     store = Store(db)
@@ -71,7 +71,7 @@ def query(
 
     The SQL runs under DuckDB's lockdown: no file or network access (COPY ... TO, read_text, read_csv,
     ATTACH), no extension INSTALL or LOAD, and the configuration locked; --allow-files lifts it."""
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     if as_json and as_csv:
         raise WorkbenchError("--json and --csv exclude each other", "Give one of them.")

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import WorkbenchError
+from workbench.commands.fit_tables import print_fit
+from workbench.core.errors import WorkbenchError
+from workbench.core.files import safe_name
+from workbench.core.units import parse_number
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -45,11 +48,10 @@ def fit(
     ),
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
-    from workbench.fit import io
-    from workbench.fit.data import check_losses_vary
+    from workbench.fit import fitfile
     from workbench.fit.pipeline import FitOptions
+    from workbench.fit.points import check_losses_vary
     from workbench.fit.stage import fit_stage
-    from workbench.units import parse_number
 
     if (sweep is None) == (from_csv is None):
         raise WorkbenchError("give exactly one of --sweep NAME and --from-csv PATH", "See `workbench fit --help`.")
@@ -58,8 +60,6 @@ def fit(
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
     name = name or sweep or from_csv.stem
     if out is None:  # the name becomes fits/NAME.json: checked before anything is read
-        from workbench.files import safe_name
-
         safe_name(name, "fit name", "--name")
     points = _load_points(sweep, from_csv, db_path, metric)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
@@ -86,19 +86,18 @@ def fit(
     if sweep is not None or db is not None:
         _record_in_store(db_path, record)
     if as_json:
-        typer.echo(io.dumps(record))
+        typer.echo(fitfile.dumps(record))
         return
-    from workbench.commands.fit_tables import print_fit
 
     print_fit(record, out)
 
 
 def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str = "val_loss"):
-    from workbench.fit.data import load_csv, validate_points
+    from workbench.fit.points import load_csv, validate_points
 
     if from_csv is not None:
         return load_csv(from_csv)
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     with Store(db_path) as store:
         frame = store.points(sweep, metric=metric)
@@ -107,14 +106,15 @@ def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric
 
 def _load_curves(sweep: str, points, db_path: Path) -> list | None:
     """The runs' loss curves for Chinchilla approach 1 (workbench.fit.envelope)."""
-    from workbench.store import Store
+    from workbench.fit.envelope import sweep_curves
+    from workbench.store.database import Store
 
     with Store(db_path) as store:
-        return store.curves(points)
+        return sweep_curves(points, store.metrics)
 
 
 def _record_in_store(db_path: Path, record: dict) -> None:
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     with Store(db_path) as store:
         store.record_fit(record)

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from workbench.core.units import human
+
 
 def _ci_text(ci: dict | None, key: str, fmt: str) -> str:
     if not ci or key not in ci or ci[key]["lo"] is None:
@@ -14,10 +19,6 @@ def _ci_text(ci: dict | None, key: str, fmt: str) -> str:
 
 def print_fit(record: dict, out: Path) -> None:
     """The fit as rich tables: estimates with 5-95% intervals, minima and exclusions, held-out errors."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from workbench.units import human
 
     console = Console()
     console.print(f"fit [bold]{record['name']}[/]: {record['n_points']} runs from {record['source']}")
@@ -34,8 +35,14 @@ def print_fit(record: dict, out: Path) -> None:
         for column in ("budget (FLOPs)", "N*", "D*", "L*", "sizes", "note"):
             table.add_column(column)
         for m in iso["minima"]:
-            table.add_row(f"{m['budget_flops']:.3g}", human(m["params"]), human(m["tokens"]), f"{m['loss']:.4f}",
-                          str(m["n_sizes"]), "")  # fmt: skip
+            table.add_row(
+                f"{m['budget_flops']:.3g}",
+                human(m["params"]),
+                human(m["tokens"]),
+                f"{m['loss']:.4f}",
+                str(m["n_sizes"]),
+                "",
+            )
         for e in iso["excluded"]:
             table.add_row(f"{e['budget_flops']:.3g}", "", "", "", "", f"excluded: {e['reason']}")
         console.print(table)
@@ -82,16 +89,20 @@ def error_text(scored: dict | None) -> str:
 def heldout_table(label: str, rows: list[dict]):
     """Predicted vs the held-out budget's own parabola: errors with 90% intervals, and whether the target
     lies in the prediction interval (PI)."""
-    from rich.table import Table
 
     table = Table(title=f"{label}: predicted vs the held-out budget's parabola (error [90%], target in PI?)")
     for column in ("budget (FLOPs)", "fit on", "L* (parametric)", "L* (L*(C) law)", "N* (parametric)", "N* (isoFLOP)"):
         table.add_column(column)
     for row in rows:
         p, i, f = row.get("parametric", {}), row.get("isoflop", {}), row.get("loss_law", {})
-        table.add_row(f"{row['budget_flops']:.3g}", f"{row['train_budgets']} budgets", error_text(p.get("loss")),
-                      error_text(f.get("loss")), error_text(p.get("N_opt")),
-                      error_text(i.get("N_opt")) if "error" not in i else "no fit")  # fmt: skip
+        table.add_row(
+            f"{row['budget_flops']:.3g}",
+            f"{row['train_budgets']} budgets",
+            error_text(p.get("loss")),
+            error_text(f.get("loss")),
+            error_text(p.get("N_opt")),
+            error_text(i.get("N_opt")) if "error" not in i else "no fit",
+        )
     source = rows[-1]["observed"].get("N_opt_source")
     if source:
         table.caption = f"target N*: {source}; target L*: the parabola's minimum"
@@ -100,9 +111,6 @@ def heldout_table(label: str, rows: list[dict]):
 
 def crosscheck_table(cross: dict):
     """The methods' exponent a and N* at the target budget with 5-95% intervals, and the disagreement flag."""
-    from rich.table import Table
-
-    from workbench.units import human
 
     flag = {True: "DISAGREE", False: "agree", None: "no intervals to compare"}[cross["flag"]]
     table = Table(title=f"cross-check of the methods (N* at {cross['target_flops']:.3g} FLOPs): {flag}")
@@ -110,8 +118,13 @@ def crosscheck_table(cross: dict):
         table.add_column(column)
     for r in cross["rows"]:
         a_ci, n_ci = r["a_interval"], r["N_opt_interval"]
-        table.add_row(r["method"], f"{r['a']:.4f}", f"[{a_ci[0]:.4f}, {a_ci[1]:.4f}]" if a_ci else "",
-                      human(r["N_opt"]), f"[{human(n_ci[0])}, {human(n_ci[1])}]" if n_ci else "")  # fmt: skip
+        table.add_row(
+            r["method"],
+            f"{r['a']:.4f}",
+            f"[{a_ci[0]:.4f}, {a_ci[1]:.4f}]" if a_ci else "",
+            human(r["N_opt"]),
+            f"[{human(n_ci[0])}, {human(n_ci[1])}]" if n_ci else "",
+        )
     if cross["disagreements"]:
         table.caption = "; ".join(cross["disagreements"])
     return table

@@ -11,13 +11,12 @@ per node, one task each.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import typer
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
 DONE_HINT = "Delete or move its run directory to train it again."
@@ -29,7 +28,9 @@ def _group() -> None:
 
 
 def _load(file: Path):
-    from workbench.config import TrainConfig, load
+
+    from workbench.core.configfile import load
+    from workbench.train.config import TrainConfig
 
     if not file.is_file():
         raise WorkbenchError(
@@ -42,43 +43,6 @@ def _load(file: Path):
             f"{file} is not a train config ({err.message})",
             "Give the flagship YAML that `workbench plan --out` wrote (a TrainConfig).",
         ) from None
-
-
-def resources(layout, nodes: int | None, gpus_per_node: int | None) -> tuple[int, int, int]:
-    """(nodes, GPUs per node, GPUs) from the options, else the config's layout block (one GPU without one)."""
-    gpus = layout.gpus if layout is not None else 1
-    plan_per_node = layout.gpus_per_node if layout is not None else 1
-    per_node = gpus_per_node if gpus_per_node is not None else plan_per_node
-    return nodes or math.ceil(gpus / (per_node or plan_per_node)), per_node, gpus
-
-
-def _layout(config, file: Path):
-    """The config's layout block; a config from before the block (a "TP a x PP b x DP c" meta string) is refused."""
-    if config.layout is None and "layout" in config.meta:
-        raise WorkbenchError(
-            f"{file}: the layout is a meta string of an older plan, not a layout block",
-            "Rewrite the config with `workbench plan --out` (it writes the layout: block).",
-        )
-    return config.layout
-
-
-def tasks_per_node(layout, gpus_per_node: int) -> int:
-    """Processes a node: one per GPU asked for; without GPUs (0: a CPU partition), the layout's per node."""
-    if gpus_per_node:
-        return gpus_per_node
-    return min(layout.gpus, layout.gpus_per_node) if layout is not None else 1
-
-
-def _launch_spec(executor: str, nodes: int, gpus_per_node: int, tasks: int, partition, account, qos, timeout_min):
-    from workbench.config import parse_model
-    from workbench.sweep.spec import Launch
-
-    body = {
-        "executor": executor, "partition": partition, "account": account, "qos": qos, "nodes": nodes,
-        "gpus_per_node": gpus_per_node, "tasks_per_node": tasks, "timeout_min": timeout_min,
-        "array_parallelism": 1,
-    }  # fmt: skip
-    return parse_model(Launch, body, "flagship launch options")
 
 
 @app.command()
@@ -99,14 +63,22 @@ def launch(
 ) -> None:
     """Submit the planned flagship run: one Slurm job of the plan's nodes x GPUs, or a run on this machine."""
     from workbench.sweep.executors import check_kind, sbatch_script
-    from workbench.sweep.launch import launch_runs, materialize, single_run
+    from workbench.sweep.launch import (
+        flagship_launch_spec,
+        flagship_layout,
+        launch_runs,
+        materialize,
+        resources,
+        single_run,
+        tasks_per_node,
+    )
 
     check_kind(executor)
     config = materialize(_load(file), Path.cwd())
-    layout = _layout(config, file)
+    layout = flagship_layout(config, file)
     count, per_node, gpus = resources(layout, nodes, gpus_per_node)
     tasks = tasks_per_node(layout, per_node)
-    spec = _launch_spec(executor, count, per_node, tasks, partition, account, qos, timeout_min)
+    spec = flagship_launch_spec(executor, count, per_node, tasks, partition, account, qos, timeout_min)
     run = single_run(config)
     run_dir, run_id = Path(config.run_dir), run.run_id
     where = f"{count} nodes x {per_node} GPUs ({spec.tasks} tasks per node, {gpus} GPUs in the layout)"
@@ -126,19 +98,23 @@ def launch(
     elif dry_run:
         typer.echo(f"would run {run_id} on this machine (one process)")
     elif executor == "slurm":
-        typer.echo(f"submitted flagship {run_id} as Slurm job {report.jobs[run_id]}; "
-                   f"follow it with `workbench sweep status {run_dir.parent.name}`")  # fmt: skip
+        typer.echo(
+            f"submitted flagship {run_id} as Slurm job {report.jobs[run_id]}; "
+            f"follow it with `workbench sweep status {run_dir.parent.name}`"
+        )
     else:
+        from workbench.train import rundir
+
         _ingest(run_dir, db)
         if report.results[run_id] not in ("completed", "diverged"):
             raise WorkbenchError(
-                f"flagship {run_id} did not complete ({report.results[run_id]})", f"See {run_dir / 'final.json'}."
+                f"flagship {run_id} did not complete ({report.results[run_id]})", f"See {rundir.final_path(run_dir)}."
             )
         typer.echo(f"flagship {run_id}: {report.results[run_id]}; run dir {run_dir}")
 
 
 def _ingest(run_dir: Path, db: Path | None) -> None:
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     store = Store(db)
     stats = store.ingest(run_dir)

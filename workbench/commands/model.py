@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench import flops
-from workbench.shapes import LLAMA3_VOCAB, resolve_size
+from workbench.model import flops
+from workbench.model.shapes import LLAMA3_VOCAB, resolve_size
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import WorkbenchError
-from workbench.units import parse_number
+from workbench.core.errors import WorkbenchError
+from workbench.core.files import atomic_write_text, json_clean
+from workbench.core.units import parse_number
+from workbench.plan.layout_cost import resolve_gpu
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +28,7 @@ def _positive(text: str | None, option: str) -> float | None:
 
 def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, gpu, mfu: float):
     """(budget FLOPs, GPU count or None, days or None) from --compute | --gpus --days."""
-    from workbench.plan import resolve_budget
+    from workbench.plan.planner import resolve_budget
 
     gpus = _positive(gpus_text, "--gpus")
     if gpus is not None and gpus != math.floor(gpus):
@@ -36,14 +38,15 @@ def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, g
 
 
 def _data_dir(data: str | None) -> str:
-    from workbench.data import default_corpus_dir
+
+    from workbench.data.prepare import default_corpus_dir
 
     return data or str(default_corpus_dir())
 
 
 def _record(db: Path | None, record: dict) -> str:
     """Store the plan in the plans table when --db is given or the default database exists."""
-    from workbench.store import Store, default_db_path
+    from workbench.store.database import Store, default_db_path
 
     path = db or default_db_path()
     if db is None and not path.is_file():
@@ -83,13 +86,11 @@ def plan(
     db: Path = typer.Option(None, "--db", help="DuckDB file for the plans table (default: if it exists)."),
 ) -> None:
     """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time, memory and layout."""
-    from workbench import config as cfg
-    from workbench import plan as planner
-    from workbench.files import atomic_write_text, json_clean
-    from workbench.hparams import anchors_left_out
-    from workbench.layout import resolve_gpu
-    from workbench.plan_inputs import data_constrained, resolve_law
-    from workbench.plan_record import explain_layout, plan_text, to_record
+    from workbench.plan import planner
+    from workbench.plan.data_constrained import epochs_note
+    from workbench.plan.hparams import anchors_left_out
+    from workbench.plan.law_choice import data_constrained, resolve_law
+    from workbench.plan.record import explain_layout, plan_text, to_record
 
     if not (0 < mfu <= 1):
         raise WorkbenchError(f"--mfu {mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
@@ -124,17 +125,17 @@ def plan(
     )
     record = to_record(result).public()
     if unique is not None:
-        from workbench.data_constrained import epochs_note
-
         text, warn = epochs_note(result.shape_tokens, unique)
         record["data_constrained"] = {"unique_tokens": unique, "epochs": result.shape_tokens / unique, "warning": warn}
         record["law"]["notes"].append(text)
     name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
     messages = []
     if out is not None:
+        from workbench.core.configfile import dump_yaml
+
         config = planner.flagship_config(result, _data_dir(data), run_dir or f"runs/flagship/{name}", name)
         try:
-            atomic_write_text(out, cfg.dump_yaml(config))
+            atomic_write_text(out, dump_yaml(config))
         except OSError as err:
             raise WorkbenchError(f"--out: cannot write {out} ({err.strerror})", "Pick a writable path.") from None
         messages.append(f"wrote {out}: run it with `workbench train {out}`")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from workbench.core.errors import WorkbenchError
+
 # no_args_is_help is off: `workbench report` alone reports the database's only sweep
 app = typer.Typer(no_args_is_help=False)
 
@@ -40,15 +42,15 @@ def report(
     runs_dir: Path = typer.Option(None, "--runs", help="--watch: the sweep's run directories (default: runs/SWEEP)."),
 ) -> None:
     """Write a self-contained HTML report of a sweep (curves, fits, frontier, plan, runs) or compare sweeps."""
-    from workbench.errors import WorkbenchError
-    from workbench.store import default_db_path
+    from workbench.report.watch import watch_report
+    from workbench.store.database import default_db_path
 
     db_path = db or default_db_path()
     names = list(sweep or [])
     if len(names) > 1:
         if watch or fit or plan:
             raise WorkbenchError("--watch, --fit and --plan report one sweep", "Drop them to compare sweeps.")
-        from workbench.report.compare_html import write_comparison
+        from workbench.report.compare_page import write_comparison
 
         targets = list(at or [])
         command = _command([("--sweep", names), ("--db", db_path), ("--at", targets), ("--out", out)], [])
@@ -56,15 +58,15 @@ def report(
         typer.echo(str(path))
         return
     name = names[0] if names else None
-    command = _command([("--sweep", name), ("--db", db_path), ("--fit", fit), ("--plan", plan), ("--out", out)],
-                       ["--watch"] if watch else [])  # fmt: skip
+    command = _command(
+        [("--sweep", name), ("--db", db_path), ("--fit", fit), ("--plan", plan), ("--out", out)],
+        ["--watch"] if watch else [],
+    )
     if watch:
-        from workbench.report.watch import watch_report
-
         for path, line in watch_report(name, db_path, out, runs_dir, interval, command=command):
             typer.echo(f"{path}: {line}")
         return
-    from workbench.report.html import write_report
+    from workbench.report.page import write_report
 
     path = write_report(name, db_path, fit, plan, out, command=command)
     typer.echo(str(path))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import WorkbenchError
+from workbench.commands.sweep_tables import print_plan, print_status
+from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -21,14 +22,12 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print the runs and totals as JSON."),
 ) -> None:
     """Show every run of a sweep (shape, tokens, batch, LR, cost) and the totals; changes nothing."""
-    from workbench.sweep.spec import plan_file
+    from workbench.sweep.grid import plan_file
 
     result = plan_file(file)
     if as_json:
         typer.echo(json.dumps({"totals": result.totals(), "runs": [r.row() for r in result.runs]}, indent=1))
         return
-    from workbench.commands.tables import print_plan
-
     print_plan(result)
 
 
@@ -42,29 +41,31 @@ def launch(
 ) -> None:
     """Write each run's config and submit the runs not done yet (Slurm job arrays, or this machine)."""
     from workbench.sweep.executors import check_kind
+    from workbench.sweep.grid import plan_file
     from workbench.sweep.launch import launch as do_launch
-    from workbench.sweep.spec import plan_file
 
     if executor is not None:
         check_kind(executor)
     result = plan_file(file)
     report = do_launch(result, executor=executor, dry_run=dry_run, force=force)
     verb = "would submit" if dry_run else "submitted" if report.executor == "slurm" else "ran"
-    typer.echo(f"sweep {result.spec.name}: {verb} {len(report.submit)} of {len(result.runs)} runs "
-               f"({report.executor}), skipped {len(report.skipped)}; run dirs in {report.sweep_dir}")  # fmt: skip
+    typer.echo(
+        f"sweep {result.spec.name}: {verb} {len(report.submit)} of {len(result.runs)} runs "
+        f"({report.executor}), skipped {len(report.skipped)}; run dirs in {report.sweep_dir}"
+    )
     for rid in report.replaced:
         typer.echo(f"  replaced {rid} (moved to .replaced/)")
     for rid, job in report.jobs.items():
         typer.echo(f"  {rid}: job {job}")
     if not dry_run:
         _ingest(report.sweep_dir, db, result.spec.model_dump(mode="json"), str(file))
-    elsewhere = {rid: s for rid, s in report.results.items() if s.startswith("skipped: locked")}
-    for rid, status in {**{r: s for r, s in report.skipped.items() if s.startswith("locked")}, **elsewhere}.items():
-        typer.echo(f"  {rid}: {status.removeprefix('skipped: ')} (another launch is training it)")
-    failed = [rid for rid, s in report.results.items() if s not in ("completed", "diverged") and rid not in elsewhere]
-    if failed:
-        raise WorkbenchError(f"{len(failed)} local runs did not complete, first {failed[0]}",
-                             "See `workbench sweep status` and the run's final.json; relaunch to retry.")  # fmt: skip
+    for rid, status in report.locked_elsewhere().items():
+        typer.echo(f"  {rid}: {status} (another launch is training it)")
+    if failed := report.failed():
+        raise WorkbenchError(
+            f"{len(failed)} local runs did not complete, first {failed[0]}",
+            "See `workbench sweep status` and the run's final.json; relaunch to retry.",
+        )
 
 
 @app.command()
@@ -88,8 +89,10 @@ def tune(
         return
     for b in result["best"]:
         counts = ", ".join(f"{n} {state}" for state, n in b["trials"].items())
-        typer.echo(f"{b['scale']}: best trial {b['trial']} val_loss {b['val_loss']:.4f} at lr {b['lr']:.3g}, "
-                   f"batch {b['batch_tokens']} tokens, warmup {b['warmup_fraction']:.3f} ({counts})")  # fmt: skip
+        typer.echo(
+            f"{b['scale']}: best trial {b['trial']} val_loss {b['val_loss']:.4f} at lr {b['lr']:.3g}, "
+            f"batch {b['batch_tokens']} tokens, warmup {b['warmup_fraction']:.3f} ({counts})"
+        )
     for key, unit in (("lr", ""), ("batch", " tokens")):
         law = result["hparams"][key]
         shape = f"{law['coef']:.4g} C^{law['exp']:.4g}" if law["exp"] is not None else f"{law['coef']:.4g} (one budget)"
@@ -113,8 +116,6 @@ def status(
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=1))
         return
-    from workbench.commands.tables import print_status
-
     print_status(result)
 
 
@@ -136,7 +137,7 @@ def cancel(
 
 def _ingest(root: Path, db: Path | None, spec: dict | None, spec_path: str | None) -> None:
     """Ingest the sweep's run dirs into the store (and record its spec, when given)."""
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     if not root.is_dir():
         return

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 app = typer.Typer()
 
@@ -15,7 +15,7 @@ def train(
     config: Path = typer.Argument(..., help="A train config YAML (a sweep's run config or a planned flagship)."),
 ) -> None:
     """Train (or resume) the run in the config's run_dir; exit 3 if it diverged, 4 if interrupted."""
-    from workbench import train as trainer
+    from workbench.train import trainer
 
     try:
         record = trainer.main(config)

@@ -1,9 +1,6 @@
-"""Scaling-law fits: isoFLOP minima, the parametric law, bootstrap intervals, held-out checks.
+"""The fit stage: isoFLOP minima, the parametric law, bootstrap intervals, held-out and rollout checks.
+Pure numpy/scipy science (no I/O) except `stage` and `fitfile`, which read and write fits/NAME.json.
 
-A planner calls `predict_loss`, `optimal_allocation`, `optimal_loss` and `isoflop_allocation` on a loaded
-fits/NAME.json (`workbench.records.read_fit`), on the point estimate or on the bootstrap draws.
+The laws' closed forms (`predict_loss`, `optimal_allocation`, `optimal_loss`, `isoflop_allocation`) live in
+workbench.fit.laws; a planner calls them on a loaded fits/NAME.json (workbench.records.read_fit).
 """
-
-from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss, predict_loss
-
-__all__ = ["isoflop_allocation", "optimal_allocation", "optimal_loss", "predict_loss"]

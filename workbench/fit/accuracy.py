@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from workbench.errors import WorkbenchError
-from workbench.laws import optimal_loss
+from workbench.core.errors import WorkbenchError
+from workbench.fit.laws import optimal_loss
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
+from workbench.fit.laws import isoflop_allocation, optimal_allocation, optimal_loss
 from workbench.fit.parametric import PARAM_NAMES, LogHuberObjective, ParametricFit, minimize_starts, start_grid
+from workbench.fit.points import budget_strata
 from workbench.fit.stats import interval, robust_interval
-from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss
 
 
 def resample_counts(budget_flops: np.ndarray, n_resamples: int, seed: int, mode: str = "budget") -> np.ndarray:

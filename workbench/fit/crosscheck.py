@@ -11,8 +11,8 @@ from itertools import combinations
 
 import numpy as np
 
+from workbench.fit.laws import isoflop_allocation, optimal_allocation
 from workbench.fit.stats import interval, robust_interval
-from workbench.laws import isoflop_allocation, optimal_allocation
 
 
 def _row(method: str, a: float, a_draws, n_opt: float, n_draws, robust: bool = False) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 BOOTSTRAP_MODES = ("auto", "budget", "runs")
 MIN_SIZES = 3  # a parabola needs 3 sizes

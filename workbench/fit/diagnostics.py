@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.fit.isoflop import budget_vertices
-from workbench.laws import ParametricLaw
+from workbench.fit.laws import ParametricLaw
 
 BIAS_WARN = 0.02  # warn when the parabola's estimated N* bias exceeds 2%
 

@@ -16,10 +16,12 @@ sizes) resampled i.i.d. (a whole curve is one unit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit.isoflop import power_law
 
 GRID_POINTS = 40
@@ -114,3 +116,15 @@ def fit_envelope(curves, n_bootstrap: int = 200, seed: int = 0) -> dict:
         "grid": [[float(np.exp(c)), float(np.exp(n))] for c, n in zip(log_c, log_n, strict=True)],
         "draws": {"G": draws[:, 0].tolist(), "a": draws[:, 1].tolist()},
     }
+
+
+def sweep_curves(points: pd.DataFrame, metrics_of: Callable[[list[str]], pd.DataFrame]) -> list | None:
+    """The loss curves of the runs in `points` (a frame with run_id and params) for approach 1: on a sweep
+    with WSD branches each size's annealed end points (endpoint_curves), else each run's curve from its
+    metric rows (run_curves; `metrics_of(run_ids)` reads them, e.g. Store.metrics); None when the frame
+    has no run ids or no curve can be made."""
+    if "kind" in points.columns and (points["kind"] == "branch").any():
+        return endpoint_curves(points) or None
+    if "run_id" not in points.columns:
+        return None
+    return run_curves(metrics_of(list(points["run_id"])), points) or None

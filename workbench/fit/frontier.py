@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit.bootstrap import resample_counts
-from workbench.fit.data import budget_strata
 from workbench.fit.isoflop import budget_vertices, power_law
+from workbench.fit.points import budget_strata
 from workbench.fit.stats import HI_Q, LO_Q, percentiles
 
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit import frontier, scoring
 from workbench.fit.bootstrap import bootstrap_isoflop, bootstrap_parametric
 from workbench.fit.isoflop import fit_isoflop
+from workbench.fit.laws import isoflop_allocation, optimal_allocation, optimal_loss
 from workbench.fit.parametric import fit_parametric
-from workbench.laws import isoflop_allocation, optimal_allocation, optimal_loss
 
 
 def _rel(predicted: float, observed: float) -> float:

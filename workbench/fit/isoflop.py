@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from workbench.errors import WorkbenchError
-from workbench.units import human
+from workbench.core.errors import WorkbenchError
+from workbench.core.units import human
 
 
 @dataclass(frozen=True)

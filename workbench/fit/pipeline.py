@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 import workbench
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.fit import (
     accuracy,
     bootstrap,
@@ -22,10 +22,10 @@ from workbench.fit import (
     frontier,
     holdout,
 )
-from workbench.fit.data import data_hash
 from workbench.fit.design import Design
 from workbench.fit.isoflop import IsoflopFit, fit_isoflop
 from workbench.fit.parametric import ParametricFit, fit_parametric, start_grid
+from workbench.fit.points import data_hash
 from workbench.fit.stats import HI_Q, LO_Q
 from workbench.records import FIT_SCHEMA_VERSION
 

@@ -10,25 +10,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.errors import WorkbenchError
-from workbench.files import atomic_write_text
-from workbench.fit import io
+from workbench.core.errors import WorkbenchError
+from workbench.core.files import atomic_write_text
+from workbench.fit import fitfile
 from workbench.fit.pipeline import FitOptions, FitResults, fit_all, to_record
 from workbench.records import FitRecord, parse_fit
 
 
 def save_plots(results: FitResults, out: Path) -> list[Path]:
     """The isoFLOP, parametric and rollout figures next to the fit JSON (PNG and SVG)."""
-    from workbench.fit import plots
+    from workbench.fit import figures
 
     stem = Path(out).with_suffix("")
     paths = []
     if results.isoflop is not None:
-        paths += plots.save_figure(plots.isoflop_figure(results.points, results.isoflop), f"{stem}.isoflop")
+        paths += figures.save_figure(figures.isoflop_figure(results.points, results.isoflop), f"{stem}.isoflop")
     if results.parametric is not None:
-        paths += plots.save_figure(plots.parametric_figure(results.points, results.parametric), f"{stem}.parametric")
+        paths += figures.save_figure(
+            figures.parametric_figure(results.points, results.parametric), f"{stem}.parametric"
+        )
     if results.rollout:
-        paths += plots.save_figure(plots.rollout_figure(results.rollout), f"{stem}.rollout")
+        paths += figures.save_figure(figures.rollout_figure(results.rollout), f"{stem}.rollout")
     return paths
 
 
@@ -43,11 +45,11 @@ def fit_stage(
     plots: bool = True,
     curves: list | None = None,
 ) -> FitRecord:
-    """Fit validated points (workbench.fit.data) as `options` say, save the plots and write `out` atomically."""
+    """Fit validated points (workbench.fit.points) as `options` say, save the plots and write `out` atomically."""
     results = fit_all(points, options, curves)
     record = to_record(results, name, source, sweep)
     record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
-    text = io.dumps(record)
+    text = fitfile.dumps(record)
     try:
         atomic_write_text(out, text)
     except OSError as err:  # e.g. --out inside a file, or a folder without write access

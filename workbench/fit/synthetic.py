@@ -8,9 +8,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from workbench.laws import CHINCHILLA_LAW, EPOCH_LAW, ParametricLaw, optimal_allocation, predict_loss
+from workbench.fit.laws import CHINCHILLA_LAW, EPOCH_LAW, ParametricLaw, optimal_allocation, predict_loss
+from workbench.fit.points import group_budgets
 
-CHINCHILLA = CHINCHILLA_LAW.as_dict()  # the published constants, defined in workbench.laws
+CHINCHILLA = CHINCHILLA_LAW.as_dict()  # the published constants, defined in workbench.fit.laws
 EPOCH = EPOCH_LAW.as_dict()
 
 
@@ -53,7 +54,6 @@ def scattered_sweep(
 ) -> pd.DataFrame:
     """Runs at scattered FLOPs, Chinchilla-style: C log-uniform in [low, high], N within half a decade of
     the law's N*(C), loss x (1 + noise * normal); budget_flops groups FLOPs within 5% (mostly single runs)."""
-    from workbench.fit.data import group_budgets
 
     rng = np.random.default_rng(seed)
     known = ParametricLaw.of(law)

@@ -18,8 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
-from workbench.units import human
+from workbench.core.errors import WorkbenchError
+from workbench.core.units import human
+from workbench.fit.frontier import optimal_loss_law
+from workbench.fit.laws import isoflop_allocation
+from workbench.fit.pipeline import FitOptions, fit_all
+from workbench.fit.points import validate_points
 
 LO_Q, HI_Q = 5.0, 95.0
 RANGE_FACTOR = 100.0  # overtaking is looked for from the smallest swept budget to 100x the target budget
@@ -39,9 +43,6 @@ class SweepLaw:
 
 def fit_sweep_law(store, name: str, bootstrap: int = 200, seed: int = 0) -> SweepLaw:
     """Fit one sweep of the store with the fit pipeline's public functions."""
-    from workbench.fit.data import validate_points
-    from workbench.fit.frontier import optimal_loss_law
-    from workbench.fit.pipeline import FitOptions, fit_all
 
     points = validate_points(store.points(name), f"sweep '{name}'")
     results = fit_all(points, FitOptions(method="isoflop", bootstrap=bootstrap, seed=seed))
@@ -78,8 +79,9 @@ def flags(laws: list[SweepLaw]) -> list[str]:
     for key, what in (("tokenizer", "tokenizer (vocabulary)"), ("validation", "validation set")):
         seen = {law.name: law.data[key] for law in laws}
         if len({json.dumps(v) for v in seen.values()}) > 1:
-            detail = "; ".join(f"{name}: {', '.join(short(v) for v in values) or 'not recorded'}"
-                               for name, values in seen.items())  # fmt: skip
+            detail = "; ".join(
+                f"{name}: {', '.join(short(v) for v in values) or 'not recorded'}" for name, values in seen.items()
+            )
             out.append(f"The sweeps differ in {what}, so their losses are not directly comparable ({detail}).")
     return out
 
@@ -105,13 +107,19 @@ def loss_at(law: SweepLaw, c: float) -> tuple[float, np.ndarray]:
 
 def at_budget(law: SweepLaw, c: float) -> dict:
     """N*, D*, L* at compute c with 5-95% intervals."""
-    from workbench.fit.law import isoflop_allocation
 
     n, d = isoflop_allocation(law.iso, c)
     n_draws, d_draws = isoflop_allocation(law.iso_draws, c) if law.iso_draws else (np.array([]), np.array([]))
     loss, loss_draws = loss_at(law, c)
-    return {"budget_flops": c, "N": float(n), "N_ci": interval(n_draws), "D": float(d), "D_ci": interval(d_draws),
-            "L": float(loss), "L_ci": interval(loss_draws)}  # fmt: skip
+    return {
+        "budget_flops": c,
+        "N": float(n),
+        "N_ci": interval(n_draws),
+        "D": float(d),
+        "D_ci": interval(d_draws),
+        "L": float(loss),
+        "L_ci": interval(loss_draws),
+    }
 
 
 def crossing(k_a, g_a, k_b, g_b) -> np.ndarray:
@@ -134,10 +142,19 @@ def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
     cross_draws = crossing(ka, ga, kb, gb)
     inside = np.isfinite(cross_draws) & (cross_draws >= math.log(c_lo)) & (cross_draws <= math.log(c_hi))
     steeper = a.name if a.loss["gamma"] > b.loss["gamma"] else b.name
-    result = {"a": a.name, "b": b.name, "target": target, "gap": la - lb, "gap_ci": interval(gap_draws),
-              "p_a_lower": float(np.mean(gap_draws < 0)) if n else math.nan, "range": (c_lo, c_hi),
-              "cross": None, "cross_ci": None, "p_cross": float(inside.mean()) if n else math.nan,
-              "overtaker": steeper}  # fmt: skip
+    result = {
+        "a": a.name,
+        "b": b.name,
+        "target": target,
+        "gap": la - lb,
+        "gap_ci": interval(gap_draws),
+        "p_a_lower": float(np.mean(gap_draws < 0)) if n else math.nan,
+        "range": (c_lo, c_hi),
+        "cross": None,
+        "cross_ci": None,
+        "p_cross": float(inside.mean()) if n else math.nan,
+        "overtaker": steeper,
+    }
     if math.isfinite(log_cross) and math.log(c_lo) <= log_cross <= math.log(c_hi):
         ci = interval(cross_draws[inside])
         result["cross"] = math.exp(log_cross)
@@ -152,13 +169,17 @@ def verdict(p: dict) -> str:
     share = p["p_a_lower"] if gap < 0 else 1 - p["p_a_lower"]
     where = f"{p['target']:.3g} FLOPs"
     if ci["lo"] <= 0 <= ci["hi"]:
-        text = (f"At {where} the laws of {a} and {b} cannot be told apart: the predicted gap {a} - {b} is "
-                f"{gap:+.4f} nats/token, and its 5-95% interval [{ci['lo']:+.4f}, {ci['hi']:+.4f}] includes zero "
-                f"({better} lower in {share:.0%} of bootstrap resamples).")  # fmt: skip
+        text = (
+            f"At {where} the laws of {a} and {b} cannot be told apart: the predicted gap {a} - {b} is "
+            f"{gap:+.4f} nats/token, and its 5-95% interval [{ci['lo']:+.4f}, {ci['hi']:+.4f}] includes zero "
+            f"({better} lower in {share:.0%} of bootstrap resamples)."
+        )
     else:
-        text = (f"At {where}, {better} is predicted to reach a lower loss than {worse} by {abs(gap):.4f} nats/token "
-                f"(gap {a} - {b}: {gap:+.4f}, 5-95% [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; {better} lower in "
-                f"{share:.0%} of bootstrap resamples).")  # fmt: skip
+        text = (
+            f"At {where}, {better} is predicted to reach a lower loss than {worse} by {abs(gap):.4f} nats/token "
+            f"(gap {a} - {b}: {gap:+.4f}, 5-95% [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; {better} lower in "
+            f"{share:.0%} of bootstrap resamples)."
+        )
     return text + " " + overtake_text(p)
 
 
@@ -166,12 +187,13 @@ def overtake_text(p: dict) -> str:
     lo, hi = p["range"]
     span = f"between {lo:.3g} and {hi:.3g} FLOPs"
     if p["cross"] is None:
-        return (f"Neither law overtakes the other {span} (never within the range; {p['p_cross']:.0%} of resamples "
-                "cross there).")  # fmt: skip
+        return (
+            f"Neither law overtakes the other {span} (never within the range; {p['p_cross']:.0%} of resamples "
+            "cross there)."
+        )
     ci = p["cross_ci"]
     band = f" (5-95%: {ci['lo']:.3g} to {ci['hi']:.3g})" if ci else ""
-    return (f"{p['overtaker']} overtakes at {p['cross']:.3g} FLOPs{band}; {p['p_cross']:.0%} of resamples cross "
-            f"{span}.")  # fmt: skip
+    return f"{p['overtaker']} overtakes at {p['cross']:.3g} FLOPs{band}; {p['p_cross']:.0%} of resamples cross {span}."
 
 
 def compare(store, names: list[str], target: float | None, budgets: list[float], bootstrap: int = 200) -> dict:

@@ -21,6 +21,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from workbench.fit.laws import optimal_allocation, predict_loss
+
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies; yellow last (faint on white)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 SHAPES = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge", "stroke")
@@ -82,7 +84,7 @@ def base(datasets: dict, layers: list[dict], series: list[str], height: int = 34
             "legend": {"orient": "right", "labelLimit": 220},
             "axis": {"labelFontSize": 11, "titleFontSize": 12},
             "view": {"stroke": "#d6d6d6"},
-        },  # fmt: skip
+        },
         "usermeta": {"series": series},
     }
 
@@ -91,12 +93,19 @@ def color(series: list[str], legend_title: str | None = "series") -> dict:
     legend = None
     if legend_title is not None:
         grey = {"signal": "indexof(hidden, datum.value) < 0 ? 1 : 0.3"}
-        legend = {"title": legend_title,
-                  "encode": {"labels": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},  # noqa: E501
-                             "symbols": {"interactive": True, "update": {"opacity": grey,
-                                                                         "cursor": {"value": "pointer"}}}}}  # fmt: skip
-    return {"field": "series", "type": "nominal", "scale": {"domain": series, "range": palette(len(series))},
-            "legend": legend}  # fmt: skip
+        legend = {
+            "title": legend_title,
+            "encode": {
+                "labels": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},  # noqa: E501
+                "symbols": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},
+            },
+        }
+    return {
+        "field": "series",
+        "type": "nominal",
+        "scale": {"domain": series, "range": palette(len(series))},
+        "legend": legend,
+    }
 
 
 def visible(*extra: dict) -> list[dict]:
@@ -135,19 +144,30 @@ def parabola(params: np.ndarray, loss: np.ndarray, n: int = 60) -> tuple[np.ndar
 
 def isoflop_layers(points: pd.DataFrame, minima: list[dict], label=budget_label, prefix: str = "") -> tuple:
     """(runs, curves, minima frames) of an isoFLOP figure; `series` = prefix + budget label."""
-    runs = pd.DataFrame({"series": [prefix + label(b) for b in points["budget_flops"]],
-                         "run": points.get("run_id", pd.Series([""] * len(points))).astype(str).to_numpy(),
-                         "N": points["params"].to_numpy(float), "D": points["tokens"].to_numpy(float),
-                         "loss": points["loss"].to_numpy(float)})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "series": [prefix + label(b) for b in points["budget_flops"]],
+            "run": points.get("run_id", pd.Series([""] * len(points))).astype(str).to_numpy(),
+            "N": points["params"].to_numpy(float),
+            "D": points["tokens"].to_numpy(float),
+            "loss": points["loss"].to_numpy(float),
+        }
+    )
     curves = []
     for budget, part in points.groupby("budget_flops"):
         drawn = parabola(part["params"].to_numpy(float), part["loss"].to_numpy(float))
         if drawn is not None:
             curves.append(pd.DataFrame({"series": prefix + label(budget), "N": drawn[0], "loss": drawn[1]}))
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["series", "N", "loss"])
-    mins = pd.DataFrame({"series": [prefix + label(m["budget_flops"]) for m in minima],
-                         "run": ["parabola minimum"] * len(minima), "N": [m["params"] for m in minima],
-                         "D": [m["tokens"] for m in minima], "loss": [m["loss"] for m in minima]})  # fmt: skip
+    mins = pd.DataFrame(
+        {
+            "series": [prefix + label(m["budget_flops"]) for m in minima],
+            "run": ["parabola minimum"] * len(minima),
+            "N": [m["params"] for m in minima],
+            "D": [m["tokens"] for m in minima],
+            "loss": [m["loss"] for m in minima],
+        }
+    )
     return runs, curve_frame, mins
 
 
@@ -156,20 +176,44 @@ def isoflop_spec(runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, s
     x, y = log_axis("N", "parameters N (non-embedding)"), log_axis("loss", "final validation loss", "linear")
     y["axis"] = {"format": ".3f"}
     layers = [
-        {"data": {"name": "curves"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.5},
-         "encoding": {"x": x, "y": y, "color": color(series, "budget C")}},
-        {"data": {"name": "runs"}, "transform": visible(), "params": [ZOOM],
-         "mark": {"type": "point", "filled": True, "size": 60, "opacity": 0.9},
-         "encoding": {"x": x, "y": y, "color": color(series, "budget C"),
-                      "shape": {"field": "series", "type": "nominal",
-                                "scale": {"domain": series, "range": [SHAPES[i % len(SHAPES)] for i in
-                                                                      range(len(series))]}},
-                      "tooltip": TIP_RUN}},
-        {"data": {"name": "minima"}, "transform": visible(),
-         "mark": {"type": "point", "shape": STAR, "size": 260, "filled": True, "fill": "white", "stroke": "black",
-                  "strokeWidth": 1.2},
-         "encoding": {"x": x, "y": y, "tooltip": TIP_RUN}},
-    ]  # fmt: skip
+        {
+            "data": {"name": "curves"},
+            "transform": visible(),
+            "mark": {"type": "line", "strokeWidth": 1.5},
+            "encoding": {"x": x, "y": y, "color": color(series, "budget C")},
+        },
+        {
+            "data": {"name": "runs"},
+            "transform": visible(),
+            "params": [ZOOM],
+            "mark": {"type": "point", "filled": True, "size": 60, "opacity": 0.9},
+            "encoding": {
+                "x": x,
+                "y": y,
+                "color": color(series, "budget C"),
+                "shape": {
+                    "field": "series",
+                    "type": "nominal",
+                    "scale": {"domain": series, "range": [SHAPES[i % len(SHAPES)] for i in range(len(series))]},
+                },
+                "tooltip": TIP_RUN,
+            },
+        },
+        {
+            "data": {"name": "minima"},
+            "transform": visible(),
+            "mark": {
+                "type": "point",
+                "shape": STAR,
+                "size": 260,
+                "filled": True,
+                "fill": "white",
+                "stroke": "black",
+                "strokeWidth": 1.2,
+            },
+            "encoding": {"x": x, "y": y, "tooltip": TIP_RUN},
+        },
+    ]
     return base({"runs": columns(runs), "curves": columns(curves), "minima": columns(mins)}, layers, series)
 
 
@@ -189,10 +233,17 @@ def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_
         if len(part):
             parts += [part, pd.DataFrame({"r": [index[rid]], "t": [np.nan], "l": [np.nan]})]
     curves = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["r", "t", "l"])
-    meta = pd.DataFrame({"i": range(len(table)), "run": table["run_id"].astype(str),
-                         "series": [budget_label(b) if b == b else "no budget" for b in table["budget_flops"]],
-                         "N": table["params"].astype(float), "D": table["tokens"].astype(float),
-                         "loss": table["val_loss"].astype(float), "status": table["status"].astype(str)})  # fmt: skip
+    meta = pd.DataFrame(
+        {
+            "i": range(len(table)),
+            "run": table["run_id"].astype(str),
+            "series": [budget_label(b) if b == b else "no budget" for b in table["budget_flops"]],
+            "N": table["params"].astype(float),
+            "D": table["tokens"].astype(float),
+            "loss": table["val_loss"].astype(float),
+            "status": table["status"].astype(str),
+        }
+    )
     return meta, curves
 
 
@@ -207,35 +258,70 @@ def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame) -> dict:
     x = log_axis("t", "tokens seen D")
     tail = curves["l"].astype(float).dropna()
     lo, hi = (float(np.nanquantile(tail, 0.01)), float(np.nanquantile(tail, 0.9))) if len(tail) else (0, 1)
-    y = {"field": "l", "type": "quantitative", "title": "training loss (nats/token)",
-         "scale": {"domain": [lo * 0.97, hi * 1.05], "clamp": True}}  # fmt: skip
+    y = {
+        "field": "l",
+        "type": "quantitative",
+        "title": "training loss (nats/token)",
+        "scale": {"domain": [lo * 0.97, hi * 1.05], "clamp": True},
+    }
     done = meta[np.isfinite(meta["loss"])]
     ends = curves.dropna().groupby("r").tail(1)
     ends = ends[~ends["r"].isin(done["i"])].merge(meta, left_on="r", right_on="i")
-    ends = pd.DataFrame({"series": ends["series"], "run": ends["run"], "N": ends["N"], "D": ends["t"],
-                         "loss": ends["l"], "status": ends["status"]})  # fmt: skip
+    ends = pd.DataFrame(
+        {
+            "series": ends["series"],
+            "run": ends["run"],
+            "N": ends["N"],
+            "D": ends["t"],
+            "loss": ends["l"],
+            "status": ends["status"],
+        }
+    )
     tip = [*TIP_RUN[:3], {"field": "loss", "title": "last training loss", "format": ".4f"}, {"field": "status"}]
     dot = {"type": "point", "size": 30, "stroke": "black", "strokeWidth": 0.5}
     layers = [
-        {"data": {"name": "curves"}, "transform": visible(lookup), "params": [ZOOM],
-         "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.75},
-         "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "order": {"value": None}}},
-        {"data": {"name": "final"}, "transform": visible(), "mark": {**dot, "filled": True},
-         "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
-                      "tooltip": TIP_RUN}},
-        {"data": {"name": "ends"}, "transform": visible(), "mark": {**dot, "filled": False, "strokeWidth": 1.5},
-         "encoding": {"x": {**x, "field": "D"}, "y": {**y, "field": "loss"}, "color": color(series, "budget C"),
-                      "tooltip": tip}},
-    ]  # fmt: skip
+        {
+            "data": {"name": "curves"},
+            "transform": visible(lookup),
+            "params": [ZOOM],
+            "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.75},
+            "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "order": {"value": None}},
+        },
+        {
+            "data": {"name": "final"},
+            "transform": visible(),
+            "mark": {**dot, "filled": True},
+            "encoding": {
+                "x": {**x, "field": "D"},
+                "y": {**y, "field": "loss"},
+                "color": color(series, "budget C"),
+                "tooltip": TIP_RUN,
+            },
+        },
+        {
+            "data": {"name": "ends"},
+            "transform": visible(),
+            "mark": {**dot, "filled": False, "strokeWidth": 1.5},
+            "encoding": {
+                "x": {**x, "field": "D"},
+                "y": {**y, "field": "loss"},
+                "color": color(series, "budget C"),
+                "tooltip": tip,
+            },
+        },
+    ]
     final = done[["run", "series", "N", "D", "loss"]]
-    data = {"runs": columns(meta[["i", "series"]]), "curves": columns(curves, 4), "final": columns(final),
-            "ends": columns(ends)}  # fmt: skip
+    data = {
+        "runs": columns(meta[["i", "series"]]),
+        "curves": columns(curves, 4),
+        "final": columns(final),
+        "ends": columns(ends),
+    }
     return base(data, layers, series, 380)
 
 
 def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budgets: list[float]) -> list[dict]:
     """N*(C) and D*(C): minima, the isoFLOP power law and its 5-95% band, the parametric law, the plan."""
-    from workbench.fit.law import optimal_allocation
 
     c_max = max([*budgets, plan["compute_flops"] if plan else 0.0]) * 2.0
     grid = np.geomspace(min(budgets) / 2.0, c_max, 60)
@@ -244,8 +330,14 @@ def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budget
         lines, bands, dots = [], [], []
         if iso:
             for m in iso["minima"]:
-                dots.append({"series": "isoFLOP minima", "C": m["budget_flops"], "v": m[key],
-                             "run": budget_label(m["budget_flops"])})  # fmt: skip
+                dots.append(
+                    {
+                        "series": "isoFLOP minima",
+                        "C": m["budget_flops"],
+                        "v": m[key],
+                        "run": budget_label(m["budget_flops"]),
+                    }
+                )
             label = f"isoFLOP law {coef} C^{exp} = {iso[coef]:.3g} C^{iso[exp]:.3f}"
             lines += [{"series": label, "C": c, "v": iso[coef] * c ** iso[exp]} for c in grid]
             band = draw_band(iso.get("draws"), (coef, exp), grid)
@@ -256,8 +348,10 @@ def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budget
                 ]
         if par:
             n_opt, d_opt = optimal_allocation(par, grid)
-            lines += [{"series": "parametric law", "C": c, "v": v}
-                      for c, v in zip(grid, n_opt if key == "params" else d_opt, strict=True)]  # fmt: skip
+            lines += [
+                {"series": "parametric law", "C": c, "v": v}
+                for c, v in zip(grid, n_opt if key == "params" else d_opt, strict=True)
+            ]
         if plan:
             dots.append(
                 {"series": "plan", "C": plan["compute_flops"], "v": plan[key], "run": plan.get("name") or "plan"}
@@ -283,21 +377,37 @@ def frontier_spec(what: str, key: str, lines: pd.DataFrame, bands: pd.DataFrame,
     unit = "parameters (non-embedding)" if key == "params" else "training tokens"
     series = list(dict.fromkeys([*bands.get("series", []), *lines.get("series", []), *dots.get("series", [])]))
     x, y = log_axis("C", "compute C (FLOPs)", fmt=".0e"), log_axis("v", f"{what}: {unit}")
-    tip = [{"field": "series"}, {"field": "C", "format": ".3~s", "title": "C (FLOPs)"},
-           {"field": "v", "format": ".4~s", "title": what}]  # fmt: skip
+    tip = [
+        {"field": "series"},
+        {"field": "C", "format": ".3~s", "title": "C (FLOPs)"},
+        {"field": "v", "format": ".4~s", "title": what},
+    ]
     layers = [
-        {"data": {"name": "bands"}, "transform": visible(), "mark": {"type": "area", "opacity": 0.25},
-         "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": color(series)}},
-        {"data": {"name": "lines"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.8},
-         "encoding": {"x": x, "y": y, "color": color(series), "strokeDash": {"field": "series", "legend": None}}},
-        {"data": {"name": "dots"}, "transform": visible(), "params": [ZOOM],
-         "mark": {"type": "point", "filled": True, "size": 90, "stroke": "black", "strokeWidth": 0.8},
-         "encoding": {"x": x, "y": y, "color": color(series), "tooltip": [{"field": "run", "title": "what"},
-                                                                              *tip]}},
-    ]  # fmt: skip
-    data = {"bands": columns(bands if len(bands) else pd.DataFrame(columns=["series", "C", "lo", "hi"])),
-            "lines": columns(lines if len(lines) else pd.DataFrame(columns=["series", "C", "v"])),
-            "dots": columns(dots if len(dots) else pd.DataFrame(columns=["series", "C", "v", "run"]))}  # fmt: skip
+        {
+            "data": {"name": "bands"},
+            "transform": visible(),
+            "mark": {"type": "area", "opacity": 0.25},
+            "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": color(series)},
+        },
+        {
+            "data": {"name": "lines"},
+            "transform": visible(),
+            "mark": {"type": "line", "strokeWidth": 1.8},
+            "encoding": {"x": x, "y": y, "color": color(series), "strokeDash": {"field": "series", "legend": None}},
+        },
+        {
+            "data": {"name": "dots"},
+            "transform": visible(),
+            "params": [ZOOM],
+            "mark": {"type": "point", "filled": True, "size": 90, "stroke": "black", "strokeWidth": 0.8},
+            "encoding": {"x": x, "y": y, "color": color(series), "tooltip": [{"field": "run", "title": "what"}, *tip]},
+        },
+    ]
+    data = {
+        "bands": columns(bands if len(bands) else pd.DataFrame(columns=["series", "C", "lo", "hi"])),
+        "lines": columns(lines if len(lines) else pd.DataFrame(columns=["series", "C", "v"])),
+        "dots": columns(dots if len(dots) else pd.DataFrame(columns=["series", "C", "v", "run"])),
+    }
     spec = base(data, layers, series, 320)
     spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 300}
     return spec
@@ -311,25 +421,44 @@ def csv_text(frame: pd.DataFrame) -> str:
 def holdout_frames(target: pd.DataFrame, holdout: dict, law: dict | None, flagship: dict | None) -> dict:
     """The held-out figure's data: the budget's runs, the law along C = 6ND, the predicted and observed points,
     the N* rules and the flagship's 90% interval (frames with a `series` column each)."""
-    from workbench.fit.law import predict_loss
 
     budget, best = float(holdout["budget_flops"]), holdout["observed"]["best_run"]
     n = target["params"].to_numpy(float)
     ids = target["run_id"].astype(str).to_numpy() if "run_id" in target else [best.get("run_id", "best run")] * len(n)
-    runs = pd.DataFrame({"series": f"runs at {budget:.3g} FLOPs (observed)", "run": ids, "N": n,
-                         "D": budget / (6 * n), "loss": target["loss"].to_numpy(float)})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "series": f"runs at {budget:.3g} FLOPs (observed)",
+            "run": ids,
+            "N": n,
+            "D": budget / (6 * n),
+            "loss": target["loss"].to_numpy(float),
+        }
+    )
     span = [*n, *([flagship["params"]] if flagship else [])]
     grid = np.geomspace(min(span) / 1.5, max(span) * 1.5, 80)
     line = pd.DataFrame(columns=["series", "N", "D", "loss"])
     if law:
         d_grid = budget / (6 * grid)
-        line = pd.DataFrame({"series": "law fitted without this budget (along C = 6ND)", "N": grid, "D": d_grid,
-                             "loss": predict_loss(law, grid, d_grid)})  # fmt: skip
+        line = pd.DataFrame(
+            {
+                "series": "law fitted without this budget (along C = 6ND)",
+                "N": grid,
+                "D": d_grid,
+                "loss": predict_loss(law, grid, d_grid),
+            }
+        )
     marks, rules, bars = [], [], []
     pred = holdout.get("parametric") or {}
     if "loss_pred" in pred:
-        marks.append({"series": "predicted best loss", "run": "law's prediction at the best run's N, D",
-                      "N": best["params"], "D": budget / (6 * best["params"]), "loss": pred["loss_pred"]})  # fmt: skip
+        marks.append(
+            {
+                "series": "predicted best loss",
+                "run": "law's prediction at the best run's N, D",
+                "N": best["params"],
+                "D": budget / (6 * best["params"]),
+                "loss": pred["loss_pred"],
+            }
+        )
     rules.append({"series": "observed N*", "N": holdout["observed"]["N_opt"]})
     for method in ("parametric", "isoflop"):
         n_pred = (holdout.get(method) or {}).get("N_opt_pred")
@@ -337,12 +466,23 @@ def holdout_frames(target: pd.DataFrame, holdout: dict, law: dict | None, flagsh
             rules.append({"series": f"predicted N* ({method})", "N": n_pred})
     if flagship:
         lo, hi = flagship["interval"]
-        marks.append({"series": "flagship", "run": "flagship", "N": flagship["params"],
-                      "D": flagship.get("tokens"), "loss": flagship["val_loss"]})  # fmt: skip
+        marks.append(
+            {
+                "series": "flagship",
+                "run": "flagship",
+                "N": flagship["params"],
+                "D": flagship.get("tokens"),
+                "loss": flagship["val_loss"],
+            }
+        )
         bars.append({"series": "flagship", "N": flagship["params"] * 1.04, "lo": lo, "hi": hi})  # its 90% interval
-    return {"runs": runs, "law": line, "marks": pd.DataFrame(marks, columns=["series", "run", "N", "D", "loss"]),
-            "rules": pd.DataFrame(rules, columns=["series", "N"]),
-            "interval": pd.DataFrame(bars, columns=["series", "N", "lo", "hi"])}  # fmt: skip
+    return {
+        "runs": runs,
+        "law": line,
+        "marks": pd.DataFrame(marks, columns=["series", "run", "N", "D", "loss"]),
+        "rules": pd.DataFrame(rules, columns=["series", "N"]),
+        "interval": pd.DataFrame(bars, columns=["series", "N", "lo", "hi"]),
+    }
 
 
 def holdout_spec(frames: dict) -> dict:
@@ -356,25 +496,62 @@ def holdout_spec(frames: dict) -> dict:
     hue = color(series, "held-out check")
     shapes = {"predicted best loss": "diamond", "flagship": STAR}
     layers = [
-        {"data": {"name": "rules"}, "transform": visible(), "mark": {"type": "rule", "strokeWidth": 1.4},
-         "encoding": {"x": x, "color": hue, "strokeDash": {"field": "series", "legend": None},
-                      "tooltip": [{"field": "series", "title": "what"}, tip[1]]}},
-        {"data": {"name": "law"}, "transform": visible(), "mark": {"type": "line", "strokeWidth": 1.8,
-                                                                    "strokeDash": [6, 3]},
-         "encoding": {"x": x, "y": y, "color": hue}},
-        {"data": {"name": "interval"}, "transform": visible(), "mark": {"type": "rule", "strokeWidth": 2},
-         "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": hue,
-                      "tooltip": [{"field": "lo", "format": ".4f", "title": "90% interval from"},
-                                  {"field": "hi", "format": ".4f", "title": "to"}]}},
-        {"data": {"name": "runs"}, "transform": visible(), "params": [ZOOM],
-         "mark": {"type": "point", "filled": True, "size": 70, "stroke": "black", "strokeWidth": 0.6},
-         "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip}},
-        *[{"data": {"name": "marks"}, "transform": visible({"filter": f"datum.series === '{name}'"}),
-           "mark": {"type": "point", "shape": shape, "size": 220 if name == "flagship" else 120, "filled": False,
-                    "fill": "white", "strokeWidth": 2}, "encoding": {"x": x, "y": y, "color": hue,
-                                                                     "tooltip": tip}}
-          for name, shape in shapes.items()],
-    ]  # fmt: skip
+        {
+            "data": {"name": "rules"},
+            "transform": visible(),
+            "mark": {"type": "rule", "strokeWidth": 1.4},
+            "encoding": {
+                "x": x,
+                "color": hue,
+                "strokeDash": {"field": "series", "legend": None},
+                "tooltip": [{"field": "series", "title": "what"}, tip[1]],
+            },
+        },
+        {
+            "data": {"name": "law"},
+            "transform": visible(),
+            "mark": {"type": "line", "strokeWidth": 1.8, "strokeDash": [6, 3]},
+            "encoding": {"x": x, "y": y, "color": hue},
+        },
+        {
+            "data": {"name": "interval"},
+            "transform": visible(),
+            "mark": {"type": "rule", "strokeWidth": 2},
+            "encoding": {
+                "x": x,
+                "y": {**y, "field": "lo"},
+                "y2": {"field": "hi"},
+                "color": hue,
+                "tooltip": [
+                    {"field": "lo", "format": ".4f", "title": "90% interval from"},
+                    {"field": "hi", "format": ".4f", "title": "to"},
+                ],
+            },
+        },
+        {
+            "data": {"name": "runs"},
+            "transform": visible(),
+            "params": [ZOOM],
+            "mark": {"type": "point", "filled": True, "size": 70, "stroke": "black", "strokeWidth": 0.6},
+            "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip},
+        },
+        *[
+            {
+                "data": {"name": "marks"},
+                "transform": visible({"filter": f"datum.series === '{name}'"}),
+                "mark": {
+                    "type": "point",
+                    "shape": shape,
+                    "size": 220 if name == "flagship" else 120,
+                    "filled": False,
+                    "fill": "white",
+                    "strokeWidth": 2,
+                },
+                "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip},
+            }
+            for name, shape in shapes.items()
+        ],
+    ]
     spec = base({k: columns(v) for k, v in frames.items()}, layers, series, 340)
     spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 360}
     return spec

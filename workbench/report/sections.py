@@ -14,12 +14,15 @@ import numpy as np
 import pandas as pd
 
 import workbench
-from workbench.errors import WorkbenchError
-from workbench.plan_record import plan_rows, plan_sentence
+from workbench.core.errors import WorkbenchError
+from workbench.core.units import human
+from workbench.fit.figures import rollout_figure
+from workbench.fit.parametric import fit_parametric, start_grid
+from workbench.fit.points import data_hash, validate_points
+from workbench.plan.record import plan_rows, plan_sentence
 from workbench.report import interactive as vl
-from workbench.report import plots
-from workbench.report.data import ReportInputs, command_line, git_commit, version_of
-from workbench.units import human
+from workbench.report import static_figures
+from workbench.report.inputs import ReportInputs, command_line, git_commit, version_of
 
 
 def cell(text: object, sort: object = None, cls: str = "") -> dict:
@@ -42,7 +45,7 @@ def _h(value: object) -> str:
 
 
 def _figure(fig, alt: str, caption: str, fmt: str = "svg") -> dict:
-    return {"uri": plots.data_uri(fig, fmt), "alt": alt, "caption": caption}
+    return {"uri": static_figures.data_uri(fig, fmt), "alt": alt, "caption": caption}
 
 
 def _section(sid: str, title: str, **parts) -> dict:
@@ -71,7 +74,7 @@ def summary_section(inputs: ReportInputs) -> dict:
             "compute spent",
             f"{runs['flops'].fillna(0).sum():.3g} FLOPs in "
             f"{runs['wall_s'].fillna(0).sum() / 3600:.3g} run-hours of wall time",
-        ),  # fmt: skip
+        ),
     ]
     if inputs.fit:
         rows.append(("fit", _fit_line(inputs.fit)))
@@ -99,13 +102,17 @@ def _fit_line(fit: dict) -> str:
 
 
 def _missing_fit(inputs: ReportInputs, what: str = "fit") -> str:
-    return (f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit --sweep {inputs.sweep}{_db_flag(inputs)}` "
-            "(or pass --fit fits/NAME.json).")  # fmt: skip
+    return (
+        f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit --sweep {inputs.sweep}{_db_flag(inputs)}` "
+        "(or pass --fit fits/NAME.json)."
+    )
 
 
 def _missing_plan(inputs: ReportInputs) -> str:
-    return (f"No plan for sweep '{inputs.sweep}' yet: run `workbench plan --law fits/{inputs.sweep}.json --compute "
-            f"FLOPS{_db_flag(inputs)}` (or pass --plan PLAN.json).")  # fmt: skip
+    return (
+        f"No plan for sweep '{inputs.sweep}' yet: run `workbench plan --law fits/{inputs.sweep}.json --compute "
+        f"FLOPS{_db_flag(inputs)}` (or pass --plan PLAN.json)."
+    )
 
 
 def curves_section(inputs: ReportInputs) -> dict:
@@ -115,10 +122,16 @@ def curves_section(inputs: ReportInputs) -> dict:
             f"No metric rows for sweep '{inputs.sweep}': run `workbench db ingest runs/{inputs.sweep}`."
         )
         return section
-    fig = plots.training_curves_figure(inputs.runs, inputs.metrics)
-    section["figures"].append(_figure(fig, "training loss against tokens, one panel per budget",
-                                      "Training loss against tokens seen, one panel per compute budget; colour (and "
-                                      "line style) by model size; dots: final validation loss.", "png"))  # fmt: skip
+    fig = static_figures.training_curves_figure(inputs.runs, inputs.metrics)
+    section["figures"].append(
+        _figure(
+            fig,
+            "training loss against tokens, one panel per budget",
+            "Training loss against tokens seen, one panel per compute budget; colour (and "
+            "line style) by model size; dots: final validation loss.",
+            "png",
+        )
+    )
     return section
 
 
@@ -133,15 +146,34 @@ def isoflop_section(inputs: ReportInputs) -> dict:
         return section
     iso = inputs.fit["isoflop"]
     points = inputs.points if inputs.points is not None else pd.DataFrame(inputs.fit["points"])
-    fig = plots.isoflop_curves_figure(points, iso, _fit_budgets(inputs.fit))
-    section["figures"].append(_figure(fig, "final loss against model size per budget with fitted parabolas",
-                                      "Final validation loss against N for each budget, with the parabola in log N "
-                                      "and its minimum (stars); hollow: budgets the fit did not use."))  # fmt: skip
-    rows = [[cell(f"{m['budget_flops']:.3g}", m["budget_flops"]), cell(_h(m["params"]), m["params"]),
-             cell(_h(m["tokens"]), m["tokens"]), cell(_num(m["loss"]), m["loss"]), cell(m["n_sizes"]), cell("kept")]
-            for m in iso["minima"]]  # fmt: skip
-    rows += [[cell(f"{e['budget_flops']:.3g}", e["budget_flops"]), *[cell("-")] * 4,
-              cell(f"excluded: {e['reason']}", cls="bad")] for e in iso["excluded"]]  # fmt: skip
+    fig = static_figures.isoflop_curves_figure(points, iso, _fit_budgets(inputs.fit))
+    section["figures"].append(
+        _figure(
+            fig,
+            "final loss against model size per budget with fitted parabolas",
+            "Final validation loss against N for each budget, with the parabola in log N "
+            "and its minimum (stars); hollow: budgets the fit did not use.",
+        )
+    )
+    rows = [
+        [
+            cell(f"{m['budget_flops']:.3g}", m["budget_flops"]),
+            cell(_h(m["params"]), m["params"]),
+            cell(_h(m["tokens"]), m["tokens"]),
+            cell(_num(m["loss"]), m["loss"]),
+            cell(m["n_sizes"]),
+            cell("kept"),
+        ]
+        for m in iso["minima"]
+    ]
+    rows += [
+        [
+            cell(f"{e['budget_flops']:.3g}", e["budget_flops"]),
+            *[cell("-")] * 4,
+            cell(f"excluded: {e['reason']}", cls="bad"),
+        ]
+        for e in iso["excluded"]
+    ]
     header = ["budget C (FLOPs)", "N* (params)", "D* (tokens)", "L* (nats/token)", "sizes", "status"]
     section["tables"].append({"caption": "Minimum of each budget's parabola", "header": header, "rows": rows})
     return section
@@ -154,19 +186,26 @@ def frontier_section(inputs: ReportInputs) -> dict:
         section["missing"] = _missing_fit(inputs)
         return section
     budgets = sorted(_fit_budgets(fit)) or sorted(inputs.runs["budget_flops"].dropna().unique())
-    fig = plots.frontier_figure(fit.get("isoflop"), fit.get("parametric"), inputs.plan, budgets)
-    caption = ("Compute-optimal parameters N* and tokens D* against compute, on log axes: isoFLOP minima, the power "
-               "law fitted to them with its 5-95% bootstrap band, the parametric law's closed form, extrapolated to "
-               "the planned budget (star, with its 5-95% interval).")  # fmt: skip
+    fig = static_figures.frontier_figure(fit.get("isoflop"), fit.get("parametric"), inputs.plan, budgets)
+    caption = (
+        "Compute-optimal parameters N* and tokens D* against compute, on log axes: isoFLOP minima, the power "
+        "law fitted to them with its 5-95% bootstrap band, the parametric law's closed form, extrapolated to "
+        "the planned budget (star, with its 5-95% interval)."
+    )
     section["figures"].append(_figure(fig, "N* and D* against compute with bootstrap bands", caption))
     rows = []
     for method, key_n, key_d in (("isoflop", "N_opt", "D_opt"), ("parametric", "N_opt", "D_opt")):
         ci = (fit.get(method) or {}).get("ci") or {}
         for at in ci.get("at", []):
             n, d = at[key_n], at[key_d]
-            rows.append([cell(method), cell(f"{at['budget_flops']:.3g}", at["budget_flops"]),
-                         cell(f"{_h(n['median'])} [{_h(n['lo'])}, {_h(n['hi'])}]", n["median"]),
-                         cell(f"{_h(d['median'])} [{_h(d['lo'])}, {_h(d['hi'])}]", d["median"])])  # fmt: skip
+            rows.append(
+                [
+                    cell(method),
+                    cell(f"{at['budget_flops']:.3g}", at["budget_flops"]),
+                    cell(f"{_h(n['median'])} [{_h(n['lo'])}, {_h(n['hi'])}]", n["median"]),
+                    cell(f"{_h(d['median'])} [{_h(d['lo'])}, {_h(d['hi'])}]", d["median"]),
+                ]
+            )
     if rows:
         header = ["law", "C (FLOPs)", "N* median [5%, 95%]", "D* median [5%, 95%]"]
         section["tables"].append({"caption": "Bootstrap intervals at larger budgets", "header": header, "rows": rows})
@@ -182,7 +221,7 @@ def parametric_section(inputs: ReportInputs) -> dict:
         return section
     par = inputs.fit["parametric"]
     points = pd.DataFrame(inputs.fit["points"])
-    fig = plots.parametric_figure(points, par, inputs.plan)
+    fig = static_figures.parametric_figure(points, par, inputs.plan)
     section["figures"].append(
         _figure(
             fig,
@@ -198,10 +237,17 @@ def parametric_section(inputs: ReportInputs) -> dict:
         interval = f"[{_num(band.get('lo'))}, {_num(band.get('hi'))}]" if band.get("lo") is not None else "-"
         rows.append([cell(key), cell(_num(par.get(key))), cell(interval)])
     if inputs.fit.get("n_points", 99) < 10:
-        section["notes"].append(f"Only {inputs.fit['n_points']} runs for 5 parameters: the law is poorly determined "
-                                "(see the intervals); add sizes and budgets before trusting it.")  # fmt: skip
-    section["tables"].append({"caption": "L(N, D) = E + A / N^alpha + B / D^beta; a = beta / (alpha + beta)",
-                              "header": ["parameter", "estimate", "bootstrap 5-95%"], "rows": rows})  # fmt: skip
+        section["notes"].append(
+            f"Only {inputs.fit['n_points']} runs for 5 parameters: the law is poorly determined "
+            "(see the intervals); add sizes and budgets before trusting it."
+        )
+    section["tables"].append(
+        {
+            "caption": "L(N, D) = E + A / N^alpha + B / D^beta; a = beta / (alpha + beta)",
+            "header": ["parameter", "estimate", "bootstrap 5-95%"],
+            "rows": rows,
+        }
+    )
     return section
 
 
@@ -217,8 +263,10 @@ def holdout_section(inputs: ReportInputs) -> dict:
     fit, demo = inputs.fit, _demo(inputs.extra)
     holdout = (fit or {}).get("holdout")
     if not holdout:
-        section["missing"] = (f"No held-out check in the fit: run `workbench fit --sweep {inputs.sweep} "
-                              f"--holdout-largest{_db_flag(inputs)}` (it needs 3 or more budgets).")  # fmt: skip
+        section["missing"] = (
+            f"No held-out check in the fit: run `workbench fit --sweep {inputs.sweep} "
+            f"--holdout-largest{_db_flag(inputs)}` (it needs 3 or more budgets)."
+        )
     else:
         budget = holdout["budget_flops"]
         target = pd.DataFrame(columns=["params", "loss"])
@@ -228,18 +276,24 @@ def holdout_section(inputs: ReportInputs) -> dict:
             best = holdout["observed"]["best_run"]
             target = pd.DataFrame({"params": [best["params"]], "loss": [best["loss"]]})
         frames = vl.holdout_frames(target, holdout, _law_without(fit, budget), (demo or {}).get("flagship"))
-        section["charts"] = [vl.chart(
-            "holdout", "Held-out check", f"Final validation loss against model size N at the held-out budget "
-            f"{budget:.3g} FLOPs: its runs, the loss the law fitted without that budget predicts along C = 6ND, the "
-            "predicted best loss, and the observed and predicted compute-optimal N*.",
-            f"The largest budget ({budget:.3g} FLOPs) left out of the fit: its runs, the law's prediction and the "
-            "predicted N*. Hover a point for its run id, N, D and loss.", vl.holdout_spec(frames), "runs")]  # fmt: skip
+        section["charts"] = [
+            vl.chart(
+                "holdout",
+                "Held-out check",
+                f"Final validation loss against model size N at the held-out budget "
+                f"{budget:.3g} FLOPs: its runs, the loss the law fitted without that budget predicts along C = 6ND, "
+                "the "
+                "predicted best loss, and the observed and predicted compute-optimal N*.",
+                f"The largest budget ({budget:.3g} FLOPs) left out of the fit: its runs, the law's prediction and the "
+                "predicted N*. Hover a point for its run id, N, D and loss.",
+                vl.holdout_spec(frames),
+                "runs",
+            )
+        ]
         section["tables"].append(_holdout_table(holdout))
     for step in (fit or {}).get("rollout") or []:
         section.setdefault("rollout", []).append(step)
     if (fit or {}).get("rollout"):
-        from workbench.fit.plots import rollout_figure
-
         section["figures"].append(
             _figure(
                 rollout_figure(fit["rollout"]),
@@ -257,7 +311,6 @@ def holdout_section(inputs: ReportInputs) -> dict:
 def _law_without(fit: dict, budget: float) -> dict | None:
     """The parametric law fitted without `budget`: the fit's own law when it left that budget out (the demo),
     else a refit on the fit's points below it, with the fit's settings (as `--holdout-largest` did)."""
-    from workbench.fit.parametric import fit_parametric, start_grid
 
     if not fit.get("parametric"):
         return None
@@ -267,9 +320,14 @@ def _law_without(fit: dict, budget: float) -> dict | None:
         return fit["parametric"]
     settings = fit.get("settings") or {}
     per_axis = max(2, round((settings.get("starts") or 256) ** 0.2))
-    law = fit_parametric(train["params"], train["tokens"], train["loss"], starts=start_grid(per_axis),
-                         huber_delta=settings.get("huber_delta", 1e-3),
-                         overestimate_penalty=settings.get("overestimate_penalty", 1.0))  # fmt: skip
+    law = fit_parametric(
+        train["params"],
+        train["tokens"],
+        train["loss"],
+        starts=start_grid(per_axis),
+        huber_delta=settings.get("huber_delta", 1e-3),
+        overestimate_penalty=settings.get("overestimate_penalty", 1.0),
+    )
     return law.as_dict()
 
 
@@ -291,8 +349,12 @@ def _holdout_table(holdout: dict) -> dict:
     obs = holdout["observed"]
     par, iso = holdout.get("parametric") or {}, holdout.get("isoflop") or {}
     frontier = holdout.get("loss_law") or {}
-    for scored, key in ((par.get("loss"), "loss_opt"), (frontier.get("loss"), "loss_opt"), (par.get("N_opt"), "N_opt"),
-                        (iso.get("N_opt"), "N_opt")):  # fmt: skip
+    for scored, key in (
+        (par.get("loss"), "loss_opt"),
+        (frontier.get("loss"), "loss_opt"),
+        (par.get("N_opt"), "N_opt"),
+        (iso.get("N_opt"), "N_opt"),
+    ):
         if scored is not None:
             scored["target_interval"] = obs.get(f"{key}_interval")
     rows = [
@@ -304,9 +366,11 @@ def _holdout_table(holdout: dict) -> dict:
     rows = [r for r in rows if r is not None]
     if "error" in iso:
         rows.append([cell("N* (isoFLOP power law)"), cell(iso["error"], cls="bad"), cell("-"), cell("-"), cell("-")])
-    caption = (f"Fit on {holdout.get('train_budgets', '?')} smaller budgets, predicting {holdout['budget_flops']:.3g} "
-               f"FLOPs, scored against that budget's own parabola (target N*: {obs['N_opt_source']}; target L*: its "
-               "minimum), 5-95% intervals; the error's interval is where the true error lies (90%)")  # fmt: skip
+    caption = (
+        f"Fit on {holdout.get('train_budgets', '?')} smaller budgets, predicting {holdout['budget_flops']:.3g} "
+        f"FLOPs, scored against that budget's own parabola (target N*: {obs['N_opt_source']}; target L*: its "
+        "minimum), 5-95% intervals; the error's interval is where the true error lies (90%)"
+    )
     header = ["quantity", "predicted [5-95%]", "target [5-95%]", "relative error [90%]", "target in interval"]
     return {"caption": caption, "header": header, "rows": rows}
 
@@ -317,60 +381,128 @@ def _demo_table(demo: dict) -> dict:
     if f:
         lo, hi = f["interval"]
         inside = lo <= f["val_loss"] <= hi
-        rows.append([cell("flagship validation loss"), cell(f"{_num(f['predicted'])} [{lo:.4f}, {hi:.4f}]"),
-                     cell(_num(f["val_loss"])), cell("inside the 90% interval" if inside else "OUTSIDE the interval",
-                                                     cls="ok" if inside else "bad")])  # fmt: skip
+        rows.append(
+            [
+                cell("flagship validation loss"),
+                cell(f"{_num(f['predicted'])} [{lo:.4f}, {hi:.4f}]"),
+                cell(_num(f["val_loss"])),
+                cell("inside the 90% interval" if inside else "OUTSIDE the interval", cls="ok" if inside else "bad"),
+            ]
+        )
     lr = demo.get("lr_check")
     if lr:
-        rows.append([cell(f"LR rule vs the best of x0.5 / x1 / x2 at {lr['budget_flops']:.3g} FLOPs"), cell(""),
-                     cell(f"worst gap {lr['worst_gap']:.2%}"), cell("")])  # fmt: skip
+        rows.append(
+            [
+                cell(f"LR rule vs the best of x0.5 / x1 / x2 at {lr['budget_flops']:.3g} FLOPs"),
+                cell(""),
+                cell(f"worst gap {lr['worst_gap']:.2%}"),
+                cell(""),
+            ]
+        )
     for name, ok in (demo.get("checks") or {}).items():
-        rows.append([cell(name.replace("_", " ")), cell(""), cell(""), cell("PASS" if ok else "FAIL",
-                                                                            cls="ok" if ok else "bad")])  # fmt: skip
-    return {"caption": "End-to-end demo: the planned flagship, trained", "rows": rows,
-            "header": ["check", "predicted", "observed", "result"]}  # fmt: skip
+        rows.append(
+            [
+                cell(name.replace("_", " ")),
+                cell(""),
+                cell(""),
+                cell("PASS" if ok else "FAIL", cls="ok" if ok else "bad"),
+            ]
+        )
+    return {
+        "caption": "End-to-end demo: the planned flagship, trained",
+        "rows": rows,
+        "header": ["check", "predicted", "observed", "result"],
+    }
 
 
 def _experiment_tables(demo: dict) -> list[dict]:
     """The embedded default as an experiment: the LR scan, the seed scatter per budget, the WSD branch check
-    and the acceptance checks (workbench.experiment)."""
+    and the acceptance checks (workbench.demo.experiment)."""
     tables = []
     lr = demo.get("lr_check")
     if lr and lr.get("sizes"):
         factors = [str(f) for f in lr["factors"]]
-        rows = [[cell(human(r["params"]), r["params"])] + [cell(_num(r["losses"].get(f))) for f in factors]
-                + [cell(f"{r['rule_vs_best']:+.2%}")] for r in lr["sizes"]]  # fmt: skip
-        tables.append({"caption": f"LR scan at {lr['budget_flops']:.3g} FLOPs: final validation loss (mean over "
-                                  "seeds) with the LR rule x0.5, x1, x2; the rule's gap to the best",
-                       "header": ["N", *[f"x{f}" for f in factors], "rule vs best"], "rows": rows})  # fmt: skip
+        rows = [
+            [cell(human(r["params"]), r["params"])]
+            + [cell(_num(r["losses"].get(f))) for f in factors]
+            + [cell(f"{r['rule_vs_best']:+.2%}")]
+            for r in lr["sizes"]
+        ]
+        tables.append(
+            {
+                "caption": f"LR scan at {lr['budget_flops']:.3g} FLOPs: final validation loss (mean over "
+                "seeds) with the LR rule x0.5, x1, x2; the rule's gap to the best",
+                "header": ["N", *[f"x{f}" for f in factors], "rule vs best"],
+                "rows": rows,
+            }
+        )
     if demo.get("seed_scatter"):
-        rows = [[cell(f"{s['budget_flops']:.3g}", s["budget_flops"]), cell(human(s["params"]) if s["params"] else "-"),
-                 cell(s["seeds"]), cell(_num(s["mean"])),
-                 cell("-" if s["scatter"] is None else f"{s['scatter']:.2%}",
-                      cls="" if s["scatter"] is None else ("ok" if s["scatter"] <= 0.01 else "bad"))]
-                for s in demo["seed_scatter"]]  # fmt: skip
-        tables.append({"caption": "Seed scatter per budget: sd / mean of the final validation loss over the seeds "
-                                  "of the budget's centre size (target: at most 1%)",
-                       "header": ["budget (FLOPs)", "N", "seeds", "mean loss", "sd / mean"], "rows": rows})  # fmt: skip
+        rows = [
+            [
+                cell(f"{s['budget_flops']:.3g}", s["budget_flops"]),
+                cell(human(s["params"]) if s["params"] else "-"),
+                cell(s["seeds"]),
+                cell(_num(s["mean"])),
+                cell(
+                    "-" if s["scatter"] is None else f"{s['scatter']:.2%}",
+                    cls="" if s["scatter"] is None else ("ok" if s["scatter"] <= 0.01 else "bad"),
+                ),
+            ]
+            for s in demo["seed_scatter"]
+        ]
+        tables.append(
+            {
+                "caption": "Seed scatter per budget: sd / mean of the final validation loss over the seeds "
+                "of the budget's centre size (target: at most 1%)",
+                "header": ["budget (FLOPs)", "N", "seeds", "mean loss", "sd / mean"],
+                "rows": rows,
+            }
+        )
     b = demo.get("branch_check")
     if b:
         ok = b["passed"]
         sd = "-" if b["seed_scatter"] is None else f"{b['seed_scatter']:.2%}"
-        tables.append({"caption": "WSD branch check: a cooldown branch against the same (N, D, seed) trained alone "
-                                  "from step 0, against the seed scatter at that budget",
-                       "header": ["run", "branch", "trained alone", "difference", "seed scatter", "result"],
-                       "rows": [[cell(b["run_id"]), cell(_num(b["branch_loss"])), cell(_num(b["separate_loss"])),
-                                 cell(f"{b['rel_diff']:+.2%}"), cell(sd),
-                                 cell("PASS" if ok else "FAIL", cls="ok" if ok else "bad")]]})  # fmt: skip
+        tables.append(
+            {
+                "caption": "WSD branch check: a cooldown branch against the same (N, D, seed) trained alone "
+                "from step 0, against the seed scatter at that budget",
+                "header": ["run", "branch", "trained alone", "difference", "seed scatter", "result"],
+                "rows": [
+                    [
+                        cell(b["run_id"]),
+                        cell(_num(b["branch_loss"])),
+                        cell(_num(b["separate_loss"])),
+                        cell(f"{b['rel_diff']:+.2%}"),
+                        cell(sd),
+                        cell("PASS" if ok else "FAIL", cls="ok" if ok else "bad"),
+                    ]
+                ],
+            }
+        )
     checks = demo.get("experiment") or {}
     if checks:
-        rows = [[cell(name.replace("_", " ")), cell(_num(c["value"]) if not isinstance(c["value"], dict) else
-                                                    ", ".join(f"{k} {_num(v)}" for k, v in c["value"].items()
-                                                              if not isinstance(v, (str, dict, list)))),
-                 cell(str(c["tolerance"])), cell("PASS" if c["passed"] else "FAIL", cls="ok" if c["passed"] else "bad")]
-                for name, c in checks.items()]  # fmt: skip
-        tables.append({"caption": "The embedded default as an experiment: acceptance checks (issue 18)",
-                       "header": ["check", "value", "tolerance", "result"], "rows": rows})  # fmt: skip
+        rows = [
+            [
+                cell(name.replace("_", " ")),
+                cell(
+                    _num(c["value"])
+                    if not isinstance(c["value"], dict)
+                    else ", ".join(
+                        f"{k} {_num(v)}" for k, v in c["value"].items() if not isinstance(v, (str, dict, list))
+                    )
+                ),
+                cell(str(c["tolerance"])),
+                cell("PASS" if c["passed"] else "FAIL", cls="ok" if c["passed"] else "bad"),
+            ]
+            for name, c in checks.items()
+        ]
+        tables.append(
+            {
+                "caption": "The embedded default as an experiment: acceptance checks",
+                "header": ["check", "value", "tolerance", "result"],
+                "rows": rows,
+            }
+        )
     return tables
 
 
@@ -388,31 +520,44 @@ def plan_section(inputs: ReportInputs) -> dict:
         section["missing"] = _missing_plan(inputs)
         return section
     section["sentence"] = plan_sentence(plan)
-    rows = plan_rows(plan)  # the same words as `workbench plan` prints (workbench.plan_record)
+    rows = plan_rows(plan)  # the same words as `workbench plan` prints (workbench.plan.record)
     if plan.get("config_path"):
         rows.append(("flagship config", f"{plan['config_path']}: run it with `workbench train {plan['config_path']}`"))
     section["rows"] = rows
-    section["figures"].append(_figure(plots.schedule_figure(plan), "learning rate and batch over the planned run",
-                                      "The planned run's learning rate (top) and global batch (bottom) against "
-                                      "tokens seen."))  # fmt: skip
+    section["figures"].append(
+        _figure(
+            static_figures.schedule_figure(plan),
+            "learning rate and batch over the planned run",
+            "The planned run's learning rate (top) and global batch (bottom) against tokens seen.",
+        )
+    )
     demo = _demo(inputs.extra)
     if demo and demo.get("flagship"):
         f = demo["flagship"]
         lo, hi = f["interval"]
         where = "inside" if lo <= f["val_loss"] <= hi else "OUTSIDE"
-        section["notes"].append(f"Outcome: the flagship trained to validation loss {f['val_loss']:.4f}, {where} the "
-                                f"predicted 90% interval [{lo:.4f}, {hi:.4f}] (prediction {f['predicted']:.4f}); "
-                                f"{f['vs_best']:+.2%} against the best sweep run at that budget.")  # fmt: skip
+        section["notes"].append(
+            f"Outcome: the flagship trained to validation loss {f['val_loss']:.4f}, {where} the "
+            f"predicted 90% interval [{lo:.4f}, {hi:.4f}] (prediction {f['predicted']:.4f}); "
+            f"{f['vs_best']:+.2%} against the best sweep run at that budget."
+        )
     section["notes"] += _extra_notes(inputs.extra)
     return section
 
 
 RUN_COLUMNS = (
-    ("run", "run_id", str), ("status", "status", str), ("budget C (FLOPs)", "budget_flops", ".3g"),
-    ("N (params)", "params", "h"), ("D (tokens)", "tokens", "h"), ("D/N", "tpp", ".1f"),
-    ("val loss", "val_loss", ".4f"), ("peak LR", "lr_peak", ".3g"), ("batch (tokens)", "batch_tokens", "h"),
-    ("steps", "steps", ","), ("wall (s)", "wall_s", ".0f"),
-)  # fmt: skip
+    ("run", "run_id", str),
+    ("status", "status", str),
+    ("budget C (FLOPs)", "budget_flops", ".3g"),
+    ("N (params)", "params", "h"),
+    ("D (tokens)", "tokens", "h"),
+    ("D/N", "tpp", ".1f"),
+    ("val loss", "val_loss", ".4f"),
+    ("peak LR", "lr_peak", ".3g"),
+    ("batch (tokens)", "batch_tokens", "h"),
+    ("steps", "steps", ","),
+    ("wall (s)", "wall_s", ".0f"),
+)
 
 
 def _run_cell(value: object, fmt: object) -> dict:
@@ -434,18 +579,30 @@ def runs_section(inputs: ReportInputs, command: str | None = None) -> dict:
         row = [_run_cell(run[key], fmt) for _, key, fmt in RUN_COLUMNS]
         row[1]["cls"] = "ok" if run["status"] == "completed" else "bad"
         rows.append(row)
-    section["tables"].append({"caption": f"{len(runs)} runs (click a column header to sort)", "sortable": True,
-                              "header": [c[0] for c in RUN_COLUMNS], "rows": rows})  # fmt: skip
+    section["tables"].append(
+        {
+            "caption": f"{len(runs)} runs (click a column header to sort)",
+            "sortable": True,
+            "header": [c[0] for c in RUN_COLUMNS],
+            "rows": rows,
+        }
+    )
     problems = []
     for run in runs[runs["status"] != "completed"].to_dict("records"):
         reason = run.get("error") or ("still running" if run["status"] in ("running", "pending") else "no error given")
         problems.append([cell(run["run_id"]), cell(run["status"], cls="bad"), cell(reason)])
     for e in ((inputs.fit or {}).get("isoflop") or {}).get("excluded", []):
-        problems.append([cell(f"budget {e['budget_flops']:.3g} FLOPs"), cell("excluded from the isoFLOP fit"),
-                         cell(e["reason"])])  # fmt: skip
+        problems.append(
+            [cell(f"budget {e['budget_flops']:.3g} FLOPs"), cell("excluded from the isoFLOP fit"), cell(e["reason"])]
+        )
     if problems:
-        section["tables"].append({"caption": "Failures and exclusions, with reasons", "rows": problems,
-                                  "header": ["what", "status", "reason"]})  # fmt: skip
+        section["tables"].append(
+            {
+                "caption": "Failures and exclusions, with reasons",
+                "rows": problems,
+                "header": ["what", "status", "reason"],
+            }
+        )
     else:
         section["notes"].append("No failed runs and no excluded budgets.")
     section["provenance"] = provenance(inputs, command)
@@ -454,7 +611,6 @@ def runs_section(inputs: ReportInputs, command: str | None = None) -> dict:
 
 def _stale(inputs: ReportInputs) -> str:
     """Whether the sweep's runs at the fitted budgets still hash to the fit's data hash."""
-    from workbench.fit.data import data_hash, validate_points
 
     fit = inputs.fit
     if not fit or not fit.get("data_hash") or inputs.points is None or not fit.get("points"):
@@ -488,7 +644,7 @@ def provenance(inputs: ReportInputs, command: str | None = None) -> list[tuple[s
             f"workbench {workbench.__version__}, torch {version_of('torch')}, python "
             f"{'.'.join(map(str, __import__('sys').version_info[:3]))}, numpy {version_of('numpy')}, "
             f"matplotlib {version_of('matplotlib')}, duckdb {version_of('duckdb')}",
-        ),  # fmt: skip
+        ),
         ("git commit", git_commit()),
         ("database", str(inputs.db_path)),
         ("runs' bit-identity (torch, threads, CPU capability, GPU)", bit_identity_text(inputs.runs)),

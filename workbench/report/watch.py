@@ -17,7 +17,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.fit.pipeline import FitOptions, fit_all, to_record
+from workbench.fit.points import validate_points
+from workbench.report.inputs import gather, resolve_sweep
+from workbench.sweep.status import sweep_status
+from workbench.train import rundir
 
 log = logging.getLogger(__name__)
 FIT_BOOTSTRAP = 50  # resamples of the fit so far: intervals, cheaply, at every regeneration
@@ -28,12 +33,16 @@ def run_counts(runs_root: Path | None, runs) -> dict[str, int]:
     """finished / failed / running / queued: from the run directories (sweep status) and the store's rows."""
     counts = {"finished": 0, "failed": 0, "running": 0, "queued": 0}
     if runs_root is not None and runs_root.is_dir():
-        from workbench.sweep.status import sweep_status
-
         for run in sweep_status(runs_root).runs:
-            started = (runs_root / run.run_id / "metrics.jsonl").is_file()
-            kind = {"completed": "finished", "diverged": "failed", "failed": "failed", "cancelled": "failed",
-                    "running": "running", "pending": "queued"}.get(run.state, "running" if started else "queued")  # fmt: skip  # noqa: E501
+            started = rundir.metrics_path(runs_root / run.run_id).is_file()
+            kind = {
+                "completed": "finished",
+                "diverged": "failed",
+                "failed": "failed",
+                "cancelled": "failed",
+                "running": "running",
+                "pending": "queued",
+            }.get(run.state, "running" if started else "queued")  # noqa: E501
             counts[kind] += 1
         return counts
     for status in runs["status"]:
@@ -44,8 +53,6 @@ def run_counts(runs_root: Path | None, runs) -> dict[str, int]:
 
 def fit_so_far(inputs) -> tuple[dict | None, str]:
     """The fit pipeline on the completed runs so far (None and why when they do not suffice yet)."""
-    from workbench.fit.data import validate_points
-    from workbench.fit.pipeline import FitOptions, fit_all, to_record
 
     if inputs.points is None:
         return None, "no completed run yet"
@@ -60,9 +67,8 @@ def fit_so_far(inputs) -> tuple[dict | None, str]:
 
 def regenerate(sweep: str, db: Path, out: Path, runs_root: Path | None, interval_s: float, command: str) -> tuple:
     """Ingest the run directories, refit, write the page; (path, status line, whether runs are still live)."""
-    from workbench.report.data import gather
-    from workbench.report.html import render, write_text_atomic
-    from workbench.store import Store
+    from workbench.report.page import render, write_text_atomic
+    from workbench.store.database import Store
 
     if runs_root is not None and runs_root.is_dir():
         Store(db).ingest(runs_root)
@@ -72,20 +78,30 @@ def regenerate(sweep: str, db: Path, out: Path, runs_root: Path | None, interval
     if fit is not None:
         inputs = dataclasses.replace(inputs, fit=fit, fit_source=f"--watch: {note}")
     live = counts["running"] + counts["queued"] > 0
-    line = (f"{counts['running']} running, {counts['queued']} queued, {counts['failed']} failed, "
-            f"{counts['finished']} finished; fit: {note}")  # fmt: skip
+    line = (
+        f"{counts['running']} running, {counts['queued']} queued, {counts['failed']} failed, "
+        f"{counts['finished']} finished; fit: {note}"
+    )
     stamp = datetime.now(UTC).strftime("%H:%M:%S UTC")
-    banner = {"line": f"Live sweep, updated {stamp}: {line}. " + (f"This page reloads every {interval_s:g} s."
-                                                                 if live else "The sweep has ended."),
-              "reload_s": interval_s if live else 0}  # fmt: skip
+    banner = {
+        "line": f"Live sweep, updated {stamp}: {line}. "
+        + (f"This page reloads every {interval_s:g} s." if live else "The sweep has ended."),
+        "reload_s": interval_s if live else 0,
+    }
     path = write_text_atomic(out, render(inputs, command, banner))
     return path, line, live
 
 
-def watch_report(sweep: str | None, db: Path, out: Path | None = None, runs_dir: Path | None = None,
-                 interval_s: float = 10.0, max_cycles: int | None = None, command: str = "") -> Iterator[tuple]:  # fmt: skip  # noqa: E501
+def watch_report(
+    sweep: str | None,
+    db: Path,
+    out: Path | None = None,
+    runs_dir: Path | None = None,
+    interval_s: float = 10.0,
+    max_cycles: int | None = None,
+    command: str = "",
+) -> Iterator[tuple]:  # noqa: E501
     """Regenerate the page every interval_s until no run is queued or running (or max_cycles pages)."""
-    from workbench.report.data import resolve_sweep
 
     if sweep is None:
         sweep = resolve_sweep(db, None)

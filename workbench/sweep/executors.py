@@ -1,7 +1,7 @@
 """Where runs execute: in this process, in a pool of local processes, or as Slurm jobs through submitit.
 
 A run is handed over as its config file (RUN_DIR/config.yaml, written by the launcher). `submit(config_path)`
-returns a handle with `done()`, `result()` (the run's final record, as `workbench.train.main` returns it)
+returns a handle with `done()`, `result()` (the run's final record, as `workbench.train.trainer.main` returns it)
 and `job_id` (Slurm's job id, else None). `sweep launch`, `sweep tune` and `flagship launch` all run
 through `make(...)`; the launcher (workbench.sweep.launch) decides what to run, the executor only runs it.
 
@@ -15,14 +15,18 @@ the exact sbatch file submitit would submit without submitting it (for `--dry-ru
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import submitit
+from submitit.slurm.slurm import _make_sbatch_string
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.sweep.spec import Launch
 
 KINDS = ("local", "slurm")
@@ -45,9 +49,9 @@ class SweepJob(submitit.helpers.Checkpointable):
     def __call__(self, config_path: str) -> dict:
         if self.tasks > 1:  # one process per GPU: RANK, WORLD_SIZE, MASTER_ADDR... for torch.distributed
             submitit.helpers.TorchDistributedEnvironment().export()
-        from workbench import train
+        from workbench.train import trainer
 
-        return train.main(config_path)
+        return trainer.main(config_path)
 
     def checkpoint(self, config_path: str) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self, config_path)
@@ -80,13 +84,13 @@ class InProcess:
         self.what = what  # named in the error when a signal interrupts the run
 
     def submit(self, config_path: str | Path) -> Finished:
-        from workbench import runlock, train
+        from workbench.train import runlock, trainer
 
         try:
-            return Finished(train.main(str(config_path)))
+            return Finished(trainer.main(str(config_path)))
         except runlock.Locked as err:  # another launch trains it right now
             return Finished({"status": f"skipped: locked by {runlock.describe(err.holder)}"})
-        except train.Interrupted as err:
+        except trainer.Interrupted as err:
             raise WorkbenchError(
                 f"{self.what} interrupted during run {Path(config_path).parent.name} ({err})",
                 "Rerun the same command to resume.",
@@ -100,17 +104,17 @@ class InProcess:
 
 
 def train_logged(config_path: str) -> dict:
-    """One run in a worker process; the trainer's own output goes to RUN_DIR/train.log."""
-    from workbench import rundir, runlock, train
+    """One run in a worker process; the trainer's own output goes to RUN_DIR/trainer.log."""
+    from workbench.train import rundir, runlock, trainer
 
     with open(Path(config_path).parent / rundir.LOG, "a") as f:
         os.dup2(f.fileno(), 2)  # not a TTY any more: the trainer prints plain lines
         os.dup2(f.fileno(), 1)
     try:
-        return train.main(config_path)
+        return trainer.main(config_path)
     except runlock.Locked as err:  # another launch trains it right now
         return {"status": f"skipped: locked by {runlock.describe(err.holder)}"}
-    except train.Interrupted as err:
+    except trainer.Interrupted as err:
         return {"status": f"interrupted ({err}); relaunch to resume"}
     except WorkbenchError as err:
         return {"status": f"failed: {err}"}
@@ -128,7 +132,6 @@ class PoolRun:
         return self.future.done()
 
     def result(self) -> dict:
-        from concurrent.futures.process import BrokenProcessPool
 
         try:
             return self.future.result()
@@ -145,8 +148,6 @@ class LocalPool:
     kind, in_process = "local", False
 
     def __init__(self, workers: int):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
@@ -195,7 +196,6 @@ def sbatch_script(
     job_name: str = "workbench",
 ) -> str:
     """The sbatch file submitit writes for an array of `array_size` runs (None: one job), for review and tests."""
-    from submitit.slurm.slurm import _make_sbatch_string  # private: see the module docstring
 
     params = slurm_parameters(launch_spec, dependency, job_name)
     command = f"{python} -u -m submitit.core._submit {folder}"

@@ -10,15 +10,17 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from workbench import flops
-from workbench.config import TrainConfig, Where, describe
-from workbench.errors import WorkbenchError
-from workbench.shapes import ModelShape, ladder, shape_for_params, shape_named
-from workbench.sweep.spec import MAX_RUNS, PlannedRun, SweepSpec
-from workbench.units import human
+from workbench.core.configfile import Where, describe
+from workbench.core.errors import WorkbenchError
+from workbench.core.units import human
+from workbench.model import flops
+from workbench.model.shapes import ModelShape, ladder, shape_for_params, shape_named
+from workbench.sweep.spec import MAX_RUNS, Plan, PlannedRun, SweepSpec, load_spec
+from workbench.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,17 @@ class _Point:
     target_params: float
     shape: ModelShape
     tokens: float
+
+
+def plan_file(path: str | Path) -> Plan:
+    """Load a sweep YAML and expand it into its runs."""
+    spec, lines = load_spec(path)
+    return expand(spec, str(path), lines)
+
+
+def expand(spec: SweepSpec, source: str = "sweep", lines: dict[tuple, int] | None = None) -> Plan:
+    """All runs of a sweep, resolved (no `auto` left), in launch order (trunks before their branches)."""
+    return Plan(spec, source, tuple(expand_runs(spec, source, lines or {})))
 
 
 def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[PlannedRun]:
@@ -113,8 +126,10 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
             out.append(_Point(budget, p.params, shape, p.tokens))
         return out
     # (N, size, key): a named shape (L3-d20) stands at its own N
-    candidates = [(_shape(s, spec, where, key).params if isinstance(s, str) else s, s, key)
-                  for s, key in _candidate_sizes(spec, where)]  # fmt: skip
+    candidates = [
+        (_shape(s, spec, where, key).params if isinstance(s, str) else s, s, key)
+        for s, key in _candidate_sizes(spec, where)
+    ]
     out = []
     for b, budget in enumerate(grid.budgets_flops):
         n_star = _prior_optimum(spec, budget)
@@ -212,8 +227,12 @@ def _config(spec: SweepSpec, point: _Point, meta: dict, sched: dict, batch: int,
         _WARNED.add((where.source, t.micro_batch, seqs))
         log.warning(
             "%s: train.micro_batch %d does not divide the %d sequences of a %d-token batch; runs use %d",
-            where(("train", "micro_batch")), t.micro_batch, seqs, batch, micro,
-        )  # fmt: skip
+            where(("train", "micro_batch")),
+            t.micro_batch,
+            seqs,
+            batch,
+            micro,
+        )
     numerics = spec.model.model_dump(include={"rope_theta", "norm_eps"})
     numerics["init_std"] = init_std_for(spec, point.shape)
     body = {

@@ -15,17 +15,25 @@ Preemption: Slurm's USR2 reaches the trainer, which checkpoints and calls submit
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import rundir, runlock
-from workbench.config import TrainConfig, dump_yaml
-from workbench.errors import WorkbenchError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from workbench.core.configfile import dump_yaml, parse_model
+from workbench.core.errors import WorkbenchError
+from workbench.data.batches import check_tokenizers
+from workbench.data.prepare import default_corpus_dir, ensure_default_corpus
+from workbench.model import flops
 from workbench.sweep import executors
 from workbench.sweep import status as st
 from workbench.sweep.spec import Launch, Plan, PlannedRun
+from workbench.train import rundir, runlock
+from workbench.train.config import TrainConfig
 
 DEFAULT_CORPUS = "@default"  # a data source path meaning workbench.data's embedded corpus
 
@@ -46,6 +54,17 @@ class LaunchReport:
     results: dict[str, str] = field(default_factory=dict)  # local runs: run id -> final status
     dry_run: bool = False
 
+    def locked_elsewhere(self) -> dict[str, str]:
+        """Runs another launch is training: run id -> its state (skipped before or while running)."""
+        during = {rid: s for rid, s in self.results.items() if s.startswith("skipped: locked")}
+        before = {rid: s for rid, s in self.skipped.items() if s.startswith("locked")}
+        return {rid: s.removeprefix("skipped: ") for rid, s in {**before, **during}.items()}
+
+    def failed(self) -> list[str]:
+        """Local runs of this launch that ended neither completed nor diverged."""
+        elsewhere = self.locked_elsewhere()
+        return [r for r, s in self.results.items() if s not in ("completed", "diverged") and r not in elsewhere]
+
 
 def sweep_dir(plan: Plan, base: Path) -> Path:
     return (base / plan.spec.runs_root / plan.spec.name).resolve()
@@ -54,7 +73,6 @@ def sweep_dir(plan: Plan, base: Path) -> Path:
 def materialize(config: TrainConfig, base: Path) -> TrainConfig:
     """The config as written to disk: absolute run_dir, init_from and data paths (jobs may start in
     another directory), `@default` replaced by the embedded corpus folder."""
-    from workbench.data import default_corpus_dir
 
     def absolute(path: str) -> str:
         if path == DEFAULT_CORPUS:
@@ -123,8 +141,6 @@ def launch_runs(
     todo_configs = [configs[rid] for rid in report.submit]
     write_configs(todo_configs)  # also prepares the embedded corpus where a config trains on it
     if todo_configs:
-        from workbench.data import check_tokenizers
-
         check_tokenizers(todo_configs[0].data)  # one line naming both folders, before any job starts
     jobs = st.read_jobs(root)
     jobs["cancelled_at"] = None
@@ -141,27 +157,36 @@ def launch_runs(
 def single_run(config: TrainConfig) -> PlannedRun:
     """One config as a run of the launcher (the flagship): kind run, its run dir's name as run id, cost = its
     training FLOPs, budget and size target from the plan's meta where recorded."""
-    from workbench import flops
-    from workbench.train import total_tokens
+    from workbench.train.trainer import total_tokens
 
     shape = config.model.shape(config.name)
     tokens = total_tokens(config)
     run_flops = flops.training_flops(shape, tokens, config.data.seq_len, config.stop.flop_rule)
     meta = config.meta
     return PlannedRun(
-        run_id=Path(config.run_dir).name, kind="run", budget_flops=float(meta.get("compute_flops") or run_flops),
-        target_params=float(meta.get("params_opt") or shape.params), params=shape.params,
-        params_total=shape.params_total, shape=shape.name, tokens=tokens,
-        steps=tokens // config.batch.batch_tokens, batch_tokens=config.batch.batch_tokens,
-        lr_peak=config.optim.lr_peak, flops=run_flops, cost_flops=run_flops, gpu_hours=0.0, branch_of=None,
-        start_tokens=0, config=config,
-    )  # fmt: skip
+        run_id=Path(config.run_dir).name,
+        kind="run",
+        budget_flops=float(meta.get("compute_flops") or run_flops),
+        target_params=float(meta.get("params_opt") or shape.params),
+        params=shape.params,
+        params_total=shape.params_total,
+        shape=shape.name,
+        tokens=tokens,
+        steps=tokens // config.batch.batch_tokens,
+        batch_tokens=config.batch.batch_tokens,
+        lr_peak=config.optim.lr_peak,
+        flops=run_flops,
+        cost_flops=run_flops,
+        gpu_hours=0.0,
+        branch_of=None,
+        start_tokens=0,
+        config=config,
+    )
 
 
 def write_configs(configs: list[TrainConfig]) -> list[Path]:
     """Each run's config.yaml in its run dir, written atomically (the trainer checks it on start), after
     preparing the embedded corpus if a config trains on it."""
-    from workbench.data import default_corpus_dir, ensure_default_corpus
 
     corpus = str(default_corpus_dir().resolve())
     if any(s.path == corpus for c in configs for s in c.data.sources + c.data.anneal_sources):
@@ -228,8 +253,15 @@ def submit_slurm(
             job_ids[r.run_id] = j.job_id
             jobs["runs"][r.run_id] = {"job_id": j.job_id, "executor": "slurm", "submitted_at": st.now()}
         array = submitted[0].job_id.split("_")[0] if len(batch) > 1 else None
-        jobs["submissions"].append({"at": st.now(), "array": array, "job": None if array else submitted[0].job_id,
-                                    "runs": len(batch), "dependency": dependency})  # fmt: skip
+        jobs["submissions"].append(
+            {
+                "at": st.now(),
+                "array": array,
+                "job": None if array else submitted[0].job_id,
+                "runs": len(batch),
+                "dependency": dependency,
+            }
+        )
         st.write_jobs(root, jobs)  # after each submission: a failure later still leaves the earlier ids
     return job_ids
 
@@ -292,14 +324,17 @@ class _RunsProgress:
     """A rich bar of runs on a terminal (paused while the trainer shows its own), a line per run."""
 
     def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
         self.bar = Progress(
-            TextColumn("sweep runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=True, disable=not self.console.is_terminal,
-        )  # fmt: skip
+            TextColumn("sweep runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
         self.task = self.bar.add_task("runs", total=total)
 
     def __enter__(self) -> _RunsProgress:
@@ -320,3 +355,50 @@ class _RunsProgress:
         loss_text = f" val_loss {loss:.4f}" if isinstance(loss, float) else ""
         log.info("[sweep] %s: %s%s", run_id, record.get("status"), loss_text)  # above the bar: rich redirects stderr
         self.bar.advance(self.task)
+
+
+# --- a flagship run: one job of the plan's nodes x GPUs (`workbench flagship launch`) -------------------------
+
+
+def resources(layout, nodes: int | None, gpus_per_node: int | None) -> tuple[int, int, int]:
+    """(nodes, GPUs per node, GPUs) from the options, else the config's layout block (one GPU without one)."""
+    gpus = layout.gpus if layout is not None else 1
+    plan_per_node = layout.gpus_per_node if layout is not None else 1
+    per_node = gpus_per_node if gpus_per_node is not None else plan_per_node
+    return nodes or math.ceil(gpus / (per_node or plan_per_node)), per_node, gpus
+
+
+def flagship_layout(config, file: Path):
+    """The config's layout block; a config from before the block (a "TP a x PP b x DP c" meta string) is refused."""
+    if config.layout is None and "layout" in config.meta:
+        raise WorkbenchError(
+            f"{file}: the layout is a meta string of an older plan, not a layout block",
+            "Rewrite the config with `workbench plan --out` (it writes the layout: block).",
+        )
+    return config.layout
+
+
+def tasks_per_node(layout, gpus_per_node: int) -> int:
+    """Processes a node: one per GPU asked for; without GPUs (0: a CPU partition), the layout's per node."""
+    if gpus_per_node:
+        return gpus_per_node
+    return min(layout.gpus, layout.gpus_per_node) if layout is not None else 1
+
+
+def flagship_launch_spec(
+    executor: str, nodes: int, gpus_per_node: int, tasks: int, partition, account, qos, timeout_min
+):
+    """The launch options of a flagship run (one job of nodes x GPUs per node), validated like a sweep's."""
+
+    body = {
+        "executor": executor,
+        "partition": partition,
+        "account": account,
+        "qos": qos,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "tasks_per_node": tasks,
+        "timeout_min": timeout_min,
+        "array_parallelism": 1,
+    }
+    return parse_model(Launch, body, "flagship launch options")

@@ -6,7 +6,7 @@ The `auto` rules (every constant is a key of the spec's `rules:` section, so a s
 - Batch by budget: batch_tokens = batch_ref_tokens * (C / batch_ref_flops) ** batch_exponent, clipped to
   [one sequence, batch_max_tokens], rounded to a power-of-two number of sequences, then halved while the
   run would take fewer than min_steps steps. Defaults follow Llama 3 (250K tokens at 6e18 FLOPs, 4M at 1e22).
-- Tokens: D = C / FLOPs-per-token (workbench.flops), rounded to whole steps of the batch.
+- Tokens: D = C / FLOPs-per-token (workbench.model.flops), rounded to whole steps of the batch.
 - Warmup: min(warmup_steps x batch, warmup_max_fraction x D) in whole steps.
 
 WSD grids (Hagele et al. 2024): the runs of one model size share a trunk. The trunk is the longest run
@@ -30,24 +30,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
-from workbench.config import (
+from workbench.core.configfile import Count, Number, Strict, count, load_yaml, number, parse_model
+from workbench.data.config import DataConfig
+from workbench.model.shapes import SHAPE_NAME
+from workbench.train.config import (
     CheckpointConfig,
-    Count,
-    DataConfig,
     EvalConfig,
     FaultConfig,
     LoggingConfig,
-    Number,
     OptimConfig,
     RuntimeConfig,
-    Strict,
     TrainConfig,
-    count,
-    load_yaml,
-    number,
-    parse_model,
 )
-from workbench.shapes import SHAPE_NAME
 
 MAX_RUNS = 100_000  # a guard against typos like sizes_per_decade: 1e6
 
@@ -84,7 +78,7 @@ Size = Annotated[float | str, BeforeValidator(_size)]
 
 
 class SweepModel(Strict):
-    """The model family: shapes come from the size rule (workbench.shapes) at this vocabulary."""
+    """The model family: shapes come from the size rule (workbench.model.shapes) at this vocabulary."""
 
     family: Literal["llama3"] = "llama3"
     vocab_size: Count = Field(default=128256, gt=1, le=10_000_000)
@@ -158,9 +152,11 @@ def _part_of(model: type[Strict], name: str, doc: str, fields) -> type[Strict]:
 
 
 SweepOptim = _part_of(
-    OptimConfig, "SweepOptim", "OptimConfig without lr_peak (that is train.lr_peak).",
+    OptimConfig,
+    "SweepOptim",
+    "OptimConfig without lr_peak (that is train.lr_peak).",
     [f for f in OptimConfig.model_fields if f != "lr_peak"],
-)  # fmt: skip
+)
 
 
 class SweepSchedule(Strict):
@@ -174,9 +170,11 @@ class SweepSchedule(Strict):
 
 
 SweepCheckpoint = _part_of(
-    CheckpointConfig, "SweepCheckpoint", "CheckpointConfig's every_tokens and keep (the grid sets the rest).",
+    CheckpointConfig,
+    "SweepCheckpoint",
+    "CheckpointConfig's every_tokens and keep (the grid sets the rest).",
     ["every_tokens", "keep"],
-)  # fmt: skip
+)
 
 
 class SweepTrain(Strict):
@@ -391,16 +389,3 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[tuple, int]]:
     """Read and validate a sweep YAML: (spec, key line numbers). Problems are one-line WorkbenchErrors."""
     data, lines = load_yaml(path)
     return parse_model(SweepSpec, data, str(path), lines), lines
-
-
-def plan_file(path: str | Path) -> Plan:
-    """Load a sweep YAML and expand it into its runs."""
-    spec, lines = load_spec(path)
-    return expand(spec, str(path), lines)
-
-
-def expand(spec: SweepSpec, source: str = "sweep", lines: dict[tuple, int] | None = None) -> Plan:
-    """All runs of a sweep, resolved (no `auto` left), in launch order (trunks before their branches)."""
-    from workbench.sweep.grid import expand_runs
-
-    return Plan(spec, source, tuple(expand_runs(spec, source, lines or {})))

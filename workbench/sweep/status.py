@@ -14,16 +14,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench import rundir
-from workbench.errors import WorkbenchError
-from workbench.files import atomic_write_text
+from workbench.core.errors import WorkbenchError
+from workbench.core.files import atomic_write_text, safe_name
+from workbench.sweep.grid import plan_file
+from workbench.train import rundir
 
 DONE = ("completed", "diverged")
 LIVE = ("pending", "running")
 STATES = ("completed", "diverged", "failed", "running", "pending", "interrupted", "cancelled", "missing")
-_SLURM_LIVE = {"PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
-               "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running",
-               "RESIZING": "running", "SIGNALING": "running", "STAGE_OUT": "running"}  # fmt: skip
+_SLURM_LIVE = {
+    "PENDING": "pending",
+    "REQUEUED": "pending",
+    "REQUEUE_HOLD": "pending",
+    "REQUEUE_FED": "pending",
+    "CONFIGURING": "running",
+    "RUNNING": "running",
+    "COMPLETING": "running",
+    "SUSPENDED": "running",
+    "RESIZING": "running",
+    "SIGNALING": "running",
+    "STAGE_OUT": "running",
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class SweepStatus:
 
 def read_jobs(root: Path) -> dict:
     """runs/SWEEP/jobs.json, or an empty record."""
-    path = root / "jobs.json"
+    path = rundir.jobs_path(root)
     if not path.is_file():
         return {"runs": {}, "submissions": [], "cancelled_at": None}
     return json.loads(path.read_text())
@@ -62,7 +73,7 @@ def read_jobs(root: Path) -> dict:
 
 def write_jobs(root: Path, record: dict) -> None:
     """Atomic write of runs/SWEEP/jobs.json."""
-    atomic_write_text(root / "jobs.json", json.dumps(record, indent=1, sort_keys=True))
+    atomic_write_text(rundir.jobs_path(root), json.dumps(record, indent=1, sort_keys=True))
 
 
 def now() -> str:
@@ -175,12 +186,9 @@ def cancel(root: Path) -> list[str]:
 def sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | None]:
     """The folder of sweep NAME (runs/NAME) and None; for a sweep YAML, its runs folder and planned run ids."""
     if name.endswith((".yaml", ".yml")):
-        from workbench.sweep.spec import plan_file
-
         result = plan_file(name)
         root = Path(runs_root or result.spec.runs_root) / result.spec.name
         return root.resolve(), [r.run_id for r in result.runs]
-    from workbench.files import safe_name
 
     root = (Path(runs_root or "runs") / safe_name(name, "sweep name")).resolve()
     if not root.is_dir():  # a name means a launched sweep; a YAML may name one not launched yet

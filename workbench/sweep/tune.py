@@ -34,16 +34,21 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
-from workbench import rundir
-from workbench.config import TrainConfig, Where
-from workbench.errors import WorkbenchError
-from workbench.files import atomic_write_text, json_text
+from workbench.core.configfile import Where
+from workbench.core.errors import WorkbenchError
+from workbench.core.files import atomic_write_text, json_text
 from workbench.fit.isoflop import fit_power_law
-from workbench.shapes import shape_for_params
+from workbench.model.shapes import shape_for_params
 from workbench.sweep import executors
-from workbench.sweep.grid import run_id_of
-from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, expand, load_spec
+from workbench.sweep import status as st
+from workbench.sweep.grid import expand, run_id_of
+from workbench.sweep.launch import materialize, write_configs
+from workbench.sweep.spec import Grid, PlannedRun, SweepSpec, Tune, load_spec
+from workbench.train import rundir
+from workbench.train.config import TrainConfig
 
 DIVERGED_LOSS = 1e3  # the value a diverged trial reports: far above any real loss, so TPE ranks it last
 BATCH_MULTIPLES = (1, 2, 4, 8)  # default batch choices, in units of seq_len x micro_batch
@@ -132,14 +137,24 @@ def trial_run(spec: SweepSpec, scale: Scale, params: dict, number: int, source: 
     """Trial `number` of `scale` with params {lr, batch_tokens, warmup_fraction} as a resolved sweep run in
     runs/SWEEP/tune/SCALE/RUN_ID; RUN_ID = tNNN-SCALE-hash of the resolved config."""
     run = _grid_run(
-        spec, scale.budget_flops, scale.target_params, params["lr"], params["batch_tokens"],
-        params["warmup_fraction"], source,
-    )  # fmt: skip
+        spec,
+        scale.budget_flops,
+        scale.target_params,
+        params["lr"],
+        params["batch_tokens"],
+        params["warmup_fraction"],
+        source,
+    )
     body = run.config.model_dump(mode="json")
     body["meta"] = {
-        **body["meta"], "sweep": f"{spec.name}-tune", "kind": "trial", "group": scale.label,
-        "tune_study": scale.study, "tune_trial": number, "warmup_fraction": params["warmup_fraction"],
-    }  # fmt: skip
+        **body["meta"],
+        "sweep": f"{spec.name}-tune",
+        "kind": "trial",
+        "group": scale.label,
+        "tune_study": scale.study,
+        "tune_trial": number,
+        "warmup_fraction": params["warmup_fraction"],
+    }
     run_id = run_id_of(f"t{number:03d}-{scale.label}", body)
     body.update(name=run_id, run_dir=f"{spec.runs_root}/{spec.name}/tune/{scale.label}/{run_id}")
     return dataclasses.replace(run, run_id=run_id, config=TrainConfig.model_validate(body))
@@ -216,8 +231,20 @@ def _orphaned(owner: str | None) -> bool:
 class _Study:
     """All scales' studies on one storage, with `parallel` trials in flight across them."""
 
-    def __init__(self, spec: SweepSpec, found: list[Scale], sp: Space, runner, parallel: int, base: Path,
-                 target: int, storage, store, progress: bool, source: str):  # fmt: skip
+    def __init__(
+        self,
+        spec: SweepSpec,
+        found: list[Scale],
+        sp: Space,
+        runner,
+        parallel: int,
+        base: Path,
+        target: int,
+        storage,
+        store,
+        progress: bool,
+        source: str,
+    ):
         self.spec, self.scales, self.space, self.runner, self.base = spec, found, sp, runner, base
         self.parallel = parallel
         self.target, self.storage, self.store, self.progress, self.source = target, storage, store, progress, source
@@ -226,8 +253,9 @@ class _Study:
 
     def _study(self, index: int, scale: Scale) -> optuna.Study:
         tune = self.spec.tune
-        study = optuna.create_study(study_name=scale.study, storage=self.storage, direction="minimize",
-                                    load_if_exists=True)  # fmt: skip
+        study = optuna.create_study(
+            study_name=scale.study, storage=self.storage, direction="minimize", load_if_exists=True
+        )
         # seeded by scale and by how far the study got, so a resumed study does not redraw its first trials
         seed = tune.seed * 1_000_003 + index * 10_007 + len(study.trials)
         study.sampler = optuna.samplers.TPESampler(
@@ -259,12 +287,15 @@ class _Study:
             "batch_tokens": trial.suggest_categorical("batch_tokens", list(self.space.batch_tokens)),
             "warmup_fraction": trial.suggest_float("warmup_fraction", *self.space.warmup_fraction),
         }
-        from workbench.sweep.launch import materialize, write_configs
 
         run = trial_run(self.spec, scale, params, trial.number, self.source)
         path = write_configs([materialize(run.config, self.base)])[0]
-        for key, value in (("run_id", run.run_id), ("run_dir", str(path.parent)), ("params", run.params),
-                           ("owner", _owner())):  # fmt: skip
+        for key, value in (
+            ("run_id", run.run_id),
+            ("run_dir", str(path.parent)),
+            ("params", run.params),
+            ("owner", _owner()),
+        ):
             trial.set_user_attr(key, value)
         handle = self.runner.submit(path)
         if handle.job_id:
@@ -274,7 +305,6 @@ class _Study:
     def _adopt(self, scale: Scale) -> None:
         """Take over the RUNNING trials of a dead tuner: re-attach to a live Slurm job, else rerun the config
         (the trainer resumes from the run's checkpoint, or returns its final.json if it had finished)."""
-        from workbench.sweep import status as st
 
         study = self.studies[scale.label]
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -357,14 +387,23 @@ class _Study:
                 continue
             top = min(done, key=lambda t: t.value)
             count = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
-            out.append({
-                "scale": scale.label, "study": scale.study, "budget_flops": scale.budget_flops,
-                "target_params": scale.target_params, "params": top.user_attrs.get("params"),
-                "lr": top.params["lr"], "batch_tokens": top.params["batch_tokens"],
-                "warmup_fraction": top.params["warmup_fraction"], "val_loss": top.value, "trial": top.number,
-                "run_id": top.user_attrs.get("run_id"), "run_dir": top.user_attrs.get("run_dir"),
-                "trials": {k: v for k, v in count.items() if v},
-            })  # fmt: skip
+            out.append(
+                {
+                    "scale": scale.label,
+                    "study": scale.study,
+                    "budget_flops": scale.budget_flops,
+                    "target_params": scale.target_params,
+                    "params": top.user_attrs.get("params"),
+                    "lr": top.params["lr"],
+                    "batch_tokens": top.params["batch_tokens"],
+                    "warmup_fraction": top.params["warmup_fraction"],
+                    "val_loss": top.value,
+                    "trial": top.number,
+                    "run_id": top.user_attrs.get("run_id"),
+                    "run_dir": top.user_attrs.get("run_dir"),
+                    "trials": {k: v for k, v in count.items() if v},
+                }
+            )
         return out
 
 
@@ -375,8 +414,6 @@ def storage_path(spec: SweepSpec, base: Path) -> Path:
 
 def open_storage(path: Path):
     """optuna JournalStorage on a journal file (safe for several processes; the file is created on use)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -412,8 +449,9 @@ def tune(
     store = _store(db, spec, spec_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runner = executors.make(executor, spec.launch, journal.parent, f"wb-tune-{spec.name}", parallel, "tune")
-    study = _Study(spec, found, sp, runner, parallel, base, target, open_storage(journal), store, progress,
-                   str(spec_path))  # fmt: skip
+    study = _Study(
+        spec, found, sp, runner, parallel, base, target, open_storage(journal), store, progress, str(spec_path)
+    )
     try:
         study.run()
     finally:
@@ -422,7 +460,7 @@ def tune(
 
 
 def _store(db, spec: SweepSpec, spec_path) -> object:
-    from workbench.store import Store
+    from workbench.store.database import Store
 
     store = Store(db)
     store.upsert_sweep(f"{spec.name}-tune", spec.model_dump(mode="json"), str(spec_path))

@@ -1,0 +1,56 @@
+"""Rich tables that the sweep commands print (the face: no logic, only layout)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from workbench.core.units import human
+
+WIDTH = 160  # wide enough for run ids and every column, also when stdout is not a terminal
+
+
+def print_plan(result) -> None:
+    """Every run of a workbench.sweep.spec.Plan and its totals."""
+    launch = result.spec.launch
+    table = Table(title=f"sweep {result.spec.name}: {len(result.runs)} runs ({result.source})")
+    for column in ("run", "kind", "budget", "params", "shape", "tokens", "steps", "batch", "LR", "GPU-h"):
+        table.add_column(column, justify="left" if column in ("run", "kind", "shape") else "right")
+    for r in result.runs:
+        table.add_row(
+            r.run_id,
+            r.kind,
+            f"{r.budget_flops:.3g}",
+            human(r.params),
+            r.shape,
+            human(r.tokens),
+            f"{r.steps:,}",
+            human(r.batch_tokens),
+            f"{r.lr_peak:.3g}",
+            f"{r.gpu_hours:,.1f}",
+        )
+    console = Console(width=WIDTH)
+    console.print(table)
+    console.print(
+        f"total {result.cost_flops:.3g} FLOPs = {result.gpu_hours:,.1f} GPU-hours at {launch.mfu:.0%} MFU of "
+        f"{launch.gpu_peak_flops:.3g} FLOP/s per GPU",
+        highlight=False,
+    )
+    if result.spec.grid.schedule == "wsd":
+        console.print(
+            f"WSD: {result.cost_flops:.3g} FLOPs against {result.cosine_flops:.3g} for separate cosine runs "
+            f"({result.saved_fraction:.0%} saved)",
+            highlight=False,
+        )
+
+
+def print_status(result) -> None:
+    """A workbench.sweep.status.SweepStatus: counts by state and one row per run."""
+    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items()) or "no runs"
+    table = Table(title=f"sweep {result.name}: {result.state} ({counts})")
+    for column in ("run", "state", "job", "slurm", "tokens", "val_loss"):
+        table.add_column(column)
+    for r in result.runs:
+        loss = f"{r.val_loss:.4f}" if isinstance(r.val_loss, float) else ""
+        table.add_row(r.run_id, r.state, r.job_id or "", r.slurm_state or "", str(r.tokens or ""), loss)
+    Console(width=WIDTH).print(table)

@@ -1,0 +1,158 @@
+"""Shard files and the output folder of `workbench data prepare`: a resumable shard writer, the lock, the
+check of what --out already holds, and the publish by rename (readers never see a half-written set)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from workbench.core.errors import WorkbenchError
+
+DEFAULT_CORPUS_FOLDER = "shakespeare-bytes"  # the embedded corpus prepared with bytes (data.prepare.default_corpus_dir)
+
+
+class ShardWriter:
+    """Appends ids to <split>_000.bin, <split>_001.bin, ... of at most shard_tokens each, hashing as it goes;
+    its state() (finished shards, the open one's length) lets a later process continue the same files."""
+
+    def __init__(self, folder: Path, split: str, dtype: np.dtype, shard_tokens: int, state: dict | None = None):
+        self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
+        state = state or {"done": [], "open": None}
+        self.done: list[dict] = list(state["done"])
+        self.file, self.hash, self.count, self.name = None, None, 0, None
+        keep = {s["file"] for s in self.done} | ({state["open"]["file"]} if state["open"] else set())
+        for stale in folder.glob(f"{split}_*.bin"):  # written after the last journal entry
+            if stale.name not in keep:
+                stale.unlink()
+        if state["open"]:
+            self.name, self.count = state["open"]["file"], state["open"]["tokens"]
+            path = folder / self.name
+            with path.open("r+b") as f:
+                f.truncate(self.count * dtype.itemsize)
+            self.hash = hashlib.sha256(path.read_bytes())
+            self.file = path.open("ab")
+
+    def write(self, ids: np.ndarray) -> None:
+        data = ids.astype(self.dtype, copy=False)
+        while data.size:
+            if self.file is None:
+                self.name = f"{self.split}_{len(self.done):03d}.bin"
+                self.file, self.hash, self.count = (self.folder / self.name).open("wb"), hashlib.sha256(), 0
+            part, data = data[: self.shard_tokens - self.count], data[self.shard_tokens - self.count :]
+            raw = part.tobytes()
+            self.file.write(raw)
+            self.hash.update(raw)
+            self.count += part.size
+            if self.count == self.shard_tokens:
+                self._finish()
+
+    def _finish(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.done.append({"file": self.name, "tokens": self.count, "sha256": self.hash.hexdigest()})
+        self.file = None
+
+    def state(self) -> dict:
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        return {"done": list(self.done), "open": {"file": self.name, "tokens": self.count} if self.file else None}
+
+    def close(self) -> list[dict]:
+        if self.file is not None:
+            self._finish()
+        return self.done
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (removed on release; a waiter that wakes on a removed file retries)."""
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def manifest_if_any(folder: Path) -> dict | None:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise WorkbenchError(
+            f"{path} is not valid JSON", f"Re-create it: workbench data prepare ... --out {folder} --force"
+        ) from None
+
+
+def check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
+    """The existing manifest if `out` already holds this data set; raise if it holds something else."""
+    if out.is_file():
+        raise WorkbenchError(f"--out {out} is a file", "Give a folder path.")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    manifest = manifest_if_any(out)
+    if manifest is None:
+        raise WorkbenchError(f"--out {out} holds other files (no manifest.json)", "Choose a new or empty folder.")
+    if force:
+        return None
+    if manifest.get("inputs_sha256") != inputs_sha256:
+        raise WorkbenchError(
+            f"--out {out} holds a data set prepared from other inputs or options",
+            "Add --force to replace it, or choose another --out.",
+        )
+    return manifest
+
+
+def publish(work: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
+    """Move the finished folder into place with renames, so readers never see a half-written data set."""
+    manifest = json.loads((work / "manifest.json").read_text())
+    if out.exists() and (force or not any(out.iterdir())):
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        out.rename(old)
+        shutil.rmtree(old)
+    try:
+        work.rename(out)
+    except OSError:  # another process published first: fine if it is the same data set
+        other = manifest_if_any(out)
+        if other is None or other.get("inputs_sha256") != inputs_sha256:
+            raise WorkbenchError(
+                f"--out {out} was filled by another process with other inputs meanwhile", "Choose another --out."
+            ) from None
+        shutil.rmtree(work, ignore_errors=True)
+        return other
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a prepared data set; a missing folder is a one-line error that says how to make it."""
+    folder = Path(folder)
+    manifest = manifest_if_any(folder)
+    if manifest is None:
+        what = "not found" if not folder.exists() else "is not a prepared data set (no manifest.json)"
+        inputs = "--corpus shakespeare" if folder.name == DEFAULT_CORPUS_FOLDER else "INPUTS"
+        raise WorkbenchError(
+            f"data set {folder} {what}", f"Create it with `workbench data prepare {inputs} --out {folder}`."
+        )
+    return manifest

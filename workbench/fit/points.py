@@ -1,0 +1,124 @@
+"""Points for fits: load a CSV or a store DataFrame, validate it, group runs into budgets.
+
+The validated frame has one row per run: params (N, non-embedding), tokens (D), flops (C),
+budget_flops (the nominal budget of the run's isoFLOP curve), loss, and any acc_<task> columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.core.errors import WorkbenchError
+
+REQUIRED = ("params", "tokens", "loss")
+COLUMNS_HINT = "Columns needed: params, tokens, loss; optional flops, budget, acc_<task>."
+BUDGET_REL_TOL = 0.05  # runs whose FLOPs agree within 5% belong to one isoFLOP curve
+
+
+def load_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV of runs and validate it (see `validate_points`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such file", "Pass --from-csv PATH to an existing CSV file.")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise WorkbenchError(f"{path}: the file is empty", COLUMNS_HINT) from None
+    except pd.errors.ParserError as err:
+        raise WorkbenchError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})", COLUMNS_HINT) from None
+    except UnicodeDecodeError as err:
+        raise WorkbenchError(f"{path}: not a UTF-8 text CSV (byte {err.start})", COLUMNS_HINT) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if "budget" in frame.columns and "budget_flops" not in frame.columns:
+        frame = frame.rename(columns={"budget": "budget_flops"})
+    return validate_points(frame, str(path))
+
+
+def _numeric(frame: pd.DataFrame, column: str, source: str, positive: bool = True) -> np.ndarray:
+    """The column as floats; names the first bad data row (1-based) when one is not a positive number."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values <= 0 if positive else False)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raw = frame[column].iloc[row]
+        shown = repr(raw) if isinstance(raw, str) else str(raw)
+        raise WorkbenchError(
+            f"{source}: column '{column}' row {row + 1} has {shown}, not a positive finite number",
+            f"Fix or drop that run; {bad.sum()} row(s) of '{column}' are bad.",
+        )
+    return values
+
+
+def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
+    """Check columns and values; fill flops (6 N D) and budget_flops (grouped within 5%) when absent."""
+    if len(frame) == 0:
+        raise WorkbenchError(f"{source}: no runs (0 rows)", COLUMNS_HINT)
+    for column in REQUIRED:
+        if column not in frame.columns:
+            raise WorkbenchError(f"{source}: missing column '{column}'", COLUMNS_HINT)
+    out = pd.DataFrame({column: _numeric(frame, column, source) for column in REQUIRED})
+    if "flops" in frame.columns and frame["flops"].notna().any():
+        out["flops"] = _numeric(frame, "flops", source)
+    else:
+        out["flops"] = 6.0 * out["params"] * out["tokens"]
+    if "budget_flops" in frame.columns and frame["budget_flops"].notna().any():
+        out["budget_flops"] = _numeric(frame, "budget_flops", source)
+    else:
+        out["budget_flops"] = group_budgets(out["flops"].to_numpy())
+    for column in frame.columns:
+        if str(column).startswith("acc_"):
+            out[column] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    for column in ("run_id", "kind"):  # labels kept for approach 1 (a WSD sweep's kind: trunk, branch, run)
+        if column in frame.columns:
+            out[column] = frame[column].astype(str).to_numpy()
+    budgets = np.unique(out["budget_flops"])
+    if len(budgets) < 2:
+        raise WorkbenchError(
+            f"{source}: one budget only ({budgets[0]:.3g} FLOPs, column 'budget_flops')",
+            "A scaling law needs runs at 2 or more compute budgets; add runs at other budgets.",
+        )
+    return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
+
+
+def check_losses_vary(points: pd.DataFrame, source: str) -> None:
+    """Flat losses fit every law with exponents ~0 and 'interior' minima: refuse them before fitting."""
+    loss = points["loss"].to_numpy()
+    if np.ptp(loss) <= 1e-6 * np.abs(loss).max():
+        raise WorkbenchError(
+            f"{source}: every run has the same loss ({loss[0]:.6g}, column 'loss')",
+            "A scaling law needs losses that vary with size and data; check the loss column.",
+        )
+
+
+def group_budgets(flops: np.ndarray, rel_tol: float = BUDGET_REL_TOL) -> np.ndarray:
+    """Label each run with its budget: sorted FLOPs within rel_tol of a group's first member share a label.
+
+    The label is the group's geometric-mean FLOPs (runs of one nominal budget differ by rounding of tokens).
+    """
+    flops = np.asarray(flops, dtype=float)
+    order = np.argsort(flops)
+    labels = np.empty_like(flops)
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or flops[order[i]] > flops[order[start]] * (1.0 + rel_tol):
+            members = order[start:i]
+            labels[members] = float(np.exp(np.mean(np.log(flops[members]))))
+            start = i
+    return labels
+
+
+def data_hash(points: pd.DataFrame) -> str:
+    """sha256 (first 16 hex digits) of the points the fit used, independent of row order."""
+    columns = [c for c in ("params", "tokens", "flops", "budget_flops", "loss") if c in points.columns]
+    canonical = points[columns].sort_values(columns).to_csv(index=False, float_format="%.10g")
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def budget_strata(budget_flops: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each budget, budgets ascending (the strata of the bootstrap)."""
+    budget_flops = np.asarray(budget_flops)
+    return [np.flatnonzero(budget_flops == b) for b in np.unique(budget_flops)]

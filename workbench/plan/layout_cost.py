@@ -1,0 +1,541 @@
+"""A costed TP x PP x DP layout for a planned model: memory and step time per candidate. Pure: no torch, no I/O.
+
+Every number below is an input or a documented modelling choice (also in the README); tests/test_layout.py
+checks the model against Llama 3's Table 4.
+
+Hardware (`Gpu`): dense bf16 peak (data sheet), memory, and the *achievable* matmul throughput of a training
+step, `ACHIEVABLE_FRACTION` x peak. That fraction is calibrated once, on the 8,192-GPU row of Llama 3's
+Table 4 (405B, TP 8 x PP 16 x DP 64, seq 8,192, 16M-token batch, 430 TFLOPs/GPU = 43% MFU) to 0.594, i.e.
+588 TFLOP/s on an H100, and applied to every GPU type (an assumption: newer parts reach a similar share of peak
+in large GEMMs). HBM bandwidths from the data sheets: H100 3.35, A100 2.04, H200 4.8, B200 8 TB/s. NVLink and the
+inter-node network are NCCL bus bandwidths per GPU and direction: 80% of the line rate (nccl-tests reach about
+that): H100/H200 NVLink 4 450 GB/s, A100 NVLink 3 300 GB/s, B200 NVLink 5 900 GB/s; 400 Gb/s per GPU of
+RoCE/InfiniBand (Llama 3 Sec. 3.3.1), 200 Gb/s for A100 clusters (HDR). Each collective step costs a latency
+of 3 us on NVLink and 10 us across nodes (ring algorithms: (n - 1) steps).
+
+Memory per GPU (the fullest pipeline stage), as FSDP2 shards it with reshard_after_forward=False and one
+reduce-scatter per step (Llama 3's choice, Sec. 3.3.2): the stage's bf16 weights and bf16 gradients (accumulated
+over the micro-batches) unsharded within the TP group (2 + 2 bytes per parameter / TP), the fp32 master weights,
+fp32 reduced gradients and AdamW's two fp32 moments sharded over DP as well ((4 + 4 + 8) / (TP x DP)).
+Activations in bf16, sequence parallel (split over TP), flash attention (no T x T scores kept); per token and block:
+- none: everything autograd keeps, 12 d_model + 4 d_kv + 8 ffn_dim bytes (two norm inputs and outputs, q/k/v,
+  attention output, SwiGLU w1/w3 outputs, SiLU and gated product; Korthikanti et al. 2022's count for SwiGLU
+  and GQA); nothing recomputed;
+- selective (torchtitan's per-op policy: keep matmul and attention outputs): drops the norm outputs, SiLU and
+  the product (4 d_model + 4 ffn_dim bytes) and recomputes them: elementwise work, costed at the GPU's memory
+  bandwidth (read and write those bytes);
+- full: only each block's input (2 d_model), plus one block's full set while it is recomputed: +one forward of
+  the block (2 x block params + 4 T d FLOPs per token and layer) and the TP collectives of that forward.
+The first stage holds min(PP, micro-batches) micro-batches in flight under 1F1B, x (1 + (PP - 1) / (PP v)) under
+the interleaved schedule with v chunks per GPU (Narayanan et al. 2021); the last stage holds one plus the fp32
+logits (4 x vocab bytes per token / TP). A layout fits when the total is at most 90% of the GPU's memory.
+
+Step time of one optimizer step of the final batch:
+- a micro-batch of the fullest stage takes tau = compute (model FLOPs + recompute FLOPs at the achievable
+  throughput) + TP (8 all-gathers/reduce-scatters of the activation per layer, 12 with full recompute, over
+  NVLink) + PP point-to-point (2 v sends of its activation per micro-batch; NVLink inside a node, else network);
+- the pipeline runs m micro-batches in (m + (PP - 1) / v) x tau: the bubble (PP - 1) / v x tau (1F1B: v = 1;
+  interleaved needs m a multiple of PP and v dividing the stage's layers);
+- DP (FSDP2): one all-gather of the bf16 stage weights (overlapped with the first forward, tau / 3) and one
+  fp32 reduce-scatter of the gradients (overlapped with the last backward, 2 tau / 3) per step; what does not
+  overlap adds to the step.
+MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) / (step time x GPUs x peak).
+
+Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1, used only when no PP = 1 layout fits
+memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the trainer's batch
+check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or interleaved;
+context parallelism is not supported (CP 1). The fastest layout that fits wins (ties: fewer GPUs, larger
+micro-batch, less recompute).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.units import parse_number
+from workbench.model import flops
+from workbench.model.shapes import ModelShape
+
+GPUS_PER_NODE = 8
+USABLE_MEMORY = 0.9
+GB = 1e9
+RECOMPUTE = ("none", "selective", "full")
+MAX_PIPELINE_STAGES = 64
+MAX_VIRTUAL_STAGES = 16
+# calibrated on Llama 3 Table 4's 8,192-GPU row (tests/test_layout.py recalibrates it and checks this value)
+ACHIEVABLE_FRACTION = 0.594  # 588 TFLOP/s on an H100
+NVLINK_LATENCY_S, NETWORK_LATENCY_S = 3e-6, 10e-6
+BUS_EFFICIENCY = 0.8
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """An accelerator: dense bf16 peak (FLOP/s), memory (bytes), achievable throughput and links (bytes/s)."""
+
+    name: str
+    peak_flops: float
+    memory_bytes: float
+    nvlink_bytes_s: float = BUS_EFFICIENCY * 450e9
+    network_bytes_s: float = BUS_EFFICIENCY * 50e9
+    hbm_bytes_s: float = 3.35e12
+    achievable_fraction: float = ACHIEVABLE_FRACTION
+
+    @property
+    def achievable_flops(self) -> float:
+        """The matmul throughput a training step reaches (FLOP/s): the calibrated share of the peak."""
+        return self.achievable_fraction * self.peak_flops
+
+
+# dense bf16 peaks from the vendors' data sheets (no sparsity); NVLink per direction; 400/200 Gb/s networks
+GPUS = {
+    "h100": Gpu("h100", 989e12, 80 * GB, BUS_EFFICIENCY * 450e9, BUS_EFFICIENCY * 50e9, 3.35e12),
+    "a100": Gpu("a100", 312e12, 80 * GB, BUS_EFFICIENCY * 300e9, BUS_EFFICIENCY * 25e9, 2.04e12),
+    "h200": Gpu("h200", 989e12, 141 * GB, BUS_EFFICIENCY * 450e9, BUS_EFFICIENCY * 50e9, 4.8e12),
+    "b200": Gpu("b200", 2250e12, 192 * GB, BUS_EFFICIENCY * 900e9, BUS_EFFICIENCY * 50e9, 8e12),
+}
+
+
+def resolve_gpu(spec: str, memory_gb: float | None = None) -> Gpu:
+    """A GPU by name (h100, a100, h200, b200) or by its peak in TFLOPS (memory 80 GB, H100 links unless given)."""
+    key = spec.strip().lower()
+    known = ", ".join(GPUS)
+    if key in GPUS:
+        gpu = GPUS[key]
+    else:
+        try:
+            peak_tflops = parse_number(spec, "--gpu")
+        except WorkbenchError:
+            raise WorkbenchError(
+                f"--gpu: unknown GPU {spec!r}", f"Use one of {known}, or a bf16 peak in TFLOPS such as 989."
+            ) from None
+        if peak_tflops <= 0:
+            raise WorkbenchError(f"--gpu: peak {spec!r} TFLOPS must be positive", f"Use one of {known} or e.g. 989.")
+        gpu = Gpu(f"{peak_tflops:g} TFLOPS", peak_tflops * 1e12, 80 * GB)
+    if memory_gb is not None:
+        if memory_gb <= 0:
+            raise WorkbenchError(f"--gpu-memory-gb {memory_gb:g} must be positive", "Give the GPU's memory in GB.")
+        gpu = replace(gpu, memory_bytes=memory_gb * GB)
+    return gpu
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU on the fullest pipeline stage."""
+
+    weights: float
+    grads: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.activations
+
+
+def _activation_bytes_per_token_layer(shape: ModelShape) -> int:
+    """Bytes per token and block autograd keeps without recompute (bf16, flash attention)."""
+    d_kv = shape.n_kv_heads * shape.head_dim
+    return 12 * shape.d_model + 4 * d_kv + 8 * shape.ffn_dim
+
+
+def _recomputed_bytes_per_token_layer(shape: ModelShape) -> int:
+    """Bytes per token and block that selective recompute drops: the two norm outputs, SiLU and the product."""
+    return 4 * shape.d_model + 4 * shape.ffn_dim
+
+
+def _stage_params(shape: ModelShape, pp: int, tp: int) -> tuple[float, float]:
+    """Parameters per GPU of the first and the last (fullest) pipeline stage."""
+    layers = math.ceil(shape.n_layers / pp)
+    block = flops.layer_params(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.ffn_dim)
+    table = shape.vocab_size * shape.d_model
+    if pp == 1:
+        both = (layers * block + 2 * table) / tp
+        return both, both
+    return (layers * block + table) / tp, (layers * block + table) / tp
+
+
+def in_flight(pp: int, micro_batches: int, virtual: int) -> float:
+    """Micro-batches whose activations the first stage holds at once (1F1B; interleaved costs a bit more)."""
+    held = min(pp, micro_batches)
+    return held * (1 + (pp - 1) / (pp * virtual)) if virtual > 1 else held
+
+
+def memory_per_gpu(
+    shape: ModelShape,
+    seq_len: int,
+    micro_batch: int,
+    tp: int,
+    pp: int,
+    dp: int,
+    recompute: str,
+    micro_batches: int | None = None,
+    virtual: int = 1,
+) -> Memory:
+    """Memory of the fullest stage of a TP x PP x DP layout (bytes; see the module docstring)."""
+    layers = math.ceil(shape.n_layers / pp)
+    tokens = micro_batch * seq_len
+    everything = _activation_bytes_per_token_layer(shape) / tp
+    kept = {
+        "none": everything,
+        "selective": everything - _recomputed_bytes_per_token_layer(shape) / tp,
+        "full": 2 * shape.d_model / tp,
+    }[recompute]
+    working = tokens * everything if recompute == "full" else 0  # one block recomputed at a time
+    logits = tokens * 4 * shape.vocab_size / tp
+    first, last = _stage_params(shape, pp, tp)
+    held = in_flight(pp, pp if micro_batches is None else micro_batches, virtual)
+    stages = [(last, tokens * kept * layers + working + logits)]
+    if pp > 1:
+        stages.append((first, tokens * kept * layers * held + working))
+    params, activations = max(stages, key=lambda s: 20 * s[0] + s[1])
+    return Memory(2 * params + 4 * params / dp, 2 * params + 4 * params / dp, 8 * params / dp, activations)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One costed layout: degrees, schedule, memory per GPU and the modelled step time (seconds)."""
+
+    tp: int
+    pp: int
+    dp: int
+    micro_batch: int
+    grad_accum: int  # micro-batches per DP replica and step
+    recompute: str
+    schedule: str  # "none" (PP 1), "1f1b" or "interleaved"
+    virtual_stages: int
+    memory: Memory
+    memory_limit_bytes: float
+    step_time_s: float
+    compute_s: float  # per step, all micro-batches of the fullest stage
+    tp_comm_s: float
+    pp_comm_s: float
+    dp_comm_exposed_s: float
+    bubble_fraction: float  # share of the step the fullest stage idles in the pipeline bubble
+    mfu: float  # modelled: model FLOPs / (step time x GPUs x peak)
+    cp: int = 1  # context parallelism is not supported
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total <= self.memory_limit_bytes
+
+    def as_dict(self) -> dict:
+        return {
+            "tp": self.tp,
+            "pp": self.pp,
+            "dp": self.dp,
+            "cp": self.cp,
+            "gpus": self.gpus,
+            "micro_batch": self.micro_batch,
+            "grad_accum": self.grad_accum,
+            "recompute": self.recompute,
+            "schedule": self.schedule,
+            "virtual_stages": self.virtual_stages,
+            "step_time_s": self.step_time_s,
+            "mfu": self.mfu,
+            "bubble_fraction": self.bubble_fraction,
+            "memory_per_gpu_gb": self.memory.total / GB,
+            "compute_s": self.compute_s,
+            "tp_comm_s": self.tp_comm_s,
+            "pp_comm_s": self.pp_comm_s,
+            "dp_comm_exposed_s": self.dp_comm_exposed_s,
+            "fits": self.fits,
+        }
+
+
+def _ring_s(bytes_total: float, ranks: int, bandwidth: float, latency_s: float) -> float:
+    """An all-gather or reduce-scatter of `bytes_total` over `ranks` ranks (ring: (n - 1) / n of the data)."""
+    if ranks <= 1:
+        return 0.0
+    return bytes_total * (ranks - 1) / ranks / bandwidth + (ranks - 1) * latency_s
+
+
+def _micro_batch_s(shape: ModelShape, seq_len: int, micro_batch: int, gpu: Gpu, tp: int, pp: int, recompute: str):
+    """(compute, TP comm) seconds of one micro-batch forward + backward on the fullest stage."""
+    layers = math.ceil(shape.n_layers / pp)
+    tokens = micro_batch * seq_len
+    block = flops.layer_params(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.ffn_dim)
+    attention = flops.ATTENTION_FLOPS_PER_TOKEN_LAYER * seq_len * shape.d_model
+    extra = 2 * block + attention / 3 if recompute == "full" else 0.0
+    per_token = layers * (6 * block + attention + extra) + 6 * shape.vocab_size * shape.d_model
+    compute = tokens * per_token / tp / gpu.achievable_flops
+    if recompute == "selective":  # elementwise work, bound by memory bandwidth: read the input, write the output
+        compute += 2 * tokens * layers * _recomputed_bytes_per_token_layer(shape) / tp / gpu.hbm_bytes_s
+    collectives = 12 if recompute == "full" else 8
+    activation = tokens * shape.d_model * 2
+    tp_comm = collectives * layers * _ring_s(activation, tp, gpu.nvlink_bytes_s, NVLINK_LATENCY_S)
+    return compute, tp_comm
+
+
+def evaluate(
+    shape: ModelShape,
+    seq_len: int,
+    batch_seqs: int,
+    gpu: Gpu,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int,
+    recompute: str,
+    virtual: int = 1,
+) -> Candidate:
+    """Memory and modelled step time of one layout for the final batch of `batch_seqs` sequences."""
+    m = batch_seqs // (micro_batch * dp)
+    compute, tp_comm = _micro_batch_s(shape, seq_len, micro_batch, gpu, tp, pp, recompute)
+    pp_link, pp_latency = (
+        (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * pp <= GPUS_PER_NODE else (gpu.network_bytes_s, NETWORK_LATENCY_S)
+    )
+    send = micro_batch * seq_len * shape.d_model * 2 / tp / pp_link + pp_latency
+    pp_comm = 2 * virtual * send if pp > 1 else 0.0
+    tau = compute + tp_comm + pp_comm
+    bubble = (pp - 1) / virtual * tau
+    first, last = _stage_params(shape, pp, tp)
+    params = max(first, last)
+    gpus = tp * pp * dp
+    dp_link, dp_latency = (
+        (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if gpus <= GPUS_PER_NODE else (gpu.network_bytes_s, NETWORK_LATENCY_S)
+    )
+    gather = _ring_s(2 * params, dp, dp_link, dp_latency)
+    reduce = _ring_s(4 * params, dp, dp_link, dp_latency)
+    exposed = max(0.0, gather - tau / 3) + max(0.0, reduce - 2 * tau / 3)
+    step = m * tau + bubble + exposed
+    model_flops = flops.flops_per_token(shape, seq_len) * batch_seqs * seq_len
+    memory = memory_per_gpu(shape, seq_len, micro_batch, tp, pp, dp, recompute, m, virtual)
+    return Candidate(
+        tp,
+        pp,
+        dp,
+        micro_batch,
+        m,
+        recompute,
+        "none" if pp == 1 else "1f1b" if virtual == 1 else "interleaved",
+        virtual,
+        memory,
+        USABLE_MEMORY * gpu.memory_bytes,
+        step,
+        m * compute,
+        m * tp_comm,
+        m * pp_comm,
+        exposed,
+        bubble / step,
+        model_flops / (step * gpus * gpu.peak_flops),
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The chosen layout: degrees, memory per GPU, the modelled step time and MFU, and the next-best ones."""
+
+    tp: int
+    pp: int
+    dp: int
+    gpus: int
+    idle_gpus: int
+    micro_batch: int
+    grad_accum: int
+    recompute: str
+    memory: Memory
+    memory_limit_bytes: float
+    step_time_s: float = 0.0
+    mfu: float = 0.0
+    bubble_fraction: float = 0.0
+    schedule: str = "none"
+    virtual_stages: int = 1
+    cp: int = 1
+    chosen: Candidate | None = None
+    alternatives: tuple[Candidate, ...] = ()  # the next-best fitting layouts, fastest first
+    rejected: tuple[Candidate, ...] = ()  # faster layouts that do not fit memory, fastest first
+
+    @property
+    def nodes(self) -> int:
+        return math.ceil(self.gpus / GPUS_PER_NODE)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return min(self.gpus, GPUS_PER_NODE)
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _data_parallel(units: int, room: float, fixed_gpus: bool) -> list[int]:
+    """DP degrees dividing `units` micro-batches: the three largest within `room` replicas (fixed GPUs; fewer
+    replicas give more micro-batches per step, which a pipeline may need), else the fewest >= room."""
+    divisors = _divisors(units)
+    if fixed_gpus:
+        return [d for d in divisors if d <= room][-3:]
+    enough = [d for d in divisors if d >= room]
+    return [enough[0] if enough else divisors[-1]]
+
+
+def _pipeline_degrees(shape: ModelShape) -> list[int]:
+    """PP degrees worth trying: 1 to the number of layers (at most MAX_PIPELINE_STAGES)."""
+    return list(range(1, min(shape.n_layers, MAX_PIPELINE_STAGES) + 1))
+
+
+def candidates(
+    shape: ModelShape,
+    seq_len: int,
+    micro_batch: int,
+    batch_seqs: int,
+    gpu: Gpu,
+    gpus: int,
+    fixed_gpus: bool,
+    pipeline: list[int] | None = None,
+    unit_seqs: int | None = None,
+) -> list[Candidate]:
+    """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides `unit_seqs` (the
+    sequences every batch of the ramp is a multiple of; default the final batch), as the trainer checks."""
+    out = []
+    unit = unit_seqs or batch_seqs
+    tps = [t for t in (1, 2, 4, 8) if shape.n_heads % t == 0 and t <= GPUS_PER_NODE and (t <= gpus or not fixed_gpus)]
+    micro_batches = [b for b in _divisors(micro_batch) if unit % b == 0]
+    for tp in tps:
+        for pp in pipeline or _pipeline_degrees(shape):
+            if fixed_gpus and tp * pp > gpus:
+                break
+            for mb in micro_batches:
+                for dp in _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus):
+                    m = batch_seqs // (mb * dp)
+                    layers = math.ceil(shape.n_layers / pp)
+                    virtuals = [1] + [
+                        v
+                        for v in _divisors(layers)
+                        if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0 and v * pp <= shape.n_layers
+                    ]
+                    for recompute in RECOMPUTE:
+                        for v in virtuals if pp > 1 else [1]:
+                            out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
+    return out
+
+
+def _rank(c: Candidate) -> tuple:
+    return (round(c.step_time_s, 9), c.gpus, -c.micro_batch, RECOMPUTE.index(c.recompute), c.virtual_stages)
+
+
+def choose_layout(
+    shape: ModelShape,
+    seq_len: int,
+    micro_batch: int,
+    batch_seqs: int,
+    gpu: Gpu,
+    gpus: int,
+    fixed_gpus: bool,
+    unit_seqs: int | None = None,
+) -> Layout:
+    """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`."""
+    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], unit_seqs)
+    fitting = [c for c in flat if c.fits]
+    everything = flat
+    if not fitting:  # pipeline parallelism only when memory needs it
+        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, unit_seqs)
+        fitting = [c for c in everything if c.fits]
+    if not fitting:
+        _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
+    ranked = sorted(fitting, key=_rank)
+    best = ranked[0]
+    others, seen = [], {(best.tp, best.pp, best.dp)}
+    for c in ranked[1:]:
+        if (c.tp, c.pp, c.dp) not in seen and len(others) < 8:
+            seen.add((c.tp, c.pp, c.dp))
+            others.append(c)
+    faster = sorted((c for c in everything if not c.fits and c.step_time_s < best.step_time_s), key=_rank)[:4]
+    return Layout(
+        best.tp,
+        best.pp,
+        best.dp,
+        best.gpus,
+        gpus - best.gpus if fixed_gpus else 0,
+        best.micro_batch,
+        best.grad_accum,
+        best.recompute,
+        best.memory,
+        best.memory_limit_bytes,
+        best.step_time_s,
+        best.mfu,
+        best.bubble_fraction,
+        best.schedule,
+        best.virtual_stages,
+        1,
+        best,
+        tuple(others),
+        tuple(faster),
+    )
+
+
+def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus) -> None:
+    if fixed_gpus:
+        least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, fixed_gpus=False)
+        raise WorkbenchError(
+            f"--gpus {gpus}: model {shape.name} does not fit {gpus} x {gpu.name} ({gpu.memory_bytes / GB:g} GB)",
+            f"Give at least {least.tp * least.pp} GPUs (TP {least.tp} x PP {least.pp}).",
+        )
+    raise WorkbenchError(
+        f"model {shape.name} at seq_len {seq_len} fits no TP x PP layout on {gpu.name} ({gpu.memory_bytes / GB:g} GB)",
+        "Use a GPU with more memory (--gpu-memory-gb) or a shorter --seq-len.",
+    )
+
+
+def best_at(
+    shape: ModelShape, seq_len: int, batch_seqs: int, gpu: Gpu, tp: int, pp: int, dp: int, micro_batch: int = 1
+) -> Candidate:
+    """The fastest fitting schedule and recompute policy at fixed TP x PP x DP (e.g. a published layout)."""
+    layers = math.ceil(shape.n_layers / pp)
+    m = batch_seqs // (micro_batch * dp)
+    virtuals = [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0]
+    options = [
+        evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, micro_batch, recompute, v)
+        for recompute in RECOMPUTE
+        for v in (virtuals if pp > 1 else [1])
+    ]
+    fitting = [c for c in options if c.fits]
+    if not fitting:
+        raise WorkbenchError(f"TP {tp} x PP {pp} x DP {dp} does not fit {gpu.name}", "Pick another layout.")
+    return min(fitting, key=_rank)
+
+
+# Llama 3 (2024) Table 4: 405B, seq 8,192, 16M-token batch (2,048 sequences) on H100s
+LLAMA3_TABLE4 = (
+    {"gpus": 8192, "tp": 8, "pp": 16, "dp": 64, "mfu": 0.43},
+    {"gpus": 16384, "tp": 8, "pp": 16, "dp": 128, "mfu": 0.41},
+)
+
+
+def calibrate(shape: ModelShape, seq_len: int, batch_seqs: int, gpu: Gpu, tp: int, pp: int, dp: int, mfu: float):
+    """The achievable fraction of peak at which the model gives `mfu` for this published layout (bisection)."""
+    low, high = 0.05, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        modelled = best_at(shape, seq_len, batch_seqs, replace(gpu, achievable_fraction=mid), tp, pp, dp).mfu
+        low, high = (mid, high) if modelled < mfu else (low, mid)
+    return (low + high) / 2
+
+
+def _schedule_text(c: Candidate) -> str:
+    if c.schedule == "interleaved":
+        return f"interleaved 1F1B x {c.virtual_stages}"
+    return {"none": "no pipeline", "1f1b": "1F1B"}[c.schedule]
+
+
+def candidates_table(layout: Layout) -> str:
+    """The chosen layout, the next-best ones and faster ones that do not fit, as a Markdown table."""
+    rows = [("**chosen**", layout.chosen)] + [("next", c) for c in layout.alternatives]
+    rows += [("too big", c) for c in layout.rejected]
+    lines = [
+        "| | TP | PP | DP | CP | micro-batch | accum | recompute | schedule | step (s) | MFU | bubble | GB/GPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, c in rows:
+        lines.append(
+            f"| {label} | {c.tp} | {c.pp} | {c.dp} | {c.cp} | {c.micro_batch} | {c.grad_accum} | {c.recompute} | "
+            f"{_schedule_text(c)} | {c.step_time_s:.2f} | {c.mfu:.1%} | {c.bubble_fraction:.1%} | "
+            f"{c.memory.total / GB:.1f} |"
+        )
+    return "\n".join(lines)

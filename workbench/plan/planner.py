@@ -1,0 +1,504 @@
+"""Plan a flagship run: law + compute budget -> N*, D*, shape, batch, LR, schedule, GPU time, layout.
+
+Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and their sources:
+- N*, D*: the law's compute-optimal allocation (workbench.fit.laws); 5/50/95% intervals from bootstrap draws.
+- Shape: solved with the FLOPs per token the trainer spends (workbench.model.flops: 6N + 12 L T d), not 6N: a
+  loss law picks the rung near N* with the lowest predicted loss on the tokens that fill the budget; a token
+  law (Llama 3) or an isoFLOP law the rung whose tokens at the budget come nearest D*. The plan reports the
+  nominal budget (--compute) and the spent one (FLOPs per token x tokens); an inference-aware plan spends more.
+- Batch and peak LR: workbench.plan.hparams at the spent budget: the user's tune sweep, else a law whose fitted
+  range covers it, else a rule anchored to published runs (batch capped at the largest they used); each
+  number names its source, with a warning when extrapolated.
+- Layout, GPU-hours and days: workbench.plan.layout_cost's costed model (modelled step time and MFU); the --mfu input
+  only turns --gpus x --days into a budget and sizes the first guess of the GPU count.
+- Schedule, scaled from the Llama 3 405B recipe (16.55T tokens, ~1.2M steps): linear warmup over 0.67%
+  of the steps (8,000 of 1.2M) but at least min(100 steps, 5% of the run); cosine to 1% of the peak
+  (8e-5 -> 8e-7; the isoFLOP runs used 10%, `floor` changes it); batch ramp 1/4 -> 1/2 -> 1 of the final
+  batch after 252M/16.55T and 2.87T/16.55T of the tokens; a final linear anneal to 0 over the last
+  40M/16.55T of the tokens but at least 4 steps.
+- Defaults by budget: below 1e15 FLOPs (a CPU-sized run) seq_len 256 and vocabulary 256 (bytes);
+  from 1e15 up seq_len 8192 and Llama 3's vocabulary 128256.
+- Inference-aware sizing (Sardana et al. 2023, Beyond Chinchilla-Optimal): minimise 6 N D + 2 N I over
+  N with D set by L(N, D) = L(N*, D*), the loss of the compute-optimal model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from workbench.core.errors import WorkbenchError
+from workbench.data.config import DataConfig, SourceConfig
+from workbench.fit.laws import Law, ParametricLaw
+from workbench.fit.stats import percentiles
+from workbench.model import flops
+from workbench.model.config import ModelConfig
+from workbench.model.shapes import BIN_WIDTH, ModelShape, ladder, shape_for_params
+from workbench.plan import hparams
+from workbench.plan.layout_cost import GPUS_PER_NODE, Gpu, Layout, choose_layout
+from workbench.train import config as cfg
+from workbench.train.config import LayoutConfig
+
+CPU_BUDGET_FLOPS = 1e15  # below this a plan is sized for the CPU: seq_len 256, bytes vocabulary
+DEFAULT_DAYS = 30.0  # wall time a --compute plan aims for when neither --gpus nor --days is given
+LLAMA3_TOKENS = 16.55e12
+WARMUP_STEP_FRACTION = 8000 / 1.2e6
+MIN_WARMUP_STEPS, MIN_WARMUP_FRACTION = 100, 0.05
+RAMP = ((0.0, 0.25), (252e6 / LLAMA3_TOKENS, 0.5), (2.87e12 / LLAMA3_TOKENS, 1.0))
+ANNEAL_FRACTION, MIN_ANNEAL_STEPS = 40e6 / LLAMA3_TOKENS, 4
+FLOOR = 0.01
+
+
+def default_seq_len(budget_flops: float) -> int:
+    """256 for CPU-sized budgets (< 1e15 FLOPs), else 8192 (Llama 3's pre-training length)."""
+    return 256 if budget_flops < CPU_BUDGET_FLOPS else 8192
+
+
+def default_vocab(budget_flops: float) -> int:
+    """256 (bytes) for CPU-sized budgets, else Llama 3's 128256."""
+    return 256 if budget_flops < CPU_BUDGET_FLOPS else 128256
+
+
+def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float) -> float:
+    """FLOPs that `gpus` GPUs deliver in `days` days at model FLOPs utilisation `mfu`."""
+    return gpus * gpu.peak_flops * mfu * days * 86400.0
+
+
+def resolve_budget(
+    budget_flops: float | None, gpus: int | None, days: float | None, gpu: Gpu, mfu: float
+) -> tuple[float, int | None, float | None]:
+    """(budget FLOPs, GPUs or None, days or None): a budget with GPUs or days (the other follows), or GPUs
+    and days (the budget follows)."""
+    if budget_flops is None:
+        if gpus is None or days is None:
+            raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
+        return budget_from_gpus(gpus, days, gpu, mfu), gpus, None
+    if gpus is not None and days is not None:
+        raise WorkbenchError(
+            "--compute, --gpus and --days all given",
+            "With --compute give --gpus (days follow) or --days (GPUs follow).",
+        )
+    return budget_flops, gpus, days
+
+
+@dataclass(frozen=True)
+class Interval:
+    """5th, 50th and 95th percentiles over bootstrap draws."""
+
+    p5: float
+    p50: float
+    p95: float
+
+
+def _interval(values: np.ndarray) -> Interval:
+    p5, p50, p95 = percentiles(values, [5.0, 50.0, 95.0])
+    return Interval(float(p5), float(p50), float(p95))
+
+
+def intervals(draws: ParametricLaw | None, budget_flops: float, shape_params: float, shape_tokens: float):
+    """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws)."""
+    if draws is None or draws.size == 0:
+        return None
+    params, tokens = draws.optimum(budget_flops)
+    return {
+        "params": _interval(params),
+        "tokens": _interval(tokens),
+        "tokens_per_param": _interval(tokens / params),
+        "loss": _interval(draws.loss(params, tokens)),
+        "shape_loss": _interval(draws.loss(shape_params, shape_tokens)),
+        "draws": draws.size,
+    }
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Inference-aware sizing for `inference_tokens` tokens served (Sardana et al. 2023)."""
+
+    inference_tokens: float
+    params: float
+    tokens: float
+    loss: float
+    train_flops: float  # 6 N D of the inference-aware model
+    compute_optimal_train_flops: float  # 6 N* D* = C
+    total_flops: float  # 6 N D + 2 N I
+    compute_optimal_total_flops: float  # 6 N* D* + 2 N* I
+
+    @property
+    def extra_train_flops(self) -> float:
+        return self.train_flops - self.compute_optimal_train_flops
+
+
+def inference_optimal(law: ParametricLaw, budget_flops: float, inference_tokens: float) -> Inference:
+    """Minimise 6 N D + 2 N I subject to L(N, D) = L(N*, D*); I = 0 gives the compute-optimal model."""
+    from scipy.optimize import brentq
+
+    params_opt, tokens_opt = law.optimum(budget_flops)
+    target = law.loss(params_opt, tokens_opt)
+    params = params_opt
+    if inference_tokens > 0:
+        # d(6 N D + 2 N I)/d ln N / (6 N D) = 1 - alpha A N^-alpha / (beta (L - E - A N^-alpha)) + I / (3 D): it
+        # tends to -inf at the smallest N that can reach the loss at all and is I / (3 D*) > 0 at N*, so the
+        # root lies between; D stays in log space so that a small beta cannot overflow it
+        floor_params = (law.A / (target - law.E)) ** (1.0 / law.alpha)
+
+        def slope(log_n: float) -> float:
+            model_term = law.A * math.exp(-law.alpha * log_n)
+            room = target - law.E - model_term
+            log_tokens = (math.log(law.B) - math.log(room)) / law.beta
+            return 1 - law.alpha * model_term / (law.beta * room) + inference_tokens / 3 * math.exp(-log_tokens)
+
+        low, high = math.log(floor_params) + 1e-9, math.log(params_opt)  # low: just above the pole
+        if slope(high) > 0:  # else I is too small to move N* at float precision
+            params = math.exp(brentq(slope, low, high, xtol=1e-13, rtol=1e-14, maxiter=500))
+    tokens = law.tokens_for_loss(params, target) if params != params_opt else tokens_opt
+    return Inference(
+        inference_tokens,
+        params,
+        tokens,
+        target,
+        6 * params * tokens,
+        6 * params_opt * tokens_opt,
+        6 * params * tokens + 2 * params * inference_tokens,
+        6 * params_opt * tokens_opt + 2 * params_opt * inference_tokens,
+    )
+
+
+def batch_and_lr(law: Law, budget_flops: float, seq_len: int) -> tuple[int, float, str]:
+    """(batch tokens in whole sequences, peak LR, their sources) at `budget_flops` (workbench.plan.hparams)."""
+    choice = hparams.choose(budget_flops, seq_len, law.hparams)
+    return choice.batch_tokens, choice.lr_peak, choice.source
+
+
+def micro_batch_for(batch_seqs: int, seq_len: int) -> int:
+    """Sequences per process and micro-step: 1 at long context, else the largest divisor <= 16."""
+    if seq_len >= 2048:
+        return 1
+    return max(m for m in range(1, min(16, batch_seqs) + 1) if batch_seqs % m == 0)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """LR and batch schedule over tokens (see the module docstring for the Llama 3 scaling)."""
+
+    warmup_tokens: int
+    warmup_steps: int
+    floor: float
+    anneal_tokens: int
+    ramp: tuple[tuple[int, int], ...]  # (after_tokens, batch_tokens), first at 0
+    steps: int
+
+
+def _ramp(tokens: int, batch_tokens: int, unit: int) -> tuple[tuple[int, int], ...]:
+    """The Llama 3 ramp scaled to `tokens`; batches in multiples of `unit` tokens; repeats merged."""
+    ramp: list[tuple[int, int]] = []
+    for fraction, share in RAMP:
+        batch = max(unit, round(batch_tokens * share / unit) * unit)
+        after = int(fraction * tokens)
+        if ramp and batch == ramp[-1][1]:
+            continue
+        if ramp and after == ramp[-1][0]:
+            ramp.pop()
+        ramp.append((after, batch))
+    return tuple(ramp)
+
+
+def _steps(ramp: tuple[tuple[int, int], ...], tokens: int) -> list[int]:
+    """Batch tokens of every step of a run of `tokens` tokens (segment by segment)."""
+    sizes: list[int] = []
+    bounds = [after for after, _ in ramp[1:]] + [tokens]
+    seen = 0
+    for (_, batch), end in zip(ramp, bounds, strict=True):
+        count = max(0, math.ceil((min(end, tokens) - seen) / batch))
+        sizes += [batch] * count
+        seen += count * batch
+    return sizes
+
+
+def schedule_for(tokens: int, batch_tokens: int, unit: int, floor: float = FLOOR) -> Schedule:
+    """The Llama 3 405B schedule scaled to a run of `tokens` tokens with final batch `batch_tokens`."""
+    ramp = _ramp(tokens, batch_tokens, unit)
+    sizes = _steps(ramp, tokens)
+    steps = len(sizes)
+    warmup_steps = max(math.ceil(WARMUP_STEP_FRACTION * steps), min(MIN_WARMUP_STEPS, math.ceil(0.05 * steps)))
+    warmup_steps = min(warmup_steps, steps)
+    anneal_tokens = max(round(ANNEAL_FRACTION * tokens), MIN_ANNEAL_STEPS * batch_tokens)
+    return Schedule(sum(sizes[:warmup_steps]), warmup_steps, floor, min(anneal_tokens, tokens), ramp, steps)
+
+
+def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
+    """The size rule's shape for `params`, with an error that names plan's options."""
+    counts, _ = ladder(vocab_size)
+    try:
+        return shape_for_params(params, vocab_size)
+    except WorkbenchError:
+        raise WorkbenchError(
+            f"the planned size {params:.3g} is outside the size rule's {counts[0]:.3g} to {counts[-1]:.3g} "
+            f"parameters at vocabulary {vocab_size}",
+            "Change --compute, or --vocab (256 suits CPU-sized budgets).",
+        ) from None
+
+
+def shape_for_tokens(
+    budget_flops: float, tokens: float, seq_len: int, vocab_size: int, shapes: Sequence[ModelShape] | None = None
+) -> ModelShape:
+    """The rung (of `shapes`, else of the size rule's ladder) whose tokens at `budget_flops` (under the
+    trainer's FLOP rule) come nearest `tokens` (in log)."""
+    shapes = shapes or ladder(vocab_size)[1]
+    per_token = budget_flops / tokens
+    return min(shapes, key=lambda s: abs(math.log(flops.flops_per_token(s, seq_len) / per_token)))
+
+
+def best_shape(law: ParametricLaw, budget_flops: float, seq_len: int, nearest: ModelShape) -> ModelShape:
+    """The rung of the size rule's ladder, within a factor 3 of `nearest`, with the lowest predicted loss
+    when it trains on the tokens that fill the budget under the trainer's FLOP rule (6N + attention).
+
+    The closed form allocates C = 6ND; where attention is a large share of the FLOPs per token (small
+    models, long sequences) the budget buys fewer tokens than 6ND says, and the best shape is smaller.
+    For large models the two agree and this returns `nearest` or a neighbour.
+    """
+    counts, shapes = ladder(nearest.vocab_size)
+    best, best_loss = nearest, law.loss(nearest.params, flops.tokens_for_budget(nearest, budget_flops, seq_len))
+    for n, shape in zip(counts, shapes, strict=True):
+        if nearest.params / 3 <= n <= nearest.params * 3:
+            tokens = flops.tokens_for_budget(shape, budget_flops, seq_len)
+            loss = law.loss(shape.params, tokens) if tokens > 0 else math.inf
+            if loss < best_loss:
+                best, best_loss = shape, loss
+    return best
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `workbench plan` reports; `shape`/`shape_tokens` is the model the flagship trains."""
+
+    law: Law
+    budget_flops: float  # nominal: the budget asked for (--compute, or GPUs x days at --mfu)
+    params: float
+    tokens: float
+    loss: float | None
+    ci: dict | None
+    shape: ModelShape
+    shape_tokens: int
+    shape_loss: float | None
+    seq_len: int
+    train_flops: float  # spent: the trainer's FLOPs per token x shape_tokens
+    batch_tokens: int
+    lr_peak: float
+    hparams_source: str
+    schedule: Schedule
+    gpu: Gpu
+    mfu: float  # the --mfu input (budget from GPUs x days); the layout's modelled MFU is layout.mfu
+    layout: Layout
+    inference: Inference | None
+    hparams: hparams.HparamChoice | None = None
+
+    @property
+    def spent_flops(self) -> float:
+        return self.train_flops
+
+    @property
+    def modelled_mfu(self) -> float:
+        return self.layout.mfu or self.mfu
+
+    @property
+    def gpu_hours(self) -> float:
+        """GPU-hours of the used GPUs at the layout's modelled MFU."""
+        return self.train_flops / (self.gpu.peak_flops * self.modelled_mfu) / 3600.0
+
+    @property
+    def days(self) -> float:
+        return self.gpu_hours / self.layout.gpus / 24.0
+
+
+def _shape_and_tokens(
+    law: Law,
+    budget_flops: float,
+    seq_len: int,
+    vocab_size: int,
+    inference: Inference | None,
+    shapes: Sequence[ModelShape] | None = None,
+) -> tuple[ModelShape, int]:
+    """The flagship's shape and tokens, solved with the trainer's FLOPs per token (6N + 12 L T d). `shapes`:
+    a sweep's own ladder of named shapes, used for an isoFLOP law when the planned N lies within it."""
+    params, tokens = law.optimum(budget_flops)
+    if shapes and law.parametric is None and not inference:
+        counts = [s.params for s in shapes]
+        if min(counts) / BIN_WIDTH <= params <= max(counts) * BIN_WIDTH:
+            shape = shape_for_tokens(budget_flops, tokens, seq_len, vocab_size, shapes)
+            return shape, flops.tokens_for_budget(shape, budget_flops, seq_len)
+    if inference:  # the flagship reaches the compute-optimal loss, however many FLOPs that takes
+        shape = shape_for_plan(inference.params, vocab_size)
+        return shape, int(math.ceil(law.parametric.tokens_for_loss(shape.params, inference.loss)))
+    shape = shape_for_plan(params, vocab_size)
+    if law.parametric is not None:
+        shape = best_shape(law.parametric, budget_flops, seq_len, shape)
+    else:  # a token law or an isoFLOP law: the tokens D* are the prediction; the shape spends C over them
+        shape = shape_for_tokens(budget_flops, tokens, seq_len, vocab_size)
+    return shape, flops.tokens_for_budget(shape, budget_flops, seq_len)
+
+
+def _layout(
+    shape: ModelShape,
+    seq_len: int,
+    schedule: Schedule,
+    batch_tokens: int,
+    micro: int,
+    gpu: Gpu,
+    gpus: int | None,
+    days: float | None,
+    train_flops: float,
+    mfu_guess: float,
+) -> Layout:
+    """The costed layout: on `gpus` GPUs, or on enough GPUs to finish in `days` (default 30) at its modelled MFU."""
+    unit_seqs = math.gcd(*(b // seq_len for _, b in schedule.ramp), batch_tokens // seq_len)
+    batch_seqs = batch_tokens // seq_len
+    if gpus is not None:
+        return choose_layout(shape, seq_len, micro, batch_seqs, gpu, gpus, fixed_gpus=True, unit_seqs=unit_seqs)
+    target_days = days or DEFAULT_DAYS
+    wanted = max(1, math.ceil(train_flops / (gpu.peak_flops * mfu_guess * target_days * 86400.0)))
+    # the fastest layout on at most `wanted` GPUs; then more GPUs while the modelled days exceed the target
+    for _ in range(40):
+        try:
+            layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+            break
+        except WorkbenchError:  # too few GPUs to hold the model
+            if wanted > 2**24:
+                raise
+            wanted *= 2
+
+    def days_of(lay: Layout) -> float:
+        return train_flops / (gpu.peak_flops * lay.mfu * lay.gpus) / 86400.0
+
+    for _ in range(8):  # the batch caps DP: past some count more GPUs no longer shorten the run
+        if days_of(layout) <= target_days * (1 + 1e-9):
+            break
+        wanted = math.ceil(wanted * days_of(layout) / target_days) + 1
+        bigger = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+        layout = bigger if days_of(bigger) < days_of(layout) else layout
+    return replace(layout, idle_gpus=0)
+
+
+def make_plan(
+    law: Law,
+    budget_flops: float,
+    *,
+    gpu: Gpu,
+    mfu: float,
+    seq_len: int,
+    vocab_size: int,
+    gpus: int | None = None,
+    days: float | None = None,
+    inference_tokens: float | None = None,
+    floor: float = FLOOR,
+    hparams_leave_out: tuple[str, ...] = (),
+    shapes: Sequence[ModelShape] | None = None,
+) -> Plan:
+    """The plan for `budget_flops` FLOPs: give `gpus` (days follow) or `days` (GPUs follow), or neither (30 days)."""
+    params, tokens = law.optimum(budget_flops)
+    loss = law.parametric.loss(params, tokens) if law.parametric else None
+    inference = None
+    if inference_tokens is not None:
+        if law.parametric is None:
+            raise WorkbenchError(
+                f"--inference-tokens needs a loss law, and {law.name} gives tokens only",
+                "Use --law chinchilla, epoch or a fit file.",
+            )
+        inference = inference_optimal(law.parametric, budget_flops, inference_tokens)
+    shape, shape_tokens = _shape_and_tokens(law, budget_flops, seq_len, vocab_size, inference, shapes)
+    train_flops = flops.training_flops(shape, shape_tokens, seq_len)
+    shape_loss = law.parametric.loss(shape.params, shape_tokens) if law.parametric else None
+    choice = hparams.choose(train_flops, seq_len, law.hparams, hparams_leave_out)  # at the spent budget
+    micro = micro_batch_for(choice.batch_tokens // seq_len, seq_len)
+    schedule = schedule_for(shape_tokens, choice.batch_tokens, micro * seq_len, floor)
+    layout = _layout(shape, seq_len, schedule, choice.batch_tokens, micro, gpu, gpus, days, train_flops, mfu)
+    return Plan(
+        law,
+        budget_flops,
+        params,
+        tokens,
+        loss,
+        intervals(law.draws, budget_flops, shape.params, shape_tokens),
+        shape,
+        shape_tokens,
+        shape_loss,
+        seq_len,
+        train_flops,
+        choice.batch_tokens,
+        choice.lr_peak,
+        choice.source,
+        schedule,
+        gpu,
+        mfu,
+        layout,
+        inference,
+        choice,
+    )
+
+
+def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
+    """The workbench.config.TrainConfig that trains the planned shape (the trainer's one config)."""
+
+    cpu = plan.budget_flops < CPU_BUDGET_FLOPS
+    batch_seqs = plan.batch_tokens // plan.seq_len
+    tokens = plan.shape_tokens
+    meta = {
+        "law": plan.law.name,
+        "compute_flops": plan.budget_flops,
+        "predicted_loss": plan.shape_loss,
+        "params_opt": plan.params,
+        "tokens_opt": plan.tokens,
+        "hparams_source": plan.hparams_source,
+        "gpu": plan.gpu.name,
+    }
+    if plan.inference:
+        meta["inference_tokens"] = plan.inference.inference_tokens
+    return cfg.TrainConfig(
+        name=name,
+        run_dir=run_dir,
+        meta=meta,
+        model=ModelConfig(**{k: v for k, v in plan.shape.as_dict().items() if k != "name"}),
+        data=DataConfig(sources=[SourceConfig(path=data_dir)], seq_len=plan.seq_len),
+        optim=cfg.OptimConfig(lr_peak=plan.lr_peak, weight_decay=0.1, weight_decay_mode="lr_scaled"),
+        schedule=cfg.ScheduleConfig(
+            kind="cosine",
+            warmup_tokens=plan.schedule.warmup_tokens,
+            floor=plan.schedule.floor,
+            anneal_tokens=plan.schedule.anneal_tokens,
+        ),
+        batch=cfg.BatchConfig(
+            batch_tokens=plan.batch_tokens,
+            micro_batch=plan.layout.micro_batch,
+            ramp=[cfg.RampStep(after_tokens=a, batch_tokens=b) for a, b in plan.schedule.ramp],
+        ),
+        stop=cfg.StopConfig(tokens=tokens),
+        # about 20 evaluations over the run; checkpoints only at the end and on signals on the CPU
+        eval=cfg.EvalConfig(every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=min(16, batch_seqs)),
+        checkpoint=cfg.CheckpointConfig(every_tokens=0 if cpu else max(plan.batch_tokens, tokens // 100)),
+        runtime=cfg.RuntimeConfig() if cpu else cfg.RuntimeConfig(device="cuda", dtype="bf16", parallel="fsdp"),
+        layout=layout_config(plan.layout) if not cpu or plan.layout.tp * plan.layout.pp > 1 else None,
+    )
+
+
+def layout_config(layout: Layout):
+    """The config's layout block (workbench.config.LayoutConfig) of the layout search's result: DP is
+    sharded with FSDP2 (the memory model's sharding of the optimizer state); a node holds at most
+    GPUS_PER_NODE GPUs. A CPU plan of one process per replica keeps none (the caller), so the demo's
+    flagship trains exactly as a sweep run does."""
+
+    interleaved = layout.schedule == "interleaved"
+    return LayoutConfig(
+        tp=layout.tp,
+        pp=layout.pp,
+        dp_replicate=1,
+        dp_shard=layout.dp,
+        cp=1,
+        micro_batch=layout.micro_batch,
+        grad_accum=layout.grad_accum,
+        recompute=layout.recompute,
+        gpus_per_node=min(layout.gpus, GPUS_PER_NODE),
+        pp_schedule="interleaved_1f1b" if interleaved else "1f1b",
+        pp_stages_per_rank=layout.virtual_stages if interleaved else 1,
+    )

@@ -1,0 +1,256 @@
+"""A Plan (workbench.plan.planner) as its typed record (workbench.records.PlanRecord) and the record as prose.
+
+`to_record` is the plan's output format: `workbench plan --json` prints it, the plans table stores it,
+the report reads it. `plan_lines` and `plan_sentence` are the one place the plan is put into words:
+the command prints them and the report shows them. Pure: no torch, no I/O.
+"""
+
+from __future__ import annotations
+
+from workbench.core.units import human
+from workbench.model import flops
+from workbench.plan.layout_cost import candidates_table
+from workbench.plan.planner import Plan
+from workbench.records import PlanRecord
+
+
+def _interval(ci: dict | None, key: str) -> dict | None:
+    if not ci:
+        return None
+    i = ci[key]
+    return {"p5": i.p5, "p50": i.p50, "p95": i.p95}
+
+
+def _law_info(plan: Plan) -> dict:
+    law = plan.law
+    info = {"name": law.name, "source": law.source, "notes": list(law.notes), "hparams_source": plan.hparams_source}
+    if law.convention:
+        info["convention"] = law.convention
+    if law.parametric:
+        info["parametric"] = {k: float(v) for k, v in law.parametric.as_dict().items()}
+    if law.token_law:
+        info["token_law"] = {"coef": law.token_law.coef, "exp": law.token_law.exp}
+    if law.isoflop:
+        n_iso, d_iso = (f(plan.budget_flops) for f in law.isoflop)
+        info["isoflop_check"] = {"params": n_iso, "tokens": d_iso}
+    return info
+
+
+def _layout(plan: Plan) -> dict:
+    lay = plan.layout
+    return {
+        "gpu": plan.gpu.name,
+        "peak_tflops": plan.gpu.peak_flops / 1e12,
+        "memory_gb": plan.gpu.memory_bytes / 1e9,
+        "mfu": plan.modelled_mfu,
+        "mfu_input": plan.mfu,
+        "step_time_s": lay.step_time_s,
+        "bubble_fraction": lay.bubble_fraction,
+        "schedule": lay.schedule,
+        "virtual_stages": lay.virtual_stages,
+        "cp": lay.cp,
+        "gpus": lay.gpus,
+        "idle_gpus": lay.idle_gpus,
+        "nodes": lay.nodes,
+        "tp": lay.tp,
+        "pp": lay.pp,
+        "dp": lay.dp,
+        "micro_batch": lay.micro_batch,
+        "grad_accum": lay.grad_accum,
+        "recompute": lay.recompute,
+        "memory_per_gpu_gb": {
+            "weights": lay.memory.weights / 1e9,
+            "grads": lay.memory.grads / 1e9,
+            "optimizer": lay.memory.optimizer / 1e9,
+            "activations": lay.memory.activations / 1e9,
+            "total": lay.memory.total / 1e9,
+            "limit": lay.memory_limit_bytes / 1e9,
+        },
+        "alternatives": [c.as_dict() for c in lay.alternatives],
+        "faster_but_too_big": [c.as_dict() for c in lay.rejected],
+    }
+
+
+def _hparams(plan: Plan) -> dict:
+    """Where the batch and the peak LR come from, at the spent budget, with any extrapolation warning."""
+    choice = plan.hparams
+    return {
+        "rule": choice.rule if choice else None,
+        "at_flops": plan.train_flops,
+        "batch_source": choice.batch_source if choice else plan.hparams_source,
+        "lr_source": choice.lr_source if choice else plan.hparams_source,
+        "warnings": list(choice.warnings) if choice else [],
+    }
+
+
+def to_record(plan: Plan) -> PlanRecord:
+    """The plan's record: what `--json` prints and the plans table stores."""
+    shape, sched = plan.shape, plan.schedule
+    ci = None
+    if plan.ci:
+        ci = {k: _interval(plan.ci, k) for k in ("params", "tokens", "tokens_per_param", "loss", "shape_loss")}
+        ci["draws"] = plan.ci["draws"]
+    inference = None
+    if plan.inference:
+        inf = plan.inference
+        inference = {
+            "inference_tokens": inf.inference_tokens,
+            "params": inf.params,
+            "tokens": inf.tokens,
+            "loss": inf.loss,
+            "train_flops": inf.train_flops,
+            "extra_train_flops": inf.extra_train_flops,
+            "total_flops": inf.total_flops,
+            "compute_optimal_total_flops": inf.compute_optimal_total_flops,
+        }
+    return PlanRecord(
+        compute_flops=plan.budget_flops,
+        spent_flops=plan.train_flops,
+        params=plan.params,
+        tokens=plan.tokens,
+        tokens_per_param=plan.tokens / plan.params,
+        shape={
+            **shape.as_dict(),
+            "params": shape.params,
+            "params_total": shape.params_total,
+            "tokens": plan.shape_tokens,
+            "tokens_per_param": plan.shape_tokens / shape.params,
+            "seq_len": plan.seq_len,
+            "flops_per_token": flops.flops_per_token(shape, plan.seq_len),
+            "train_flops": plan.train_flops,
+            "loss": plan.shape_loss,
+        },
+        loss=plan.loss,
+        ci=ci,
+        batch_tokens=plan.batch_tokens,
+        lr_peak=plan.lr_peak,
+        hparams=_hparams(plan),
+        schedule={
+            "kind": "cosine",
+            "warmup_tokens": sched.warmup_tokens,
+            "warmup_steps": sched.warmup_steps,
+            "floor": sched.floor,
+            "anneal_tokens": sched.anneal_tokens,
+            "ramp": [{"after_tokens": a, "batch_tokens": b} for a, b in sched.ramp],
+            "steps": sched.steps,
+            "source": "Llama 3 405B recipe scaled to the run (workbench.plan.planner)",
+        },
+        gpu_hours=plan.gpu_hours,
+        days=plan.days,
+        layout=_layout(plan),
+        law=_law_info(plan),
+        inference=inference,
+    )
+
+
+def _between(ci: dict | None, key: str, fmt) -> str:
+    i = (ci or {}).get(key)
+    return f" [5-95%: {fmt(i['p5'])} - {fmt(i['p95'])}]" if i else ""
+
+
+def _schedule(lay: dict) -> str:
+    kind = lay.get("schedule") or "1f1b"
+    return f"interleaved x {lay.get('virtual_stages')}" if kind == "interleaved" else kind
+
+
+def plan_sentence(plan: dict) -> str:
+    """The recommended flagship in one sentence (a PlanRecord as a dict)."""
+    s, lay = plan["shape"], plan["layout"]
+    loss = f", predicted loss {s['loss']:.4f}" if s.get("loss") is not None else ""
+    ci = (plan.get("ci") or {}).get("shape_loss")
+    if ci and s.get("loss") is not None:
+        loss += f" (5-95%: {ci['p5']:.4f} to {ci['p95']:.4f})"
+    return (
+        f"For {plan['compute_flops']:.3g} FLOPs, train the {s['name']} shape ({human(s['params'])} non-embedding "
+        f"parameters, {s['n_layers']} layers, d_model {s['d_model']}) on {human(s['tokens'])} tokens"
+        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {plan['gpu_hours']:.3g} GPU-hours, "
+        f"{plan['days']:.3g} days on {lay['gpus']:,} {lay['gpu']} GPUs."
+    )
+
+
+def plan_rows(plan: dict) -> list[tuple[str, str]]:
+    """The plan as (label, text) rows: N*, D*, loss, model, tokens, batch and LR, schedule, compute, memory, layout."""
+    r, s, sc, lay, ci = plan, plan["shape"], plan["schedule"], plan["layout"], plan.get("ci")
+    mem = lay["memory_per_gpu_gb"]
+    loss = "n/a (token law)" if r["loss"] is None else f"{r['loss']:.4f}{_between(ci, 'loss', lambda x: f'{x:.4f}')}"
+    ramp = " -> ".join(f"{human(x['batch_tokens'])} after {human(x['after_tokens'])}" for x in sc["ramp"])
+    rows = [
+        (
+            "compute-optimal",
+            f"N* {human(r['params'])}{_between(ci, 'params', human)} params, "
+            f"D* {human(r['tokens'])}{_between(ci, 'tokens', human)} tokens, {r['tokens_per_param']:.1f} tokens/param",
+        ),
+        ("predicted loss", loss),
+        (
+            "model",
+            f"{s['name']}: {s['n_layers']} layers, d_model {s['d_model']}, {s['n_heads']} heads "
+            f"({s['n_kv_heads']} KV), ffn {s['ffn_dim']}, vocab {s['vocab_size']}; N {s['params']:,} "
+            f"({s['params_total']:,} total)",
+        ),
+        (
+            "trains",
+            f"{human(s['tokens'])} tokens at seq_len {s['seq_len']}: spends {s['train_flops']:.3g} FLOPs "
+            f"(6N + 12 L T d) of the {r['compute_flops']:.3g} asked, predicted loss "
+            + ("n/a" if s["loss"] is None else f"{s['loss']:.4f}"),
+        ),
+        ("batch, LR", f"{human(r['batch_tokens'])} tokens, lr_peak {r['lr_peak']:.3g} ({r['law']['hparams_source']})"),
+        (
+            "schedule",
+            f"warmup {sc['warmup_steps']} steps ({human(sc['warmup_tokens'])} tokens), cosine to "
+            f"{sc['floor']:g} x peak, final anneal to 0 over {human(sc['anneal_tokens'])} tokens, "
+            f"~{sc['steps']:,} steps",
+        ),
+        ("batch ramp", ramp),
+        (
+            "compute",
+            f"{r['gpu_hours']:.4g} GPU-hours on {lay['gpu']} ({lay['peak_tflops']:g} TFLOPS) at modelled "
+            f"MFU {lay['mfu']:.3f}: {r['days']:.3g} days on {lay['gpus']:,} GPUs ({lay['nodes']:,} nodes)",
+        ),
+        (
+            "memory per GPU",
+            f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW state "
+            f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB: {mem['total']:.3g} of "
+            f"{mem['limit']:.3g} GB usable",
+        ),
+        (
+            "layout",
+            f"TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']} (CP 1), {lay['recompute']} recompute, "
+            f"{_schedule(lay)} schedule, micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}"
+            + (
+                f": step {lay['step_time_s']:.3g} s, bubble {lay['bubble_fraction']:.1%}"
+                if lay.get("step_time_s") is not None
+                else ""
+            )
+            + (f", {lay['idle_gpus']} GPUs idle" if lay["idle_gpus"] else ""),
+        ),
+    ]
+    rows += [("warning", f"batch/LR {w}") for w in (r.get("hparams") or {}).get("warnings", [])]
+    if r.get("inference"):
+        inf = r["inference"]
+        text = (
+            f"for {human(inf['inference_tokens'])} inference tokens: N {human(inf['params'])}, D "
+            f"{human(inf['tokens'])} at the same loss; training {inf['train_flops']:.3g} FLOPs "
+            f"({inf['extra_train_flops']:+.3g}), total {inf['total_flops']:.3g} vs "
+            f"{inf['compute_optimal_total_flops']:.3g} compute-optimal"
+        )
+        rows.append(("inference-aware", text))
+    if "isoflop_check" in r["law"]:
+        iso = r["law"]["isoflop_check"]
+        rows.append(("isoFLOP check", f"N* {human(iso['params'])}, D* {human(iso['tokens'])}"))
+    if r["law"].get("convention"):
+        rows.append(("law's N", r["law"]["convention"]))
+    rows += [("note", note) for note in r["law"]["notes"]]
+    return rows
+
+
+def plan_text(plan: dict) -> str:
+    """The plan as the readable lines `workbench plan` prints."""
+    head = f"plan for {plan['compute_flops']:.3g} FLOPs with law {plan['law']['name']}: {plan['law']['source']}"
+    return "\n".join([head] + [f"  {label:<16} {text}" for label, text in plan_rows(plan)])
+
+
+def explain_layout(plan) -> str:
+    """The table of layout candidates: the chosen one, the next-best, and faster ones that do not fit."""
+
+    head = f"layout candidates on {plan.gpu.name} (the fastest that fits wins; workbench.plan.layout_cost):"
+    return head + "\n" + candidates_table(plan.layout)

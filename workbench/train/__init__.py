@@ -1,0 +1,2 @@
+"""The train stage: the one trainer, its config, schedule, run directory, lock, trackers, checkpoints and
+parallelism."""
