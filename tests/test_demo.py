@@ -122,7 +122,6 @@ def test_demo_command_exits_1_exactly_when_an_end_to_end_check_fails(mini_demo):
         "-m",
         "workbench.cli",
         "demo",
-        "--sweep",
         str(spec),
         "--db",
         str(db),

@@ -106,8 +106,8 @@ def test_bad_input_exits_1_with_one_line(tmp_path, text, message):
 
 def test_needs_exactly_one_source(sweep_csv):
     assert _invoke("--bootstrap", "0").exit_code == 1
-    result = _invoke("--sweep", "a", "--from-csv", sweep_csv)
-    assert result.exit_code == 1 and "exactly one of --sweep NAME and --from-csv PATH" in result.stderr
+    result = _invoke("a", "--from-csv", sweep_csv)
+    assert result.exit_code == 1 and "give a SWEEP or --from-csv PATH, not both" in result.stderr
     result = _invoke("--from-csv", sweep_csv, "--method", "chinchilla")
     assert result.exit_code == 1 and "isoflop, parametric, all" in result.stderr
 
@@ -132,7 +132,7 @@ def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     db = tmp_path / "wb.duckdb"
     with Store(db) as store:
         assert store.ingest(tmp_path / "runs").runs == len(points)
-    result = _invoke("--sweep", "toy", "--db", db, "--bootstrap", 20, "--out", tmp_path / "toy.json", *FAST)
+    result = _invoke("toy", "--db", db, "--bootstrap", 20, "--out", tmp_path / "toy.json", *FAST)
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "toy.json").read_text())
     assert record["sweep"] == "toy" and record["n_points"] == len(points)
@@ -140,5 +140,7 @@ def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     with Store(db) as store:
         fits = store.fits("toy")
     assert list(fits["name"]) == ["toy"] and json.loads(fits["fit"][0])["data_hash"] == record["data_hash"]
-    missing = _invoke("--sweep", "nosuch", "--db", db, "--out", tmp_path / "x.json", *FAST)
+    only = _invoke("--db", db, "--bootstrap", 0, "--out", tmp_path / "only.json", *FAST)  # the store's only sweep
+    assert only.exit_code == 0 and json.loads((tmp_path / "only.json").read_text())["sweep"] == "toy", only.output
+    missing = _invoke("nosuch", "--db", db, "--out", tmp_path / "x.json", *FAST)
     assert missing.exit_code == 1 and "sweep 'nosuch' has no completed runs" in missing.stderr

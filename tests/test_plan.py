@@ -50,6 +50,12 @@ def closed_form(E, A, B, alpha, beta, budget_flops):
     return n, budget_flops / (6 * n)
 
 
+@pytest.fixture(autouse=True)
+def _empty_cwd(tmp_path, monkeypatch):
+    """Each test plans from a folder without fits/: with exactly one fit there, `plan` would use it by default."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(*args: str):
     return CliRunner().invoke(app, ["plan", *args])
 
@@ -358,3 +364,18 @@ def test_cpu_flagship_trains(tmp_path):
     assert final["status"] == "completed" and math.isfinite(final["val_loss"])
     planned = load(TrainConfig, out).stop.tokens
     assert planned - load(TrainConfig, out).batch.batch_tokens < final["tokens"] <= planned
+
+
+def test_without_law_the_only_fit_in_fits_is_used_and_named(tmp_path):
+    default = plan_json("--compute", "1e21")
+    assert default["law"]["name"] == "epoch"
+    fits = tmp_path / "fits"
+    fits.mkdir()
+    record = {"name": "mine", "parametric": {"E": 1.9, "A": 400.0, "B": 1500.0, "alpha": 0.33, "beta": 0.33}}
+    (fits / "mine.json").write_text(json.dumps(record))
+    (fits / "mine-demo.json").write_text(json.dumps({"passed": True}))  # not a fit: ignored
+    chosen = plan_json("--compute", "1e21")
+    assert "fits/mine.json" in chosen["law"]["source"] + " ".join(chosen["law"]["notes"])
+    assert chosen["params"] != pytest.approx(default["params"], rel=0.01)
+    (fits / "other.json").write_text(json.dumps(record | {"name": "other"}))
+    assert plan_json("--compute", "1e21")["law"]["name"] == "epoch"  # two fits: the default again

@@ -323,7 +323,7 @@ def test_sweep_without_fit_or_plan_gives_a_partial_report_that_says_what_to_run(
     out = Path(result.stdout.strip())
     assert out == Path("reports/bare.html") and out.is_file()
     text = _visible_text(out.read_text())
-    assert f"No fit for sweep 'bare' yet: run workbench fit --sweep bare --db {db}" in text
+    assert f"No fit for sweep 'bare' yet: run workbench fit bare --db {db}" in text
     assert "No plan for sweep 'bare' yet: run workbench plan --law fits/bare.json" in text
     assert "No held-out check" in text and "Training curves" in text
     assert "report command workbench report --db" in text
@@ -357,13 +357,13 @@ def test_errors_are_one_line(tmp_path):
     make_sweep(tmp_path, "two", budgets=(1e17, 1e18), sizes=3, steps=10, failures=False)
     Store(db).ingest(tmp_path / "runs" / "two")
     result = _invoke("--db", db)
-    assert result.exit_code == 1 and "2 sweeps: one, two" in result.output and "--sweep" in result.output
-    result = _invoke("--db", db, "--sweep", "three")
+    assert result.exit_code == 1 and "2 sweeps: one, two" in result.output and "workbench report NAME" in result.output
+    result = _invoke("three", "--db", db)
     assert result.exit_code == 1 and "sweep 'three' has no runs" in result.output and "one, two" in result.output
-    result = _invoke("--db", db, "--sweep", "one", "--fit", tmp_path / "nope.json")
+    result = _invoke("one", "--db", db, "--fit", tmp_path / "nope.json")
     assert result.exit_code == 1 and "no such fit" in result.output
     (tmp_path / "bad.json").write_text("{")
-    result = _invoke("--db", db, "--sweep", "one", "--plan", tmp_path / "bad.json")
+    result = _invoke("one", "--db", db, "--plan", tmp_path / "bad.json")
     assert result.exit_code == 1 and "not valid JSON" in result.output
 
 

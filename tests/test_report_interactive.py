@@ -37,9 +37,7 @@ def two(tmp_path_factory):
     db = root / "two.duckdb"
     make_sweep(root, "base", steps=10, failures=False, law=LAW_A, db=db)
     make_sweep(root, "mix", steps=10, failures=False, law=LAW_B, db=db, seed=1, vocab=256)
-    result = _invoke(
-        "--sweep", "base", "--sweep", "mix", "--db", db, "--at", TARGET, "--at", 1e21, "--out", root / "cmp.html"
-    )
+    result = _invoke("base", "mix", "--db", db, "--at", TARGET, "--at", 1e21, "--out", root / "cmp.html")
     assert result.exit_code == 0, result.output
     return root, db, root / "cmp.html"
 
@@ -83,9 +81,9 @@ def test_parallel_laws_never_overtake(two):
 
 def test_comparison_errors_are_one_line(two):
     _, db, _ = two
-    result = _invoke("--sweep", "base", "--sweep", "nope", "--db", db)
+    result = _invoke("base", "nope", "--db", db)
     assert result.exit_code == 1 and "sweep 'nope' has no runs" in result.output and "Traceback" not in result.output
-    result = _invoke("--sweep", "base", "--sweep", "mix", "--db", db, "--watch")
+    result = _invoke("base", "mix", "--db", db, "--watch")
     assert result.exit_code == 1 and "report one sweep" in result.output
 
 

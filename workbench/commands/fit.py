@@ -8,20 +8,20 @@ from pathlib import Path
 import typer
 
 from workbench.commands.fit_tables import print_fit
+from workbench.commands.options import SWEEP_HELP, db_option, json_option, sweep_or_only
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import safe_name
 from workbench.core.units import parse_number
 
-app = typer.Typer(no_args_is_help=True)
-
 METHOD_CHOICES = ("isoflop", "parametric", "all")
 
 
-@app.callback(invoke_without_command=True)
 def fit(
-    sweep: str = typer.Option(None, "--sweep", help="Fit the completed runs of this sweep in the store."),
+    sweep: str = typer.Argument(
+        None, metavar="SWEEP", help=SWEEP_HELP + " Default: the store's only sweep.", show_default=False
+    ),
     from_csv: Path = typer.Option(None, "--from-csv", help="Fit a CSV: params, tokens, loss [, flops, budget, acc_*]."),
-    db: Path = typer.Option(None, "--db", help="DuckDB file (default: $WORKBENCH_DB or workbench.duckdb)."),
+    db: Path = db_option(),
     method: str = typer.Option("all", "--method", help="isoflop, parametric or all."),
     n_bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples (0: no intervals)."),
     holdout_largest: bool = typer.Option(False, "--holdout-largest", help="Also fit without the largest budget."),
@@ -42,9 +42,9 @@ def fit(
     name: str = typer.Option(None, "--name", help="Fit name (default: the sweep name or the CSV file stem)."),
     out: Path = typer.Option(None, "--out", help="Output JSON (default: fits/NAME.json); plots go next to it."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG and SVG plots."),
-    as_json: bool = typer.Option(False, "--json", help="Print the fit JSON instead of tables."),
+    as_json: bool = json_option(),
     metric: str = typer.Option(
-        "val_loss", "--metric", help="The loss a --sweep fit uses: val_loss, or a named held-out set's val_loss_NAME."
+        "val_loss", "--metric", help="The loss a sweep's fit uses: val_loss, or a named held-out set's val_loss_NAME."
     ),
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
@@ -53,11 +53,13 @@ def fit(
     from workbench.fit.points import check_losses_vary
     from workbench.fit.stage import fit_stage
 
-    if (sweep is None) == (from_csv is None):
-        raise WorkbenchError("give exactly one of --sweep NAME and --from-csv PATH", "See `workbench fit --help`.")
+    if sweep is not None and from_csv is not None:
+        raise WorkbenchError("give a SWEEP or --from-csv PATH, not both", "See `workbench fit --help`.")
     if method not in METHOD_CHOICES:
         raise WorkbenchError(f"--method: unknown method {method!r}", f"Use one of {', '.join(METHOD_CHOICES)}.")
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
+    if from_csv is None:
+        sweep = sweep_or_only(sweep, db_path)
     name = name or sweep or from_csv.stem
     if out is None:  # the name becomes fits/NAME.json: checked before anything is read
         safe_name(name, "fit name", "--name")

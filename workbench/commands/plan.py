@@ -9,12 +9,11 @@ from pathlib import Path
 
 import typer
 
+from workbench.commands.options import json_option
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text, json_clean
 from workbench.core.units import parse_number
 from workbench.plan.layout_cost import resolve_gpu
-
-app = typer.Typer(no_args_is_help=True)
 
 
 def _positive(text: str | None, option: str) -> float | None:
@@ -56,7 +55,6 @@ def _record(db: Path | None, record: dict) -> str:
     return f"plans table: recorded plan {record['name']} in {path}"
 
 
-@app.callback(invoke_without_command=True)
 def plan(
     compute: str = typer.Option(None, "--compute", help="Compute budget in FLOPs (1e21, 3.8e25)."),
     gpus: str = typer.Option(None, "--gpus", help="GPUs: with --days gives the budget; with --compute, the days."),
@@ -65,7 +63,10 @@ def plan(
     gpu_memory_gb: float = typer.Option(None, "--gpu-memory-gb", help="Memory per GPU in GB (default: the GPU's)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation in (0, 1]."),
     law_spec: str = typer.Option(
-        None, "--law", help="epoch (default), chinchilla, llama3 or fits/NAME.json; the output names its source."
+        None,
+        "--law",
+        help="fits/NAME.json, epoch, chinchilla or llama3 (default: the only fit in fits/, else epoch); "
+        "the output names its source.",
     ),
     hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
@@ -73,9 +74,9 @@ def plan(
         None, "--unique-tokens", help="Unique tokens available: repeated epochs count as less data (Muennighoff 2023)."
     ),
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
-    vocab: int = typer.Option(None, "--vocab", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = json_option(),
     explain: bool = typer.Option(False, "--explain-layout", help="Print the table of costed layout candidates."),
     leave_out: list[str] = typer.Option(
         None, "--leave-out-anchor", help="Drop a published run from the batch/LR anchors (e.g. llama3-405b)."
@@ -96,7 +97,7 @@ def plan(
         raise WorkbenchError(f"--mfu {mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
     device = resolve_gpu(gpu, gpu_memory_gb)
     budget, gpu_count, target_days = _budget(compute, gpus, days, device, mfu)
-    for option, value, low in (("--seq-len", seq_len, 1), ("--vocab", vocab, 2)):
+    for option, value, low in (("--seq-len", seq_len, 1), ("--vocab-size", vocab_size, 2)):
         if value is not None and value < low:
             raise WorkbenchError(f"{option} {value} is too small", f"Give {option} of at least {low}.")
     if not 0 <= lr_floor <= 1:
@@ -116,7 +117,7 @@ def plan(
         gpu=device,
         mfu=mfu,
         seq_len=seq_len or planner.default_seq_len(budget),
-        vocab_size=vocab or planner.default_vocab(budget),
+        vocab_size=vocab_size or planner.default_vocab(budget),
         gpus=gpu_count,
         days=target_days,
         inference_tokens=inference,

@@ -237,7 +237,7 @@ def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
         raise WorkbenchError(
             f"the planned size {params:.3g} is outside the size rule's {counts[0]:.3g} to {counts[-1]:.3g} "
             f"parameters at vocabulary {vocab_size}",
-            "Change --compute, or --vocab (256 suits CPU-sized budgets).",
+            "Change --compute, or --vocab-size (256 suits CPU-sized budgets).",
         ) from None
 
 

@@ -1,4 +1,4 @@
-"""Compare the scaling laws of several sweeps: `workbench report --sweep A --sweep B [--at C]`.
+"""Compare the scaling laws of several sweeps: `workbench report A B [--at C]`.
 
 Each sweep is fitted by the fit pipeline (isoFLOP power laws N* = G C^a, D* = H C^b, and the compute-optimal
 loss L*(C) = K C^-gamma on the parabolas' minima), with bootstrap draws. For each pair of sweeps the page
@@ -199,7 +199,7 @@ def overtake_text(p: dict) -> str:
 def compare(store, names: list[str], target: float | None, budgets: list[float], bootstrap: int = 200) -> dict:
     """Everything the comparison page shows."""
     if len(set(names)) < 2:
-        raise WorkbenchError("--sweep: a comparison needs 2 or more different sweeps", "Pass --sweep A --sweep B.")
+        raise WorkbenchError("a comparison needs 2 or more different sweeps", "Name them: `workbench report A B`.")
     laws = [fit_sweep_law(store, name, bootstrap) for name in names]
     largest = max(float(law.points["budget_flops"].max()) for law in laws)
     target = float(target) if target is not None else largest * 1000

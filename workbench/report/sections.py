@@ -103,7 +103,7 @@ def _fit_line(fit: dict) -> str:
 
 def _missing_fit(inputs: ReportInputs, what: str = "fit") -> str:
     return (
-        f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit --sweep {inputs.sweep}{_db_flag(inputs)}` "
+        f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit {inputs.sweep}{_db_flag(inputs)}` "
         "(or pass --fit fits/NAME.json)."
     )
 
@@ -264,7 +264,7 @@ def holdout_section(inputs: ReportInputs) -> dict:
     holdout = (fit or {}).get("holdout")
     if not holdout:
         section["missing"] = (
-            f"No held-out check in the fit: run `workbench fit --sweep {inputs.sweep} "
+            f"No held-out check in the fit: run `workbench fit {inputs.sweep} "
             f"--holdout-largest{_db_flag(inputs)}` (it needs 3 or more budgets)."
         )
     else:
@@ -626,7 +626,7 @@ def _stale(inputs: ReportInputs) -> str:
 
 def _fit_command(sweep: str, fit: dict) -> str:
     settings = fit.get("settings") or {}
-    words = [f"workbench fit --sweep {sweep} --bootstrap {settings.get('bootstrap')} --seed {settings.get('seed')}"]
+    words = [f"workbench fit {sweep} --bootstrap {settings.get('bootstrap')} --seed {settings.get('seed')}"]
     if fit.get("method") not in (None, "all"):
         words.append(f"--method {fit['method']}")
     words += [flag for flag, key in (("--holdout-largest", "holdout"), ("--rollout", "rollout")) if fit.get(key)]

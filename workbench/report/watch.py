@@ -1,4 +1,4 @@
-"""`workbench report --sweep NAME --watch`: regenerate the page as runs finish, with the fit so far.
+"""`workbench report NAME --watch`: regenerate the page as runs finish, with the fit so far.
 
 Refresh: the page reloads itself (`location.reload()` every interval, the scroll position kept in
 sessionStorage and restored once the charts are drawn). A page opened from a file cannot fetch a data
