@@ -136,34 +136,46 @@ BEST_LOSS_TOLERANCE = 0.02  # L*(C) without the largest budget predicts its para
 N_OPT_FACTOR = 1.5  # and the isoFLOP law's N* lands within a factor 1.5 of the observed N*
 
 
+NOT_SCORED = "not scored (vertex outside the tested sizes)"
+
+
 def held_out_checks(holdout: dict, minima: int, excluded: int, fitted_budgets: int) -> dict:
-    """The held-out budget's checks, each {passed, predicted, observed, tolerance}: every fitted budget has
-    an interior isoFLOP minimum; the L*(C) law predicts the minimum of the held-out budget's parabola
-    within 2% (the check's historical name says best loss); the isoFLOP law's N* is within a factor 1.5
-    of the parabola's vertex (fails when the vertex is outside the tested sizes: nothing to score)."""
+    """The held-out budget's checks, each {passed, scored, predicted, observed, tolerance}: every fitted
+    budget has an interior isoFLOP minimum; the L*(C) law predicts the minimum of the held-out budget's
+    parabola within 2% (the check's historical name says best loss); the isoFLOP law's N* is within a factor
+    1.5 of the parabola's vertex. A check with nothing to score (the held-out vertex outside the tested
+    sizes, or no prediction) has scored False, passed None, observed None and the reason; it is not a pass."""
     observed = holdout["observed"]
     best = observed["loss_opt"]
     loss_pred = (holdout.get("loss_law") or {}).get("loss_pred")
     n_pred = (holdout.get("isoflop") or {}).get("N_opt_pred")
-    scored = observed.get("scored", True)
-    n_ratio = None if n_pred is None or not scored else n_pred / observed["N_opt"]
+    vertex = observed.get("scored", True)
+    n_ratio = None if n_pred is None or not vertex else n_pred / observed["N_opt"]
+    n_reason = NOT_SCORED if not vertex else "not scored (no isoFLOP prediction)" if n_pred is None else None
+    loss_reason = "not scored (no L*(C) law)" if loss_pred is None else None
     return {
         "interior_minima": {
             "passed": excluded == 0 and minima == fitted_budgets,
+            "scored": True,
             "predicted": minima,
             "observed": fitted_budgets,
             "tolerance": "every fitted budget",
         },
         "best_loss_within_2pct": {
-            "passed": loss_pred is not None and abs(loss_pred / best - 1) <= BEST_LOSS_TOLERANCE,
+            "passed": None if loss_reason else abs(loss_pred / best - 1) <= BEST_LOSS_TOLERANCE,
+            "scored": loss_reason is None,
+            "reason": loss_reason,
             "predicted": loss_pred,
             "observed": best,
             "tolerance": BEST_LOSS_TOLERANCE,
         },
         "n_opt_within_1.5x": {
-            "passed": n_ratio is not None and 1 / N_OPT_FACTOR <= n_ratio <= N_OPT_FACTOR,
+            "passed": None if n_reason else 1 / N_OPT_FACTOR <= n_ratio <= N_OPT_FACTOR,
+            "scored": n_reason is None,
+            "reason": n_reason,
             "predicted": n_pred,
-            "observed": observed["N_opt"] if scored else None,
+            "observed": None if n_reason else observed["N_opt"],
+            "ratio": n_ratio,
             "tolerance": N_OPT_FACTOR,
         },
     }

@@ -85,7 +85,9 @@ def summary_section(inputs: ReportInputs) -> dict:
         section["notes"].append(_missing_plan(inputs))
     demo = _demo(inputs.extra)
     if demo:
-        verdict = "all checks passed" if demo.get("passed") else "some checks FAILED (see held-out check)"
+        verdict = "some checks FAILED (see held-out check)" if not demo.get("passed") else "all checks passed"
+        if demo.get("passed") and demo.get("not_scored"):
+            verdict = f"no check failed; not scored: {', '.join(demo['not_scored'])}"
         section["notes"].append(f"End-to-end demo: {verdict}.")
     return section
 
@@ -400,13 +402,10 @@ def _demo_table(demo: dict) -> dict:
             ]
         )
     for name, ok in (demo.get("checks") or {}).items():
+        word = "NOT SCORED" if ok is None else "PASS" if ok else "FAIL"
+        reason = (demo.get("not_scored") or {}).get(name) or ""
         rows.append(
-            [
-                cell(name.replace("_", " ")),
-                cell(""),
-                cell(""),
-                cell("PASS" if ok else "FAIL", cls="ok" if ok else "bad"),
-            ]
+            [cell(name.replace("_", " ")), cell(""), cell(reason), cell(word, cls="bad" if ok is False else "ok")]
         )
     return {
         "caption": "End-to-end demo: the planned flagship, trained",
@@ -492,7 +491,10 @@ def _experiment_tables(demo: dict) -> list[dict]:
                     )
                 ),
                 cell(str(c["tolerance"])),
-                cell("PASS" if c["passed"] else "FAIL", cls="ok" if c["passed"] else "bad"),
+                cell(
+                    "NOT SCORED" if c["passed"] is None else "PASS" if c["passed"] else "FAIL",
+                    cls="bad" if c["passed"] is False else "ok",
+                ),
             ]
             for name, c in checks.items()
         ]
