@@ -116,3 +116,14 @@ def test_bootstrap_90pct_intervals_cover_the_truth_in_80pct_of_50_trials():
             lo, hi = np.percentile(draws[name], [5, 95])
             hits[name] += lo <= law[name] <= hi
     assert min(hits.values()) >= 40, hits
+
+
+def test_degenerate_reasons_name_each_problem_and_pass_a_sound_law():
+    from workbench.fit.laws import CHINCHILLA_LAW, degenerate_reasons
+
+    law = CHINCHILLA_LAW.as_dict()
+    assert degenerate_reasons(law, (5e7, 5e9), [1e18, 1e20]) == []
+    bad = degenerate_reasons({**law, "alpha": 5.2, "E": 5e-7})
+    assert bad[0].startswith("alpha 5.2 is outside") and bad[1].startswith("E 5e-07 is below")
+    [outside] = degenerate_reasons(law, (1e8, 1e9), [1e18, 1e21])
+    assert "lies outside the swept sizes" in outside and "1 more budgets" in outside

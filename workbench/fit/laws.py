@@ -131,6 +131,36 @@ def optimal_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.n
     return np.asarray(n_opt), np.asarray(d_opt)
 
 
+EXPONENT_RANGE = (0.05, 2.5)  # a fitted alpha or beta outside this is no power law of the data (a step or a constant)
+MIN_E = 0.01  # nats: an irreducible loss below this is a fit that sent E to 0, not a measured floor
+
+
+def degenerate_reasons(
+    params: Mapping[str, object], sizes: tuple[float, float] | None = None, budgets_flops: ArrayLike = ()
+) -> list[str]:
+    """Why a fitted parametric law cannot be planned with, one phrase each (empty: none): an exponent outside
+    EXPONENT_RANGE, E below MIN_E, or its N* at a fitted budget outside the swept sizes (min, max)."""
+    law = ParametricLaw.of(params)
+    reasons = [
+        f"{name} {value:.3g} is outside [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}]"
+        for name, value in (("alpha", law.alpha), ("beta", law.beta))
+        if not EXPONENT_RANGE[0] <= value <= EXPONENT_RANGE[1]
+    ]
+    if law.E < MIN_E:
+        reasons.append(f"E {law.E:.2g} is below {MIN_E:g} nats (the fit sent the irreducible loss to 0)")
+    budgets = np.atleast_1d(np.asarray(budgets_flops, dtype=float))
+    if sizes is not None and budgets.size and not reasons:
+        n_opt = np.atleast_1d(law.optimum(budgets)[0])
+        outside = [(c, n) for c, n in zip(budgets, n_opt, strict=True) if not sizes[0] <= n <= sizes[1]]
+        if outside:
+            c, n = outside[0]
+            reasons.append(
+                f"its N* at {c:.3g} FLOPs ({n:.3g}) lies outside the swept sizes [{sizes[0]:.3g}, {sizes[1]:.3g}]"
+                + (f" (and at {len(outside) - 1} more budgets)" if len(outside) > 1 else "")
+            )
+    return reasons
+
+
 def optimal_loss(params: Mapping[str, object], C: ArrayLike) -> np.ndarray:
     """L*(C) of the law in `params`."""
     return np.asarray(ParametricLaw.of(params).optimal_loss(C))
