@@ -23,7 +23,7 @@ from workbench.core.configfile import describe
 from workbench.core.errors import WorkbenchError
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # the parametric law L = E + A/N^alpha + B/D^beta
-FIT_SCHEMA_VERSION = 2
+FIT_SCHEMA_VERSION = 3  # 3: L*(C) gains its floor E, the FLOPs per token, model-error intervals
 PLAN_SCHEMA_VERSION = 2
 FIT_HINT = "Refit with `workbench fit`."
 
@@ -90,8 +90,10 @@ class ParametricBlock(Record):
 
 
 class LossLaw(Record):
-    """L*(C) = K C^-gamma on the isoFLOP minima, its draws and the run-to-run scatter (log residuals)."""
+    """L*(C) = E + K C^-gamma on the isoFLOP minima, its draws and the run-to-run scatter (log residuals);
+    a record of schema 2 has no E (the pure power law K C^-gamma) and reads as E = 0."""
 
+    E: float = 0.0
     K: float
     gamma: float
     budgets: list[float] = Field(default_factory=list)
