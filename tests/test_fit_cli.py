@@ -1,6 +1,7 @@
 """`workbench fit` end to end on CSV files (and on the store)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +145,17 @@ def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     assert only.exit_code == 0 and json.loads((tmp_path / "only.json").read_text())["sweep"] == "toy", only.output
     missing = _invoke("nosuch", "--db", db, "--out", tmp_path / "x.json", *FAST)
     assert missing.exit_code == 1 and "sweep 'nosuch' has no completed runs" in missing.stderr
+
+
+def test_a_degenerate_sweep_fits_quickly_and_says_what_to_add(tmp_path):
+    """tests/data/degenerate_sweep.csv: 12 runs at 2 budgets whose every size lies above the optimum (no
+    interior minimum, as in a first sweep of a small corpus). The parametric fit with default options ends
+    (no start runs to an iteration cap of a thousand) and prints one warning naming the problem and the fix."""
+    csv = Path(__file__).parent / "data" / "degenerate_sweep.csv"
+    result = _invoke("--from-csv", csv, "--method", "parametric", "--no-plots", "--out", tmp_path / "d.json")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "d.json").read_text())
+    warnings = record["diagnostics"]["warnings"]
+    degenerate = [w for w in warnings if w.startswith("the parametric law is degenerate")]
+    assert len(degenerate) == 1 and "add sizes on both sides of each budget's optimum" in degenerate[0]
+    assert record["parametric"]["bootstrap"]["resamples"] == 1000

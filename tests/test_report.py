@@ -226,7 +226,7 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
     ):
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
-    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
+    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 3  # parametric, plan, rollout
     assert len(re.findall(r'<figure data-fig="', html)) == 5  # curves, isoFLOP, N*(C), D*(C), held out: interactive
     # summary: the plan in one sentence, status counts, compute spent = sum of the runs' FLOPs
     assert f"train the {plan['shape']['name']} shape" in text
@@ -455,3 +455,23 @@ def test_the_check_catches_a_broken_page(browser, tmp_path):
     assert seen["requests"] == ["http://example.invalid/x.png"]
     assert len(seen["broken_imgs"]) == 2 and seen["exceptions"]
     assert _grey_variance(tmp_path / "bad.png") < 1
+
+
+def test_a_report_reads_its_fit_and_never_calls_an_optimiser(full, tmp_path, monkeypatch):
+    """Everything the page shows comes from the stored fit record: with every optimiser made to raise (scipy's
+    minimize and least_squares, the batched solver and its callers' names for it), the report is written."""
+    import scipy.optimize
+
+    from workbench.fit import bootstrap, frontier, newton, parametric
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a report called an optimiser")
+
+    for module, name in [(scipy.optimize, "minimize"), (scipy.optimize, "least_squares"), (newton, "minimize")]:
+        monkeypatch.setattr(module, name, refuse)
+    for module in (parametric, frontier, bootstrap):
+        monkeypatch.setattr(module, "minimize", refuse)
+    root, db, _, _, _ = full
+    out = write_report("gen", db, fit_path=root / "fits" / "gen.json", out=tmp_path / "again.html")
+    text = out.read_text()
+    assert "Held-out check" in text and "parametric" in text

@@ -171,6 +171,7 @@ class FitRecord(Record):
     accuracy: dict | None = None
     points: dict[str, list[float]] | None = None
     plots: list[str] = Field(default_factory=list)
+    flops_per_token: dict | None = None  # {rho, kappa}: how the budgets were counted (workbench.fit.laws)
 
     @model_validator(mode="before")
     @classmethod

@@ -126,9 +126,10 @@ def plan(
     )
     record = to_record(result).public()
     if unique is not None:
-        text, warn = epochs_note(result.shape_tokens, unique)
-        record["data_constrained"] = {"unique_tokens": unique, "epochs": result.shape_tokens / unique, "warning": warn}
-        record["law"]["notes"].append(text)
+        text, warnings = epochs_note(law.parametric, result.shape.params, result.shape_tokens)
+        epochs = result.shape_tokens / unique
+        record["data_constrained"] = {"unique_tokens": unique, "epochs": epochs, "warnings": warnings}
+        record["law"]["notes"] += [text, *(f"WARNING: {w}" for w in warnings)]
     name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
     messages = []
     if out is not None:

@@ -85,9 +85,10 @@ def bootstrap_parametric(
 
 
 def bootstrap_isoflop(
-    points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, mode: str = "budget"
+    points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, mode: str = "budget", flops: FlopsPerToken = SIX_N
 ) -> dict[str, np.ndarray]:
-    """K refits of the isoFLOP power laws; draws {G, a, H, b} (NaN where fewer than 2 budgets survive)."""
+    """K refits of the isoFLOP power laws (D* = C / flops(N*)); draws {G, a, H, b} (NaN where fewer than 2
+    budgets survive)."""
     counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed, mode)
     budgets = np.unique(points["budget_flops"])
     log_n = np.full((n_resamples, len(budgets)), np.nan)
@@ -96,7 +97,12 @@ def bootstrap_isoflop(
     for j, rows in enumerate(budget_strata(points["budget_flops"].to_numpy())):
         part = points.iloc[rows]
         vertex = budget_vertices(
-            part["params"].to_numpy(), part["tokens"].to_numpy(), part["loss"].to_numpy(), counts[:, rows]
+            part["params"].to_numpy(),
+            part["tokens"].to_numpy(),
+            part["loss"].to_numpy(),
+            counts[:, rows],
+            float(budgets[j]),
+            flops,
         )
         log_n[:, j], log_d[:, j], valid[:, j] = vertex.log_n, vertex.log_d, vertex.code == 0
     log_c = np.log(budgets)[None, :]
@@ -117,7 +123,13 @@ def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], flops
     return ci
 
 
-def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], point=None, inflate: float = 1.0) -> dict:
+def isoflop_ci(
+    draws: dict[str, np.ndarray],
+    at_flops: Sequence[float],
+    point=None,
+    inflate: float = 1.0,
+    flops: FlopsPerToken | None = None,
+) -> dict:
     """Intervals of G, a, H, b and of N*, D* at each C in at_flops: percentiles of the draws, or with the fit
     `point` (an IsoflopFit) the robust normal interval about it (workbench.fit.stats.robust_interval), widened
     by `inflate`, the small-sample factor of the parabolas (workbench.fit.stats.small_sample_inflation)."""
@@ -129,11 +141,12 @@ def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], point=No
     ci["n_failed"] = int((~np.isfinite(draws["a"])).sum())
     ci["at"] = []
     for c in at_flops:
-        n_opt, d_opt = isoflop_allocation(draws, c)
+        n_opt, d_opt = isoflop_allocation(draws, c, flops)
         if point is None:
             n_ci, d_ci = interval(n_opt), interval(d_opt)
         else:
             n_ci = robust_interval(point.G * c**point.a, n_opt, True, inflate)
-            d_ci = robust_interval(point.H * c**point.b, d_opt, True, inflate)
+            d_point = float(isoflop_allocation(point.as_dict(), c, flops)[1])
+            d_ci = robust_interval(d_point, d_opt, True, inflate)
         ci["at"].append({"budget_flops": float(c), "N_opt": n_ci, "D_opt": d_ci})
     return ci

@@ -26,7 +26,7 @@ def _rel(predicted: float, observed: float) -> float:
     return float((predicted - observed) / observed)
 
 
-def _train_draws(train: pd.DataFrame, methods: Sequence[str], fits: dict, n_bootstrap: int, seed: int, mode: str):
+def _train_draws(train: pd.DataFrame, fits: dict, n_bootstrap: int, seed: int, mode: str, flops: FlopsPerToken):
     """Bootstrap draws of the training fits (the prediction intervals), n_bootstrap resamples."""
     draws: dict = {}
     if n_bootstrap <= 0:
@@ -34,7 +34,7 @@ def _train_draws(train: pd.DataFrame, methods: Sequence[str], fits: dict, n_boot
     if "parametric" in fits:
         draws["parametric"] = bootstrap_parametric(train, fits["parametric"], n_bootstrap, seed, mode=mode)
     if "isoflop" in fits:
-        draws["isoflop"] = bootstrap_isoflop(train, n_bootstrap, seed, mode=mode)
+        draws["isoflop"] = bootstrap_isoflop(train, n_bootstrap, seed, mode, flops)
     return draws
 
 
@@ -72,10 +72,10 @@ def predict_budget(
         fits["parametric"] = fit_parametric(train["params"], train["tokens"], train["loss"], **(fit_options or {}))
     if "isoflop" in methods and "isoflop" not in fits:
         try:
-            fits["isoflop"] = fit_isoflop(train)
+            fits["isoflop"] = fit_isoflop(train, flops)
         except WorkbenchError as err:  # too few kept budgets at this k: record why, the other k still count
             out["isoflop"] = {"error": str(err)}
-    draws = draws if draws is not None else _train_draws(train, methods, fits, n_bootstrap, seed, mode)
+    draws = draws if draws is not None else _train_draws(train, fits, n_bootstrap, seed, mode, flops)
     if "parametric" in fits:
         law = fits["parametric"].as_dict()
         pd_ = draws.get("parametric")

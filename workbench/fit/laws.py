@@ -244,11 +244,18 @@ def optimal_loss(params: Mapping[str, object], C: ArrayLike, flops: FlopsPerToke
     return np.asarray(ParametricLaw.of(params).optimal_loss(C, flops))
 
 
-def isoflop_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(N*(C) = G C^a params, D*(C) = H C^b tokens) from the isoFLOP power laws in `params`."""
+def isoflop_allocation(
+    params: Mapping[str, object], C: ArrayLike, flops: FlopsPerToken | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N*(C) = G C^a params, D*(C) tokens) from the isoFLOP power laws in `params`: D* = C / flops(N*) when
+    the budgets' FLOPs per token is given (where it counts attention, D*(C) is no power law), else H C^b."""
     n_law = PowerLaw(np.asarray(params["G"], dtype=float), np.asarray(params["a"], dtype=float))
+    n_opt = np.asarray(n_law(C))
+    if flops is not None and flops.rho != 0.0:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return n_opt, np.asarray(np.asarray(C, dtype=float) / flops(n_opt))
     d_law = PowerLaw(np.asarray(params["H"], dtype=float), np.asarray(params["b"], dtype=float))
-    return np.asarray(n_law(C)), np.asarray(d_law(C))
+    return n_opt, np.asarray(d_law(C))
 
 
 @dataclass(frozen=True)
@@ -282,11 +289,12 @@ class Law:
     hparams: HparamLaws | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     convention: str = ""  # which parameters the law's N counts, and how its FLOPs were counted
+    flops: FlopsPerToken = field(default_factory=lambda: SIX_N)  # how the law's budgets were counted
 
     def optimum(self, budget_flops: float) -> tuple[float, float]:
-        """(N* params, D* tokens) at `budget_flops` FLOPs."""
+        """(N* params, D* tokens) at `budget_flops` FLOPs, counted as the law's budgets were (`flops`)."""
         if self.parametric is not None:
-            return self.parametric.optimum(budget_flops)
+            return self.parametric.optimum(budget_flops, self.flops)
         if self.isoflop is not None and self.token_law is None:  # an isoFLOP law: N*(C) and D*(C) as fitted
             n_law, d_law = self.isoflop
             return n_law(budget_flops), d_law(budget_flops)
@@ -401,6 +409,7 @@ def law_from_fit(record: FitRecord, source: str) -> Law:
         draws=draws if draws.size else None,
         isoflop=isoflop,
         hparams=hparam_laws(record.hparams, source) if record.hparams else None,
+        flops=FlopsPerToken.of(record.flops_per_token),
     )
 
 

@@ -115,13 +115,13 @@ def _fit_all(points: pd.DataFrame, options: FitOptions, curves: list | None) -> 
     flops = FlopsPerToken.fit(points["params"], points["flops"] / points["tokens"])
     plan = design.choose(points, options.bootstrap_mode)
     mode = plan.bootstrap_mode
-    iso = fit_isoflop(points) if "isoflop" in options.methods else None
+    iso = fit_isoflop(points, flops) if "isoflop" in options.methods else None
     par = (
         fit_parametric(points["params"], points["tokens"], points["loss"], **kwargs)
         if "parametric" in options.methods
         else None
     )
-    iso_draws, par_draws, quality = _bootstraps(points, options, iso, par, mode)
+    iso_draws, par_draws, quality = _bootstraps(points, options, iso, par, mode, flops)
     loss_law = frontier.optimal_loss_law(points, options.bootstrap, options.seed, mode) if iso is not None else None
     score_kw = {"seed": options.seed, "mode": mode, "flops": flops}
     roll = _rollout(points, options, kwargs, score_kw)
@@ -160,11 +160,13 @@ def _fit_all(points: pd.DataFrame, options: FitOptions, curves: list | None) -> 
     return _cross_checked(results, curves)
 
 
-def _bootstraps(points: pd.DataFrame, options: FitOptions, iso, par, mode: str):
+def _bootstraps(points: pd.DataFrame, options: FitOptions, iso, par, mode: str, flops: FlopsPerToken):
     """(isoFLOP draws, parametric draws, the parametric resamples' quality) with progress on the slow one."""
     if options.bootstrap <= 0:
         return None, None, None
-    iso_draws = bootstrap.bootstrap_isoflop(points, options.bootstrap, options.seed, mode) if iso is not None else None
+    iso_draws = None
+    if iso is not None:
+        iso_draws = bootstrap.bootstrap_isoflop(points, options.bootstrap, options.seed, mode, flops)
     if par is None:
         return iso_draws, None, None
     with progress("bootstrap of the parametric law", options.bootstrap, "resamples") as advance:
@@ -295,7 +297,9 @@ def to_record(results: FitResults, name: str, source: str, sweep: str | None = N
         iso = results.isoflop.as_dict()
         inflate = isoflop_inflation(points)
         iso["ci"] = (
-            bootstrap.isoflop_ci(results.isoflop_draws, cs, results.isoflop, inflate) if results.isoflop_draws else None
+            bootstrap.isoflop_ci(results.isoflop_draws, cs, results.isoflop, inflate, results.flops)
+            if results.isoflop_draws
+            else None
         )
         _widen_ci(iso["ci"], results.calibration, "isoflop", largest)
         iso["draws"] = _draws(results.isoflop_draws)

@@ -32,7 +32,7 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.data.config import DataConfig, SourceConfig
-from workbench.fit.laws import Law, ParametricLaw
+from workbench.fit.laws import SIX_N, FlopsPerToken, Law, ParametricLaw
 from workbench.fit.stats import percentiles
 from workbench.model import flops
 from workbench.model.config import ModelConfig
@@ -98,11 +98,18 @@ def _interval(values: np.ndarray) -> Interval:
     return Interval(float(p5), float(p50), float(p95))
 
 
-def intervals(draws: ParametricLaw | None, budget_flops: float, shape_params: float, shape_tokens: float):
-    """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws)."""
+def intervals(
+    draws: ParametricLaw | None,
+    budget_flops: float,
+    shape_params: float,
+    shape_tokens: float,
+    flops: FlopsPerToken = SIX_N,
+):
+    """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws), the
+    budget counted by `flops` (the law's convention)."""
     if draws is None or draws.size == 0:
         return None
-    params, tokens = draws.optimum(budget_flops)
+    params, tokens = draws.optimum(budget_flops, flops)
     return {
         "params": _interval(params),
         "tokens": _interval(tokens),
@@ -420,7 +427,7 @@ def make_plan(
         params,
         tokens,
         loss,
-        intervals(law.draws, budget_flops, shape.params, shape_tokens),
+        intervals(law.draws, budget_flops, shape.params, shape_tokens, law.flops),
         shape,
         shape_tokens,
         shape_loss,

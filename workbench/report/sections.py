@@ -17,7 +17,6 @@ import workbench
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
 from workbench.fit.figures import rollout_figure
-from workbench.fit.parametric import fit_parametric, start_grid
 from workbench.fit.points import data_hash, validate_points
 from workbench.plan.record import plan_rows, plan_sentence
 from workbench.report import interactive as vl
@@ -311,26 +310,18 @@ def holdout_section(inputs: ReportInputs) -> dict:
 
 
 def _law_without(fit: dict, budget: float) -> dict | None:
-    """The parametric law fitted without `budget`: the fit's own law when it left that budget out (the demo),
-    else a refit on the fit's points below it, with the fit's settings (as `--holdout-largest` did)."""
-
+    """The parametric law fitted without `budget`, as the fit stored it: the held-out step's training law, or
+    the fit's own law when the fit itself left that budget out (the demo). A report never refits."""
     if not fit.get("parametric"):
         return None
-    points = pd.DataFrame(fit["points"])
-    train = points[points["budget_flops"] < budget * (1 - 1e-6)]
-    if len(train) == len(points):
+    points = pd.DataFrame(fit.get("points") or {"budget_flops": []})
+    if not len(points) or not (points["budget_flops"] >= budget * (1 - 1e-6)).any():
         return fit["parametric"]
-    settings = fit.get("settings") or {}
-    per_axis = max(2, round((settings.get("starts") or 256) ** 0.2))
-    law = fit_parametric(
-        train["params"],
-        train["tokens"],
-        train["loss"],
-        starts=start_grid(per_axis),
-        huber_delta=settings.get("huber_delta", 1e-3),
-        overestimate_penalty=settings.get("overestimate_penalty", 1.0),
-    )
-    return law.as_dict()
+    held = ((fit.get("holdout") or {}).get("parametric") or {}).get("law")
+    if held is None:
+        steps = [s for s in fit.get("rollout") or [] if abs(s["budget_flops"] / budget - 1) < 1e-6]
+        held = ((steps[0].get("parametric") or {}).get("law")) if steps else None
+    return held
 
 
 def _scored_row(label: str, scored: dict | None, fmt) -> list[dict] | None:
