@@ -50,7 +50,6 @@ def plan_sweep_flagship(
         isoflop_law(record, sweep_hparams(spec)),
         budget_flops,
         gpu=resolve_gpu(str(spec.launch.gpu_peak_flops / 1e12)),
-        mfu=spec.launch.mfu,
         seq_len=spec.data.seq_len,
         vocab_size=spec.model.vocab_size,
         floor=spec.train.schedule.floor,
