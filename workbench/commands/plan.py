@@ -74,7 +74,7 @@ def plan(
 ) -> None:
     """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time with failures, memory and layout."""
     from workbench.plan import planner, request
-    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.hardware import resolve_gpu
     from workbench.plan.record import explain_layout, plan_text
 
     inference = None if inference_tokens is None else parse_number(inference_tokens, "--inference-tokens")

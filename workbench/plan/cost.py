@@ -22,7 +22,7 @@ from workbench.model.shapes import ModelShape
 from workbench.plan.efficiency import BORROWS, Calibration
 from workbench.plan.efficiency_fit import calibration_range
 from workbench.plan.goodput import Goodput
-from workbench.plan.layout_cost import Gpu
+from workbench.plan.hardware import Gpu
 
 YEAR_DAYS = 365.0
 TARGET_SLACK = 0.01  # a plan from --gpus x --days lands within this of its days (the shapes are discrete)
@@ -116,8 +116,8 @@ def warnings(cost: Cost, gpu: Gpu, shape: ModelShape, target_days: float | None,
     days = cost.days_with_failures
     if target_days is not None and days > target_days * (1 + TARGET_SLACK):
         out.append(
-            f"misses its {target_days:g}-day target: {days:,.1f} days with failures on {cost.gpus:,} GPUs (more GPUs "
-            "would not shorten it: the batch caps data parallelism)"
+            f"misses its {target_days:g}-day target: {days:,.1f} days with failures on {cost.gpus:,} GPUs, the "
+            "shortest the layout search found (the batch caps data parallelism; failures grow with the GPUs)"
         )
     if days > YEAR_DAYS:
         out.append(f"runs {days:,.0f} days with failures on {cost.gpus:,} GPUs: more than a year")

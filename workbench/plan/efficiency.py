@@ -72,5 +72,5 @@ class Calibration:
 
 
 # fitted on every calibration row, and the leave-one-out ratios over them (tests/test_calibration.py refits both)
-EFFICIENCY = Efficiency(a100=0.663, h100=0.641, width=886.0)
+EFFICIENCY = Efficiency(a100=0.663, h100=0.640, width=883.0)
 CALIBRATION = Calibration(EFFICIENCY, ratio_p5=0.898, ratio_p95=1.085, runs=57)

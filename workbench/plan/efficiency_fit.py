@@ -12,6 +12,7 @@ others (leave-one-out), and every excluded row by the fit on all calibration row
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -20,9 +21,11 @@ import numpy as np
 from workbench.core.errors import WorkbenchError
 from workbench.model.shapes import ModelShape
 from workbench.plan import published
-from workbench.plan.efficiency import EFFICIENCY, Calibration, Efficiency
-from workbench.plan.layout_cost import GB, GPUS, StepParts, choose_layout, options, timeline
+from workbench.plan.efficiency import CALIBRATED_KINDS, EFFICIENCY, Calibration, Efficiency
+from workbench.plan.hardware import GB, GPUS
+from workbench.plan.layout_cost import choose_layout, options
 from workbench.plan.published import PublishedRun
+from workbench.plan.step_time import StepParts, timeline
 
 TOLERANCE = 0.15  # the relative error every calibration row's leave-one-out prediction must stay within
 
@@ -132,7 +135,7 @@ def fit(runs: tuple[PublishedRun, ...]) -> Efficiency:
 
     start = np.array([EFFICIENCY.a100, EFFICIENCY.h100, EFFICIENCY.width])
     result = least_squares(residuals, start, bounds=([0.05, 0.05, 0.0], [1.0, 1.0, 20000.0]), x_scale=[0.1, 0.1, 300])
-    a100, h100, width = (float(x) for x in result.x)
+    a100, h100, width = (float(x) for x in result.x)  # a kind without rows keeps its starting value
     return Efficiency(a100 if "a100" in kinds else EFFICIENCY.a100, h100 if "h100" in kinds else EFFICIENCY.h100, width)
 
 
@@ -146,9 +149,11 @@ def calibration_without(leave_out: tuple[str, ...] = ()) -> Calibration:
     """The efficiency fitted on the calibration rows without those whose id starts with any of `leave_out`, and
     its leave-one-out ratios over the rows it keeps."""
     runs = calibration_runs(leave_out)
-    if len(runs) < 4:
+    kinds = {r.gpu_kind for r in runs}
+    if len(runs) < 4 or kinds != set(CALIBRATED_KINDS):
         raise WorkbenchError(
-            f"--leave-out-run {' '.join(leave_out)} leaves {len(runs)} published runs to calibrate on",
+            f"--leave-out-run {' '.join(leave_out)} leaves {len(runs)} published runs to calibrate on, on "
+            f"{', '.join(sorted(kinds)) or 'no GPU'} (the efficiency needs {' and '.join(CALIBRATED_KINDS)})",
             "Leave out fewer (ids or prefixes from docs/throughput.md, e.g. llama3).",
         )
     checks = leave_one_out(runs)
@@ -204,3 +209,40 @@ def calibration_range(runs: tuple[PublishedRun, ...] | None = None) -> dict[str,
         r["mfu_min"], r["mfu_max"] = min(r["mfu_min"], value), max(r["mfu_max"], value)
         r["d_min"], r["d_max"] = min(r["d_min"], run.d_model), max(r["d_max"], run.d_model)
     return out
+
+
+def _layout_text(run: PublishedRun) -> str:
+    if None in (run.tp, run.pp, run.dp):
+        return "not stated"
+    parts = [f"TP {run.tp} x PP {run.pp}" + (f" x v {run.virtual_stages}" if run.virtual_stages else "")]
+    parts.append(f"DP {run.dp}" + (f" ({run.sharding})" if run.sharding else ""))
+    if run.cp > 1:
+        parts.append(f"CP {run.cp}")
+    text = " x ".join(parts) + f", seq {run.seq_len:,}, batch {run.global_batch_seqs:,}"
+    if run.micro_batch:
+        text += f", micro {run.micro_batch}"
+    return text + (f", {published.recompute_policy(run)} recompute" if run.recompute else "")
+
+
+def table_markdown(checks: list[Check]) -> str:
+    """Every published row with its source, layout, published and predicted MFU and error, as a Markdown table:
+    leave-one-out for the calibration rows, the fit on all of them for the rows that do not calibrate (why not)."""
+    lines = [
+        "| row | source | GPU | model, layout | MFU | predicted | error | calibrates |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        r = c.run
+        author = re.match(r"^.*?\b(?:19|20)\d\d\b", r.source).group(0)
+        used = "yes" if not c.excluded else f"no: {c.excluded}"
+        lines.append(
+            f"| {r.id} | {author}, {r.locator} | {r.n_gpus:,} {r.gpu}{' ' + r.precision if r.precision else ''} | "
+            f"{r.model}: {_layout_text(r)} | {c.published_mfu:.1%} | {c.predicted_mfu:.1%} | {c.error:+.1%} | {used} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(checks: list[Check]) -> dict:
+    """Largest and root-mean-square leave-one-out error over the calibration rows, and their count."""
+    errors = np.array([c.error for c in checks if not c.excluded])
+    return {"rows": len(errors), "max_abs": float(np.abs(errors).max()), "rms": float(np.sqrt(np.mean(errors**2)))}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.fit.laws import HparamLaws, PowerLaw, isoflop_law
 from workbench.model.shapes import ModelShape, shape_named
-from workbench.plan.layout_cost import resolve_gpu
+from workbench.plan.hardware import resolve_gpu
 from workbench.plan.planner import Plan, flagship_config, make_plan
 from workbench.plan.record import to_record
 from workbench.records import FitRecord, PlanRecord

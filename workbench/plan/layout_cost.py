@@ -33,7 +33,9 @@ Step time of one optimizer step of the final batch:
   throughput) + TP (8 all-gathers/reduce-scatters of the activation per layer, 12 with full recompute, over
   NVLink) + PP point-to-point (2 v sends of its activation per micro-batch; NVLink inside a node, else network);
 - the pipeline runs m micro-batches in (m + (PP - 1) / v) x tau: the bubble (PP - 1) / v x tau (1F1B: v = 1;
-  interleaved: m a multiple of PP); the plan's stages are balanced, PP x v dividing the layers;
+  interleaved: m a multiple of max(1, m // PP), as torch's schedule needs, and in a plan PP x v divides the
+  layers, so that every chunk holds as many layers: the trainer gives each chunk at least one, so 126 layers
+  cannot run as 16 x 8 chunks);
 - DP, as the trainer shards it (FSDP2): with a pipeline (reshard_after_forward=False, gradients reduced at the
   last micro-batch) one all-gather of the bf16 stage weights (overlapped with the first forward, tau / 3) and one
   fp32 reduce-scatter (overlapped with the last backward, 2 tau / 3) per step, what does not overlap adding to
@@ -46,8 +48,7 @@ Step time of one optimizer step of the final batch:
   with attention over all of it, and gathers K and V (forward and backward) and reduce-scatters their gradients.
 MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) / (step time x GPUs x peak).
 
-Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from the divisors of the layers (other PP, 1F1B
-with the fullest stage setting the pace, only when none of those fits), used only when
+Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1 to the layers (at most 64), used only when
 no PP = 1 layout fits memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the
 trainer's batch check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or
 interleaved with v chunks, PP x v dividing the layers; CP 1. The fastest layout that fits wins (ties: fewer
@@ -57,87 +58,30 @@ GPUs, larger micro-batch, less recompute).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.units import parse_number
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
-from workbench.plan.efficiency import EFFICIENCY, Efficiency, calibrated
+from workbench.plan.hardware import GB, GPUS_PER_NODE, NVLINK_LATENCY_S, Gpu, network
+from workbench.plan.step_time import (
+    OPTIMIZER_BYTES,
+    StepParts,
+    data_parallel_s,
+    dp_link,
+    recompute_flops,
+    ring_s,
+    timeline,
+)
 
-GPUS_PER_NODE = 8
 USABLE_MEMORY = 0.9
-GB = 1e9
 RECOMPUTE = ("none", "selective", "full")
 # what published runs call selective, with the memory policy it is held to: Megatron-LM's recomputes the attention
 # core (Korthikanti et al. 2022); torchtitan's "layer" option recomputes every second block whole, its "op" option
 # every second matmul of a block (its selective AC policy at the time of its published numbers)
 PUBLISHED_RECOMPUTE = {"attention": "none", "alternate_blocks": "selective", "alternate_matmuls": "selective"}
-SHARDINGS = ("fsdp", "zero1", "zero2", "zero3", "none")  # none: DDP (replicated weights, all-reduced gradients)
 MAX_PIPELINE_STAGES = 64
 MAX_VIRTUAL_STAGES = 16
-NVLINK_LATENCY_S, NETWORK_LATENCY_S = 3e-6, 10e-6
-BUS_EFFICIENCY = 0.8
-# AdamW reads the fp32 weight, gradient and two moments and writes the weight, the moments and the bf16 copy
-OPTIMIZER_BYTES = 4 * 4 + 3 * 4 + 2
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """An accelerator: dense bf16 peak (FLOP/s), memory (bytes), links (bytes/s), and the kind whose
-    calibration (workbench.plan.efficiency) gives its achievable matmul throughput."""
-
-    name: str
-    peak_flops: float
-    memory_bytes: float
-    nvlink_bytes_s: float = BUS_EFFICIENCY * 450e9
-    network_bytes_s: float = BUS_EFFICIENCY * 50e9
-    hbm_bytes_s: float = 3.35e12
-    kind: str = "custom"
-    efficiency: Efficiency = EFFICIENCY
-
-    def achievable_flops(self, d_model: float) -> float:
-        """The matmul throughput (FLOP/s) a training step of a model of width `d_model` reaches."""
-        return float(self.peak_flops * self.efficiency.fraction(self.kind, d_model))
-
-    @property
-    def calibrated(self) -> bool:
-        """Whether published runs on this kind of GPU calibrate its efficiency."""
-        return calibrated(self.kind)
-
-
-# dense bf16 peaks from the vendors' data sheets (no sparsity); NVLink per direction; 400/200 Gb/s networks
-GPUS = {
-    "h100": Gpu("h100", 989e12, 80 * GB, BUS_EFFICIENCY * 450e9, BUS_EFFICIENCY * 50e9, 3.35e12, "h100"),
-    "a100": Gpu("a100", 312e12, 80 * GB, BUS_EFFICIENCY * 300e9, BUS_EFFICIENCY * 25e9, 2.04e12, "a100"),
-    "h200": Gpu("h200", 989e12, 141 * GB, BUS_EFFICIENCY * 450e9, BUS_EFFICIENCY * 50e9, 4.8e12, "h200"),
-    "b200": Gpu("b200", 2250e12, 192 * GB, BUS_EFFICIENCY * 900e9, BUS_EFFICIENCY * 50e9, 8e12, "b200"),
-}
-
-
-def resolve_gpu(spec: str, memory_gb: float | None = None) -> Gpu:
-    """A GPU by name (h100, a100, h200, b200) or by its peak in TFLOPS (memory 80 GB, H100 links unless given)."""
-    key = spec.strip().lower()
-    known = ", ".join(GPUS)
-    if key in GPUS:
-        gpu = GPUS[key]
-    else:
-        try:
-            peak_tflops = parse_number(spec, "--gpu")
-        except WorkbenchError:
-            raise WorkbenchError(
-                f"--gpu: unknown GPU {spec!r}", f"Use one of {known}, or a bf16 peak in TFLOPS such as 989."
-            ) from None
-        if peak_tflops <= 0:
-            raise WorkbenchError(f"--gpu: peak {spec!r} TFLOPS must be positive", f"Use one of {known} or e.g. 989.")
-        gpu = Gpu(f"{peak_tflops:g} TFLOPS", peak_tflops * 1e12, 80 * GB)
-    if memory_gb is not None:
-        if memory_gb <= 0:
-            raise WorkbenchError(f"--gpu-memory-gb {memory_gb:g} must be positive", "Give the GPU's memory in GB.")
-        gpu = replace(gpu, memory_bytes=memory_gb * GB)
-    return gpu
 
 
 @dataclass(frozen=True)
@@ -214,37 +158,6 @@ def memory_per_gpu(
 
 
 @dataclass(frozen=True)
-class StepParts:
-    """A layout's step, in pieces: everything but the matmul time is fixed; the matmul FLOPs run at the GPU's
-    achievable throughput. Fields are floats, or arrays of them (workbench.plan.efficiency_fit fits on arrays)."""
-
-    micro_batches: float  # m: micro-batches per DP replica and step
-    matmul_flops: float  # per micro-batch on the fullest stage and GPU: model + recompute FLOPs
-    d_model: float
-    elementwise_s: float  # per micro-batch: selective recompute's elementwise work (memory bound)
-    tp_comm_s: float  # per micro-batch: TP (and CP) collectives, not overlapped
-    pp_comm_s: float  # per micro-batch: pipeline sends
-    bubble_units: float  # (PP - 1) / v: the bubble in micro-batch times
-    dp_micro_s: float  # per micro-batch: FSDP gathers and reduce-scatter, prefetched under its compute
-    gather_s: float  # per step: the weights' all-gather (overlapped with the first forward)
-    reduce_s: float  # per step: the gradients' reduce-scatter or all-reduce
-    dp_overlap: bool  # the per-step gather and reduction overlap the first forward and the last backward
-    optimizer_s: float  # per step: AdamW's update of this GPU's shard (memory bound)
-
-
-def timeline(parts: StepParts, achievable_flops) -> dict:
-    """Seconds of one step and its pieces at `achievable_flops` (floats or numpy arrays, elementwise)."""
-    compute = parts.matmul_flops / achievable_flops + parts.elementwise_s
-    work = compute + parts.tp_comm_s
-    tau = np.maximum(work, parts.dp_micro_s) + parts.pp_comm_s
-    overlapped = np.maximum(0.0, parts.gather_s - tau / 3) + np.maximum(0.0, parts.reduce_s - 2 * tau / 3)
-    per_step = np.where(parts.dp_overlap, overlapped, parts.gather_s + parts.reduce_s)
-    exposed = per_step + parts.micro_batches * (tau - parts.pp_comm_s - work)
-    step = (parts.micro_batches + parts.bubble_units) * tau + per_step + parts.optimizer_s
-    return {"tau": tau, "compute": compute, "exposed": exposed, "step": step}
-
-
-@dataclass(frozen=True)
 class Candidate:
     """One costed layout: degrees, schedule, memory per GPU and the modelled step time (seconds)."""
 
@@ -302,13 +215,6 @@ class Candidate:
         }
 
 
-def _ring_s(bytes_total: float, ranks: int, bandwidth: float, latency_s: float) -> float:
-    """An all-gather or reduce-scatter of `bytes_total` over `ranks` ranks (ring: (n - 1) / n of the data)."""
-    if ranks <= 1:
-        return 0.0
-    return bytes_total * (ranks - 1) / ranks / bandwidth + (ranks - 1) * latency_s
-
-
 def _micro_batch_parts(
     shape: ModelShape, seq_len: int, micro_batch: int, gpu: Gpu, tp: int, pp: int, recompute: str, cp: int
 ):
@@ -317,56 +223,18 @@ def _micro_batch_parts(
     tokens = micro_batch * seq_len / cp  # this GPU's share of the micro-batch's tokens
     block = flops.layer_params(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.ffn_dim)
     attention = flops.ATTENTION_FLOPS_PER_TOKEN_LAYER * seq_len * shape.d_model  # over the whole sequence
-    extra = _recompute_flops(shape, block, attention, recompute)
+    extra = recompute_flops(shape, block, attention, recompute)
     per_token = layers * (6 * block + attention + extra) + 6 * shape.vocab_size * shape.d_model
     elementwise = 0.0
     if recompute == "selective":  # elementwise work, bound by memory bandwidth: read the input, write the output
         elementwise = 2 * tokens * layers * _recomputed_bytes_per_token_layer(shape) / tp / gpu.hbm_bytes_s
     collectives = 12 if recompute == "full" else 8
-    comm = collectives * layers * _ring_s(tokens * shape.d_model * 2, tp, gpu.nvlink_bytes_s, NVLINK_LATENCY_S)
+    comm = collectives * layers * ring_s(tokens * shape.d_model * 2, tp, gpu.nvlink_bytes_s, NVLINK_LATENCY_S)
     if cp > 1:  # gather K and V of the whole sequence forward and backward, reduce-scatter their gradients
-        link = (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * cp <= GPUS_PER_NODE else _network(gpu)
+        link = (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * cp <= GPUS_PER_NODE else network(gpu)
         kv = micro_batch * seq_len * 2 * shape.n_kv_heads * shape.head_dim * 2 / tp
-        comm += 3 * layers * _ring_s(kv, cp, *link)
+        comm += 3 * layers * ring_s(kv, cp, *link)
     return tokens * per_token / tp, elementwise, comm
-
-
-def _recompute_flops(shape: ModelShape, block: float, attention: float, recompute: str) -> float:
-    """Extra forward FLOPs per token and layer that a recompute policy spends in the backward pass."""
-    forward = 2 * block + attention / 3  # the block's forward: its matmuls and the attention scores
-    if recompute == "full":
-        return forward
-    if recompute == "alternate_blocks":
-        return forward / 2
-    if recompute == "alternate_matmuls":  # wq, wk, wv, wo, w1, w3, w2: the 2nd, 4th and 6th are recomputed
-        return 2 * shape.d_model * (shape.n_kv_heads * shape.head_dim + shape.d_model + shape.ffn_dim)
-    if recompute == "attention":
-        return attention / 3
-    return 0.0
-
-
-def _network(gpu: Gpu) -> tuple[float, float]:
-    return gpu.network_bytes_s, NETWORK_LATENCY_S
-
-
-def _dp_link(gpu: Gpu, tp: int, ranks: int) -> tuple[float, float]:
-    """(bandwidth, latency) of a DP collective over `ranks` ranks, TP innermost: within a node, NVLink; across
-    nodes, the group's members on a node (GPUS_PER_NODE / TP of them) share their NICs, since NVLink spreads the
-    node's traffic over them (a ring all-gather moves the data once into each node, not once into each GPU)."""
-    per_node = max(1, min(ranks, GPUS_PER_NODE // tp))
-    if ranks <= per_node:
-        return gpu.nvlink_bytes_s, NVLINK_LATENCY_S
-    return min(gpu.nvlink_bytes_s, per_node * gpu.network_bytes_s), NETWORK_LATENCY_S
-
-
-def _data_parallel_s(params: float, ranks: int, link: tuple[float, float], sharding: str, pp: int):
-    """(per micro-batch, per-step gather, per-step reduction, overlapped) seconds of DP for `params` per GPU."""
-    gather, reduce = _ring_s(2 * params, ranks, *link), _ring_s(4 * params, ranks, *link)
-    if sharding == "zero3" or (sharding == "fsdp" and pp == 1):  # reshard after forward: every micro-batch
-        return 2 * gather + reduce, 0.0, 0.0, True
-    if sharding in ("fsdp", "zero1", "zero2"):
-        return 0.0, gather, reduce, True
-    return 0.0, 0.0, 2 * reduce, False  # DDP: an fp32 all-reduce after the last backward
 
 
 def evaluate(
@@ -388,11 +256,11 @@ def evaluate(
     m = batch_seqs // (micro_batch * dp)
     gpus = tp * pp * dp * cp
     matmul, elementwise, tp_comm = _micro_batch_parts(shape, seq_len, micro_batch, gpu, tp, pp, recompute, cp)
-    pp_link = (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * cp * pp <= GPUS_PER_NODE else _network(gpu)
+    pp_link = (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * cp * pp <= GPUS_PER_NODE else network(gpu)
     send = micro_batch * seq_len / cp * shape.d_model * 2 / tp / pp_link[0] + pp_link[1]
     first, last = _stage_params(shape, pp, tp)
-    dp_micro, gather, reduce, overlap = _data_parallel_s(
-        max(first, last), dp * cp, _dp_link(gpu, tp, dp * cp), sharding, pp
+    dp_micro, gather, reduce, overlap = data_parallel_s(
+        max(first, last), dp * cp, dp_link(gpu, tp, dp * cp), sharding, pp
     )
     parts = StepParts(
         m,
@@ -485,18 +353,18 @@ def _data_parallel(units: int, room: float, fixed_gpus: bool) -> list[int]:
 
 
 def _pipeline_degrees(shape: ModelShape) -> list[int]:
-    """PP degrees worth trying: the divisors of the number of layers up to MAX_PIPELINE_STAGES (balanced stages)."""
-    return [p for p in _divisors(shape.n_layers) if p <= MAX_PIPELINE_STAGES]
+    """PP degrees worth trying: 1 to the number of layers (at most MAX_PIPELINE_STAGES)."""
+    return list(range(1, min(shape.n_layers, MAX_PIPELINE_STAGES) + 1))
 
 
 def virtual_stages(n_layers: int, pp: int, micro_batches: int, balanced: bool = True) -> list[int]:
-    """Chunks per GPU to try: 1, and interleaved v > 1 when the micro-batches are a multiple of PP and v divides
-    the stage's layers; balanced (the plan): PP x v divides the layers and v is at most MAX_VIRTUAL_STAGES;
-    unbalanced (a published run): any v down to one layer a chunk."""
+    """Chunks per GPU to try: 1, and interleaved v > 1 when v divides the stage's layers and torch's interleaved
+    1F1B takes the micro-batches (rounds of PP: m a multiple of max(1, m // PP)); balanced (the plan): PP x v divides
+    the layers and v is at most MAX_VIRTUAL_STAGES; unbalanced (a published run): any v down to one layer a chunk."""
     if pp == 1:
         return [1]
     layers = math.ceil(n_layers / pp)
-    if micro_batches % pp:
+    if micro_batches % max(1, micro_batches // pp):
         return [1]
     if not balanced:
         return _divisors(layers)
@@ -554,11 +422,6 @@ def choose_layout(
     if not fitting:  # pipeline parallelism only when memory needs it
         everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, unit_seqs)
         fitting = [c for c in everything if c.fits]
-    if not fitting:  # unbalanced stages (1F1B; the fullest stage sets the pace) when no balanced pipeline fits
-        uneven = [p for p in range(2, min(shape.n_layers, MAX_PIPELINE_STAGES) + 1) if shape.n_layers % p]
-        if uneven:
-            everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, uneven, unit_seqs)
-            fitting = [c for c in everything if c.fits]
     if not fitting:
         _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
     ranked = sorted(fitting, key=_rank)

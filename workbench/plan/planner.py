@@ -43,7 +43,8 @@ from workbench.plan import cost as plan_cost
 from workbench.plan import hparams
 from workbench.plan.efficiency import CALIBRATION, Calibration
 from workbench.plan.goodput import Failures
-from workbench.plan.layout_cost import GPUS_PER_NODE, Gpu, Layout, choose_layout
+from workbench.plan.hardware import GPUS_PER_NODE, Gpu
+from workbench.plan.layout_cost import Layout, choose_layout
 from workbench.train import config as cfg
 from workbench.train.config import LayoutConfig
 
@@ -91,6 +92,11 @@ def plan_for_gpus_days(plan_at: Callable[[float], Plan], gpus: int, days: float,
     plan = plan_at(budget_from_gpus(gpus, days, gpu, rate))
     for _ in range(8):  # the rate per GPU given: MFU x goodput x the share of the GPUs the layout uses
         new_rate = plan.cost.mfu * plan.cost.goodput.fraction * plan.layout.gpus / gpus
+        if new_rate <= 0:
+            raise WorkbenchError(
+                f"failures on {gpus:,} GPUs leave no time to train (one every {plan.cost.goodput.mtbf_s / 60:.2g} min)",
+                "Give fewer GPUs, a lower --failures-per-gpu-day or a shorter --restart-min.",
+            )
         if abs(new_rate / rate - 1) < 0.005:
             break
         rate = new_rate

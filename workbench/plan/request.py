@@ -14,9 +14,9 @@ from workbench.plan.data_constrained import epochs_note
 from workbench.plan.efficiency import CALIBRATION
 from workbench.plan.efficiency_fit import calibration_without
 from workbench.plan.goodput import Failures
+from workbench.plan.hardware import Gpu
 from workbench.plan.hparams import anchors_left_out
 from workbench.plan.law_choice import data_constrained, resolve_law
-from workbench.plan.layout_cost import Gpu
 from workbench.plan.record import to_record
 
 
