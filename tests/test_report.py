@@ -170,7 +170,6 @@ def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
         law_from_fit(parse_fit(record, "fit"), "fit"),
         budget_flops,
         gpu=resolve_gpu("h100"),
-        mfu=0.4,
         seq_len=default_seq_len(budget_flops),
         vocab_size=default_vocab(budget_flops),
     )
