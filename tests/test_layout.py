@@ -13,7 +13,8 @@ import pytest
 from workbench.model import flops
 from workbench.model.shapes import PRESETS
 from workbench.plan.hardware import GPUS
-from workbench.plan.layout_cost import best_at, candidates, candidates_table, choose_layout, evaluate, virtual_stages
+from workbench.plan.layout_cost import best_at, candidates, choose_layout, evaluate, virtual_stages
+from workbench.plan.record import candidates_table
 from workbench.plan.step_time import OPTIMIZER_BYTES
 
 SHAPE, SEQ, BATCH_SEQS = PRESETS["405b"], 8192, 2048  # Llama 3's Table 4: seq 8,192, 16M tokens per batch

@@ -508,26 +508,3 @@ def best_at(
     if not fitting:
         raise WorkbenchError(f"TP {tp} x PP {pp} x DP {dp} does not fit {gpu.name}", "Pick another layout.")
     return min(fitting, key=_rank)
-
-
-def _schedule_text(c: Candidate) -> str:
-    if c.schedule == "interleaved":
-        return f"interleaved 1F1B x {c.virtual_stages}"
-    return {"none": "no pipeline", "1f1b": "1F1B"}[c.schedule]
-
-
-def candidates_table(layout: Layout) -> str:
-    """The chosen layout, the next-best ones and faster ones that do not fit, as a Markdown table."""
-    rows = [("**chosen**", layout.chosen)] + [("next", c) for c in layout.alternatives]
-    rows += [("too big", c) for c in layout.rejected]
-    lines = [
-        "| | TP | PP | DP | CP | micro-batch | accum | recompute | schedule | step (s) | MFU | bubble | GB/GPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, c in rows:
-        lines.append(
-            f"| {label} | {c.tp} | {c.pp} | {c.dp} | {c.cp} | {c.micro_batch} | {c.grad_accum} | {c.recompute} | "
-            f"{_schedule_text(c)} | {c.step_time_s:.2f} | {c.mfu:.1%} | {c.bubble_fraction:.1%} | "
-            f"{c.memory.total / GB:.1f} |"
-        )
-    return "\n".join(lines)

@@ -27,7 +27,7 @@ Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -66,42 +66,6 @@ def default_seq_len(budget_flops: float) -> int:
 def default_vocab(budget_flops: float) -> int:
     """256 (bytes) for CPU-sized budgets, else Llama 3's 128256."""
     return 256 if budget_flops < CPU_BUDGET_FLOPS else 128256
-
-
-def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float, goodput: float = 1.0) -> float:
-    """FLOPs that `gpus` GPUs deliver in `days` wall days at model FLOPs utilisation `mfu` and `goodput`."""
-    return gpus * gpu.peak_flops * mfu * goodput * days * 86400.0
-
-
-def check_budget(budget_flops: float | None, gpus: int | None, days: float | None) -> None:
-    """A budget with GPUs or days (the other follows), or GPUs and days (the budget follows)."""
-    if budget_flops is None and (gpus is None or days is None):
-        raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
-    if budget_flops is not None and gpus is not None and days is not None:
-        raise WorkbenchError(
-            "--compute, --gpus and --days all given",
-            "With --compute give --gpus (days follow) or --days (GPUs follow).",
-        )
-
-
-def plan_for_gpus_days(plan_at: Callable[[float], Plan], gpus: int, days: float, gpu: Gpu, mfu: float | None):
-    """The plan whose budget is what `gpus` GPUs deliver in `days` wall days at its own MFU and goodput: the MFU
-    depends on the shape, which depends on the budget, so the budget is iterated (from 40% MFU, or the --mfu
-    override) until it moves by less than 0.5%. `plan_at(budget)` plans at a budget on those GPUs."""
-    rate = mfu or 0.4
-    plan = plan_at(budget_from_gpus(gpus, days, gpu, rate))
-    for _ in range(8):  # the rate per GPU given: MFU x goodput x the share of the GPUs the layout uses
-        new_rate = plan.cost.mfu * plan.cost.goodput.fraction * plan.layout.gpus / gpus
-        if new_rate <= 0:
-            raise WorkbenchError(
-                f"failures on {gpus:,} GPUs leave no time to train (one every {plan.cost.goodput.mtbf_s / 60:.2g} min)",
-                "Give fewer GPUs, a lower --failures-per-gpu-day or a shorter --restart-min.",
-            )
-        if abs(new_rate / rate - 1) < 0.005:
-            break
-        rate = new_rate
-        plan = plan_at(budget_from_gpus(gpus, days, gpu, rate))
-    return plan
 
 
 @dataclass(frozen=True)

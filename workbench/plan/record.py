@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from workbench.core.units import human
 from workbench.model import flops
-from workbench.plan.layout_cost import candidates_table
+from workbench.plan.hardware import GB
+from workbench.plan.layout_cost import Candidate, Layout
 from workbench.plan.planner import Plan
 from workbench.records import PlanRecord
 
@@ -293,6 +294,29 @@ def plan_text(plan: dict) -> str:
     """The plan as the readable lines `workbench plan` prints."""
     head = f"plan for {plan['compute_flops']:.3g} FLOPs with law {plan['law']['name']}: {plan['law']['source']}"
     return "\n".join([head] + [f"  {label:<16} {text}" for label, text in plan_rows(plan)])
+
+
+def _schedule_text(c: Candidate) -> str:
+    if c.schedule == "interleaved":
+        return f"interleaved 1F1B x {c.virtual_stages}"
+    return {"none": "no pipeline", "1f1b": "1F1B"}[c.schedule]
+
+
+def candidates_table(layout: Layout) -> str:
+    """The chosen layout, the next-best ones and faster ones that do not fit, as a Markdown table."""
+    rows = [("**chosen**", layout.chosen)] + [("next", c) for c in layout.alternatives]
+    rows += [("too big", c) for c in layout.rejected]
+    lines = [
+        "| | TP | PP | DP | CP | micro-batch | accum | recompute | schedule | step (s) | MFU | bubble | GB/GPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, c in rows:
+        lines.append(
+            f"| {label} | {c.tp} | {c.pp} | {c.dp} | {c.cp} | {c.micro_batch} | {c.grad_accum} | {c.recompute} | "
+            f"{_schedule_text(c)} | {c.step_time_s:.2f} | {c.mfu:.1%} | {c.bubble_fraction:.1%} | "
+            f"{c.memory.total / GB:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def explain_layout(plan) -> str:

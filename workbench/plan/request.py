@@ -4,6 +4,7 @@ plans). Reads only the law or fit file it is given (workbench.plan.law_choice); 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def failures(per_gpu_day: float | None, write_gb_s: float | None, restart_min: f
 
 def check(request: PlanRequest) -> None:
     """One-line errors for options out of range."""
-    planner.check_budget(request.compute, request.gpus, request.days)
+    check_budget(request.compute, request.gpus, request.days)
     if request.mfu is not None and not 0 < request.mfu <= 1:
         raise WorkbenchError(f"--mfu {request.mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
     for option, value, low in (("--seq-len", request.seq_len, 1), ("--vocab", request.vocab, 2)):
@@ -88,6 +89,42 @@ def check(request: PlanRequest) -> None:
             "--failures-per-gpu-day and --restart-min must be 0 or more, --checkpoint-gb-s above 0",
             "Give e.g. --failures-per-gpu-day 5e-4 --checkpoint-gb-s 2000 --restart-min 10.",
         )
+
+
+def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float, goodput: float = 1.0) -> float:
+    """FLOPs that `gpus` GPUs deliver in `days` wall days at model FLOPs utilisation `mfu` and `goodput`."""
+    return gpus * gpu.peak_flops * mfu * goodput * days * 86400.0
+
+
+def check_budget(budget_flops: float | None, gpus: int | None, days: float | None) -> None:
+    """A budget with GPUs or days (the other follows), or GPUs and days (the budget follows)."""
+    if budget_flops is None and (gpus is None or days is None):
+        raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
+    if budget_flops is not None and gpus is not None and days is not None:
+        raise WorkbenchError(
+            "--compute, --gpus and --days all given",
+            "With --compute give --gpus (days follow) or --days (GPUs follow).",
+        )
+
+
+def plan_for_gpus_days(plan_at: Callable[[float], planner.Plan], gpus: int, days: float, gpu: Gpu, mfu: float | None):
+    """The plan whose budget is what `gpus` GPUs deliver in `days` wall days at its own MFU and goodput: the MFU
+    depends on the shape, which depends on the budget, so the budget is iterated (from 40% MFU, or the --mfu
+    override) until it moves by less than 0.5%. `plan_at(budget)` plans at a budget on those GPUs."""
+    rate = mfu or 0.4
+    plan = plan_at(budget_from_gpus(gpus, days, gpu, rate))
+    for _ in range(8):  # the rate per GPU given: MFU x goodput x the share of the GPUs the layout uses
+        new_rate = plan.cost.mfu * plan.cost.goodput.fraction * plan.layout.gpus / gpus
+        if new_rate <= 0:
+            raise WorkbenchError(
+                f"failures on {gpus:,} GPUs leave no time to train (one every {plan.cost.goodput.mtbf_s / 60:.2g} min)",
+                "Give fewer GPUs, a lower --failures-per-gpu-day or a shorter --restart-min.",
+            )
+        if abs(new_rate / rate - 1) < 0.005:
+            break
+        rate = new_rate
+        plan = plan_at(budget_from_gpus(gpus, days, gpu, rate))
+    return plan
 
 
 def make(request: PlanRequest) -> tuple[planner.Plan, dict]:
@@ -116,7 +153,7 @@ def make(request: PlanRequest) -> tuple[planner.Plan, dict]:
         )
 
     if request.compute is None:
-        plan = planner.plan_for_gpus_days(plan_at, request.gpus, request.days, request.gpu, request.mfu)
+        plan = plan_for_gpus_days(plan_at, request.gpus, request.days, request.gpu, request.mfu)
     else:
         plan = plan_at(request.compute)
     record = to_record(plan).public()
