@@ -35,6 +35,8 @@ class Efficiency:
     def share(self, kind):
         """The share of the peak for GPU `kind` (a string, or an array of them); any kind but the A100 takes
         the H100's (H200: the same compute; B200 and custom GPUs: uncalibrated, which the plan says)."""
+        if isinstance(kind, str):
+            return self.a100 if kind == "a100" else self.h100
         return np.where(np.asarray(kind) == "a100", self.a100, self.h100)
 
     def fraction(self, kind, d_model):

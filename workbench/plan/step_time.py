@@ -38,12 +38,16 @@ class StepParts:
 
 
 def timeline(parts: StepParts, achievable_flops) -> dict:
-    """Seconds of one step and its pieces at `achievable_flops` (floats or numpy arrays, elementwise)."""
+    """Seconds of one step and its pieces at `achievable_flops` (floats, or numpy arrays elementwise)."""
+    if isinstance(parts.micro_batches, np.ndarray):
+        maximum, where = np.maximum, np.where
+    else:  # one layout: plain floats are several times faster than numpy scalars in the layout search
+        maximum, where = max, (lambda flag, yes, no: yes if flag else no)
     compute = parts.matmul_flops / achievable_flops + parts.elementwise_s
     work = compute + parts.tp_comm_s
-    tau = np.maximum(work, parts.dp_micro_s) + parts.pp_comm_s
-    overlapped = np.maximum(0.0, parts.gather_s - tau / 3) + np.maximum(0.0, parts.reduce_s - 2 * tau / 3)
-    per_step = np.where(parts.dp_overlap, overlapped, parts.gather_s + parts.reduce_s)
+    tau = maximum(work, parts.dp_micro_s) + parts.pp_comm_s
+    overlapped = maximum(0.0, parts.gather_s - tau / 3) + maximum(0.0, parts.reduce_s - 2 * tau / 3)
+    per_step = where(parts.dp_overlap, overlapped, parts.gather_s + parts.reduce_s)
     exposed = per_step + parts.micro_batches * (tau - parts.pp_comm_s - work)
     step = (parts.micro_batches + parts.bubble_units) * tau + per_step + parts.optimizer_s
     return {"tau": tau, "compute": compute, "exposed": exposed, "step": step}
