@@ -73,6 +73,6 @@ class Calibration:
         }
 
 
-# fitted on every calibration row, and the leave-one-out ratios over them (tests/test_calibration.py refits both)
+# fitted on every calibration row, and the leave-one-out ratios over them (tests/test_throughput.py refits both)
 EFFICIENCY = Efficiency(a100=0.663, h100=0.640, width=883.0)
 CALIBRATION = Calibration(EFFICIENCY, ratio_p5=0.898, ratio_p95=1.085, runs=57)
