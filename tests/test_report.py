@@ -161,7 +161,7 @@ def fit_sweep(db: Path, name: str, out: Path, bootstrap: int = 40) -> dict:
 def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
     """Plan a flagship from the fit as `workbench plan --law fits/NAME.json --db` does, and record it."""
     from workbench.fit.laws import law_from_fit
-    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.hardware import resolve_gpu
     from workbench.plan.planner import default_seq_len, default_vocab, make_plan
     from workbench.plan.record import to_record
     from workbench.records import parse_fit
@@ -170,7 +170,6 @@ def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
         law_from_fit(parse_fit(record, "fit"), "fit"),
         budget_flops,
         gpu=resolve_gpu("h100"),
-        mfu=0.4,
         seq_len=default_seq_len(budget_flops),
         vocab_size=default_vocab(budget_flops),
     )

@@ -195,11 +195,13 @@ class PlanRecord(Record):
     lr_peak: float
     hparams: dict | None = None  # where batch and LR come from (workbench.plan.hparams), warnings
     schedule: dict
-    gpu_hours: float
+    gpu_hours: float  # of the step time alone, at the MFU of `cost` (no failures: see `cost`)
     days: float
     layout: dict
     law: dict
     inference: dict | None = None
+    cost: dict | None = None  # MFU and its source, GPU-hours and days with and without failures, intervals, goodput
+    warnings: list[str] = Field(default_factory=list)  # every warning of the plan (`plan --strict` exits 1 on any)
 
     @model_validator(mode="before")
     @classmethod
