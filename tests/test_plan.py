@@ -228,7 +228,7 @@ def test_a_plan_without_warnings_passes_strict_and_every_warning_is_in_one_list(
     # the batch/LR rule's warning (below its anchors) lands in the same list, as does a repeated-data warning
     record = plan_json("--compute", "1e21", "--gpus", "8", "--unique-tokens", "1e9")
     assert any(w.startswith("batch/LR extrapolated") for w in record["warnings"])
-    assert record["hparams"]["warnings"] and record["data_constrained"]["warning"]
+    assert record["hparams"]["warnings"] and record["data_constrained"]["warnings"]
     assert any("epochs" in w for w in record["warnings"])
 
 
