@@ -101,7 +101,8 @@ def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame, val: pd.DataFrame, sca
         " || (filt_hi >= 0 && datum.N >= filt_lo && datum.N <= filt_hi)"
     }
     x = vl.axis("x", X_AXES["t"], fmt=COUNT_FORMAT)
-    tail = curves["l"].astype(float).dropna()
+    late = curves.dropna()
+    tail = late.loc[late["t"] >= 0.1 * late.groupby("r")["t"].transform("max"), "l"].astype(float)
     lo, hi = (float(np.nanquantile(tail, 0.01)), float(np.nanquantile(tail, 0.9))) if len(tail) else (0.0, 1.0)
     domain = [round(lo * 0.97, 4), round(hi * 1.05, 4)]
     y = _y("l", domain)

@@ -134,8 +134,8 @@ def axis(field: str, title: str, kind: str = "log", fmt: str | None = None) -> d
     """A quantitative axis: log or linear (not from zero); fmt COUNT_FORMAT, FLOPS_FORMAT or LOSS_FORMAT."""
     scale = {"type": "log"} if kind == "log" else {"zero": False}
     out = {"field": field, "type": "quantitative", "title": title, "scale": scale}
-    if fmt == COUNT_FORMAT:
-        out["axis"] = {"formatType": COUNT_FORMAT}
+    if fmt == COUNT_FORMAT:  # on a log axis only the 1-2-5 ticks get a label (as d3's log tickFormat does)
+        out["axis"] = {"formatType": COUNT_FORMAT, "format": "log" if kind == "log" else ""}
     elif fmt:
         out["axis"] = {"format": fmt}
     return out

@@ -115,6 +115,8 @@ def loss_spec(frames: dict, keys: list[dict], scale) -> dict:
     colours = [k["colour"] for k in keys]
     x = vl.axis("C", "compute C (FLOPs)", fmt=FLOPS_FORMAT)
     y = vl.axis("v", "compute-optimal loss L* (nats/token)", fmt=LOSS_FORMAT)
+    y["scale"]["nice"] = False
+    y["scale"]["padding"] = 12
     hue = {**vl.color(series + scale.labels, colours + scale.colours), "field": "hue"}
     dash = [[6, 3] if k["mark"] == "dash" else [1, 0] for k in keys]
     tip = [
@@ -161,7 +163,7 @@ def loss_spec(frames: dict, keys: list[dict], scale) -> dict:
             "data": {"name": "dots"},
             "transform": vl.visible(vl.HUE),
             "params": [vl.ZOOM],
-            "mark": {"type": "point", "filled": True, "size": 90, "stroke": "black", "strokeWidth": 0.8},
+            "mark": {"type": "point", "filled": True, "size": 110, "stroke": "black", "strokeWidth": 0.8},
             "encoding": {
                 "x": x,
                 "y": y,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,10 +108,23 @@ def _missing_fit(inputs: ReportInputs, what: str = "fit") -> str:
     )
 
 
+def _fit_file(inputs: ReportInputs) -> str | None:
+    """The fit file a plan can read: the report's --fit or fits/SWEEP.json, only when it exists."""
+    for candidate in (inputs.fit_source, f"fits/{inputs.sweep}.json"):
+        if candidate and candidate.endswith(".json") and Path(candidate).is_file():
+            return candidate
+    return None
+
+
 def _missing_plan(inputs: ReportInputs) -> str:
+    """What to run for a plan, naming only files that exist (a --watch page's fit lives in memory only)."""
+    plan = f"`workbench plan --law {{}} --compute FLOPS{_db_flag(inputs)}`"
+    fit_file = _fit_file(inputs)
+    if fit_file:
+        return f"No plan for sweep '{inputs.sweep}' yet: run {plan.format(fit_file)} (or pass --plan PLAN.json)."
     return (
-        f"No plan for sweep '{inputs.sweep}' yet: run `workbench plan --law fits/{inputs.sweep}.json --compute "
-        f"FLOPS{_db_flag(inputs)}` (or pass --plan PLAN.json)."
+        f"No plan for sweep '{inputs.sweep}' yet: run `workbench fit --sweep {inputs.sweep}{_db_flag(inputs)}` (it "
+        f"writes fits/{inputs.sweep}.json), then {plan.format(f'fits/{inputs.sweep}.json')} (or pass --plan PLAN.json)."
     )
 
 

@@ -12,6 +12,13 @@
     return String(+v.toPrecision(3));
   }
   window.wbHuman = human;
+  function count(v, how) {  // the Vega format type of counts; on a log axis only mantissas 1, 2 and 5 are labelled
+    if (how === "log" && v > 0) {
+      var m = v / Math.pow(10, Math.floor(Math.log10(v) + 1e-9));
+      if (!(Math.abs(m - 1) < 1e-6 || Math.abs(m - 2) < 1e-6 || Math.abs(m - 5) < 1e-6)) return "";
+    }
+    return human(v);
+  }
   function sci(v) {  // FLOPs as Python's format(v, ".3g"): 1e+17, 3.16e+18
     if (!isFinite(v)) return "-";
     var s = v.toExponential(2).replace(/\.?0+e/, "e");
@@ -93,7 +100,7 @@
     var spec = applyControls(specs[id], controlState(fig));
     if (views[id]) { views[id].finalize(); delete views[id]; }
     var el = fig.querySelector(".chart");
-    return window.vegaEmbed(el, spec, { renderer: "svg", actions: false, tooltip: { theme: "light" }, expressionFunctions: { wbcount: function (v) { return human(v); } } })
+    return window.vegaEmbed(el, spec, { renderer: "svg", actions: false, tooltip: { theme: "light" }, expressionFunctions: { wbcount: count } })
       .then(function (res) {
         var view = (views[id] = res.view);
         view._wbZoom = zoomSignals(res.vgSpec);
