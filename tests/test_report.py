@@ -227,7 +227,8 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
     assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
-    assert len(re.findall(r'<figure data-fig="', html)) == 5  # curves, isoFLOP, N*(C), D*(C), held out: interactive
+    # interactive: curves, isoFLOP, loss against compute, N*(C), D*(C), held out (no envelope: fitted without curves)
+    assert len(re.findall(r'<figure data-fig="', html)) == 6
     # summary: the plan in one sentence, status counts, compute spent = sum of the runs' FLOPs
     assert f"train the {plan['shape']['name']} shape" in text
     assert "20 completed" in text and "1 diverged" in text and "1 failed" in text
@@ -324,7 +325,9 @@ def test_sweep_without_fit_or_plan_gives_a_partial_report_that_says_what_to_run(
     assert out == Path("reports/bare.html") and out.is_file()
     text = _visible_text(out.read_text())
     assert f"No fit for sweep 'bare' yet: run workbench fit --sweep bare --db {db}" in text
-    assert "No plan for sweep 'bare' yet: run workbench plan --law fits/bare.json" in text
+    # no fit file exists, so the hint does not name one as if it did: fit first, then plan from the file it writes
+    assert f"No plan for sweep 'bare' yet: run workbench fit --sweep bare --db {db} (it writes fits/bare.json), then " in text
+    assert "then workbench plan --law fits/bare.json" in text
     assert "No held-out check" in text and "Training curves" in text
     assert "report command workbench report --db" in text
 

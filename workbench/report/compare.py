@@ -210,9 +210,12 @@ def verdict(p: dict, comparable: list[str] | None = None) -> str:
     where = f"{p['target']:.3g} FLOPs, {distance_text(p)}"
     head = ""
     if comparable:
+        what = " and ".join(
+            w for w in ("tokenizers", "validation sets") if any(f"different {w}" in c for c in comparable)
+        )
         head = (
-            f"{a} and {b} are not comparable ({'; '.join(c.removeprefix('Not comparable: ') for c in comparable)}) "
-            "The figures below compare the laws as fitted, not the models: "
+            f"Not comparable: {a} and {b} use different {what} (above), so the figures compare the laws as fitted, "
+            "not the models. "
         )
     if ci["lo"] <= 0 <= ci["hi"]:
         text = (
@@ -226,7 +229,7 @@ def verdict(p: dict, comparable: list[str] | None = None) -> str:
             f"(gap {a} - {b}: {gap:+.4f}, 5-95% [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; {better} lower in "
             f"{share:.0%} of bootstrap resamples)."
         )
-    text = text[0].upper() + text[1:] if not head else text
+    text = text[0].upper() + text[1:]
     caveat = (
         " The interval contains only the resampling of runs within the swept budgets: it assumes each power law "
         "holds unchanged up to the target, which nothing here tests"

@@ -191,18 +191,21 @@ def law_charts(result: dict) -> list[dict]:
                     layer["encoding"]["y"]["title"] = "L*: compute-optimal loss (nats/token)"
                     layer["encoding"]["y"]["axis"] = {"format": LOSS_FORMAT}
         out.append(
-            vl.chart(
-                f"cmp-{unit}",
-                f"{what}(C)",
-                f"{what} against compute for every sweep on log axes, the "
-                f"fitted power law with its 5-95% bootstrap band, extrapolated to {target:.3g} FLOPs.",
-                f"{what}(C) of each sweep: minima (dots), fitted law and 5-95% band, to the target; dotted: the "
-                "target and each --at budget. The data button exports the minima.",
-                spec,
-                "dots",
-                legend=keys,
-                legend_title="sweep",
-            )
+            {
+                **vl.chart(
+                    f"cmp-{unit}",
+                    f"{what}(C)",
+                    f"{what} against compute for every sweep on log axes, the "
+                    f"fitted power law with its 5-95% bootstrap band, extrapolated to {target:.3g} FLOPs.",
+                    f"{what}(C) of each sweep: minima (dots), fitted law and 5-95% band, to the target; dotted: the "
+                    "target and each --at budget. The data button exports the minima.",
+                    spec,
+                    "dots",
+                    legend=keys,
+                    legend_title="sweep",
+                ),
+                "wide": key == "loss",
+            }
         )
     return out
 
