@@ -135,7 +135,7 @@ def axis(field: str, title: str, kind: str = "log", fmt: str | None = None) -> d
     scale = {"type": "log"} if kind == "log" else {"zero": False}
     out = {"field": field, "type": "quantitative", "title": title, "scale": scale}
     if fmt == COUNT_FORMAT:  # on a log axis only the 1-2-5 ticks get a label (as d3's log tickFormat does)
-        out["axis"] = {"formatType": COUNT_FORMAT, "format": "log" if kind == "log" else ""}
+        out["axis"] = {"labelExpr": f"{COUNT_FORMAT}(datum.value, '{kind}')"}
     elif fmt:
         out["axis"] = {"format": fmt}
     return out
