@@ -25,6 +25,7 @@ from workbench.fit.laws import isoflop_allocation, isoflop_law, law_from_fit
 from workbench.model.shapes import ladder
 from workbench.plan.data_constrained import DataConstrainedLaw
 from workbench.plan.planner import inference_optimal, intervals
+from workbench.plan.record import plan_sentence
 from workbench.records import parse_fit
 from workbench.report.inline import script_json
 from workbench.report.inputs import ReportInputs
@@ -294,8 +295,6 @@ def _gpu_rate(plan: dict | None) -> dict:
 
 def decision_section(inputs: ReportInputs) -> dict:
     """The report's first section: the panel, the plan in one sentence and the compute slider."""
-    from workbench.plan.record import plan_sentence
-
     section = {
         "id": "decision",
         "title": "Decision",
