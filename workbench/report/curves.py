@@ -4,7 +4,9 @@ tooltip on the nearest point of any line, and an HTML legend of budgets.
 
 A budget's runs are one path (their points in data order, broken by each run's null row): a line a run would
 make Vega build a sub-dataflow per run (a facet), which took most of a 500-run page's opening time. The
-tooltip comes from a layer of invisible points with a nearest-point selection (one Voronoi diagram).
+tooltip of a line comes from the page script: on pointer move it finds the nearest drawn point in the chart's
+own data (a plain scan; Vega's nearest-point selection builds a Voronoi diagram of every point, which took
+seconds at 500 runs), shows that run's step, tokens, FLOPs and loss, and sets `hl` to draw the run in black.
 
 The loss axis is never clamped: by default it spans the late part of the curves (the first 10% of each run's
 tokens, where the loss falls fast from ~ln(vocab), would flatten the rest) and the lines that leave it are
@@ -26,20 +28,31 @@ VAL_POINTS = 20  # validation-curve samples kept per run
 X_AXES = {"s": "optimizer steps", "t": "tokens seen D", "f": "compute spent C (FLOPs)"}
 
 
-def _thin(rows: pd.DataFrame, column: str, per_run: int, smooth: bool) -> pd.DataFrame:
-    values = rows[column].to_numpy(float)
-    if smooth:  # a per-batch loss is noisy: a short running mean
-        values = rows[column].rolling(max(1, len(rows) // 100), min_periods=1).mean().to_numpy(float)
-    keep = np.unique(np.geomspace(1, len(rows), min(per_run, len(rows))).astype(int) - 1)
-    flops = rows["flops"].to_numpy(float) if "flops" in rows else np.full(len(rows), np.nan)
-    return pd.DataFrame(
-        {
-            "s": rows["step"].to_numpy(float)[keep],
-            "t": rows["tokens"].to_numpy(float)[keep],
-            "f": flops[keep],
-            "l": values[keep],
-        }
-    )
+def _thin(run: np.ndarray, cols: dict[str, np.ndarray], per_run: int, smooth: bool) -> pd.DataFrame:
+    """Each run's rows (consecutive in `run`, ordered by step) log-thinned to per_run; with `smooth` the loss is
+    a running mean over len/100 steps first (a per-batch loss is noisy); each run ends with a null row."""
+    if not len(run):
+        return pd.DataFrame(columns=["r", "s", "t", "f", "l"])
+    starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    ends = np.r_[starts[1:], len(run)]
+    picks, values = [], []
+    for lo, hi in zip(starts, ends, strict=True):
+        n = hi - lo
+        loss = cols["l"][lo:hi]
+        window = max(1, n // 100) if smooth else 1
+        if window > 1:
+            total = np.cumsum(np.r_[0.0, loss])
+            k = np.arange(1, n + 1)
+            loss = (total[k] - total[np.maximum(k - window, 0)]) / np.minimum(k, window)
+        keep = np.unique(np.geomspace(1, n, min(per_run, n)).astype(int) - 1)
+        picks.append(lo + keep)
+        values.append(loss[keep])
+    at = np.concatenate(picks)
+    frame = pd.DataFrame({k: cols[k][at] for k in ("r", "s", "t", "f")} | {"l": np.concatenate(values)})
+    frame = frame[np.isfinite(frame["l"]) & (frame["t"] > 0)]
+    breaks = pd.DataFrame({"r": np.unique(frame["r"])})  # a null row after each run's points breaks the line
+    out = pd.concat([frame.assign(o=0), breaks.assign(o=1)], ignore_index=True)
+    return out.sort_values(["r", "o"], kind="stable").drop(columns="o").reset_index(drop=True)
 
 
 def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_POINTS) -> tuple:
@@ -47,24 +60,22 @@ def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_
     training loss (a running mean) and its validation losses (runs with 2 or more), log-thinned in step; each
     run's points end with a null row, which breaks the line there."""
     table = runs.reset_index(drop=True)
-    index = {rid: i for i, rid in enumerate(table["run_id"])}
-    train, val = [], []
-    has_val = "val_loss" in metrics.columns
-    for rid, rows in metrics.groupby("run_id", sort=False):
-        if rid not in index:
+    index = pd.Series(range(len(table)), index=table["run_id"].to_numpy())
+    frames = []
+    for column, keep, smooth, least in (("loss", per_run, True, 1), ("val_loss", VAL_POINTS, False, 2)):
+        if column not in metrics.columns:
+            frames.append(pd.DataFrame(columns=["r", "s", "t", "f", "l"]))
             continue
-        for out, column, keep, smooth in ((train, "loss", per_run, True), (val, "val_loss", VAL_POINTS, False)):
-            if column == "val_loss" and not has_val:
-                continue
-            part = rows[rows[column].notna()]
-            if len(part) < (2 if column == "val_loss" else 1):
-                continue
-            thin = _thin(part, column, keep, smooth)
-            thin = thin[np.isfinite(thin["l"]) & (thin["t"] > 0)]
-            if len(thin):
-                out += [thin.assign(r=index[rid]), pd.DataFrame({"r": [index[rid]]})]
-    empty = pd.DataFrame(columns=["r", "s", "t", "f", "l"])
-    frames = [pd.concat(p, ignore_index=True)[["r", "s", "t", "f", "l"]] if p else empty for p in (train, val)]
+        rows = metrics[metrics[column].notna() & metrics["run_id"].isin(index.index)]
+        rows = rows[rows.groupby("run_id")["step"].transform("size") >= least].sort_values(["run_id", "step"])
+        cols = {
+            "r": index.loc[rows["run_id"]].to_numpy(),
+            "s": rows["step"].to_numpy(float),
+            "t": rows["tokens"].to_numpy(float),
+            "f": rows["flops"].to_numpy(float) if "flops" in rows else np.full(len(rows), np.nan),
+            "l": rows[column].to_numpy(float),
+        }
+        frames.append(_thin(cols["r"], cols, keep, smooth))
     n_total = table["params"].astype(float)
     meta = pd.DataFrame(
         {
@@ -160,12 +171,11 @@ def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame, val: pd.DataFrame, sca
             "mark": {**dot, "filled": False, "strokeWidth": 1.5},
             "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip},
         },
-        {  # the tooltip of any line: its nearest point
+        {  # the run under the pointer (the page script sets `hl` from the nearest point: report.templates.page.js)
             "data": {"name": "curves"},
-            "transform": vl.visible(*chosen, keep, {"filter": "datum.l !== null"}),
-            "params": [{"name": "near", "select": {"type": "point", "on": "pointermove", "nearest": True}}],
-            "mark": {"type": "point", "size": 20, "opacity": 0, "clip": True},
-            "encoding": {"x": x, "y": y, "tooltip": tip},
+            "transform": [lookup, {"filter": "datum.r === hl"}, *chosen[1:]],
+            "mark": {"type": "line", "strokeWidth": 2.6, "color": "black", "clip": True},
+            "encoding": {"x": x, "y": y, "order": {"value": None}},
         },
     ]
     data = {
@@ -182,6 +192,7 @@ def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame, val: pd.DataFrame, sca
         {"name": "filt_lo", "value": 0},
         {"name": "filt_hi", "value": -1},
         {"name": "showval", "value": True},
+        {"name": "hl", "value": -1},
     ]
     spec["usermeta"]["curves"] = {"x_axes": X_AXES, "domain": domain, "has_val": bool(len(val))}
     return spec

@@ -107,8 +107,57 @@
         var hidden = hiddenOf(fig);
         if (hidden.length) view.signal("hidden", hidden);
         setFilter(fig, view);
+        if (specs[id].usermeta.curves) curveHover(fig);
         return view.runAsync();
       });
+  }
+  // the training curves' tooltip: the nearest drawn point to the pointer, found in the chart's own data
+  var tip = null;
+  function tipBox() {
+    if (!tip) { tip = document.createElement("div"); tip.className = "wbtip"; tip.setAttribute("role", "status"); document.body.appendChild(tip); }
+    return tip;
+  }
+  function curveHover(fig) {
+    var id = fig.getAttribute("data-fig"), el = fig.querySelector(".chart"), pending = false;
+    if (el._wbHover) return;  // once per chart: it reads the current view on every move
+    el._wbHover = true;
+    var runs = data[id].runs, byIndex = {};
+    runs.forEach(function (r) { byIndex[r.i] = r; });
+    function nearest(e) {
+      pending = false;
+      var view = views[id];
+      if (!view) return;
+      var svg = el.querySelector("svg"), box = svg.getBoundingClientRect(), o = view.origin();
+      var px = e.clientX - box.left - o[0], py = e.clientY - box.top - o[1], sx = view.scale("x"), sy = view.scale("y");
+      var key = view.signal("xkey"), hidden = view.signal("hidden"), filt = view.signal("filt"), lo = view.signal("filt_lo"), hi = view.signal("filt_hi");
+      var best = null, bestD = 400;  // within 20 px
+      ["curves", "val"].forEach(function (set) {
+        if (set === "val" && !view.signal("showval")) return;
+        (data[id][set] || []).forEach(function (d) {
+          if (d.l == null || !(d[key] > 0)) return;
+          var run = byIndex[d.r];
+          if (!run || hidden.indexOf(run.series) >= 0) return;
+          if (filt ? run.run.toLowerCase().indexOf(filt) < 0 : hi >= 0 && !(run.N >= lo && run.N <= hi)) return;
+          var dx = sx(d[key]) - px, dy = sy(d.l) - py, dd = dx * dx + dy * dy;
+          if (dd < bestD) { bestD = dd; best = { d: d, run: run, set: set }; }
+        });
+      });
+      var t = tipBox();
+      if (!best) { t.style.display = "none"; if (view.signal("hl") !== -1) view.signal("hl", -1).runAsync(); return; }
+      var d = best.d, r = best.run;
+      t.textContent = "";
+      [["run", r.run], ["N (params)", human(r.N)], ["budget", r.series], ["step", d.s == null ? "-" : Math.round(d.s).toLocaleString("en")],
+       ["tokens", human(d.t)], ["FLOPs", sci(d.f)], [best.set === "val" ? "validation loss" : "training loss", (+d.l).toPrecision(4)]].forEach(function (kv) {
+        var line = document.createElement("div"), k = document.createElement("b");
+        k.textContent = kv[0] + ": "; line.appendChild(k); line.appendChild(document.createTextNode(String(kv[1]))); t.appendChild(line);
+      });
+      t.style.display = "block";
+      t.style.left = Math.min(e.clientX + 14, window.innerWidth - 260) + "px";
+      t.style.top = e.clientY + 14 + "px";
+      if (view.signal("hl") !== d.r) view.signal("hl", d.r).runAsync();
+    }
+    el.addEventListener("mousemove", function (e) { if (!pending) { pending = true; requestAnimationFrame(function () { nearest(e); }); } });
+    el.addEventListener("mouseleave", function () { tipBox().style.display = "none"; if (views[id]) views[id].signal("hl", -1).runAsync(); });
   }
   function zoomSignals(vg) {  // the signals that hold the zoomed x and y domains (Vega-Lite's bind: scales)
     var out = {};
