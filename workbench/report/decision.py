@@ -130,6 +130,24 @@ def _flagship_item(plan: dict) -> dict:
     }
 
 
+def _fit_optimum_item(fit: dict) -> dict | None:
+    """Without a plan: the fit's own N* and D* at 1000x its largest budget, with their bootstrap intervals."""
+    target = target_flops(fit, None)
+    for method in ("parametric", "isoflop"):
+        for at in ((fit.get(method) or {}).get("ci") or {}).get("at", []):
+            if math.isclose(at["budget_flops"], target, rel_tol=1e-6):
+                n, d = at["N_opt"], at["D_opt"]
+                return {
+                    "label": f"Compute-optimal at {target:.3g} FLOPs",
+                    "value": f"N* {human(n['median'])}, D* {human(d['median'])}",
+                    "detail": f"N* [{human(n['lo'])}, {human(n['hi'])}], D* [{human(d['lo'])}, {human(d['hi'])}] "
+                    f"({method} law, bootstrap medians); no plan yet: `workbench plan` sizes the shape and the run",
+                    "href": "#frontier",
+                    "cls": "",
+                }
+    return None
+
+
 def panel(fit: dict | None, plan: dict | None) -> list[dict]:
     """The decision panel's items: {label, value, detail, href, cls}."""
     items = []
@@ -167,6 +185,10 @@ def panel(fit: dict | None, plan: dict | None) -> list[dict]:
                     "cls": "",
                 }
             )
+    elif fit.get("points"):
+        item = _fit_optimum_item(fit)
+        if item:
+            items.append(item)
     held = _holdout_item(fit)
     if held:
         items.append(held)
