@@ -4,7 +4,6 @@ clip at 25 budgets, print of a 500-run report, keyboard sorting, a live page tha
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
@@ -227,6 +226,21 @@ def test_every_legend_button_hides_its_series_by_mouse_and_keyboard(gen, browser
     page.wait_for_function(f"{domain}[1] / {domain}[0] < {wide[1] / wide[0] * 0.9}", timeout=5_000)
     page.keyboard.press("0")
     page.wait_for_function(f"{domain}[1] / {domain}[0] == {wide[1] / wide[0]}", timeout=5_000)
+    # a training curve's line has a tooltip: the pointer at one of its points names that run and draws it in black
+    page.locator("figure[data-fig='curves']").scroll_into_view_if_needed()
+    at = page.evaluate(
+        """(() => { const v = wbViews.curves, y = v.scale('y').domain();
+          const rows = v.data('curves').filter(d => d.l != null && d.t > 0 && d.l > y[0] && d.l < y[1]);
+          const d = rows[Math.floor(rows.length / 2)], box = document.querySelector("figure[data-fig='curves'] svg")
+          .getBoundingClientRect(), o = v.origin(), run = v.data('runs').find(r => r.i === d.r);
+          const px = box.left + o[0] + v.scale('x')(d.t), py = box.top + o[1] + v.scale('y')(d.l);
+          return {x: px, y: py, r: d.r, run: run.run}; })()"""
+    )
+    page.mouse.move(at["x"] + 3, at["y"] + 3)
+    page.mouse.move(at["x"] + 1, at["y"] + 1)
+    page.wait_for_function("(document.querySelector('.wbtip') || {style: {}}).style.display === 'block'", timeout=5_000)
+    assert at["run"] in page.inner_text(".wbtip") and "training loss" in page.inner_text(".wbtip")
+    assert page.evaluate("wbViews.curves.signal('hl')") == at["r"]
     ctx.close()
 
 
