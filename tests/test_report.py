@@ -326,7 +326,8 @@ def test_sweep_without_fit_or_plan_gives_a_partial_report_that_says_what_to_run(
     text = _visible_text(out.read_text())
     assert f"No fit for sweep 'bare' yet: run workbench fit --sweep bare --db {db}" in text
     # no fit file exists, so the hint does not name one as if it did: fit first, then plan from the file it writes
-    assert f"No plan for sweep 'bare' yet: run workbench fit --sweep bare --db {db} (it writes fits/bare.json), then " in text
+    hint = f"No plan for sweep 'bare' yet: run workbench fit --sweep bare --db {db} (it writes fits/bare.json), then "
+    assert hint in text
     assert "then workbench plan --law fits/bare.json" in text
     assert "No held-out check" in text and "Training curves" in text
     assert "report command workbench report --db" in text

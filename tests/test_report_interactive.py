@@ -65,7 +65,8 @@ def test_comparison_recovers_the_known_overtaking_compute_and_gap(two):
     assert "The interval contains only the resampling of runs" in verdict
     assert "validation sets" not in verdict  # same (empty) data sections
     # and it still gives its figures
-    assert all(f'data-fig="{f}"' in out.read_text() for f in ("cmp-isoflop", "cmp-parameters", "cmp-tokens", "cmp-loss"))
+    figures = ("cmp-isoflop", "cmp-parameters", "cmp-tokens", "cmp-loss")
+    assert all(f'data-fig="{f}"' in out.read_text() for f in figures)
 
 
 def test_parallel_laws_never_overtake(two):
