@@ -225,8 +225,9 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
     ):
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
-    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 3  # parametric, plan, rollout
-    assert len(re.findall(r'<figure data-fig="', html)) == 5  # curves, isoFLOP, N*(C), D*(C), held out: interactive
+    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
+    # interactive: curves, isoFLOP, loss against compute, N*(C), D*(C), held out (no envelope: fitted without curves)
+    assert len(re.findall(r'<figure data-fig="', html)) == 6
     # summary: the plan in one sentence, status counts, compute spent = sum of the runs' FLOPs
     assert f"train the {plan['shape']['name']} shape" in text
     assert "20 completed" in text and "1 diverged" in text and "1 failed" in text
@@ -317,13 +318,16 @@ def _invoke(*args):
 def test_sweep_without_fit_or_plan_gives_a_partial_report_that_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no fits/ here
     db = make_sweep(tmp_path, "bare", budgets=(1e17, 1e18), sizes=3, steps=30, failures=False)
-    result = _invoke("--db", db)  # the only sweep: no --sweep needed
+    result = _invoke("--db", db)  # the only sweep: no name needed
     assert result.exit_code == 0, result.output
     out = Path(result.stdout.strip())
     assert out == Path("reports/bare.html") and out.is_file()
     text = _visible_text(out.read_text())
     assert f"No fit for sweep 'bare' yet: run workbench fit bare --db {db}" in text
-    assert "No plan for sweep 'bare' yet: run workbench plan --law fits/bare.json" in text
+    # no fit file exists, so the hint does not name one as if it did: fit first, then plan from the file it writes
+    hint = f"No plan for sweep 'bare' yet: run workbench fit bare --db {db} (it writes fits/bare.json), then "
+    assert hint in text
+    assert "then workbench plan --law fits/bare.json" in text
     assert "No held-out check" in text and "Training curves" in text
     assert "report command workbench report --db" in text
 

@@ -73,16 +73,42 @@ def manifest_tokenizer(path: Path) -> str:
     return json.dumps(record.get("tokenizer"), sort_keys=True)
 
 
+def _tokenizer_words(text: str) -> str:
+    """A recorded tokenizer identity ({"vocab_size": .., "tokenizer": [..]}) in words."""
+    record = json.loads(text)
+    vocab = record.get("vocab_size")
+    words = f"vocabulary {vocab:,}" if isinstance(vocab, int) else "vocabulary not recorded"
+    names = [short(t, 60) for t in record.get("tokenizer") or []]
+    return words + (f", tokenizer {' / '.join(names)}" if names else ", tokenizer file not recorded")
+
+
+def _validation_words(text: str) -> str:
+    """A recorded validation identity ({"sources": [..], "eval": {..}}) in words."""
+    record = json.loads(text)
+    sources = ", ".join(short(s, 50) for s in record.get("sources") or []) or "no data sources recorded"
+    settings = ", ".join(f"{k} {v}" for k, v in sorted((record.get("eval") or {}).items()))
+    return f"data {sources}" + (f", evaluation {settings}" if settings else "")
+
+
 def flags(laws: list[SweepLaw]) -> list[str]:
-    """Warnings for sweeps whose losses are not comparable (tokenizer or validation set differ)."""
+    """Why the sweeps' losses are not comparable, in words (tokenizer or validation set differ); [] if they are."""
     out = []
-    for key, what in (("tokenizer", "tokenizer (vocabulary)"), ("validation", "validation set")):
+    for key, what, words in (
+        ("tokenizer", "tokenizers", _tokenizer_words),
+        ("validation", "validation sets", _validation_words),
+    ):
         seen = {law.name: law.data[key] for law in laws}
         if len({json.dumps(v) for v in seen.values()}) > 1:
             detail = "; ".join(
-                f"{name}: {', '.join(short(v) for v in values) or 'not recorded'}" for name, values in seen.items()
+                f"{name} uses {' or '.join(words(v) for v in values) or 'nothing recorded'}"
+                for name, values in seen.items()
             )
-            out.append(f"The sweeps differ in {what}, so their losses are not directly comparable ({detail}).")
+            reason = (
+                "a loss in nats per token then counts different tokens"
+                if key == "tokenizer"
+                else "each loss is measured on different text"
+            )
+            out.append(f"Not comparable: the sweeps use different {what} ({detail}), and {reason}.")
     return out
 
 
@@ -142,7 +168,10 @@ def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
     cross_draws = crossing(ka, ga, kb, gb)
     inside = np.isfinite(cross_draws) & (cross_draws >= math.log(c_lo)) & (cross_draws <= math.log(c_hi))
     steeper = a.name if a.loss["gamma"] > b.loss["gamma"] else b.name
+    swept = max(float(a.points["budget_flops"].max()), float(b.points["budget_flops"].max()))
     result = {
+        "largest_swept": swept,
+        "decades": math.log10(target / swept),
         "a": a.name,
         "b": b.name,
         "target": target,
@@ -162,25 +191,51 @@ def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
     return result
 
 
-def verdict(p: dict) -> str:
-    """The pair's outcome in plain words, with its uncertainty."""
+def distance_text(p: dict) -> str:
+    """How far the target lies from the largest budget swept, in decades."""
+    decades, swept = p["decades"], p["largest_swept"]
+    if decades > 1.0:
+        return f"{decades:.1f} decades past the largest budget swept ({swept:.3g} FLOPs)"
+    if decades > 0.0:
+        return f"{decades:.1f} decades past the largest budget swept ({swept:.3g} FLOPs), within one decade"
+    return f"inside the swept budgets (up to {swept:.3g} FLOPs)"
+
+
+def verdict(p: dict, comparable: list[str] | None = None) -> str:
+    """The pair's outcome in plain words: comparability first, then the gap at the target with how far the
+    target lies past the swept budgets and what the interval does and does not contain."""
     a, b, gap, ci = p["a"], p["b"], p["gap"], p["gap_ci"]
     better, worse = (a, b) if gap < 0 else (b, a)
     share = p["p_a_lower"] if gap < 0 else 1 - p["p_a_lower"]
-    where = f"{p['target']:.3g} FLOPs"
+    where = f"{p['target']:.3g} FLOPs, {distance_text(p)}"
+    head = ""
+    if comparable:
+        what = " and ".join(
+            w for w in ("tokenizers", "validation sets") if any(f"different {w}" in c for c in comparable)
+        )
+        head = (
+            f"Not comparable: {a} and {b} use different {what} (above), so the figures compare the laws as fitted, "
+            "not the models. "
+        )
     if ci["lo"] <= 0 <= ci["hi"]:
         text = (
-            f"At {where} the laws of {a} and {b} cannot be told apart: the predicted gap {a} - {b} is "
+            f"at {where}, the laws of {a} and {b} cannot be told apart: the predicted gap {a} - {b} is "
             f"{gap:+.4f} nats/token, and its 5-95% interval [{ci['lo']:+.4f}, {ci['hi']:+.4f}] includes zero "
             f"({better} lower in {share:.0%} of bootstrap resamples)."
         )
     else:
         text = (
-            f"At {where}, {better} is predicted to reach a lower loss than {worse} by {abs(gap):.4f} nats/token "
+            f"at {where}, {better}'s law predicts a lower loss than {worse}'s by {abs(gap):.4f} nats/token "
             f"(gap {a} - {b}: {gap:+.4f}, 5-95% [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; {better} lower in "
             f"{share:.0%} of bootstrap resamples)."
         )
-    return text + " " + overtake_text(p)
+    text = text[0].upper() + text[1:]
+    caveat = (
+        " The interval contains only the resampling of runs within the swept budgets: it assumes each power law "
+        "holds unchanged up to the target, which nothing here tests"
+        + (f" over {p['decades']:.1f} decades (see a fit's rollout for the track record)." if p["decades"] > 1 else ".")
+    )
+    return head + text + caveat + " " + overtake_text(p)
 
 
 def overtake_text(p: dict) -> str:
@@ -211,6 +266,7 @@ def compare(store, names: list[str], target: float | None, budgets: list[float],
         "pairs": [pair(a, b, target) for a, b in itertools.combinations(laws, 2)],
         "flags": flags(laws),
         "bootstrap": bootstrap,
+        "extra_at": [float(b) for b in budgets],
     }
 
 
