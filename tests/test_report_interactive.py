@@ -37,6 +37,8 @@ def two(tmp_path_factory):
     db = root / "two.duckdb"
     make_sweep(root, "base", steps=10, failures=False, law=LAW_A, db=db)
     make_sweep(root, "mix", steps=10, failures=False, law=LAW_B, db=db, seed=1, vocab=256)
+    for name in ("base", "mix"):  # a comparison reads the stored fits: it never refits
+        fit_sweep(db, name, root / "fits" / f"{name}.json", bootstrap=200)
     result = _invoke("base", "mix", "--db", db, "--at", TARGET, "--at", 1e21, "--out", root / "cmp.html")
     assert result.exit_code == 0, result.output
     return root, db, root / "cmp.html"
@@ -44,7 +46,7 @@ def two(tmp_path_factory):
 
 def test_comparison_recovers_the_known_overtaking_compute_and_gap(two):
     _, db, out = two
-    result = cmp.compare(Store(db), ["base", "mix"], TARGET, [], bootstrap=200)
+    result = cmp.compare(Store(db), ["base", "mix"], TARGET, [])
     p = result["pairs"][0]
     known_gap = float(optimal_loss(LAW_A, TARGET) - optimal_loss(LAW_B, TARGET))
     assert p["overtaker"] == "mix"
@@ -69,16 +71,21 @@ def test_comparison_recovers_the_known_overtaking_compute_and_gap(two):
 
 def test_parallel_laws_never_overtake(two):
     _, db, _ = two
-    law = cmp.fit_sweep_law(Store(db), "base", bootstrap=20)
+    law = cmp.fit_sweep_law(Store(db), "base")
     shifted = cmp.SweepLaw(
         "b2",
         law.points,
         law.iso,
         law.iso_draws,
-        {
+        {  # the same law 10% higher everywhere: E and K scaled, draw by draw
             **law.loss,
+            "E": law.loss["E"] * 1.1,
             "K": law.loss["K"] * 1.1,
-            "draws": {"K": [k * 1.1 for k in law.loss["draws"]["K"]], "gamma": law.loss["draws"]["gamma"]},
+            "draws": {
+                "E": [e * 1.1 for e in law.loss["draws"]["E"]],
+                "K": [k * 1.1 for k in law.loss["draws"]["K"]],
+                "gamma": law.loss["draws"]["gamma"],
+            },
         },
         law.data,
     )

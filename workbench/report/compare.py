@@ -1,10 +1,11 @@
 """Compare the scaling laws of several sweeps: `workbench report A B [--at C]`.
 
-Each sweep is fitted by the fit pipeline (isoFLOP power laws N* = G C^a, D* = H C^b, and the compute-optimal
-loss L*(C) = K C^-gamma on the parabolas' minima), with bootstrap draws. For each pair of sweeps the page
-reports the loss gap L_A - L_B at the target budget and the compute where one law's L*(C) overtakes the
-other's, both with 5-95% intervals over paired bootstrap draws (the sweeps are independent, so draw i of A
-is paired with draw i of B), and says how often the resamples agree with the estimate.
+Each sweep's laws are read from its stored fit (`workbench fit NAME`: the isoFLOP power laws N* = G C^a and
+the compute-optimal loss L*(C) = E + K C^-gamma on the parabolas' minima, with their bootstrap draws); a
+report never refits. For each pair of sweeps the page reports the loss gap L_A - L_B at the target budget and
+the compute where one law's L*(C) overtakes the other's (found on a log grid: laws with floors cross where no
+closed form says), both with 5-95% intervals over paired bootstrap draws (the sweeps are independent, so
+draw i of A is paired with draw i of B), and says how often the resamples agree with the estimate.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import pandas as pd
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
-from workbench.fit.frontier import optimal_loss_law
-from workbench.fit.laws import isoflop_allocation
-from workbench.fit.pipeline import FitOptions, fit_all
+from workbench.fit.frontier import predict
+from workbench.fit.laws import FlopsPerToken, isoflop_allocation
 from workbench.fit.points import validate_points
+from workbench.report.inputs import find_fit
 
 LO_Q, HI_Q = 5.0, 95.0
 RANGE_FACTOR = 100.0  # overtaking is looked for from the smallest swept budget to 100x the target budget
@@ -37,18 +38,28 @@ class SweepLaw:
     points: pd.DataFrame  # validated points (with run_id)
     iso: dict  # IsoflopFit.as_dict(): minima, G, a, H, b
     iso_draws: dict  # G, a, H, b arrays
-    loss: dict  # optimal_loss_law(): K, gamma, draws {K, gamma}
+    loss: dict  # the stored L*(C) law: E, K, gamma, draws {E, K, gamma}
     data: dict  # {"tokenizer": ..., "validation": ...} as the run configs record them
+    flops: FlopsPerToken = FlopsPerToken()  # how the sweep's budgets were counted (D* = C / flops(N*))
+    bootstrap: int = 0  # resamples behind the stored draws
 
 
-def fit_sweep_law(store, name: str, bootstrap: int = 200, seed: int = 0) -> SweepLaw:
-    """Fit one sweep of the store with the fit pipeline's public functions."""
-
+def fit_sweep_law(store, name: str) -> SweepLaw:
+    """One sweep's laws as its stored fit holds them (the fits table, else fits/NAME.json): never a refit."""
+    fit, _ = find_fit(store, name, None)
+    iso = (fit or {}).get("isoflop") or {}
+    if not iso.get("loss_law") or iso.get("G") is None:
+        what = "no fit" if fit is None else "a fit without isoFLOP laws"
+        raise WorkbenchError(
+            f"sweep '{name}' has {what} to compare", f"Run `workbench fit {name}` first (a report never refits)."
+        )
     points = validate_points(store.points(name), f"sweep '{name}'")
-    results = fit_all(points, FitOptions(method="isoflop", bootstrap=bootstrap, seed=seed))
-    loss = optimal_loss_law(points, bootstrap, seed)
-    draws = {k: np.asarray(v, float) for k, v in (results.isoflop_draws or {}).items()}
-    return SweepLaw(name, points, results.isoflop.as_dict(), draws, loss, data_identity(store.runs(name)))
+    draws = {
+        k: np.asarray([np.nan if v is None else v for v in vals], float) for k, vals in (iso.get("draws") or {}).items()
+    }
+    flops = FlopsPerToken.of(fit.get("flops_per_token"))
+    boot = int((fit.get("settings") or {}).get("bootstrap") or 0)
+    return SweepLaw(name, points, iso, draws, iso["loss_law"], data_identity(store.runs(name)), flops, boot)
 
 
 def data_identity(runs: pd.DataFrame) -> dict:
@@ -126,16 +137,18 @@ def interval(values: np.ndarray) -> dict:
 
 
 def loss_at(law: SweepLaw, c: float) -> tuple[float, np.ndarray]:
-    """L*(c) of the fit and of every bootstrap draw."""
-    k, g = np.asarray(law.loss["draws"]["K"]), np.asarray(law.loss["draws"]["gamma"])
-    return law.loss["K"] * c ** -law.loss["gamma"], k * c**-g
+    """L*(c) of the fit and of every bootstrap draw (workbench.fit.frontier.predict: E + K c^-gamma)."""
+    return predict(law.loss, c)
 
 
 def at_budget(law: SweepLaw, c: float) -> dict:
     """N*, D*, L* at compute c with 5-95% intervals."""
 
-    n, d = isoflop_allocation(law.iso, c)
-    n_draws, d_draws = isoflop_allocation(law.iso_draws, c) if law.iso_draws else (np.array([]), np.array([]))
+    n, d = isoflop_allocation(law.iso, c, law.flops)
+    if law.iso_draws:
+        n_draws, d_draws = isoflop_allocation(law.iso_draws, c, law.flops)
+    else:
+        n_draws, d_draws = np.array([]), np.array([])
     loss, loss_draws = loss_at(law, c)
     return {
         "budget_flops": c,
@@ -148,10 +161,18 @@ def at_budget(law: SweepLaw, c: float) -> dict:
     }
 
 
-def crossing(k_a, g_a, k_b, g_b) -> np.ndarray:
-    """log C where K_a C^-g_a = K_b C^-g_b (NaN for parallel laws)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.log(k_a) - np.log(k_b)) / (np.asarray(g_a) - np.asarray(g_b))
+def crossing(grid: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """log C of the first sign change of gap (rows: the estimate or draws, columns: the log-C grid), linearly
+    interpolated; NaN where the gap keeps its sign over the grid."""
+    gap = np.atleast_2d(gap)
+    sign = np.sign(gap)
+    change = (sign[:, :-1] * sign[:, 1:] < 0) & np.isfinite(gap[:, :-1]) & np.isfinite(gap[:, 1:])
+    out = np.full(len(gap), np.nan)
+    rows = np.flatnonzero(change.any(axis=1))
+    first = change[rows].argmax(axis=1)
+    g0, g1 = gap[rows, first], gap[rows, first + 1]
+    out[rows] = grid[first] + (grid[first + 1] - grid[first]) * g0 / (g0 - g1)
+    return out
 
 
 def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
@@ -162,12 +183,14 @@ def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
     gap_draws = la_draws[:n] - lb_draws[:n]
     c_lo = min(float(a.points["budget_flops"].min()), float(b.points["budget_flops"].min()))
     c_hi = target * RANGE_FACTOR
-    log_cross = float(crossing(a.loss["K"], a.loss["gamma"], b.loss["K"], b.loss["gamma"]))
-    ka, ga = (np.asarray(a.loss["draws"][k])[:n] for k in ("K", "gamma"))
-    kb, gb = (np.asarray(b.loss["draws"][k])[:n] for k in ("K", "gamma"))
-    cross_draws = crossing(ka, ga, kb, gb)
-    inside = np.isfinite(cross_draws) & (cross_draws >= math.log(c_lo)) & (cross_draws <= math.log(c_hi))
-    steeper = a.name if a.loss["gamma"] > b.loss["gamma"] else b.name
+    grid = np.linspace(math.log(c_lo), math.log(c_hi), 400)
+    curves = [np.array([loss_at(law, c) for c in np.exp(grid)], dtype=object) for law in (a, b)]
+    point_gap = np.array([pa - pb for (pa, _), (pb, _) in zip(curves[0], curves[1], strict=True)])
+    draw_gap = np.stack([da[:n] - db[:n] for (_, da), (_, db) in zip(curves[0], curves[1], strict=True)], axis=1)
+    log_cross = float(crossing(grid, point_gap)[0])
+    cross_draws = crossing(grid, draw_gap) if n else np.array([])
+    inside = np.isfinite(cross_draws)
+    steeper = a.name if point_gap[-1] < 0 else b.name  # lower at the far end: the one that overtakes
     swept = max(float(a.points["budget_flops"].max()), float(b.points["budget_flops"].max()))
     result = {
         "largest_swept": swept,
@@ -251,11 +274,11 @@ def overtake_text(p: dict) -> str:
     return f"{p['overtaker']} overtakes at {p['cross']:.3g} FLOPs{band}; {p['p_cross']:.0%} of resamples cross {span}."
 
 
-def compare(store, names: list[str], target: float | None, budgets: list[float], bootstrap: int = 200) -> dict:
+def compare(store, names: list[str], target: float | None, budgets: list[float]) -> dict:
     """Everything the comparison page shows."""
     if len(set(names)) < 2:
         raise WorkbenchError("a comparison needs 2 or more different sweeps", "Name them: `workbench report A B`.")
-    laws = [fit_sweep_law(store, name, bootstrap) for name in names]
+    laws = [fit_sweep_law(store, name) for name in names]
     largest = max(float(law.points["budget_flops"].max()) for law in laws)
     target = float(target) if target is not None else largest * 1000
     at = sorted({largest, target, *map(float, budgets)})
@@ -265,7 +288,7 @@ def compare(store, names: list[str], target: float | None, budgets: list[float],
         "at": {law.name: [at_budget(law, c) for c in at] for law in laws},
         "pairs": [pair(a, b, target) for a, b in itertools.combinations(laws, 2)],
         "flags": flags(laws),
-        "bootstrap": bootstrap,
+        "bootstrap": min(law.bootstrap for law in laws),
         "extra_at": [float(b) for b in budgets],
     }
 

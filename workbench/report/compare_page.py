@@ -37,9 +37,11 @@ def law_table(result: dict) -> dict:
                     cmp.fmt_ci(loss["gamma"], cmp.interval(loss["draws"]["gamma"]), lambda v: f"{v:.4f}"), loss["gamma"]
                 ),
                 cell(f"{loss['K']:.4g}", loss["K"]),
+                cell(f"{loss.get('E', 0.0):.4g}", loss.get("E", 0.0)),
             ]
         )
-    header = ["sweep", "runs", "budgets fitted", "a (N* = G C^a)", "b (D* = H C^b)", "gamma (L* = K C^-gamma)", "K"]
+    header = ["sweep", "runs", "budgets fitted", "a (N* = G C^a)", "b (D* = H C^b)", "gamma (L* = E + K C^-gamma)"]
+    header += ["K", "E (floor)"]
     return {"caption": "Fitted laws, estimate [5%, 95%] over bootstrap resamples", "header": header, "rows": rows}
 
 
@@ -158,12 +160,13 @@ def law_charts(result: dict) -> list[dict]:
         lines, bands, dots = [], [], []
         for law in laws:
             if key == "loss":
-                fit, draws = cmp.loss_at(law, grid[:, None])
-                fit = law.loss["K"] * grid ** -law.loss["gamma"]
+                pairs = [cmp.loss_at(law, c) for c in grid]
+                fit = np.array([value for value, _ in pairs])
+                draws = np.stack([d for _, d in pairs]) if pairs[0][1].size else np.full((len(grid), 1), np.nan)
             else:
-                coef, exp = ("G", "a") if key == "params" else ("H", "b")
-                fit = law.iso[coef] * grid ** law.iso[exp]
-                draws = np.asarray(law.iso_draws[coef])[None, :] * grid[:, None] ** np.asarray(law.iso_draws[exp])
+                which = 0 if key == "params" else 1
+                fit = cmp.isoflop_allocation(law.iso, grid, law.flops)[which]
+                draws = cmp.isoflop_allocation(law.iso_draws, grid[:, None], law.flops)[which]
             lo, hi = np.nanpercentile(np.where(draws > 0, draws, np.nan), [5, 95], axis=1)
             lines += [{"series": law.name, "C": c, "v": v} for c, v in zip(grid, fit, strict=True)]
             bands += [{"series": law.name, "C": c, "lo": a, "hi": b} for c, a, b in zip(grid, lo, hi, strict=True)]
@@ -221,8 +224,9 @@ def sections(result: dict, db: Path, command: str) -> list[dict]:
         ("git commit", git_commit()),
         (
             "method",
-            f"isoFLOP parabolas, N*/D* power laws and L*(C) = K C^-gamma on the minima (workbench.fit); "
-            f"{result['bootstrap']} bootstrap resamples per sweep, paired across sweeps; overtaking is "
+            f"isoFLOP parabolas, N*/D* power laws and L*(C) = E + K C^-gamma on the minima, read from each sweep's "
+            f"stored fit (workbench fit); {result['bootstrap']} bootstrap resamples per sweep, paired across sweeps; "
+            "overtaking is "
             f"looked for from the smallest swept budget to {cmp.RANGE_FACTOR:g}x the target",
         ),
     ]
@@ -275,6 +279,7 @@ def downloads(result: dict) -> list[dict]:
                 "G": law.iso["G"],
                 "H": law.iso["H"],
                 "K": law.loss["K"],
+                "E": law.loss.get("E", 0.0),
             }
             for law in result["laws"]
         ]
@@ -322,15 +327,15 @@ def write_comparison(
     target: float | None,
     budgets: list[float],
     out: Path | None,
-    bootstrap: int = 200,
     command: str = "",
 ) -> Path:
-    """Fit every sweep, compare them pairwise and write the page (default reports/compare-A-B.html)."""
+    """Read every sweep's stored fit, compare them pairwise and write the page (default
+    reports/compare-A-B.html)."""
     from workbench.store.database import Store
 
     for name in names:
         resolve_sweep(db, name)
-    result = cmp.compare(Store(db), names, target, budgets, bootstrap)
+    result = cmp.compare(Store(db), names, target, budgets)
     built = sections(result, db, command)
     html = (
         environment()
