@@ -57,6 +57,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.units import parse_number
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
+from workbench.train.config import pipeline_microbatches_ok
 
 GPUS_PER_NODE = 8
 USABLE_MEMORY = 0.9
@@ -389,12 +390,15 @@ def candidates(
     gpus: int,
     fixed_gpus: bool,
     pipeline: list[int] | None = None,
-    unit_seqs: int | None = None,
+    ramp_seqs: tuple[int, ...] = (),
 ) -> list[Candidate]:
-    """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides `unit_seqs` (the
-    sequences every batch of the ramp is a multiple of; default the final batch), as the trainer checks."""
+    """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides every batch of the
+    ramp (`ramp_seqs`, in sequences; default the final batch only), as the trainer checks, and under PP
+    every batch gives each replica the micro-batches its schedule needs (the trainer's config check,
+    workbench.train.config.pipeline_microbatches_ok)."""
     out = []
-    unit = unit_seqs or batch_seqs
+    batches = (batch_seqs, *ramp_seqs)
+    unit = math.gcd(*batches)
     tps = [t for t in (1, 2, 4, 8) if shape.n_heads % t == 0 and t <= GPUS_PER_NODE and (t <= gpus or not fixed_gpus)]
     micro_batches = [b for b in _divisors(micro_batch) if unit % b == 0]
     for tp in tps:
@@ -410,8 +414,11 @@ def candidates(
                         for v in _divisors(layers)
                         if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0 and v * pp <= shape.n_layers
                     ]
+                    runs = [
+                        v for v in virtuals if all(pipeline_microbatches_ok(b // (mb * dp), pp, v > 1) for b in batches)
+                    ]
                     for recompute in RECOMPUTE:
-                        for v in virtuals if pp > 1 else [1]:
+                        for v in runs if pp > 1 else [1]:
                             out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
     return out
 
@@ -428,14 +435,14 @@ def choose_layout(
     gpu: Gpu,
     gpus: int,
     fixed_gpus: bool,
-    unit_seqs: int | None = None,
+    ramp_seqs: tuple[int, ...] = (),
 ) -> Layout:
     """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`."""
-    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], unit_seqs)
+    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs)
     fitting = [c for c in flat if c.fits]
     everything = flat
     if not fitting:  # pipeline parallelism only when memory needs it
-        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, unit_seqs)
+        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs)
         fitting = [c for c in everything if c.fits]
     if not fitting:
         _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
