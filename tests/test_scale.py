@@ -230,7 +230,7 @@ def test_evaluation_micro_batches_follow_the_schedule(corpus):
     assert eval_pipeline_microbatches(1, 2, layout) is None
     interleaved = {"pp": 4, "pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 1}
     layout = parse_model(TrainConfig, config_dict(corpus, interleaved, 512, 16), "x").layout
-    assert eval_pipeline_microbatches(9, 1, layout) is None  # 9: 2 rounds; 3 of 3: fewer than pp
+    assert eval_pipeline_microbatches(9, 1, layout) == 3  # 9 of 1: not a multiple of its 2 rounds; 3 of 3 run
     assert eval_pipeline_microbatches(10, 1, layout) == 10
 
 
@@ -246,41 +246,42 @@ def test_pp2_with_an_odd_evaluation_batch_finishes(tmp_path, corpus):
     assert final["status"] == "completed" and final["steps"] == 3 and final["val_loss"] < 6
 
 
-@pytest.mark.parametrize("gpus", [256, 1024, 16384, None])
-@pytest.mark.parametrize("budget", [1e24, 3.8e25])
-def test_plan_never_writes_a_pipeline_config_that_fails_the_check(budget, gpus):
-    """Every batch of the planned ramp gives each replica the micro-batches its schedule needs (Llama 3's
-    4M-token first batch over 512 replicas of PP 4 gave one), and the evaluation batch fits the pipeline."""
-    plan = make_plan(
-        builtin_law("chinchilla", budget),
-        budget,
-        gpu=resolve_gpu("h100"),
-        mfu=0.4,
-        seq_len=8192,
-        vocab_size=128256,
-        gpus=gpus,
-    )
+def plan_for(budget: float, gpus: int | None, seq_len: int = 8192):
+    law = builtin_law("chinchilla", budget)
+    return make_plan(law, budget, gpu=resolve_gpu("h100"), mfu=0.4, seq_len=seq_len, vocab_size=128256, gpus=gpus)
+
+
+@pytest.mark.parametrize(
+    "budget, gpus, seq_len",
+    [
+        *((1e24, gpus, 8192) for gpus in (16, 256, 1024, 16384, None)),
+        *((3.8e25, gpus, 8192) for gpus in (256, 1024, 16384, None)),
+        (3.8e25, None, 2048),  # was TP 8 x PP 25 x DP 512 with 1F1B: 16 micro-batches a replica for 25 stages
+        (1e26, None, 8192),  # was PP 23 with 1F1B and 4 micro-batches a replica in the ramp's first batch
+    ],
+)
+def test_plan_never_writes_a_pipeline_config_that_fails_the_check(budget, gpus, seq_len):
+    """Every batch of the planned ramp gives each replica micro-batches its schedule runs, and the evaluation
+    batch can be cut for the pipeline: the written config loads."""
+    from workbench.train.microbatches import pipeline_microbatches_ok
+
+    plan = plan_for(budget, gpus, seq_len)
     config = flagship_config(plan, "/data", "/runs/flagship", "flagship")  # TrainConfig validates
     again = parse_model(TrainConfig, config.model_dump(mode="json"), "flagship.yaml")
-    lay = again.layout
-    replicas = lay.dp_shard * lay.dp_replicate
-    first = min(tokens for _, tokens in again.batch.all_batches()) // 8192 // again.batch.micro_batch // replicas
-    assert lay.pp == 1 or first >= lay.pp
-    assert eval_pipeline_microbatches(again.eval.batch_seqs, again.batch.micro_batch, lay) is not None
+    lay, micro = again.layout, again.batch.micro_batch
+    replicas, interleaved = lay.dp_shard * lay.dp_replicate, lay.pp_schedule != "1f1b"
+    for _, tokens in again.batch.all_batches():
+        assert pipeline_microbatches_ok(tokens // seq_len // micro // replicas, lay.pp, interleaved)
+    assert eval_pipeline_microbatches(again.eval.batch_seqs, micro, lay) is not None
 
 
-def test_some_plan_is_pipelined():
-    budget = 3.8e25
-    plan = make_plan(
-        builtin_law("chinchilla", budget),
-        budget,
-        gpu=resolve_gpu("h100"),
-        mfu=0.4,
-        seq_len=8192,
-        vocab_size=128256,
-        gpus=16384,
-    )
-    assert plan.layout.pp > 1  # so the test above checks a pipeline
+def test_a_1f1b_plan_keeps_a_micro_batch_per_stage_in_the_first_batch_of_the_ramp():
+    """1e24 FLOPs on 16 H100s: PP 2 with 1F1B; the ramp's first batch (a quarter of the last) still gives each
+    replica at least 2 micro-batches."""
+    plan = plan_for(1e24, 16)
+    assert plan.layout.pp > 1 and plan.layout.virtual_stages == 1  # so the test above checks a 1F1B pipeline
+    first = min(tokens for _, tokens in plan.schedule.ramp) // 8192 // plan.layout.micro_batch // plan.layout.dp
+    assert first >= plan.layout.pp
 
 
 # ------------------------------------------------------------------ checkpoints each rank hashes alone
@@ -383,9 +384,9 @@ def test_the_host_reads_losses_only_at_logging_steps(tmp_path, corpus, monkeypat
 
 
 def test_the_micro_batch_rule_of_each_schedule():
-    """1F1B: at least one micro-batch per pipeline rank; interleaved 1F1B also a multiple of n // pp rounds."""
-    from workbench.train.config import pipeline_microbatches_ok
+    """1F1B: at least one micro-batch per pipeline rank; interleaved 1F1B a multiple of its n // pp rounds."""
+    from workbench.train.microbatches import pipeline_microbatches_ok
 
-    assert [n for n in range(1, 13) if pipeline_microbatches_ok(n, 4, True)] == [4, 5, 6, 7, 8, 10, 12]
+    assert [n for n in range(1, 13) if pipeline_microbatches_ok(n, 4, True)] == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12]
     assert [n for n in range(1, 7) if pipeline_microbatches_ok(n, 4, False)] == [4, 5, 6]
     assert all(pipeline_microbatches_ok(n, 1, False) for n in range(1, 9))

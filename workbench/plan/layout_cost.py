@@ -57,7 +57,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.units import parse_number
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
-from workbench.train.config import pipeline_microbatches_ok
+from workbench.train.microbatches import pipeline_microbatches_ok
 
 GPUS_PER_NODE = 8
 USABLE_MEMORY = 0.9
@@ -395,7 +395,7 @@ def candidates(
     """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides every batch of the
     ramp (`ramp_seqs`, in sequences; default the final batch only), as the trainer checks, and under PP
     every batch gives each replica the micro-batches its schedule needs (the trainer's config check,
-    workbench.train.config.pipeline_microbatches_ok)."""
+    workbench.train.microbatches.pipeline_microbatches_ok)."""
     out = []
     batches = (batch_seqs, *ramp_seqs)
     unit = math.gcd(*batches)

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from workbench.core.configfile import Count, Number, Strict
 from workbench.data.config import DataConfig
 from workbench.model.config import ModelConfig
+from workbench.train.microbatches import pipeline_microbatches_ok
 
 
 class OptimConfig(Strict):
@@ -195,15 +196,6 @@ class LayoutConfig(Strict):
         )
 
 
-def pipeline_microbatches_ok(n: int, pp: int, interleaved: bool) -> bool:
-    """Whether a pipeline schedule over `pp` ranks (1F1B, or `interleaved` 1F1B) runs a step of `n` micro-
-    batches: at least one per pipeline rank (1F1B raises otherwise), and for interleaved 1F1B a multiple of
-    its rounds, n // pp (torch's rule). The layout search of workbench.plan keeps to the same rule."""
-    if pp == 1:
-        return n >= 1
-    return n >= pp and (not interleaved or n % max(1, n // pp) == 0)
-
-
 def _runs(n: int, layout: LayoutConfig) -> bool:
     return pipeline_microbatches_ok(n, layout.pp, layout.pp_schedule != "1f1b")
 
@@ -221,7 +213,7 @@ def eval_pipeline_microbatches(batch_seqs: int, micro_batch: int, layout: Layout
 def _schedule_rule(layout: LayoutConfig) -> str:
     if layout.pp_schedule == "1f1b":
         return f"1F1B over pp {layout.pp} needs at least {layout.pp}"
-    return f"interleaved 1F1B over pp {layout.pp} needs at least {layout.pp}, and a multiple of n // {layout.pp}"
+    return f"interleaved 1F1B over pp {layout.pp} needs a multiple of its rounds, n // {layout.pp}"
 
 
 def _nearest(value: int, ok, unit: int = 1) -> str:
