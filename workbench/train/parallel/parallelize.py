@@ -363,18 +363,18 @@ def _local(loss: torch.Tensor) -> torch.Tensor:
 
 def forward_backward(par: Parallel, batches: list[torch.Tensor], grad_scale: float) -> tuple[torch.Tensor, int]:
     """Forward and backward over this rank's micro-batches (tokens [micro, seq + 1] each); gradients are
-    `grad_scale` x the sum of the micro-batch means. Returns (sum of their losses as an fp32 tensor on the
+    `grad_scale` x the sum of the micro-batch means. Returns (sum of their losses as an fp64 tensor on the
     device, how many) on the ranks that compute the loss, (0, 0) on the other pipeline stages. Nothing
     here reads a value on the host."""
     device = batches[0].device
-    total = torch.zeros((), dtype=torch.float32, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
     if not par.stage_ids:
         model = par.parts[0]
         for batch in batches:
             with par.loss_context():
                 loss = model(batch[:, :-1], batch[:, 1:])
                 (loss * grad_scale).backward()
-            total += _local(loss)
+            total += _local(loss).double()
         return total, len(batches)
     tokens = torch.cat(batches)  # the schedule cuts it back into the micro-batches, averaging their gradients
     schedule, losses = par.schedule(len(batches)), []
@@ -389,7 +389,7 @@ def forward_backward(par: Parallel, batches: list[torch.Tensor], grad_scale: flo
             if p.grad is not None:
                 p.grad.mul_(correction)
     for loss in losses:
-        total += _local(loss)
+        total += _local(loss).double()
     return total, len(losses)
 
 
