@@ -246,6 +246,19 @@ def test_pp2_with_an_odd_evaluation_batch_finishes(tmp_path, corpus):
     assert final["status"] == "completed" and final["steps"] == 3 and final["val_loss"] < 6
 
 
+def test_interleaved_1f1b_runs_fewer_micro_batches_than_stages(tmp_path, corpus):
+    """Why the check lets interleaved 1F1B through with fewer micro-batches than stages (Llama 3's first
+    batches need it): PP 2 x 2 stages a rank on one micro-batch a step trains one process's losses."""
+    short = {"batch": {"batch_tokens": 64, "micro_batch": 2}, "stop": {"tokens": 6 * 64}}
+    short["eval"] = {"batches": 1, "batch_seqs": 2}
+    train(write_config(tmp_path, corpus, "one", {}, **short), 1)
+    interleaved = {"pp": 2, "pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 2}
+    train(write_config(tmp_path, corpus, "pp", interleaved, **short), 2)
+    one, pp = losses(tmp_path / "one"), losses(tmp_path / "pp")
+    assert sorted(pp) == sorted(one) == list(range(1, 7))
+    assert max(abs(pp[s] - one[s]) for s in one) < 1e-5
+
+
 def plan_for(budget: float, gpus: int | None, seq_len: int = 8192):
     law = builtin_law("chinchilla", budget)
     return make_plan(law, budget, gpu=resolve_gpu("h100"), mfu=0.4, seq_len=seq_len, vocab_size=128256, gpus=gpus)
