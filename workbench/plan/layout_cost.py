@@ -73,6 +73,7 @@ from workbench.plan.step_time import (
     ring_s,
     timeline,
 )
+from workbench.train.microbatches import pipeline_microbatches_ok
 
 USABLE_MEMORY = 0.9
 RECOMPUTE = ("none", "selective", "full")
@@ -371,6 +372,10 @@ def virtual_stages(n_layers: int, pp: int, micro_batches: int, balanced: bool = 
     return [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and n_layers % (pp * v) == 0]
 
 
+def _schedule_ok(micro_batches: int, pp: int, virtual: int) -> bool:
+    return pipeline_microbatches_ok(micro_batches, pp, virtual > 1)
+
+
 def candidates(
     shape: ModelShape,
     seq_len: int,
@@ -380,12 +385,15 @@ def candidates(
     gpus: int,
     fixed_gpus: bool,
     pipeline: list[int] | None = None,
-    unit_seqs: int | None = None,
+    ramp_seqs: tuple[int, ...] = (),
 ) -> list[Candidate]:
-    """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides `unit_seqs` (the
-    sequences every batch of the ramp is a multiple of; default the final batch), as the trainer checks."""
+    """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides every batch of the
+    ramp (`ramp_seqs`, in sequences; default the final batch only), as the trainer checks, and under PP
+    every batch gives each replica the micro-batches its schedule needs (the trainer's config check,
+    workbench.train.microbatches.pipeline_microbatches_ok)."""
     out = []
-    unit = unit_seqs or batch_seqs
+    batches = (batch_seqs, *ramp_seqs)
+    unit = math.gcd(*batches)
     tps = [t for t in (1, 2, 4, 8) if shape.n_heads % t == 0 and t <= GPUS_PER_NODE and (t <= gpus or not fixed_gpus)]
     micro_batches = [b for b in _divisors(micro_batch) if unit % b == 0]
     for tp in tps:
@@ -395,8 +403,9 @@ def candidates(
             for mb in micro_batches:
                 for dp in _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus):
                     virtuals = virtual_stages(shape.n_layers, pp, batch_seqs // (mb * dp))
+                    runs = [v for v in virtuals if all(_schedule_ok(b // (mb * dp), pp, v) for b in batches)]
                     for recompute in RECOMPUTE:
-                        for v in virtuals:
+                        for v in runs:
                             out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
     return out
 
@@ -413,14 +422,14 @@ def choose_layout(
     gpu: Gpu,
     gpus: int,
     fixed_gpus: bool,
-    unit_seqs: int | None = None,
+    ramp_seqs: tuple[int, ...] = (),
 ) -> Layout:
     """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`."""
-    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], unit_seqs)
+    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs)
     fitting = [c for c in flat if c.fits]
     everything = flat
     if not fitting:  # pipeline parallelism only when memory needs it
-        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, unit_seqs)
+        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs)
         fitting = [c for c in everything if c.fits]
     if not fitting:
         _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)

@@ -348,16 +348,16 @@ def _layout(
 ) -> Layout:
     """The costed layout: on `gpus` GPUs, or on enough GPUs to finish in `days` (default 30) wall days at its
     modelled MFU (or the override) and goodput."""
-    unit_seqs = math.gcd(*(b // seq_len for _, b in schedule.ramp), batch_tokens // seq_len)
+    ramp_seqs = tuple(b // seq_len for _, b in schedule.ramp)
     batch_seqs = batch_tokens // seq_len
     if gpus is not None:
-        return choose_layout(shape, seq_len, micro, batch_seqs, gpu, gpus, fixed_gpus=True, unit_seqs=unit_seqs)
+        return choose_layout(shape, seq_len, micro, batch_seqs, gpu, gpus, fixed_gpus=True, ramp_seqs=ramp_seqs)
     target_days = days or DEFAULT_DAYS
     wanted = max(1, math.ceil(train_flops / (gpu.peak_flops * (mfu_override or 0.4) * target_days * 86400.0)))
     # the fastest layout on at most `wanted` GPUs; then more GPUs while the modelled days exceed the target
     for _ in range(40):
         try:
-            layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+            layout = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, ramp_seqs=ramp_seqs)
             break
         except WorkbenchError:  # too few GPUs to hold the model
             if wanted > 2**24:
@@ -372,7 +372,7 @@ def _layout(
         if days_of(layout) <= target_days * (1 + 1e-9):
             break
         wanted = math.ceil(wanted * days_of(layout) / target_days) + 1
-        bigger = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, unit_seqs=unit_seqs)
+        bigger = choose_layout(shape, seq_len, micro, batch_seqs, gpu, wanted, fixed_gpus=True, ramp_seqs=ramp_seqs)
         layout = bigger if days_of(bigger) < days_of(layout) else layout
     return replace(layout, idle_gpus=0)
 
@@ -451,6 +451,7 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
     cpu = plan.budget_flops < CPU_BUDGET_FLOPS
     batch_seqs = plan.batch_tokens // plan.seq_len
     tokens = plan.shape_tokens
+    layout = layout_config(plan.layout) if not cpu or plan.layout.tp * plan.layout.pp > 1 else None
     meta = {
         "law": plan.law.name,
         "compute_flops": plan.budget_flops,
@@ -482,11 +483,22 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
         ),
         stop=cfg.StopConfig(tokens=tokens),
         # about 20 evaluations over the run; checkpoints only at the end and on signals on the CPU
-        eval=cfg.EvalConfig(every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=min(16, batch_seqs)),
+        eval=cfg.EvalConfig(
+            every_tokens=max(plan.batch_tokens, tokens // 20), batch_seqs=_eval_seqs(batch_seqs, layout)
+        ),
         checkpoint=cfg.CheckpointConfig(every_tokens=0 if cpu else max(plan.batch_tokens, tokens // 100)),
         runtime=cfg.RuntimeConfig() if cpu else cfg.RuntimeConfig(device="cuda", dtype="bf16", parallel="fsdp"),
-        layout=layout_config(plan.layout) if not cpu or plan.layout.tp * plan.layout.pp > 1 else None,
+        layout=layout,
     )
+
+
+def _eval_seqs(batch_seqs: int, layout: LayoutConfig | None) -> int:
+    """Sequences of an evaluation batch: up to 16, and under PP enough to cut into the micro-batches the
+    schedule needs (cfg.eval_pipeline_microbatches), so the run's evaluations cannot fail after training."""
+    seqs = min(16, batch_seqs)
+    while layout is not None and cfg.eval_pipeline_microbatches(seqs, layout.micro_batch or 1, layout) is None:
+        seqs += 1
+    return seqs
 
 
 def layout_config(layout: Layout):
