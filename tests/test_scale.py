@@ -20,7 +20,7 @@ from test_parallel import BATCH_TOKENS, env, free_port, losses, train, val_loss,
 from workbench.core.configfile import parse_model
 from workbench.core.errors import WorkbenchError
 from workbench.fit.laws import builtin_law
-from workbench.plan.layout_cost import resolve_gpu
+from workbench.plan.hardware import resolve_gpu
 from workbench.plan.planner import flagship_config, make_plan
 from workbench.train.config import TrainConfig, eval_pipeline_microbatches
 
