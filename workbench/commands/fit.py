@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from workbench.commands.fit_tables import print_fit
-from workbench.commands.options import SWEEP_HELP, db_option, json_option, sweep_or_only
+from workbench.commands.options import ALL_VERSIONS, SWEEP_HELP, db_option, json_option, sweep_or_only
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import safe_name
 from workbench.core.units import parse_number
@@ -46,6 +46,7 @@ def fit(
     metric: str = typer.Option(
         "val_loss", "--metric", help="The loss a sweep's fit uses: val_loss, or a named held-out set's val_loss_NAME."
     ),
+    all_versions: bool = ALL_VERSIONS,
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
     from workbench.fit import fitfile
@@ -63,7 +64,7 @@ def fit(
     name = name or sweep or from_csv.stem
     if out is None:  # the name becomes fits/NAME.json: checked before anything is read
         safe_name(name, "fit name", "--name")
-    points = _load_points(sweep, from_csv, db_path, metric)
+    points, extra = _load_points(sweep, from_csv, db_path, metric, all_versions)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,
@@ -82,7 +83,7 @@ def fit(
     out = out or Path("fits") / f"{name}.json"
     curves = _load_curves(sweep, points, db_path) if sweep is not None else None
     record = fit_stage(
-        points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves
+        points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves, extra=extra
     )
     record = record.as_dict()
     if sweep is not None or db is not None:
@@ -94,16 +95,20 @@ def fit(
     print_fit(record, out)
 
 
-def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str = "val_loss"):
+def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str, all_versions: bool):
+    """(validated points, the record's sweep keys: the version fitted and its spec, which a plan inherits)."""
     from workbench.fit.points import load_csv, validate_points
 
     if from_csv is not None:
-        return load_csv(from_csv)
+        return load_csv(from_csv), {}
     from workbench.store.database import Store
 
     with Store(db_path) as store:
-        frame = store.points(sweep, metric=metric)
-    return validate_points(frame, f"sweep {sweep!r} in {db_path}")
+        frame = store.points(sweep, metric=metric, all_versions=all_versions)
+        scope, spec = store.scope(sweep, all_versions), store.sweep_spec(sweep)
+    typer.echo(f"fit of sweep {sweep}: {len(frame)} completed runs, {scope.describe()}", err=True)
+    extra = {"sweep_version": scope.as_dict(), "sweep_spec": spec}
+    return validate_points(frame, f"sweep {sweep!r} in {db_path}"), extra
 
 
 def _load_curves(sweep: str, points, db_path: Path) -> list | None:

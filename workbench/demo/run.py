@@ -120,7 +120,7 @@ def run_demo(
 
 
 def _launch(plan, db_path: Path, spec_path: str) -> None:
-    report = launch(plan, executor="local")
+    report = launch(plan, executor="local", new_version=True)  # a changed spec is a new version: reruns reuse runs
     with Store(db_path) as store:
         store.upsert_sweep(plan.spec.name, plan.spec.model_dump(mode="json"), spec_path)
         store.ingest(report.sweep_dir)

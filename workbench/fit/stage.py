@@ -44,10 +44,12 @@ def fit_stage(
     sweep: str | None = None,
     plots: bool = True,
     curves: list | None = None,
+    extra: dict | None = None,
 ) -> FitRecord:
-    """Fit validated points (workbench.fit.points) as `options` say, save the plots and write `out` atomically."""
+    """Fit validated points (workbench.fit.points) as `options` say, save the plots and write `out` atomically;
+    `extra`: more top-level keys of the record (the sweep's version and spec, which a plan inherits)."""
     results = fit_all(points, options, curves)
-    record = to_record(results, name, source, sweep)
+    record = {**to_record(results, name, source, sweep), **(extra or {})}
     record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
     text = fitfile.dumps(record)
     try:

@@ -38,6 +38,7 @@ LOG = "train.log"
 CKPT = "ckpt"
 LOCK = ".lock"  # workbench.train.runlock: one trainer per run directory
 JOBS = "jobs.json"  # runs/SWEEP/jobs.json: the launcher's record of submitted jobs (workbench.sweep.status)
+VERSIONS = "versions.json"  # runs/SWEEP/versions.json: the sweep's versions and their runs (workbench.sweep.versions)
 RUN_FILES = (CONFIG, METRICS, FINAL)  # a directory holding any of these is a run directory
 TERMINAL = ("completed", "diverged")  # a run in one of these states is not trained again
 _SKIP_DIRS = {CKPT, "__pycache__"}
@@ -186,6 +187,30 @@ def lock_path(run_dir: str | Path) -> Path:
 def jobs_path(sweep_root: str | Path) -> Path:
     """runs/SWEEP/jobs.json, the launcher's record of the sweep's submitted jobs."""
     return Path(sweep_root) / JOBS
+
+
+def versions_path(sweep_root: str | Path) -> Path:
+    """runs/SWEEP/versions.json, the sweep's versions: each spec hash with the run ids it plans."""
+    return Path(sweep_root) / VERSIONS
+
+
+def read_versions(sweep_root: str | Path) -> dict | None:
+    """runs/SWEEP/versions.json as a dict (None when the sweep has none); not a JSON object is a one-line error."""
+    path = versions_path(sweep_root)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise WorkbenchError(f"{path}: not valid JSON ({err})", "Restore it, or delete it to start over.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
+        raise WorkbenchError(f"{path}: expected an object with a list `versions`", "Restore it, or delete it.")
+    return data
+
+
+def write_versions(sweep_root: str | Path, record: dict) -> Path:
+    """Atomic write of runs/SWEEP/versions.json."""
+    return atomic_write_text(versions_path(sweep_root), json_text(record, indent=1))
 
 
 def ckpt_dir(run_dir: str | Path) -> Path:
