@@ -15,8 +15,7 @@ from workbench.cli import app
 from workbench.core.errors import WorkbenchError
 from workbench.model import flops
 from workbench.sweep.grid import expand, plan_file
-from workbench.sweep.spec import load_spec
-from workbench.sweep.versions import spec_hash
+from workbench.sweep.spec import load_spec, spec_hash
 from workbench.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -192,11 +192,14 @@ class PlanRecord(Record):
     lr_peak: float
     hparams: dict | None = None  # where batch and LR come from (workbench.plan.hparams), warnings
     schedule: dict
-    gpu_hours: float
-    days: float
-    layout: dict
+    gpu_hours: float | None  # None for a CPU target (a plan inheriting a sweep trained on CPU)
+    days: float | None
+    layout: dict | None
     law: dict
     inference: dict | None = None
+    target: str = "gpu"  # gpu | cpu
+    predicted_loss: dict | None = None  # the plan's one predicted loss: {loss, interval, interval_kind, of}
+    inherited: dict | None = None  # what a plan from a sweep's fit took from the sweep (workbench.plan.from_sweep)
 
     @model_validator(mode="before")
     @classmethod
@@ -206,8 +209,9 @@ class PlanRecord(Record):
     def public(self) -> dict:
         """The `plan --json` object: the plan's fields (no inference block when not asked for)."""
         data = self.as_dict()
-        if data.get("inference") is None:
-            data.pop("inference", None)
+        for key in ("inference", "inherited"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime
@@ -36,13 +37,6 @@ def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, g
     return resolve_budget(_positive(compute, "--compute"), gpus, _positive(days_text, "--days"), gpu, mfu)
 
 
-def _data_dir(data: str | None) -> str:
-
-    from workbench.data.prepare import default_corpus_dir
-
-    return data or str(default_corpus_dir())
-
-
 def _record(db: Path | None, record: dict) -> str:
     """Store the plan in the plans table when --db is given or the default database exists."""
     from workbench.store.database import Store, default_db_path
@@ -68,13 +62,16 @@ def plan(
         help="fits/NAME.json, epoch, chinchilla or llama3 (default: the only fit in fits/, else epoch); "
         "the output names its source.",
     ),
-    hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
+    method: str = typer.Option(None, "--method", help="A fit file's law: parametric (default) or isoflop."),
+    hparams: str = typer.Option(
+        None, "--hparams", help="Batch and LR: a `sweep tune` file (fits/X-hparams.json) or `published` rules."
+    ),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
     unique_tokens: str = typer.Option(
         None, "--unique-tokens", help="Unique tokens available: repeated epochs count as less data (Muennighoff 2023)."
     ),
-    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
-    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default: the sweep's, else 8192 / 256)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary (default: the sweep's, else 128256 / 256)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
     as_json: bool = json_option(),
     explain: bool = typer.Option(False, "--explain-layout", help="Print the table of costed layout candidates."),
@@ -86,12 +83,10 @@ def plan(
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory of the flagship (default runs/flagship/NAME)."),
     db: Path = typer.Option(None, "--db", help="DuckDB file for the plans table (default: if it exists)."),
 ) -> None:
-    """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time, memory and layout."""
-    from workbench.plan import planner
-    from workbench.plan.data_constrained import epochs_note
-    from workbench.plan.hparams import anchors_left_out
-    from workbench.plan.law_choice import data_constrained, resolve_law
-    from workbench.plan.record import explain_layout, plan_text, to_record
+    """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time, memory and layout; a sweep's fit
+    plans as the sweep trained (its data, tokenizer, seq_len, init, schedule and batch/LR rules)."""
+    from workbench.plan.record import explain_layout, plan_text
+    from workbench.plan.request import Request, make
 
     if not (0 < mfu <= 1):
         raise WorkbenchError(f"--mfu {mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
@@ -107,36 +102,18 @@ def plan(
         inference = parse_number(inference_tokens, "--inference-tokens")
         if inference < 0:
             raise WorkbenchError(f"--inference-tokens {inference_tokens} is negative", "Give 0 or more, e.g. 1e13.")
-    law = resolve_law(law_spec, budget, hparams)
     unique = _positive(unique_tokens, "--unique-tokens")
-    if unique is not None:
-        law = data_constrained(law, unique, inference)
-    result = planner.make_plan(
-        law,
-        budget,
-        gpu=device,
-        mfu=mfu,
-        seq_len=seq_len or planner.default_seq_len(budget),
-        vocab_size=vocab_size or planner.default_vocab(budget),
-        gpus=gpu_count,
-        days=target_days,
-        inference_tokens=inference,
-        floor=lr_floor,
-        hparams_leave_out=anchors_left_out(leave_out or []),
+    request = Request(budget, device, mfu, gpu_count, target_days, law_spec, method, hparams, inference, unique)
+    request = dataclasses.replace(
+        request, seq_len=seq_len, vocab_size=vocab_size, lr_floor=lr_floor, leave_out=tuple(leave_out or [])
     )
-    record = to_record(result).public()
-    if unique is not None:
-        text, warn = epochs_note(result.shape_tokens, unique)
-        record["data_constrained"] = {"unique_tokens": unique, "epochs": result.shape_tokens / unique, "warning": warn}
-        record["law"]["notes"].append(text)
-    name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
-    messages = []
+    planned = make(request)
+    record, name, messages = planned.record, planned.name, []
     if out is not None:
         from workbench.core.configfile import dump_yaml
 
-        config = planner.flagship_config(result, _data_dir(data), run_dir or f"runs/flagship/{name}", name)
         try:
-            atomic_write_text(out, dump_yaml(config))
+            atomic_write_text(out, dump_yaml(planned.config(data, run_dir)))
         except OSError as err:
             raise WorkbenchError(f"--out: cannot write {out} ({err.strerror})", "Pick a writable path.") from None
         messages.append(f"wrote {out}: run it with `workbench train {out}`")
@@ -144,6 +121,6 @@ def plan(
     messages.append(_record(db, {**stored, "config_path": str(out) if out else None}))
     typer.echo(json.dumps(json_clean(record)) if as_json else plan_text(record))
     if explain:
-        typer.echo(explain_layout(result), err=as_json)
+        typer.echo(explain_layout(planned.plan), err=as_json)
     for message in filter(None, messages):
         typer.echo(message, err=as_json)

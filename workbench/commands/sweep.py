@@ -26,8 +26,8 @@ OVERRIDES = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_
 @app.command()
 def plan(sweep: str = SWEEP, overrides: list[str] = OVERRIDES, as_json: bool = json_option()) -> None:
     """Show every run of a sweep (shape, tokens, batch, LR, cost), the totals and the launch checks; writes nothing."""
-    from workbench.sweep.checks import review
     from workbench.sweep.grid import plan_file
+    from workbench.sweep.preflight import review
     from workbench.sweep.spec import spec_path_of
 
     result = plan_file(spec_path_of(sweep), overrides or ())

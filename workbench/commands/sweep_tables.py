@@ -45,7 +45,7 @@ def print_plan(result) -> None:
 
 
 def print_checks(report) -> None:
-    """The checks' notes of `sweep plan` (workbench.sweep.checks.Report), or that every check passed."""
+    """The checks' notes of `sweep plan` (workbench.sweep.preflight.Report), or that every check passed."""
     console = Console(width=WIDTH)
     console.print(f"spec hash {report.spec_hash} (runs/SWEEP/versions.json records each launched version)")
     for note in report.notes:

@@ -105,7 +105,6 @@ def run_demo(
     outcome.update(experiment.assess(outcome, record, points, spec.name, db_path, flagship, branch))
     outcome.update(lr_check=lr, sweep=spec.name, wall_s=time.time() - t_start, flagship_config=str(config_path))
     _say("7/7", "writing the report")
-    stored["predicted_loss"] = outcome["predicted_best_loss"]
     report = write_report(
         spec.name,
         db_path,

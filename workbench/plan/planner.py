@@ -179,9 +179,13 @@ def micro_batch_for(batch_seqs: int, seq_len: int) -> int:
     return max(m for m in range(1, min(16, batch_seqs) + 1) if batch_seqs % m == 0)
 
 
+LLAMA3_SCHEDULE = "Llama 3 405B recipe scaled to the run (workbench.plan.planner)"
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """LR and batch schedule over tokens (see the module docstring for the Llama 3 scaling)."""
+    """LR and batch schedule over tokens (see the module docstring for the Llama 3 scaling; a sweep's own
+    cosine or WSD schedule in a plan that inherits it, workbench.plan.from_sweep)."""
 
     warmup_tokens: int
     warmup_steps: int
@@ -189,6 +193,9 @@ class Schedule:
     anneal_tokens: int
     ramp: tuple[tuple[int, int], ...]  # (after_tokens, batch_tokens), first at 0
     steps: int
+    kind: str = "cosine"  # cosine | wsd
+    decay_fraction: float | None = None  # wsd: the linear decay's share of the run
+    source: str = LLAMA3_SCHEDULE
 
 
 def _ramp(tokens: int, batch_tokens: int, unit: int) -> tuple[tuple[int, int], ...]:
@@ -294,6 +301,8 @@ class Plan:
     layout: Layout
     inference: Inference | None
     hparams: hparams.HparamChoice | None = None
+    target: str = "gpu"  # gpu | cpu: a CPU plan (a sweep trained on CPU) has no GPU-hours, days or layout
+    predicted: dict | None = None  # the one predicted loss: {loss, interval: [lo, hi], interval_kind, of}
 
     @property
     def spent_flops(self) -> float:
@@ -414,13 +423,14 @@ def make_plan(
     micro = micro_batch_for(choice.batch_tokens // seq_len, seq_len)
     schedule = schedule_for(shape_tokens, choice.batch_tokens, micro * seq_len, floor)
     layout = _layout(shape, seq_len, schedule, choice.batch_tokens, micro, gpu, gpus, days, train_flops, mfu)
+    ci = intervals(law.draws, budget_flops, shape.params, shape_tokens)
     return Plan(
         law,
         budget_flops,
         params,
         tokens,
         loss,
-        intervals(law.draws, budget_flops, shape.params, shape_tokens),
+        ci,
         shape,
         shape_tokens,
         shape_loss,
@@ -435,7 +445,17 @@ def make_plan(
         layout,
         inference,
         choice,
+        predicted=_predicted(shape_loss, ci),
     )
+
+
+def _predicted(shape_loss: float | None, ci: dict | None) -> dict | None:
+    """The plan's one predicted loss: the loss law's at the planned shape and tokens, with its 5-95% interval."""
+    if shape_loss is None:
+        return None
+    interval = [ci["shape_loss"].p5, ci["shape_loss"].p95] if ci else None
+    kind = f"5-95% over {ci['draws']} bootstrap draws of the law" if ci else "none (the law has no bootstrap draws)"
+    return {"loss": shape_loss, "interval": interval, "interval_kind": kind, "of": "the planned shape on its tokens"}
 
 
 def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
@@ -447,7 +467,7 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
     meta = {
         "law": plan.law.name,
         "compute_flops": plan.budget_flops,
-        "predicted_loss": plan.shape_loss,
+        "predicted_loss": (plan.predicted or {}).get("loss"),
         "params_opt": plan.params,
         "tokens_opt": plan.tokens,
         "hparams_source": plan.hparams_source,

@@ -20,8 +20,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
 from workbench.model import flops
 from workbench.model.shapes import ModelShape, ladder, shape_for_params, shape_named
-from workbench.sweep.spec import MAX_RUNS, Plan, PlannedRun, SweepSpec, load_spec
-from workbench.sweep.versions import HASH_KEY, spec_hash
+from workbench.sweep.spec import HASH_KEY, MAX_RUNS, Plan, PlannedRun, SweepSpec, load_spec, spec_hash
 from workbench.train.config import TrainConfig
 
 log = logging.getLogger(__name__)

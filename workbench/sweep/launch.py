@@ -29,10 +29,10 @@ from workbench.core.errors import WorkbenchError
 from workbench.data.batches import check_tokenizers
 from workbench.data.prepare import default_corpus_dir, ensure_default_corpus
 from workbench.model import flops
-from workbench.sweep import checks, executors, versions
+from workbench.sweep import executors, preflight, versions
 from workbench.sweep import status as st
-from workbench.sweep.checks import DEFAULT_CORPUS
-from workbench.sweep.spec import Launch, Plan, PlannedRun
+from workbench.sweep.preflight import DEFAULT_CORPUS
+from workbench.sweep.spec import HASH_KEY, Launch, Plan, PlannedRun
 from workbench.train import rundir, runlock
 from workbench.train.config import TrainConfig
 
@@ -53,7 +53,7 @@ class LaunchReport:
     results: dict[str, str] = field(default_factory=dict)  # local runs: run id -> final status
     dry_run: bool = False
     version: versions.Decision | None = None  # the sweep version these runs belong to (sweeps only)
-    notes: tuple[str, ...] = ()  # the checks' warnings (workbench.sweep.checks)
+    notes: tuple[str, ...] = ()  # the checks' warnings (workbench.sweep.preflight)
 
     def as_dict(self) -> dict:
         """The report as JSON-ready values (`workbench sweep launch --json`)."""
@@ -150,12 +150,12 @@ def launch(
     force: bool = False,
     new_version: bool = False,
 ) -> LaunchReport:
-    """Check the sweep (workbench.sweep.checks) and its version (workbench.sweep.versions), then write the plan's
+    """Check the sweep (workbench.sweep.preflight) and its version (workbench.sweep.versions), then write the plan's
     run configs and submit every run that is not done or live (see the module docstring). Nothing is written
     before the checks pass; a dry run writes nothing at all."""
     base = Path(base or Path.cwd()).resolve()
     kind = executors.check_kind(executor or plan.spec.launch.executor)
-    found = checks.require(plan, base, kind)
+    found = preflight.require(plan, base, kind)
     root = sweep_dir(plan, base)
     ids = [run.run_id for run in plan.runs]
     decision = versions.decide(root, plan.spec, ids, plan.source, new_version, force, st.now())
@@ -191,7 +191,7 @@ def launch_runs(
     `earlier_versions`: runs of other grid points' hashes belong to an older version of the sweep and stay;
     `before_writes` is called once the launch is decided, before the first file is written."""
     executors.check_kind(kind)
-    if kind == "slurm" and not dry_run and (problem := checks.slurm_problem(f"launching {root.name}")):
+    if kind == "slurm" and not dry_run and (problem := preflight.slurm_problem(f"launching {root.name}")):
         raise problem.error()
     report = LaunchReport(root, kind, dry_run=dry_run)
     stale = changed_runs(root, configs, edited_only=earlier_versions)
@@ -296,7 +296,7 @@ def changed_runs(root: Path, configs: dict[str, TrainConfig], edited_only: bool 
 
 def _unhashed(config: dict) -> dict:
     """A config without its meta's spec hash."""
-    meta = {k: v for k, v in (config.get("meta") or {}).items() if k != versions.HASH_KEY}
+    meta = {k: v for k, v in (config.get("meta") or {}).items() if k != HASH_KEY}
     return {**config, "meta": meta}
 
 

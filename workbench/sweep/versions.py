@@ -14,29 +14,12 @@ version's runs unless asked for all (workbench.store.scope).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
-from workbench.sweep.spec import SweepSpec
+from workbench.sweep.spec import UNTRAINED, SweepSpec, spec_hash, trained_spec
 from workbench.train import rundir
-
-UNTRAINED = ("name", "runs_root", "launch", "tune")  # spec sections that do not change what a run trains
-HASH_KEY = "sweep_hash"  # the key of a run config's meta that holds the hash of the spec that wrote it
-
-
-def trained_spec(spec: SweepSpec) -> dict:
-    """The spec as JSON without the parts that do not change what is trained (module docstring)."""
-    body = spec.model_dump(mode="json", exclude=set(UNTRAINED))
-    body["train"].pop("logging", None)
-    return body
-
-
-def spec_hash(spec: SweepSpec) -> str:
-    """12 hex digits of SHA-1 over `trained_spec` (sorted keys)."""
-    return hashlib.sha1(json.dumps(trained_spec(spec), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _flat(value: object, prefix: str = "") -> dict[str, object]:

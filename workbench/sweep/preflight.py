@@ -21,8 +21,7 @@ from pathlib import Path
 from workbench.core.errors import WorkbenchError
 from workbench.data.shards import manifest_if_any
 from workbench.fit.design import MIN_SIZES
-from workbench.sweep.spec import Plan
-from workbench.sweep.versions import spec_hash
+from workbench.sweep.spec import Plan, spec_hash
 
 DEFAULT_CORPUS = "@default"  # a data source path meaning workbench.data's embedded corpus (byte-level)
 BYTES_VOCAB = 256
