@@ -231,7 +231,8 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
         rows.append(("batch ramp", ramp))
     rows += _compute_rows(plan)
     rows += [("warning", f"batch/LR {w}") for w in (r.get("hparams") or {}).get("warnings", [])]
-    rows += [("inherited", text) for text in (r.get("inherited") or {}).get("lines", [])]
+    inherited = (r.get("inherited") or {}).get("lines", [])
+    rows += [("inherited", text) for text in inherited]
     if r.get("inference"):
         inf = r["inference"]
         text = (
@@ -246,7 +247,7 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
         rows.append(("isoFLOP check", f"N* {human(iso['params'])}, D* {human(iso['tokens'])}"))
     if r["law"].get("convention"):
         rows.append(("law's N", r["law"]["convention"]))
-    rows += [("note", note) for note in r["law"]["notes"]]
+    rows += [("note", note) for note in r["law"]["notes"] if note not in inherited]
     return rows
 
 

@@ -79,8 +79,9 @@ class LaunchReport:
     def raise_if_failed(self) -> None:
         """A one-line error when a run of this launch failed (the command exits 1 after its summary)."""
         if failed := self.failed():
+            why = self.results[failed[0]].removeprefix("failed: ")
             raise WorkbenchError(
-                f"{len(failed)} of {len(self.submit)} runs failed, first {failed[0]}: {self.results[failed[0]]}",
+                f"{len(failed)} of {len(self.submit)} runs failed, first {failed[0]}: {why}",
                 "See `workbench sweep status` and the run's final.json; relaunch to retry.",
             )
 
