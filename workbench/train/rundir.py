@@ -77,6 +77,28 @@ def repair_metrics(run_dir: str | Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def write_imported(run_dir: str | Path, config_text: str, rows: list[dict], final: dict | None) -> bool:
+    """A run imported from elsewhere (workbench.store.importers): its config.yaml, metrics.jsonl and final.json,
+    written only when one of them differs from what the folder holds; returns whether anything was written (a
+    second import of the same run changes nothing, not even a file's time)."""
+    run_dir = Path(run_dir)
+    texts = {
+        CONFIG: config_text,
+        METRICS: "".join(json_text(row) + "\n" for row in rows),
+        FINAL: json_text(final, indent=1) if final is not None else None,
+    }
+    held = {name: (run_dir / name).read_text() if (run_dir / name).is_file() else None for name in texts}
+    if held == texts:
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        if text is None:
+            (run_dir / name).unlink(missing_ok=True)
+        elif held[name] != text:
+            atomic_write_text(run_dir / name, text)
+    return True
+
+
 def write_final(run_dir: str | Path, record: dict) -> Path:
     """RUN_DIR/final.json, atomically, as strict JSON (a NaN loss is written as null)."""
     return atomic_write_text(Path(run_dir) / FINAL, json_text(record, indent=1))
