@@ -121,25 +121,24 @@ def sweep_law(record: FitRecord, source: str, method: str) -> Law:
     reasons = degenerate_reasons({k: getattr(par, k) for k in ("E", "A", "B", "alpha", "beta")}, sizes, budgets)
     if reasons:
         raise WorkbenchError(
-            f"{source}: the parametric law cannot be planned with: {'; '.join(reasons)}", _what_to_add(record, sizes)
+            f"{source}: the parametric law cannot be planned with: {'; '.join(reasons)}",
+            _what_to_add(record, sizes, reasons),
         )
     return law_from_fit(record, source)
 
 
-def _what_to_add(record: FitRecord, sizes: tuple[float, float] | None) -> str:
-    """What to add to the sweep so that its parametric law can be planned with."""
-    par, (_, budgets) = record.parametric, _fitted(record)
-    if sizes and budgets:
-        law = ParametricLaw(par.E, par.A, par.B, par.alpha, par.beta)
-        n_opt = [float(law.optimum(c)[0]) for c in budgets]
+def _what_to_add(record: FitRecord, sizes: tuple[float, float] | None, reasons: list[str]) -> str:
+    """What to add to the sweep so that its parametric law can be planned with: sizes beyond the swept ones when
+    the law's N* falls outside them (its only fault), else budgets and sizes around each budget's minimum."""
+    where = "budgets (grid.budgets_flops: 3 or more over a decade) with 5 sizes each around their minima"
+    budgets = _fitted(record)[1]
+    if sizes and budgets and all("outside the swept sizes" in r for r in reasons):
+        par = record.parametric
+        n_opt = [float(ParametricLaw(par.E, par.A, par.B, par.alpha, par.beta).optimum(c)[0]) for c in budgets]
         if max(n_opt) > sizes[1]:
             where = f"sizes above {human(sizes[1])} (grid.sizes, or grid.max_params and grid.spread)"
-        elif min(n_opt) < sizes[0]:
-            where = f"sizes below {human(sizes[0])} (grid.sizes, or grid.min_params and grid.spread)"
         else:
-            where = "budgets (grid.budgets_flops: 3 or more over a decade) with 5 sizes each around their minima"
-    else:
-        where = "budgets (grid.budgets_flops: 3 or more over a decade) with 5 sizes each around their minima"
+            where = f"sizes below {human(sizes[0])} (grid.sizes, or grid.min_params and grid.spread)"
     return (
         f"Add {where} to the sweep, relaunch it with --new-version and refit; or plan from its isoFLOP law: "
         "--method isoflop."
