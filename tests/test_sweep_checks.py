@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.data.shards import read_manifest
-from workbench.fit.design import MIN_SIZES
-from workbench.sweep import preflight
 from workbench.sweep.grid import plan_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +76,9 @@ def test_a_slurm_sweep_on_a_machine_without_slurm_is_one_line_and_writes_nothing
 
 
 def test_every_shipped_sweep_passes_its_own_checks_and_can_be_fitted():
+    from workbench.fit.design import MIN_SIZES
+    from workbench.sweep import preflight
+
     shipped = sorted((ROOT / "sweeps").glob("*.yaml"))
     assert {p.name for p in shipped} >= {"cpu.yaml", "isoflop.yaml", "small.yaml"} and not any(
         p.name == "tiny.yaml" for p in shipped
