@@ -76,7 +76,10 @@ def run_demo(
     source = f"sweep:{spec.name} without its largest budget"
     with Store(db_path) as store:  # the runs' loss curves: Chinchilla approach 1 joins the cross-method table
         curves = sweep_curves(points[points["budget_flops"] < held], store.metrics)
-    record = fit_stage(points, options, name=spec.name, source=source, out=fit_path, sweep=spec.name, curves=curves)
+    extra = {"sweep_spec": spec.model_dump(mode="json")}  # `workbench plan` then inherits the sweep
+    record = fit_stage(
+        points, options, name=spec.name, source=source, out=fit_path, sweep=spec.name, curves=curves, extra=extra
+    )
     plan, plan_record, config = plan_sweep_flagship(record, spec, held, str(corpus))
     config_path = Path(config.run_dir).parent / f"{Path(config.run_dir).name}.yaml"
     atomic_write_text(config_path, dump_yaml(config))
