@@ -51,8 +51,8 @@ MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) /
 Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1 to the layers (at most 64), used only when
 no PP = 1 layout fits memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the
 trainer's batch check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or
-interleaved with v chunks, v dividing the fullest stage's layers and PP x v at most the layers; CP 1. The fastest layout that fits wins (ties: fewer
-GPUs, larger micro-batch, less recompute).
+interleaved with v chunks, v dividing the fullest stage's layers and PP x v at most the layers; CP 1. The
+fastest layout that fits wins (ties: fewer GPUs, larger micro-batch, less recompute).
 """
 
 from __future__ import annotations
