@@ -8,7 +8,7 @@
                 scipy's ftol is absolute, so its default stops at about 1e-7 of an objective of ~1e-5);
   dbfd35e     - the `workbench fit` parametric path of commit dbfd35e (a scipy loop over 1,024 starts, then
                 3 warm + 2 random grid starts per resample), run from `git archive` of that commit in a
-                subprocess; skipped (and the figure recorded in the README quoted) without the git history.
+                subprocess; skipped without the git history (docs/FITTING.md, "The fitter", says what it replaced).
 
 It also checks agreement on 50 resamples (each batched optimum's objective at most scipy's + 1e-12, its
 parameters within 1e-4 relative of scipy's) and times the batched work with 1 and 2 BLAS threads.
@@ -145,7 +145,7 @@ def main() -> None:
         print(f"batched with {threads} BLAS thread(s): {t_cpu:.2f} CPU s, {t_wall:.2f} s wall")
     old = None if args.skip_old else old_path(args.resamples)
     if old is None:
-        print(f"{OLD_COMMIT} path: not run (no git history here, or --skip-old); see the README's recorded figure")
+        print(f"{OLD_COMMIT} path: not run (no git history here, or --skip-old); see docs/FITTING.md, 'The fitter'")
     else:
         print(f"{OLD_COMMIT} `workbench fit` path: {old['cpu_s']:.1f} CPU s ({old['wall_s']:.1f} s wall)")
         print(f"  -> batched is {old['cpu_s'] / cpu:.0f}x faster (CPU), {old['wall_s'] / wall:.0f}x (wall)")

@@ -1,8 +1,8 @@
 """The embedded default, end to end, exactly as `bash scripts/demo.sh` runs it (sweeps/cpu.yaml, 1,000
 bootstrap resamples, the LR check): every check of its outcome record holds, asserted on its values.
 
-About 14 minutes on 2 cores, so it is marked `default` as well as `slow`; CI runs it (the README's test
-command runs every marker)."""
+About 14 minutes on 2 cores, so it is marked `default` as well as `slow`; CI runs it (`bash scripts/test.sh
+--all` runs every marker)."""
 
 from pathlib import Path
 

@@ -43,7 +43,7 @@ def test_cpu_default_spans_10x_with_a_held_out_budget_above_and_centre_seeds_eve
 
 def test_cpu_default_ladder_never_gets_shallower_as_it_grows():
     """Named shapes: the size rule's nearest rungs at these sizes go 2, 3, 2, 3 layers, and a 2-layer model
-    at a budget's centre scattered 0.8-1.2% from seed to seed in the pilot (README)."""
+    at a budget's centre scattered 0.8-1.2% from seed to seed in the pilot (docs/DEMO.md)."""
     _, plan = cpu_plan()
     shapes = sorted({(r.params, r.config.model.n_layers, r.config.model.d_model) for r in plan.runs})
     depths = [layers for _, layers, _ in shapes]

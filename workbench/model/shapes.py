@@ -1,6 +1,6 @@
 """The size rule: a parameter target -> a hardware-friendly Llama-3-style shape. Pure: no torch.
 
-How the rule works (documented in the README too):
+How the rule works (documented in docs/FITTING.md too):
 1. Candidates: every (n_layers, d_model) with n_layers in 2..200 (a one-layer transformer cannot
    form induction heads and falls off the scaling curve) and d_model a multiple of 2 below 64,
    8 below 256, 64 below 1024, 512 below 2048 and 1024 from there (so n_heads is a multiple of 4, and of 8
@@ -21,7 +21,7 @@ How the rule works (documented in the README too):
    and from about 40M at Llama 3's vocabulary of 128256).
 The three presets 8b, 70b and 405b are the published shapes, not the rule's output. A size may also
 name its shape, `L<n_layers>-d<d_model>` (heads and FFN from step 2): a ladder whose depth never falls
-as N grows, which the rule's nearest rung does not promise at tiny sizes (README, "The embedded default").
+as N grows, which the rule's nearest rung does not promise at tiny sizes (docs/DEMO.md, the pilot).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def sweep_hparams(spec: SweepSpec) -> HparamLaws:
 
 def sweep_shapes(spec: SweepSpec) -> list[ModelShape] | None:
     """The sweep's own ladder when it names every size's shape (L3-d20): the flagship is then one of its
-    shapes, not the size rule's nearest rung, whose depth may differ (README, "The embedded default")."""
+    shapes, not the size rule's nearest rung, whose depth may differ (docs/DEMO.md, the pilot)."""
     sizes = spec.grid.sizes
     if not sizes or not all(isinstance(s, str) for s in sizes):
         return None
