@@ -116,9 +116,25 @@ def _holdout_item(fit: dict) -> dict | None:
     }
 
 
+def _goodput(plan: dict) -> float | None:
+    """The plan's goodput fraction (the cost block's; older records kept it in the layout or at the top)."""
+    cost_goodput = ((plan.get("cost") or {}).get("goodput") or {}).get("fraction")
+    value = cost_goodput or (plan.get("layout") or {}).get("goodput") or plan.get("goodput")
+    return value if isinstance(value, int | float) else None
+
+
 def _flagship_item(plan: dict) -> dict:
-    lay = plan["layout"]
-    goodput = lay.get("goodput") or plan.get("goodput")
+    lay = plan.get("layout")
+    if lay is None:  # a CPU target (a plan that inherits a sweep trained on CPU): no GPUs, days or layout
+        spent = plan.get("spent_flops") or plan["compute_flops"]
+        return {
+            "label": "Flagship",
+            "value": f"{spent:.3g} FLOPs on CPU",
+            "detail": "a CPU target, as the sweep trained: no GPU-hours, days or layout",
+            "href": "#plan",
+            "cls": "",
+        }
+    goodput = _goodput(plan)
     extra = f", goodput {goodput:.0%}" if isinstance(goodput, int | float) else ""
     return {
         "label": "Flagship",
@@ -298,10 +314,10 @@ def _variants(plan: dict | None, grid: np.ndarray, law) -> dict:
 def _gpu_rate(plan: dict | None) -> dict:
     """GPU-seconds per FLOP from the plan: its throughput figures (peak x modelled MFU, x goodput where the
     plan gives one), else its own GPU-hours over its spent FLOPs."""
-    if not plan:
+    if not plan or plan.get("layout") is None:  # no plan, or a CPU target
         return {}
     lay = plan["layout"]
-    goodput = lay.get("goodput") or plan.get("goodput")
+    goodput = _goodput(plan)
     if lay.get("peak_tflops") and lay.get("mfu"):
         rate = 1.0 / (lay["peak_tflops"] * 1e12 * lay["mfu"])
         how = f"{lay['gpu']} at {lay['peak_tflops']:g} TFLOPS and the plan's modelled MFU {lay['mfu']:.2f}"
