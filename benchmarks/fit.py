@@ -118,7 +118,9 @@ def old_path(resamples: int) -> dict | None:
             archive.extractall(tmp, filter="data")
         code = OLD_CODE.replace("RESAMPLES", str(resamples))
         env = {"PYTHONPATH": tmp, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=3600)
+        done = subprocess.run(  # in the archive's folder: `-c` puts the working folder first on sys.path
+            [sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True, text=True, timeout=3600
+        )
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
         return None
