@@ -17,6 +17,8 @@ alone.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ import duckdb
 import pandas as pd
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import json_text
+from workbench.core.files import disk_error, json_text, writing
 from workbench.core.units import as_float, as_int, as_text
 from workbench.train import rundir
 from workbench.train.rundir import MetricFile
@@ -52,6 +54,7 @@ METRIC_COLUMNS = (
     "val_loss",
     "event",
 )
+_BIGINT_METRICS = ("tokens", "batch_tokens")
 _FLUSH_ROWS = 250_000  # metric rows buffered before a bulk insert (bounds memory on huge ingests)
 _NO_DB_HINT = "Run `workbench db ingest` or a sweep first."
 NO_RUNS = "Run a sweep (`workbench sweep launch sweeps/NAME.yaml`) and `workbench db ingest runs/`, or pass --db"
@@ -252,6 +255,8 @@ class Store:
         if self.read_only:
             raise WorkbenchError(f"database {self.path} was opened read-only", "Open the Store without read_only.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect(read_only=False)
         try:
             migrate(con)
@@ -259,11 +264,32 @@ class Store:
             try:
                 yield con
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as err:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction already
+                    con.execute("ROLLBACK")
+                if isinstance(err, duckdb.Error):
+                    raise self._write_error(err) from None
                 raise
+        except duckdb.Error as err:  # migrate, or BEGIN on a full disk
+            raise self._write_error(err) from None
         finally:
-            con.close()
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+
+    def _write_error(self, err: duckdb.Error) -> WorkbenchError:
+        """A one-line error for a DuckDB failure while writing: a full or read-only disk names the file and the
+        free space (the transaction was rolled back: the database holds what it held before)."""
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        lowered = message.lower()
+        for words, code in (("no space left", errno.ENOSPC), ("read-only file system", errno.EROFS)):
+            if words in lowered:
+                return disk_error(OSError(code, message), self.path)
+        if "quota" in lowered:
+            return disk_error(OSError(errno.EDQUOT, message), self.path)
+        return WorkbenchError(
+            f"writing database {self.path} failed ({message[:200]}); the change was rolled back",
+            "Check the disk, then rerun the same command.",
+        )
 
     @contextmanager
     def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -523,6 +549,8 @@ def _write_runs(con: duckdb.DuckDBPyConnection, runs: list[dict], files: list[tu
         for key in METRIC_COLUMNS[1:-1]:  # a value that is not a number (a string, a list) becomes NULL
             if frame[key].dtype == object:
                 frame[key] = pd.to_numeric(frame[key], errors="coerce")
+            if key in _BIGINT_METRICS:  # a count beyond a 64-bit integer (or inf) is no count: NULL
+                frame[key] = frame[key].where(frame[key].abs() < 2.0**63)
         frame["event"] = frame["event"].where(frame["event"].notna(), None).astype(object)
         _insert(con, "metrics", frame)
     events = [_events_frame(run_id, f.events) for run_id, f in files if f.events]

@@ -40,7 +40,7 @@ from workbench.data.batches import Mixture, mixtures
 from workbench.model import flops
 from workbench.model.transformer import Transformer
 from workbench.train import checkpoint, rundir, runlock
-from workbench.train.config import TrainConfig
+from workbench.train.config import TrainConfig, lengths_fit
 from workbench.train.parallel import distributed, parallelize
 from workbench.train.schedule import batch_tokens_at, lr_at
 from workbench.train.trackers import Trackers
@@ -86,11 +86,11 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
         return record
     d = distributed.setup(cfg.runtime.device, group=cfg.layout is not None)
     try:
-        with runlock.RunLock(cfg.run_dir) if d.is_main else contextlib.nullcontext():  # one trainer per run dir
+        with runlock.RunLock(cfg.run_dir) if d.is_main else contextlib.nullcontext() as lock:  # one trainer per run
             record = rundir.read_final(cfg.run_dir)
             if record is not None and record.get("status") in rundir.TERMINAL:
                 return record  # finished by the holder we waited behind
-            return Trainer(cfg, d).run()
+            return Trainer(cfg, d, lock).run()
     finally:
         distributed.teardown(d)
 
@@ -116,9 +116,10 @@ def check_batches(cfg: TrainConfig, total: int, world: int) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, d: distributed.Dist):
+    def __init__(self, cfg: TrainConfig, d: distributed.Dist, lock: runlock.RunLock | None = None):
 
         self.cfg, self.d = cfg, d
+        self.lock = lock  # rank 0's run lock: checked each step, before each checkpoint and final.json
         self.run_dir = Path(cfg.run_dir)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
@@ -132,6 +133,7 @@ class Trainer:
         self.shape = cfg.model.shape(cfg.name)
         self.flops_per_token = flops.flops_per_token(self.shape, seq, cfg.stop.flop_rule)
         self.total = total_tokens(cfg)
+        lengths_fit(cfg, self.total)
         self._check_batches()
         self.use_bf16 = cfg.runtime.dtype == "bf16" or (cfg.runtime.dtype == "auto" and d.device.type == "cuda")
         self.state = {
@@ -191,6 +193,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self) -> None:
+        if self.lock is not None and not self.d.active:  # multi-process: _signalled() checks it on every rank
+            self.lock.check()
         if self.par is not None:
             return self._save_sharded()
         model_state, optim_state = distributed.full_state(self.raw, self.optimizer, self.d, self.cfg.runtime.parallel)
@@ -353,10 +357,10 @@ class Trainer:
                 self._log(row)
                 progress.update(st["step"], st["tokens"], loss, batch_tokens / dt)
                 crossed = every_ckpt and before // every_ckpt != st["tokens"] // every_ckpt
-                if crossed or st["tokens"] in save_at:
+                signalled = self._signalled()  # raises LockLost on every rank if rank 0 lost the run lock
+                if crossed or st["tokens"] in save_at or signalled:
                     self._save()
-                if self._signalled():
-                    self._save()
+                if signalled:
                     return "interrupted", None
         return "completed", None
 
@@ -531,6 +535,8 @@ class Trainer:
             **self.final_sets,
         }
         if self.d.is_main:
+            if self.lock is not None and not self.d.active:
+                self.lock.check()
             rundir.write_final(self.run_dir, record)
         self.trackers.finish(record)
         return record
@@ -551,8 +557,12 @@ class Trainer:
         self.stop_signal = signum
 
     def _signalled(self) -> bool:
-        flag = 1 if self.stop_signal is not None else 0
-        return bool(distributed.total([float(flag)], self.d)[0]) if self.d.active else bool(flag)
+        """Whether a signal asked any rank to stop; a lost run lock (rank 0's) stops every rank at once."""
+        flags = [float(self.stop_signal is not None), float(self.lock is not None and self.lock.lost is not None)]
+        signalled, lost = distributed.total(flags, self.d) if self.d.active else flags
+        if lost:
+            raise runlock.LockLost(rundir.lock_path(self.run_dir), self.lock.lost if self.lock else "lost on rank 0")
+        return bool(signalled)
 
     def _on_interrupt(self) -> None:
         signum = self.stop_signal or signal.SIGTERM
