@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+import shlex
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -184,7 +186,31 @@ def slurm_parameters(launch_spec: Launch, dependency: str | None = None, name: s
     params.update({k: v for k, v in optional.items() if v is not None})
     if dependency:
         params["additional_parameters"] = {"dependency": dependency, "kill_on_invalid_dep": "yes"}
-    return params
+    return _quoted(params)
+
+
+_SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:+%@/=-]+")  # a value sbatch reads as typed and no shell splits
+
+
+def _quoted(params: dict) -> dict:
+    """Text values of #SBATCH lines, checked once more where they are rendered: the spec validates each
+    field against Slurm's names (workbench.sweep.spec.slurm_name); a value that still holds anything else
+    (a newline, a quote, a space) is refused here rather than written into the script."""
+    out = dict(params)
+    for key, value in params.items():
+        if key == "setup":  # shell lines of the user's own, run before the job (sweep `launch.setup`)
+            continue
+        values = value.values() if isinstance(value, dict) else [value]
+        bad = next((v for v in values if isinstance(v, str) and not _SBATCH_SAFE.fullmatch(v)), None)
+        if bad is not None:
+            raise WorkbenchError(
+                f"Slurm setting {key} {bad[:60]!r} holds characters an sbatch line cannot carry",
+                "Use letters, digits, '_', '.', '-' (Slurm's names).",
+            )
+        out[key] = {k: shlex.quote(v) for k, v in value.items()} if isinstance(value, dict) else value
+        if isinstance(value, str):
+            out[key] = shlex.quote(value)
+    return out
 
 
 def sbatch_script(
