@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench.core.configfile import describe
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import MAX_JSON_BYTES, MAX_JSON_DEPTH, json_depth, parse_json
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # the parametric law L = E + A/N^alpha + B/D^beta
 FIT_SCHEMA_VERSION = 2
@@ -356,11 +357,19 @@ def read_json(path: str | Path, what: str, hint: str) -> object:
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"no such {what}: {path} not found", hint)
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise WorkbenchError(f"{what} file {path} is over the {MAX_JSON_BYTES:,}-byte limit", hint)
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
         raise WorkbenchError(f"{what} file {path} is not valid JSON{where}", hint) from None
+    except (ValueError, RecursionError):  # a number of thousands of digits; nesting deeper than Python's stack
+        return parse_json(text, f"{what} file {path}", hint)  # raises its one-line error
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise WorkbenchError(f"{what} file {path} is nested deeper than {MAX_JSON_DEPTH} levels", hint)
+    return data
 
 
 def read_fit(path: str | Path) -> FitRecord:

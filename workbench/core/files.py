@@ -232,13 +232,13 @@ def parse_json(text: str | bytes, source: str, hint: str) -> Any:
         where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
         first = str(err).splitlines()[0][:80] if not isinstance(err, json.JSONDecodeError) else err.msg
         raise WorkbenchError(f"{source}: not valid JSON{where}: {first}", hint) from None
-    if _depth(data) > MAX_JSON_DEPTH:
+    if json_depth(data) > MAX_JSON_DEPTH:
         raise WorkbenchError(f"{source}: JSON nested deeper than {MAX_JSON_DEPTH} levels", hint)
     return data
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, iteratively (stops counting past MAX_JSON_DEPTH)."""
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar: 0), iteratively (stops counting past MAX_JSON_DEPTH)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -309,9 +309,18 @@ def child(folder: str | Path, name: object, what: str, where: str = "") -> Path:
 # ---------------------------------------------------------------- environment
 
 
-def env_number(name: str, default: float, low: float = 0.0, high: float = math.inf, *, low_open: bool = True) -> float:
-    """A number from environment variable `name` (unset or empty: `default`): finite and in (low, high]
-    ([low, high] when not `low_open`); anything else is a one-line error naming the variable."""
+def env_number(
+    name: str,
+    default: float,
+    low: float = 0.0,
+    high: float = math.inf,
+    *,
+    low_open: bool = True,
+    integer: bool = False,
+) -> float:
+    """A number from environment variable `name` (unset or empty: `default`): finite, in (low, high] ([low,
+    high] when not `low_open`) and whole when `integer` (returned as an int); anything else (inf, nan, text)
+    is a one-line error naming the variable."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -320,9 +329,15 @@ def env_number(name: str, default: float, low: float = 0.0, high: float = math.i
     except ValueError:
         value = math.nan
     bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-    if not math.isfinite(value) or (value <= low if low_open else value < low) or value > high:
+    kind = "a whole number" if integer else "a number"
+    if (
+        not math.isfinite(value)
+        or (value <= low if low_open else value < low)
+        or value > high
+        or (integer and value != int(value))
+    ):
         raise WorkbenchError(
-            f"environment variable {name}={raw[:40]!r} is not a finite number in {bounds}",
-            f"Set it to a number in {bounds} (default {default:g}) or unset it.",
+            f"environment variable {name}={raw[:40]!r} is not {kind} in {bounds}",
+            f"Set it to {kind} in {bounds} (default {default:g}) or unset it.",
         )
-    return value
+    return int(value) if integer else value

@@ -34,7 +34,7 @@ import numpy as np
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import DiskError, atomic_write_bytes, atomic_write_text, inside, writing
+from workbench.core.files import DiskError, atomic_write_bytes, atomic_write_text, env_number, inside, writing
 from workbench.data.shards import DEFAULT_CORPUS_FOLDER, ShardWriter, check_out, locked, manifest_if_any, publish
 from workbench.data.sources import Input, Piece, count_chars, pieces, resolve_inputs
 from workbench.data.tokenfiles import open_tokens
@@ -56,7 +56,7 @@ FORMAT = "workbench-data/1"
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
 JOURNAL = "progress.json"
 # text per encode call: enough for every core, small enough to bound memory (env: smaller in tests)
-BATCH_CHARS = int(os.environ.get("WORKBENCH_PREPARE_BATCH_CHARS", 1 << 21))
+BATCH_CHARS = 1 << 21
 TOKEN_BLOCK = 1 << 22  # pre-tokenized ids copied per step
 _QUEUE_BATCHES = 4
 
@@ -482,15 +482,16 @@ def _read_journal(path: Path, tokenizer_sha256: str) -> dict:
         return {}
     try:
         journal = json.loads(path.read_text())
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
-    return journal if journal.get("tokenizer_sha256") == tokenizer_sha256 else {}
+    return journal if isinstance(journal, dict) and journal.get("tokenizer_sha256") == tokenizer_sha256 else {}
 
 
 def _read_ahead(stream: Iterator[Piece]) -> Iterator[list[Piece]]:
     """Batches of about BATCH_CHARS characters, read by a thread ahead of the consumer (errors re-raised)."""
     batches: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
     stop = threading.Event()
+    batch_chars = env_number("WORKBENCH_PREPARE_BATCH_CHARS", BATCH_CHARS, 0, 1 << 30, integer=True)
 
     def produce() -> None:
         try:
@@ -498,7 +499,7 @@ def _read_ahead(stream: Iterator[Piece]) -> Iterator[list[Piece]]:
             for piece in stream:
                 batch.append(piece)
                 chars += len(piece.text) + 64
-                if chars >= BATCH_CHARS:
+                if chars >= batch_chars:
                     _put(batches, batch, stop)
                     batch, chars = [], 0
             if batch:

@@ -107,12 +107,14 @@ def manifest_if_any(folder: Path) -> dict | None:
     path = folder / "manifest.json"
     if not path.is_file():
         return None
+    hint = f"Re-create it: workbench data prepare ... --out {folder} --force"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise WorkbenchError(
-            f"{path} is not valid JSON", f"Re-create it: workbench data prepare ... --out {folder} --force"
-        ) from None
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):  # malformed, not UTF-8, a huge number, too deep
+        raise WorkbenchError(f"{path} is not valid JSON", hint) from None
+    if not isinstance(manifest, dict):
+        raise WorkbenchError(f"{path} is not a manifest (a JSON object)", hint)
+    return manifest
 
 
 def check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:

@@ -369,6 +369,9 @@ def _record_text(path: Path, lineno: int, line: bytes, text_field: str) -> str:
         raise WorkbenchError(f"{path}:{lineno}: not UTF-8 (byte {err.start})", "Convert it, e.g. with iconv.") from None
     except json.JSONDecodeError as err:
         raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({err.msg})", "Fix that line.") from None
+    except (ValueError, RecursionError) as err:  # a number of thousands of digits, nesting beyond the stack
+        what = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0][:80]
+        raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({what})", "Fix that line.") from None
     value = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(value, str):
         keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__

@@ -124,7 +124,11 @@ def curves_section(inputs: ReportInputs) -> dict:
             f"No metric rows for sweep '{inputs.sweep}': run `workbench db ingest runs/{inputs.sweep}`."
         )
         return section
-    fig = static_figures.training_curves_figure(inputs.runs, inputs.metrics)
+    placed = inputs.runs.dropna(subset=["budget_flops", "params"])
+    if placed.empty:  # runs without a budget or a size (imported by hand): no panel to draw them in
+        section["missing"] = f"No run of sweep '{inputs.sweep}' has both a budget and a model size to plot."
+        return section
+    fig = static_figures.training_curves_figure(placed, inputs.metrics)
     section["figures"].append(
         _figure(
             fig,

@@ -35,7 +35,7 @@ import duckdb
 import pandas as pd
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import disk_error, json_text, writing
+from workbench.core.files import disk_error, env_number, json_text, writing
 from workbench.core.units import as_float, as_int, as_text
 from workbench.train import rundir
 from workbench.train.rundir import MetricFile
@@ -202,13 +202,9 @@ class Store:
     def __init__(self, path: str | Path | None = None, read_only: bool = False, lock_timeout_s: float | None = None):
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
-        env_timeout = os.environ.get("WORKBENCH_DB_TIMEOUT_S")
-        try:
-            self.lock_timeout_s = float(lock_timeout_s if lock_timeout_s is not None else env_timeout or 300.0)
-        except ValueError:
-            raise WorkbenchError(
-                f"WORKBENCH_DB_TIMEOUT_S={env_timeout!r} is not a number", "Set it to seconds, e.g. 300, or unset it."
-            ) from None
+        if lock_timeout_s is None:
+            lock_timeout_s = env_number("WORKBENCH_DB_TIMEOUT_S", 300.0, 0.0, 1e6, low_open=False)
+        self.lock_timeout_s = float(lock_timeout_s)
 
     def __enter__(self) -> Store:
         return self
