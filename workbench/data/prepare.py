@@ -178,12 +178,14 @@ def _prepare(inputs: list[str], out: Path, options: Options, corpus: str | None,
         try:
             with writing(work):
                 work.mkdir(exist_ok=True)
-            tok = _tokenizer(work, kind, user_file, o, items)
-            manifest = _Job(work, tok, items, o, progress).run()
-            manifest |= {"format": FORMAT, "corpus": corpus, "sources": sources, "options": settings}
-            manifest["inputs_sha256"] = inputs_sha256
-            (work / JOURNAL).unlink(missing_ok=True)
-            atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+            finished = manifest_if_any(work)  # an earlier run finished here but could not publish (a full disk)
+            if finished is None or finished.get("inputs_sha256") != inputs_sha256:
+                tok = _tokenizer(work, kind, user_file, o, items)
+                manifest = _Job(work, tok, items, o, progress).run()
+                manifest |= {"format": FORMAT, "corpus": corpus, "sources": sources, "options": settings}
+                manifest["inputs_sha256"] = inputs_sha256
+                atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+                (work / JOURNAL).unlink(missing_ok=True)
             return publish(work, out, inputs_sha256, force) | {"reused": False}
         except DiskError:  # a full or read-only disk: the work folder stays, a rerun continues from it
             raise

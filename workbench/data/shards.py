@@ -138,19 +138,11 @@ def check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
 
 def publish(work: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
     """Move the finished folder into place with a rename, so readers never see a half-written data set. With
-    `force` over an earlier data set, only what its manifest lists is replaced (written_files): a user's other
-    files and folders in `out` stay. The old manifest goes first and the new one comes last, so a reader in
-    between sees no data set rather than a mixed one."""
+    `force` over an earlier data set, only what its manifest lists is replaced (replace_listed): a user's
+    other files and folders in `out` stay."""
     manifest = json.loads((work / "manifest.json").read_text())
     if out.exists() and force and any(out.iterdir()):
-        old = manifest_if_any(out) or {}
-        with writing(out):
-            (out / "manifest.json").unlink(missing_ok=True)
-            for name in written_files(old):
-                (out / name).unlink(missing_ok=True)
-            for name in written_files(manifest) + ["manifest.json"]:
-                if (work / name).exists():
-                    os.replace(work / name, out / name)
+        replace_listed(work, out, manifest_if_any(out) or {}, manifest)
         shutil.rmtree(work, ignore_errors=True)
         return manifest
     if out.exists() and not any(out.iterdir()):
@@ -168,6 +160,31 @@ def publish(work: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         return other
     return manifest
+
+
+def replace_listed(work: Path, out: Path, old: dict, new: dict) -> None:
+    """Swap the files of data set `old` in `out` for those of `new` in `work`, by renames only: the old
+    manifest and files go aside (into `work`/.old), then the new files come in, the manifest last (a reader in
+    between sees no data set, never a mixed one). A rename that fails (a full or read-only disk) puts
+    everything back where it was: `out` holds the old data set and `work` the new one, and a rerun continues."""
+    aside = work / ".old"
+    moves: list[tuple[Path, Path]] = []
+    try:
+        with writing(out):
+            aside.mkdir(exist_ok=True)
+            for name in ["manifest.json", *written_files(old)]:
+                if (out / name).is_file():
+                    os.replace(out / name, aside / name)
+                    moves.append((out / name, aside / name))
+            for name in [*written_files(new), "manifest.json"]:
+                if (work / name).is_file():
+                    os.replace(work / name, out / name)
+                    moves.append((work / name, out / name))
+    except WorkbenchError:
+        for source, target in reversed(moves):
+            with contextlib.suppress(OSError):
+                os.rename(target, source)
+        raise
 
 
 def written_files(manifest: dict) -> list[str]:

@@ -223,6 +223,9 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as err:
                 message = str(err).splitlines()[0]
+                disk = _disk_error(message, self.path)
+                if disk is not None and not read_only:
+                    raise disk from None
                 if "lock" not in message.lower():
                     raise WorkbenchError(
                         f"cannot open database {self.path}: {message}", "Point --db or WORKBENCH_DB at a DuckDB file."
@@ -276,12 +279,9 @@ class Store:
         """A one-line error for a DuckDB failure while writing: a full or read-only disk names the file and the
         free space (the transaction was rolled back: the database holds what it held before)."""
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        lowered = message.lower()
-        for words, code in (("no space left", errno.ENOSPC), ("read-only file system", errno.EROFS)):
-            if words in lowered:
-                return disk_error(OSError(code, message), self.path)
-        if "quota" in lowered:
-            return disk_error(OSError(errno.EDQUOT, message), self.path)
+        disk = _disk_error(message, self.path)
+        if disk is not None:
+            return disk
         return WorkbenchError(
             f"writing database {self.path} failed ({message[:200]}); the change was rolled back",
             "Check the disk, then rerun the same command.",
@@ -497,6 +497,16 @@ class Store:
                 "INSERT OR REPLACE INTO plans (name, fit, budget_flops, created, plan) VALUES (?, ?, ?, ?, ?)",
                 [name, as_text(fit), as_float(budget), as_text(plan.get("created")), _to_json(plan)],
             )
+
+
+def _disk_error(message: str, path: Path) -> WorkbenchError | None:
+    """The one-line disk error of a DuckDB message that reports a full disk, a quota or a read-only file
+    system (DuckDB raises its own IOException with the OS's words); None for any other message."""
+    lowered = message.lower()
+    for words, code in (("no space left", errno.ENOSPC), ("quota", errno.EDQUOT), ("read-only file", errno.EROFS)):
+        if words in lowered:
+            return disk_error(OSError(code, message), path)
+    return None
 
 
 # --- rows for the tables --------------------------------------------------------------------------------
