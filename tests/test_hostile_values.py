@@ -319,6 +319,13 @@ def test_damaged_jobs_json_is_one_line_for_status_and_cancel(tmp_path, jobs, wor
         one_line(invoke("sweep", command, "tiny", "--runs", runs), "jobs.json", words)
 
 
+def test_damaged_jobs_json_is_one_line_for_launch(tmp_path):
+    runs = _sweep_root(tmp_path, '{"runs": {"r1": {"job_id": "7\\nscancel -u $USER"}}}')
+    spec = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text()) | {"runs_root": str(runs)}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    one_line(invoke("sweep", "launch", tmp_path / "tiny.yaml", "--dry-run"), "jobs.json", "is not a Slurm job id")
+
+
 @pytest.mark.parametrize(
     "text, words",
     [
