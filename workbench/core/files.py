@@ -135,7 +135,7 @@ def append_text(path: str | Path, text: str) -> None:
 class OsStream(io.RawIOBase):
     """A seekable binary file written with os.write, for writers that want a file object (torch.save). A
     library that turns the OSError into its own exception (torch raises RuntimeError) loses nothing: the
-    error is kept in `error` and `open_stream` raises it as a one-line DiskError."""
+    error is kept in `error` and `write_stream` raises it as a one-line DiskError."""
 
     def __init__(self, fd: int):
         super().__init__()
