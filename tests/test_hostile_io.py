@@ -133,6 +133,27 @@ def test_sbatch_script_of_hostile_values_is_refused_and_of_slurm_names_parses_ba
                 sbatch_script(forged, tmp_path / "%j", array_size=None)
 
 
+def test_sbatch_script_quotes_its_folder_and_refuses_one_that_would_end_a_line(tmp_path):
+    import shlex
+
+    from workbench.sweep.executors import Slurm, sbatch_script
+    from workbench.sweep.spec import Launch
+
+    spec = Launch(partition="gpu", timeout_min=60)
+    folder = tmp_path / "my runs;touch PWNED" / "%j"
+    script = sbatch_script(spec, folder, python="/opt/my env/python", array_size=None)
+    header = _header(script.replace(f"'{folder}", "'FOLDER"))  # the quoted folder is one shell word
+    assert header["partition"] == "gpu" and header["time"] == "60" and header["signal"] == "USR2@90"
+    command = script.strip().splitlines()[-1]
+    assert shlex.split(command)[-5:] == ["/opt/my env/python", "-u", "-m", "submitit.core._submit", str(folder)]
+    for bad in ("runs\ntouch PWNED", "runs\rx", "a\tb"):
+        with pytest.raises(WorkbenchError, match="control character") as err:
+            sbatch_script(spec, tmp_path / bad / "%j", array_size=None)
+        assert "\n" not in str(err.value)
+        with pytest.raises(WorkbenchError, match="control character"):
+            Slurm(spec, tmp_path / bad, "wb")
+
+
 # ------------------------------------------------------------------ 3: enumerated fields where records are read
 def _run_dir(root: Path, run_id: str = "r1", final: dict | None = None, meta: dict | None = None) -> Path:
     run = root / "s" / run_id

@@ -224,8 +224,22 @@ def sbatch_script(
     """The sbatch file submitit writes for an array of `array_size` runs (None: one job), for review and tests."""
 
     params = slurm_parameters(launch_spec, dependency, job_name)
-    command = f"{python} -u -m submitit.core._submit {folder}"
+    folder = _script_folder(folder)
+    command = " ".join([shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=str(folder), map_count=array_size, **params)
+
+
+def _script_folder(folder: str | Path) -> Path:
+    """`folder` (where submitit keeps a job's files; it is rendered into #SBATCH --output/--error lines) if no
+    character of it can end an sbatch line: a newline or other control character would close the header early
+    and put the rest on a shell line of its own."""
+    text = str(folder)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise WorkbenchError(
+            f"job folder {text[:80]!r} holds a control character (a newline, a tab) an sbatch line cannot carry",
+            "Give a --runs folder whose path has none.",
+        )
+    return Path(folder)
 
 
 class Slurm:
@@ -234,7 +248,8 @@ class Slurm:
     kind, in_process = "slurm", False
 
     def __init__(self, launch_spec: Launch, folder: Path, job_name: str):
-        self.spec, self.folder, self.job_name = launch_spec, Path(folder) / ".submitit" / "%j", job_name[:64]
+        self.spec, self.job_name = launch_spec, job_name[:64]
+        self.folder = _script_folder(folder) / ".submitit" / "%j"
         self.job = SweepJob(launch_spec.nodes * launch_spec.tasks)  # the world size: multi-node jobs too
 
     def _executor(self, dependency: str | None) -> submitit.SlurmExecutor:
