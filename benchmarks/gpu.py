@@ -9,17 +9,20 @@ and the step time with activation checkpointing off, selective and full.
 Needs only torch (whatever CUDA build the machine has) and the project's pure-Python dependencies
 (pydantic, pyyaml, numpy): `PYTHONPATH=. python benchmarks/gpu.py` from the repository root.
 
-What one measurement is: workbench.model.transformer.Transformer built on the meta device, materialised on the GPU
-and initialised by workbench.train.parallel.weights_init (as a `layout:` run is), activation checkpointing applied by
-workbench.train.parallel.parallelize.apply_checkpointing, each block compiled (torch.compile, unless --no-compile), bf16
-autocast with fp32 master weights, fused AdamW (16 bytes of weights, gradients and moments per parameter,
-as the memory model counts), micro-batches of random tokens (the step time does not depend on the data).
-`--warmup` steps (compilation) are not timed; the next `--steps` are, with cuda.synchronize around them.
+What one measurement is: the trainer's own code path for a one-GPU `layout:` run (TP 1 x PP 1 x DP 1), built by
+workbench.train.parallel.parallelize.build: the model on the meta device, activation checkpointing and torch.compile
+applied together (the compiled function calls `checkpoint`, so the recomputed region is compiled too; unless
+--no-compile), FSDP2 over a mesh of one under the trainer's mixed-precision policy
+(workbench.train.parallel.distributed.mixed_precision_policy: bf16 weights and activations in forward and backward,
+fp32 master weights and gradients), materialised and initialised as a run is; each step is the trainer's
+parallelize.forward_backward, clip_grad_norm and fused AdamW (16 bytes of weights, gradients and moments per
+parameter, as the memory model counts), on micro-batches of random tokens (the step time does not depend on the
+data). `--warmup` steps (compilation) are not timed; the next `--steps` are, with cuda.synchronize around them.
 
 MFU = FLOPs per token x tokens/s / peak. FLOPs per token: the project's rule "6N+attn" =
 6 N + 6 n_layers seq_len d_model (N: non-embedding parameters, output projection included; the attention
 scores and values forward and backward, causal not halved; workbench.model.flops.flops_per_token), or "6N" with
---flop-rule 6N. Peak: the dense bf16 peak of workbench.plan.layout_cost.GPUS for the detected GPU (H100/H200:
+--flop-rule 6N. Peak: the dense bf16 peak of workbench.plan.hardware.GPUS for the detected GPU (H100/H200:
 989 TFLOPS, A100: 312, B200: 2250), or --peak-tflops. Recomputed FLOPs are not counted (MFU, not HFU).
 
 Memory: torch.cuda.max_memory_allocated over the timed steps against workbench.plan.layout_cost.memory_per_gpu for
@@ -41,7 +44,8 @@ import torch
 from workbench.model import flops
 from workbench.model.config import ModelConfig
 from workbench.model.shapes import LLAMA3_VOCAB, ModelShape, ladder, shape_for_params
-from workbench.plan.layout_cost import GPUS, USABLE_MEMORY, memory_per_gpu
+from workbench.plan.hardware import GPUS
+from workbench.plan.layout_cost import USABLE_MEMORY, memory_per_gpu
 
 RECOMPUTE_MODEL = {"none": "selective", "selective": "selective", "full": "full"}
 
@@ -89,23 +93,20 @@ def detect_peak(name: str, override: float | None) -> tuple[float, float]:
 
 
 def build(shape: ModelShape, seq_len: int, device: torch.device, recompute: str, compile_blocks: bool):
-    from workbench.model.transformer import Transformer, rope_tables
-    from workbench.train.parallel.parallelize import apply_checkpointing
-    from workbench.train.parallel.weights_init import init_parameters
+    """The trainer's model and optimizer for a one-process layout run in bf16 (needs the process group of
+    workbench.train.parallel.distributed.setup)."""
+    from workbench.train.config import LayoutConfig, RuntimeConfig
+    from workbench.train.parallel import distributed, parallelize
 
     cfg = ModelConfig.from_shape(shape)
-    with torch.device("meta"):
-        model = Transformer(cfg, max_seq_len=seq_len)
-    apply_checkpointing(model, recompute)
-    if compile_blocks:
-        for layer in model.layers:
-            layer.compile()
-    model.to_empty(device=device)
-    model.rope_cos, model.rope_sin = rope_tables(cfg.d_model // cfg.n_heads, seq_len, cfg.rope_theta, device)
-    init_parameters([model], cfg, seed=0)
+    policy = distributed.mixed_precision_policy(RuntimeConfig(dtype="bf16"), device.type)
+    layout = LayoutConfig(recompute=recompute, gpus_per_node=1)
+    par = parallelize.build(
+        cfg, layout, seq_len=seq_len, device=device, seed=0, compile=compile_blocks, mp_policy=policy
+    )
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
-    return model, optimizer
+    optimizer = torch.optim.AdamW(par.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
+    return par, optimizer
 
 
 def measure(size: str, shape: ModelShape, args, device: torch.device, recompute: str, peak: float) -> Result:
@@ -124,16 +125,17 @@ def measure(size: str, shape: ModelShape, args, device: torch.device, recompute:
     )
     result.predicted_memory_gb = predicted_bytes(shape, args.seq_len, args.micro_batch, recompute) / 1e9
     cuda = device.type == "cuda"
+    from workbench.train.parallel.parallelize import clip_grad_norm, forward_backward
+
+    par = optimizer = None
     try:
-        model, optimizer = build(shape, args.seq_len, device, recompute, not args.no_compile)
+        par, optimizer = build(shape, args.seq_len, device, recompute, not args.no_compile)
         gen = torch.Generator(device=device).manual_seed(0)
         tokens = torch.randint(0, shape.vocab_size, (args.micro_batch, args.seq_len + 1), generator=gen, device=device)
 
-        def step() -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = model(tokens[:, :-1], tokens[:, 1:])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        def step() -> None:  # the trainer's step on one micro-batch
+            forward_backward(par, [tokens], 1.0)
+            clip_grad_norm(par.parameters(), 1.0, None)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -152,7 +154,8 @@ def measure(size: str, shape: ModelShape, args, device: torch.device, recompute:
         result.status = "oom"
         return result
     finally:
-        model = optimizer = None
+        par = optimizer = None
+        torch._dynamo.reset()  # the next size compiles afresh
         if cuda:
             torch.cuda.empty_cache()
     result.step_s = elapsed / args.steps
@@ -216,7 +219,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-smoke", action="store_true", help="a tiny model on CPU through the same code")
     args = p.parse_args(argv)
     if args.cpu_smoke:
-        args.seq_len, args.micro_batch, args.steps, args.warmup, args.no_compile = 64, 2, 2, 1, True
+        args.seq_len, args.micro_batch, args.steps, args.warmup = 64, 2, 2, 1  # compiled unless --no-compile
     return args
 
 
@@ -235,6 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda and not (args.dry_run or args.cpu_smoke):
         print("no CUDA device: nothing measured (use --dry-run or --cpu-smoke)", file=sys.stderr)
         return 2
+    from workbench.train.parallel import distributed
+
+    d = distributed.setup("cuda" if cuda else "cpu", group=True)  # the one-process group of a layout run
+    try:
+        results = run_all(args, modes, cuda, peak, memory_bytes)
+    finally:
+        distributed.teardown(d)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=1)
+    ok = [r for r in results if r.status == "ok" and r.mfu is not None]
+    return 0 if args.dry_run or ok and all(math.isfinite(r.mfu) for r in ok) else 1
+
+
+def run_all(args, modes: list[str], cuda: bool, peak: float, memory_bytes: float) -> list[Result]:
     results = []
     for size, shape in sizes(args, memory_bytes):
         for mode in modes:
@@ -258,11 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = measure_fitting(size, shape, args, torch.device("cuda" if cuda else "cpu"), mode, peak)
             results.append(r)
             print(line(r), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(r) for r in results], f, indent=1)
-    ok = [r for r in results if r.status == "ok" and r.mfu is not None]
-    return 0 if args.dry_run or ok and all(math.isfinite(r.mfu) for r in ok) else 1
+    return results
 
 
 if __name__ == "__main__":

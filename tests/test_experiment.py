@@ -186,7 +186,7 @@ def test_a_sweep_of_named_shapes_plans_its_flagship_from_its_own_ladder():
     first try with its named ladder trained the size rule's 2-layer L2-d58: +6.8% against the best run)."""
     from workbench.fit.laws import Law, PowerLaw
     from workbench.plan.from_sweep import sweep_shapes
-    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.hardware import resolve_gpu
     from workbench.plan.planner import make_plan
 
     spec, _ = cpu_plan()

@@ -84,7 +84,8 @@ def test_a_held_out_vertex_outside_its_sizes_is_not_scored_in_flag_numbers_and_p
     outcome = flagship_outcome(record, {"val_loss": 2.0, "wall_s": 1.0}, {"params": 1, "tokens": 1})
     outcome.update(report="r.html", wall_s=60.0)
     assert outcome["checks"]["n_opt_within_1.5x"] is None and outcome["observed_n_opt"] is None
-    assert outcome["not_scored"] == {"n_opt_within_1.5x": NOT_SCORED}
+    # the held-out budget has no interior minimum: neither its N* nor a compute-optimal L* to score against
+    assert outcome["not_scored"] == {"best_loss_within_2pct": NOT_SCORED, "n_opt_within_1.5x": NOT_SCORED}
     assert outcome["passed"] is all(ok is not False for ok in outcome["checks"].values())
     text = summary(outcome)
     assert f"  n_opt_within_1.5x: {NOT_SCORED}\n" in text

@@ -1,6 +1,7 @@
 """`workbench fit` end to end on CSV files (and on the store)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,9 +60,11 @@ def test_csv_fit_writes_json_plots_and_prints_the_same_object(sweep_csv, tmp_pat
     assert 1e24 in [row["budget_flops"] for row in par["ci"]["at"]]
     assert printed["holdout"]["budget_flops"] == pytest.approx(1e21, rel=0.01)
     assert printed["accuracy"]["toy"]["ceiling"] == pytest.approx(0.8, abs=0.02)
-    assert len(printed["plots"]) == 4 and all(
-        (tmp_path / "fits" / p.split("/")[-1]).is_file() for p in printed["plots"]
-    )
+    names = sorted(p.split("/")[-1] for p in printed["plots"])  # the rollout runs by default: its figure too
+    assert [n.split(".", 1)[1] for n in names] == [
+        f"{k}.{e}" for k in ("isoflop", "parametric", "rollout") for e in ("png", "svg")
+    ]
+    assert all((tmp_path / "fits" / name).is_file() for name in names)
     # the planner's functions work on the loaded draws
     n_opt, d_opt = optimal_allocation(par["draws"], 1e24)
     assert n_opt.shape == (40,) and np.allclose(6 * n_opt * d_opt, 1e24)
@@ -144,3 +147,17 @@ def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     assert only.exit_code == 0 and json.loads((tmp_path / "only.json").read_text())["sweep"] == "toy", only.output
     missing = _invoke("nosuch", "--db", db, "--out", tmp_path / "x.json", *FAST)
     assert missing.exit_code == 1 and "sweep 'nosuch' has no completed runs" in missing.stderr
+
+
+def test_a_degenerate_sweep_fits_quickly_and_says_what_to_add(tmp_path):
+    """tests/data/degenerate_sweep.csv: 12 runs at 2 budgets whose every size lies above the optimum (no
+    interior minimum, as in a first sweep of a small corpus). The parametric fit with default options ends
+    (no start runs to an iteration cap of a thousand) and prints one warning naming the problem and the fix."""
+    csv = Path(__file__).parent / "data" / "degenerate_sweep.csv"
+    result = _invoke("--from-csv", csv, "--method", "parametric", "--no-plots", "--out", tmp_path / "d.json")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "d.json").read_text())
+    warnings = record["diagnostics"]["warnings"]
+    degenerate = [w for w in warnings if w.startswith("the parametric law is degenerate")]
+    assert len(degenerate) == 1 and "add sizes on both sides of each budget's optimum" in degenerate[0]
+    assert record["parametric"]["bootstrap"]["resamples"] == 1000

@@ -197,6 +197,27 @@ def resume_elsewhere(tmp_path, corpus, source: Path, name: str, layout: dict, st
     return run_dir
 
 
+def test_async_checkpoints_are_intact_and_resume_exactly(tmp_path, corpus, reference):
+    """checkpoint.async_save (DCP's async_save, published at the next logging step): the losses are one
+    process's exactly, every checkpoint verifies in full, and resuming one reproduces the rest."""
+    import shutil
+
+    from workbench.train import checkpoint, trainer
+
+    sections = ckpt_sections(5, keep=4)
+    sections["checkpoint"]["async_save"] = True
+    trainer.main(write_config(tmp_path, corpus, "async", {}, **sections))
+    assert losses(tmp_path / "async") == losses(reference)
+    saved = checkpoint.run_checkpoints(tmp_path / "async")
+    assert [p.name for p in saved] == [f"step_{s:08d}" for s in (5, 10, 15, 20)]  # the last one once
+    for path in saved:
+        checkpoint.verify(path)  # every file against its sha256
+    shutil.copytree(saved[1], tmp_path / "resumed" / "ckpt" / saved[1].name)
+    trainer.main(write_config(tmp_path, corpus, "resumed", {}, **sections))
+    got = losses(tmp_path / "resumed")
+    assert sorted(got) == list(range(11, STEPS + 1)) and all(got[s] == losses(reference)[s] for s in got)
+
+
 @pytest.mark.slow
 def test_checkpoint_reshards_between_tp2_and_dp2(tmp_path, corpus):
     half = STEPS // 2

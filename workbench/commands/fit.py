@@ -28,7 +28,11 @@ def fit(
     exclude_largest: bool = typer.Option(
         False, "--exclude-largest", help="Fit without the largest budget and check the fit's prediction of it."
     ),
-    rollout: bool = typer.Option(False, "--rollout", help="Fit budgets 1..k, predict k+1, for every k."),
+    rollout: bool = typer.Option(
+        True,
+        "--rollout/--no-rollout",
+        help="Fit budgets 1..k, predict k+1, for every k: the model error that widens extrapolation intervals.",
+    ),
     overestimate_penalty: float = typer.Option(
         1.0, "--overestimate-penalty", min=1.0, help="Weight of residuals where the law predicts above the run."
     ),
@@ -43,6 +47,16 @@ def fit(
     out: Path = typer.Option(None, "--out", help="Output JSON (default: fits/NAME.json); plots go next to it."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG and SVG plots."),
     as_json: bool = json_option(),
+    group_decades: float = typer.Option(
+        0.0212,
+        "--group-decades",
+        min=1e-6,
+        help="--from-csv without a budget column: runs whose FLOPs agree "
+        "within this many decades are one budget (0.0212: 5%).",
+    ),
+    curves: Path = typer.Option(
+        None, "--curves", help="--from-csv: the runs' loss curves (run_id, flops or tokens, loss): approach 1."
+    ),
     metric: str = typer.Option(
         "val_loss", "--metric", help="The loss a sweep's fit uses: val_loss, or a named held-out set's val_loss_NAME."
     ),
@@ -63,7 +77,7 @@ def fit(
     name = name or sweep or from_csv.stem
     if out is None:  # the name becomes fits/NAME.json: checked before anything is read
         safe_name(name, "fit name", "--name")
-    points = _load_points(sweep, from_csv, db_path, metric)
+    points = _load_points(sweep, from_csv, db_path, metric, group_decades)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,
@@ -80,7 +94,7 @@ def fit(
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
-    curves = _load_curves(sweep, points, db_path) if sweep is not None else None
+    curves = _load_curves(sweep, points, db_path) if sweep is not None else _csv_curves(curves, points)
     record = fit_stage(
         points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves
     )
@@ -94,11 +108,11 @@ def fit(
     print_fit(record, out)
 
 
-def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str = "val_loss"):
+def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str, group_decades: float):
     from workbench.fit.points import load_csv, validate_points
 
     if from_csv is not None:
-        return load_csv(from_csv)
+        return load_csv(from_csv, group_decades)
     from workbench.store.database import Store
 
     with Store(db_path) as store:
@@ -113,6 +127,16 @@ def _load_curves(sweep: str, points, db_path: Path) -> list | None:
 
     with Store(db_path) as store:
         return sweep_curves(points, store.metrics)
+
+
+def _csv_curves(path: Path | None, points) -> list | None:
+    """Approach 1's curves from a CSV given with --curves (None without one)."""
+    if path is None:
+        return None
+    from workbench.fit.envelope import run_curves
+    from workbench.fit.points import load_curves
+
+    return run_curves(load_curves(path, points), points) or None
 
 
 def _record_in_store(db_path: Path, record: dict) -> None:

@@ -36,7 +36,6 @@ def report(
     at: list[float] = typer.Option(
         None, "--at", help="Comparison: target budget in FLOPs (first --at), more --at add table rows."
     ),
-    bootstrap: int = typer.Option(200, "--bootstrap", min=10, help="Comparison: bootstrap resamples per sweep."),
     watch: bool = typer.Option(False, "--watch", help="Regenerate the page as runs finish until the sweep ends."),
     interval: float = typer.Option(10.0, "--interval", min=0.5, help="--watch: seconds between regenerations."),
     runs: Path = runs_option(),
@@ -57,7 +56,7 @@ def report(
 
         targets = list(at or [])
         command = _command(names, [("--db", db_path), ("--at", targets), ("--out", out)], [])
-        path = write_comparison(db_path, names, targets[0] if targets else None, targets[1:], out, bootstrap, command)
+        path = write_comparison(db_path, names, targets[0] if targets else None, targets[1:], out, command)
         _done(path, as_json)
         return
     name = names[0] if names else None

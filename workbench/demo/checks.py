@@ -87,7 +87,7 @@ def flagship_outcome(record: FitRecord, flagship: dict, shape: dict) -> dict:
         "best_run": hold["observed"]["best_run"],
         "observed_best_loss": best,
         "observed_best_loss_interval": hold["observed"].get("loss_opt_interval"),
-        "loss_law": {"K": iso.loss_law.K, "gamma": iso.loss_law.gamma},
+        "loss_law": {"E": iso.loss_law.E, "K": iso.loss_law.K, "gamma": iso.loss_law.gamma, "form": "E + K C^-gamma"},
         "predicted_best_loss": at["loss_pred"],
         "best_loss_rel_err": at["loss_pred"] / best - 1,
         "parametric_predicted_best_loss": hold["parametric"]["loss_pred"],

@@ -12,9 +12,10 @@ def summary(outcome: dict) -> str:
         f"held-out budget {outcome['held_out_budget']:.3g} FLOPs (fit on {len(outcome['fitted_budgets'])} budgets)",
         f"  best sweep run: loss {outcome['best_run']['loss']:.4f} at N {outcome['best_run']['params']:,.0f}; "
         f"the held-out parabola's minimum {outcome.get('observed_best_loss', float('nan')):.4f}; "
-        f"L*(C) law predicted {outcome['predicted_best_loss']:.4f} ({outcome['best_loss_rel_err']:+.2%}); "
+        f"L*(C) = E + K C^-gamma predicted {outcome['predicted_best_loss']:.4f} "
+        f"({_rel(outcome['best_loss_rel_err'])}); "
         f"parametric law {outcome['parametric_predicted_best_loss']:.4f} "
-        f"({outcome['parametric_best_loss_rel_err']:+.2%})",
+        f"({_rel(outcome['parametric_best_loss_rel_err'])})",
         _n_opt_line(outcome),
         f"  flagship: N {f['params']:,} on {f['tokens']:,} tokens, val loss {f['val_loss']:.4f}; predicted "
         f"{f['predicted']:.4f} [90% PI {f['interval'][0]:.4f}, {f['interval'][1]:.4f}]; "
@@ -49,3 +50,7 @@ def _n_opt_line(outcome: dict) -> str:
     return (
         f"  N*: observed {outcome['observed_n_opt']:,.0f} ({outcome['observed_n_opt_source']}), predicted {predicted}"
     )
+
+
+def _rel(err: float | None) -> str:
+    return "not scored" if err is None else f"{err:+.2%}"

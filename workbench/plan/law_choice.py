@@ -60,4 +60,5 @@ def data_constrained(law, unique_tokens: float, inference: float | None):
     if inference is not None:
         raise WorkbenchError("--unique-tokens and --inference-tokens cannot be combined", "Drop one of them.")
     constrained = DataConstrainedLaw(**law.parametric.as_dict(), unique_tokens=unique_tokens)
-    return dataclasses.replace(law, parametric=constrained, draws=None)
+    draws = None if law.draws is None else DataConstrainedLaw(**law.draws.as_dict(), unique_tokens=unique_tokens)
+    return dataclasses.replace(law, parametric=constrained, draws=draws)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text
+from workbench.report.inline import script_code
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def vega_bundle() -> str:
             f"Run `workbench report` once without a virtual-memory limit (e.g. on a login node): the bundle is "
             f"then cached in {cache}, or raise `ulimit -v`.",
         )
-    bundle = child.stdout.decode("utf-8").replace("</script", "<\\/script")
+    bundle = str(script_code(child.stdout.decode("utf-8")))
     try:
         atomic_write_text(cache, bundle)
     except WorkbenchError as err:  # a read-only home: the page is still written, the next one rebuilds it

@@ -10,9 +10,9 @@ It is written into `ckpt/.tmp-step_N-HOST-PID/` and renamed into place, so a `st
 complete the moment it appears; deletion renames to `.del-...` first, so a kill mid-delete never leaves
 a half `step_N`. A checkpoint is trusted only if its manifest lists exactly the files in the
 directory with matching sizes and hashes; `newest_intact` reports and removes a damaged or partial
-newest checkpoint and falls back to the next older one. A later format (torch.distributed.checkpoint,
-whose `.metadata` is read with pickle) keeps this manifest: nothing in a directory is opened before
-its manifest matches.
+newest checkpoint and falls back to the next older one. A file is hashed by the process that reads it,
+just before reading it (`verify(path, read=...)`), and the sharded format (torch.distributed.checkpoint,
+whose `.metadata` is read with pickle) keeps this manifest: no file is opened before its hash matches.
 
 Temp and deleted folders carry the writer's host and pid: only those of a dead process on this host
 are swept during rotation; `sweep_partial` (run at start-up by the holder of the run lock, so no other
@@ -24,9 +24,12 @@ A checkpoint of a run with a `layout:` block is the same step directory as any o
 workbench.train.checkpoint.save): `state.pt` holds the trainer state and RNG only (model and optimizer None),
 and `sharded/` holds DCP's files: one `__<rank>_0.distcp` per rank with that rank's shards of the model
 and optimizer state, and `.metadata`. Nothing is gathered: each rank writes its own shards (replicated
-tensors once). Keys are the plain model's parameter names (`layers.3.attention.wq.weight`, and
-`optimizer.state.<name>.exp_avg` ...) under every layout, so DCP reshards on load: a checkpoint saved
-under TP 2 loads under DP 2, PP 2 or one process with a layout, and the other way round.
+tensors once) and hashes only the files it wrote (RecordingWriter); rank 0 merges those digests into the
+manifest (gather_digests, save). On load each rank hashes only `.metadata` and the shards its DCP load plan
+reads (VerifyingReader), so no rank hashes every rank's files. Keys are the plain model's parameter names
+(`layers.3.attention.wq.weight`, and `optimizer.state.<name>.exp_avg` ...) under every layout, so DCP
+reshards on load: a checkpoint saved under TP 2 loads under DP 2, PP 2 or one process with a layout, and
+the other way round.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import os
 import pickle
 import shutil
 import socket
+from collections.abc import Iterable
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +50,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -100,11 +106,21 @@ def latest(ckpt_root: Path) -> Path | None:
 
 # ---------------------------------------------------------------- writing
 def save(
-    ckpt_root: Path, step: int, state: dict, meta: dict, keep: int, protect_tokens: set[int], tmp: Path | None = None
+    ckpt_root: Path,
+    step: int,
+    state: dict,
+    meta: dict,
+    keep: int,
+    protect_tokens: set[int],
+    tmp: Path | None = None,
+    digests: dict[str, dict] | None = None,
 ) -> Path:
     """Write checkpoint `step`: `state` = {"model", "optimizer", "trainer", "rng"} (see to_files), `meta`
     JSON; then rotate (keep the newest `keep` plus those at `protect_tokens`). `tmp`: a temp dir that every
-    rank has already written its shards into (save_sharded), completed here; the manifest covers them."""
+    rank has already written its shards into (save_sharded), completed here; `digests`: the size and sha256
+    of each of those files, computed by the rank that wrote it (gather_digests), merged into the manifest
+    unhashed, so this rank hashes only the files it wrote itself. A full or read-only disk is a one-line
+    DiskError and leaves the earlier checkpoints as they were."""
     final = ckpt_root / f"step_{step:08d}"
     tensors, trainer = to_files(state)
     need = _tensor_bytes(tensors)
@@ -118,7 +134,8 @@ def save(
         write_stream(tmp / "state.pt", lambda f: torch.save(tensors, f), need)
         _write_synced(tmp / "trainer.json", json.dumps(trainer))
         _write_synced(tmp / "meta.json", json.dumps(meta))
-        _write_synced(tmp / MANIFEST, json.dumps(manifest_of(tmp, {"step": step, "tokens": meta.get("tokens")})))
+        manifest = manifest_of(tmp, {"step": step, "tokens": meta.get("tokens")}, digests)
+        _write_synced(tmp / MANIFEST, json.dumps(manifest))
         with writing(final, need):
             if final.exists():  # re-saving the same step (e.g. after a rollback): replace it whole
                 remove(final)
@@ -161,12 +178,24 @@ def to_files(state: dict) -> tuple[dict, dict]:
     return {"model": state["model"], "optimizer": state["optimizer"]}, trainer
 
 
-def manifest_of(folder: Path, extra: dict) -> dict:
-    """Sizes and sha256 of every file under `folder` (but the manifest itself)."""
-    files = {}
+def manifest_of(folder: Path, extra: dict, known: dict[str, dict] | None = None) -> dict:
+    """Sizes and sha256 of every file under `folder` (but the manifest itself); files in `known` (relative
+    name -> {"bytes", "sha256"}, hashed by their writers) are taken from there after a size check."""
+    known, files = known or {}, {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        name, size = path.relative_to(folder).as_posix(), path.stat().st_size
+        if name in known and known[name]["bytes"] != size:
+            raise WorkbenchError(
+                f"checkpoint file {path} has {size} bytes, but its writer hashed {known[name]['bytes']}",
+                "Another process is writing into this checkpoint; rerun.",
+            )
+        files[name] = known[name] if name in known else file_digest(path)
     return {"format": FORMAT, **extra, "files": files}
+
+
+def file_digest(path: Path) -> dict:
+    """{"bytes", "sha256"} of the file at `path`, as a manifest lists it."""
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def _sha256(path: Path) -> str:
@@ -245,8 +274,11 @@ def sweep_partial(ckpt_root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- verifying and reading
-def verify(path: Path) -> dict:
-    """The manifest of checkpoint dir `path` if every file matches it exactly; else Damaged."""
+def verify(path: Path, read: Iterable[str] | None = None) -> dict:
+    """The manifest of checkpoint dir `path` if its files are exactly those listed with the listed sizes and
+    the files in `read` (relative names; None: every file) match their sha256; else Damaged. A process
+    hashes only what it is about to read: the files of a sharded checkpoint that its DCP load plan reads
+    are hashed at load (VerifyingReader), each by the ranks that read it."""
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as err:
@@ -268,25 +300,38 @@ def verify(path: Path) -> dict:
             raise Damaged(
                 f"{name} has {size} bytes, the manifest says {entry.get('bytes') if isinstance(entry, dict) else entry}"
             )
-        if _sha256(path / name) != entry.get("sha256"):
-            raise Damaged(f"{name} does not match its sha256 in the manifest")
+    for name in listed if read is None else sorted(set(read) & listed):
+        check_hash(path, name, manifest)
     return manifest
 
 
-def newest_intact(ckpt_root: Path, remove_damaged: bool = True) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest checkpoint that verifies, and (path, reason) for each newer one that did not (removed,
-    unless `remove_damaged` is False). Each rejection is logged as one warning line."""
+def check_hash(path: Path, name: str, manifest: dict) -> None:
+    """Damaged unless file `name` of checkpoint dir `path` matches its sha256 in `manifest`."""
+    if _sha256(path / name) != manifest["files"][name].get("sha256"):
+        raise Damaged(f"{name} does not match its sha256 in the manifest")
+
+
+def newest_intact(
+    ckpt_root: Path, remove_damaged: bool = True, read: Iterable[str] | None = None
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies (hashing the files in `read`, None: all), and (path, reason) for
+    each newer one that did not (removed, unless `remove_damaged` is False)."""
     rejected: list[tuple[Path, str]] = []
     for path in reversed(step_dirs(ckpt_root)):
         try:
-            verify(path)
+            verify(path, read)
             return path, rejected
         except Damaged as err:
-            log.warning("checkpoint %s is damaged (%s); trying the next older one", path, err)
+            reject(path, str(err), remove_damaged)
             rejected.append((path, str(err)))
-            if remove_damaged:
-                remove(path)
     return None, rejected
+
+
+def reject(path: Path, reason: str, remove_it: bool) -> None:
+    """Log one warning line for damaged checkpoint `path`, and remove it if `remove_it`."""
+    log.warning("checkpoint %s is damaged (%s); trying the next older one", path, reason)
+    if remove_it:
+        remove(path)
 
 
 def read_meta(path: Path) -> dict:
@@ -299,10 +344,12 @@ def read_meta(path: Path) -> dict:
 
 
 def load(path: Path) -> dict:
-    """The state of verified checkpoint dir `path` (tensors on CPU): model, optimizer, trainer, rng, meta.
-    Nothing is unpickled: tensors are read weights-only, the rest is JSON."""
+    """The state of checkpoint dir `path` (tensors on CPU): model, optimizer, trainer, rng, meta and its
+    manifest, after verifying the files read here (state.pt, trainer.json, meta.json; a sharded checkpoint's
+    shards are verified as load_sharded reads them). Nothing is unpickled: tensors are read weights-only,
+    the rest is JSON. A damaged file raises Damaged; anything else unreadable a WorkbenchError."""
     try:
-        verify(path)
+        manifest = verify(path, FILES)
         tensors = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         body = json.loads((path / "trainer.json").read_text())
         meta = json.loads((path / "meta.json").read_text())
@@ -314,9 +361,9 @@ def load(path: Path) -> dict:
             "trainer": body["trainer"],
             "rng": {"torch": torch.tensor(rng["torch"], dtype=torch.uint8), "numpy": numpy_state},
             "meta": meta,
+            "manifest": manifest,
         }
     except (
-        Damaged,
         OSError,
         ValueError,
         KeyError,
@@ -349,7 +396,7 @@ def check_shape(path: Path, saved_meta: dict, shape: dict) -> None:
 
 def resolve_init_from(spec: str) -> Path:
     """`DIR` (a checkpoint dir or a run dir) or `RUN_DIR@TOKENS` (RUN_DIR's checkpoint at exactly TOKENS
-    tokens); the result has passed verification."""
+    tokens); its files are those of its manifest, with their sizes (each is hashed when it is read)."""
     if "@" in spec:
         run_dir, tokens = spec.rsplit("@", 1)
         root = rundir.ckpt_dir(run_dir)
@@ -364,7 +411,7 @@ def resolve_init_from(spec: str) -> Path:
     if (path / MANIFEST).is_file():
         return _verified(path, spec)
     if path.is_dir():
-        found, _ = newest_intact(rundir.ckpt_dir(path), remove_damaged=False)
+        found, _ = newest_intact(rundir.ckpt_dir(path), remove_damaged=False, read=())
         if found is not None:
             return found
     raise WorkbenchError(
@@ -375,7 +422,7 @@ def resolve_init_from(spec: str) -> Path:
 
 def _verified(path: Path, spec: str) -> Path:
     try:
-        verify(path)
+        verify(path, read=())
     except Damaged as err:
         raise WorkbenchError(
             f"checkpoint.init_from {spec}: {path} is damaged ({err})",
@@ -387,10 +434,11 @@ def _verified(path: Path, spec: str) -> Path:
 # ---------------------------------------------------------------- sharded (DCP) state of layout runs
 
 SHARDED = "sharded"
+METADATA = f"{SHARDED}/.metadata"
 
 
 def is_sharded(path: Path) -> bool:
-    return (path / SHARDED / ".metadata").is_file()
+    return (path / METADATA).is_file()
 
 
 def model_view(parts: list[nn.Module]) -> nn.Module:
@@ -418,26 +466,124 @@ def shared_tmp_dir(ckpt_root: Path, step: int) -> Path:
     return ckpt_root / f".tmp-step_{step:08d}-{tag[0]}"
 
 
-def save_sharded(tmp: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> None:
-    """Every rank writes its shards of the model and optimizer state into tmp/sharded (a collective)."""
+class RecordingWriter(dcp.FileSystemWriter):
+    """DCP's file writer, remembering the files this rank wrote: its `__<rank>_*.distcp` shards, and on the
+    coordinator the `.metadata`."""
 
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.folder, self.prefixes, self.wrote_metadata = Path(path), [], False
+
+    def write_data(self, plan, planner):
+        self.prefixes.append(plan.storage_data.prefix)
+        return super().write_data(plan, planner)
+
+    def finish(self, metadata, results) -> None:
+        super().finish(metadata, results)
+        self.wrote_metadata = True
+
+    def digests(self) -> dict[str, dict]:
+        """{"sharded/<file>": {"bytes", "sha256"}} of every file this rank wrote (read back and hashed)."""
+        mine = sorted(p for prefix in self.prefixes for p in self.folder.glob(f"{prefix}*") if p.is_file())
+        if self.wrote_metadata:
+            mine.append(self.folder / ".metadata")
+        return {f"{SHARDED}/{p.name}": file_digest(p) for p in mine}
+
+
+def _sharded_state(parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> dict:
     view = model_view(parts)
     state = {"model": get_model_state_dict(view)}
     if optimizer.state:  # before the first step there is none: a resumed run starts a fresh optimizer
         state["optimizer"] = get_optimizer_state_dict(view, optimizer)
-    dcp.save(state, checkpoint_id=str(tmp / SHARDED))
+    return state
 
 
-def load_sharded(path: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer | None) -> None:
-    """Load checkpoint dir `path`'s DCP state into this rank's (possibly differently sharded) parts."""
+def _planner() -> dcp.DefaultSavePlanner:
+    """DCP's planner, storing each replicated entry (norm gains under TP, optimizer steps) once, in rank 0's file:
+    a rank resuming the same layout then reads (and hashes) its own file and rank 0's, not a few bytes from
+    many files that it would have to hash whole."""
+    return dcp.DefaultSavePlanner(dedup_save_to_lowest_rank=True)
+
+
+def save_sharded(tmp: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+    """Every rank writes its shards of the model and optimizer state into tmp/sharded (a collective) and
+    returns the digests of the files it wrote (for gather_digests)."""
+    writer = RecordingWriter(tmp / SHARDED)
+    dcp.save(_sharded_state(parts, optimizer), storage_writer=writer, planner=_planner())
+    return writer.digests()
+
+
+def save_sharded_async(tmp: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer, group) -> Future:
+    """save_sharded with DCP's async_save: the state is staged to CPU memory now (a collective on `group`, a
+    gloo group of all ranks), written and hashed by a background thread; the returned future holds the
+    digests of this rank's files. Collect it (gather_digests, save) at a point every rank reaches together."""
+    writer = RecordingWriter(tmp / SHARDED)
+    state = _sharded_state(parts, optimizer)
+    written = dcp.async_save(state, storage_writer=writer, planner=_planner(), process_group=group)
+    done: Future = Future()
+
+    def hash_files(future: Future) -> None:
+        try:
+            future.result()
+            done.set_result(writer.digests())
+        except BaseException as err:  # DCP's CheckpointException is a BaseException
+            done.set_exception(err)
+
+    written.add_done_callback(hash_files)
+    return done
+
+
+def gather_digests(mine: dict[str, dict]) -> dict[str, dict] | None:
+    """Every rank's digests (a collective), merged on rank 0; None on the other ranks."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return mine
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(mine, gathered, dst=0)
+    return {name: digest for part in gathered for name, digest in part.items()} if gathered else None
+
+
+class VerifyingReader(dcp.FileSystemReader):
+    """DCP's file reader that checks each file against `manifest` before reading it: `.metadata` (pickled)
+    before it is opened, and the shards this rank's load plan reads before they are read, so each rank
+    hashes only what it reads. A mismatch raises Damaged on that rank, which DCP's load turns into a
+    CheckpointException on every rank."""
+
+    def __init__(self, checkpoint_dir: Path, manifest: dict):
+        super().__init__(str(checkpoint_dir / SHARDED))
+        self.checkpoint_dir, self.manifest, self.checked = checkpoint_dir, manifest, set()
+
+    def _check(self, name: str) -> None:
+        if name not in self.checked:
+            check_hash(self.checkpoint_dir, name, self.manifest)
+            self.checked.add(name)
+
+    def read_metadata(self, *args, **kwargs):
+        self._check(METADATA)
+        return super().read_metadata(*args, **kwargs)
+
+    def read_data(self, plan, planner):
+        for relative in sorted({self.storage_data[item.storage_index].relative_path for item in plan.items}):
+            self._check(f"{SHARDED}/{relative}")
+        return super().read_data(plan, planner)
+
+
+def load_sharded(path: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer | None, manifest: dict) -> None:
+    """Load checkpoint dir `path`'s DCP state into this rank's (possibly differently sharded) parts, hashing
+    the files this rank reads against `manifest` (Damaged, on every rank, if one does not match)."""
 
     view = model_view(parts)
-    reader = dcp.FileSystemReader(str(path / SHARDED))
+    reader = VerifyingReader(path, manifest)
     has_optimizer = any(key.startswith("optimizer.") for key in reader.read_metadata().state_dict_metadata)
     state = {"model": get_model_state_dict(view)}
     if optimizer is not None and has_optimizer:
         state["optimizer"] = get_optimizer_state_dict(view, optimizer)
-    dcp.load(state, storage_reader=reader)
+    try:
+        dcp.load(state, storage_reader=reader)
+    except CheckpointException as err:
+        damaged = [e for e, _ in err.failures.values() if isinstance(e, Damaged)]
+        if damaged:
+            raise Damaged(str(damaged[0])) from None
+        raise
     set_model_state_dict(view, state["model"])
     if optimizer is None:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from workbench.core.configfile import Count, Number, Strict
 from workbench.core.errors import WorkbenchError
 from workbench.data.config import DataConfig
 from workbench.model.config import ModelConfig
+from workbench.train.microbatches import pipeline_microbatches_ok
 
 Beta = Annotated[Number, Field(ge=0, lt=1)]  # AdamW's moment decay rates live in [0, 1)
 
@@ -52,6 +54,11 @@ class BatchConfig(Strict):
     batch_tokens: Count = Field(gt=0)
     micro_batch: Count = Field(default=16, gt=0)
     ramp: list[RampStep] = Field(default_factory=list)
+
+    def all_batches(self) -> list[tuple[str, int]]:
+        """(field, batch tokens) of the batch and of each step of the ramp."""
+        ramp = [(f"batch.ramp.{i}.batch_tokens", r.batch_tokens) for i, r in enumerate(self.ramp)]
+        return [("batch.batch_tokens", self.batch_tokens), *ramp]
 
 
 class StopConfig(Strict):
@@ -108,12 +115,16 @@ class CheckpointConfig(Strict):
     """Checkpoints under RUN_DIR/ckpt every `every_tokens` tokens (0: only on signals and at the end),
     keeping the last `keep` plus those at `save_at_tokens`. `init_from` starts from another run's
     checkpoint (a WSD cooldown branch): weights, optimizer state, step and tokens seen, so the branch
-    continues the trunk's data stream and its schedule (over the branch's own total) from there."""
+    continues the trunk's data stream and its schedule (over the branch's own total) from there.
+    `async_save` (runs with a layout: block, whose checkpoints are sharded): the state is copied to CPU
+    memory and the step loop goes on while a background thread writes and hashes it; the checkpoint is
+    published (manifest, rename) at the next logging step after every rank has finished writing."""
 
     every_tokens: Count = Field(default=0, ge=0)
     keep: Count = Field(default=2, gt=0)
     save_at_tokens: list[Count] = Field(default_factory=list)  # kept for good: a WSD trunk's branch points
     init_from: str | None = None  # a checkpoint dir, or RUN_DIR@TOKENS for RUN_DIR's checkpoint at TOKENS
+    async_save: bool = False
 
 
 class FaultConfig(Strict):
@@ -125,12 +136,18 @@ class FaultConfig(Strict):
 
 
 class RuntimeConfig(Strict):
+    """Where and how a run computes. dtype: bf16 (auto on a GPU) or fp32, the exact test mode (see
+    workbench.train.parallel.distributed.mixed_precision_policy). log_every_steps: a progress line every N
+    steps, and the trainer's host syncs: the step loop reads losses, gradient norms and signals (and
+    catches a non-finite loss or a spike, then rolls back) only every N steps and before evaluations,
+    checkpoints and the end, so a GPU never waits for the host in between."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     threads: Count | None = Field(default=None, gt=0, le=4096)
     parallel: Literal["ddp", "fsdp"] = "ddp"
-    log_every_steps: Count = Field(default=10, gt=0)  # a progress log line every N steps (a terminal: a bar)
+    log_every_steps: Count = Field(default=10, gt=0)  # a progress line (a terminal: a bar) and a host sync
 
 
 class LayoutConfig(Strict):
@@ -182,6 +199,59 @@ class LayoutConfig(Strict):
         )
 
 
+def _runs(n: int, layout: LayoutConfig) -> bool:
+    return pipeline_microbatches_ok(n, layout.pp, layout.pp_schedule != "1f1b")
+
+
+def eval_pipeline_microbatches(batch_seqs: int, micro_batch: int, layout: LayoutConfig) -> int | None:
+    """The micro-batches an evaluation batch of `batch_seqs` sequences is cut into under PP: equal ones, as
+    many as the schedule needs and at most `micro_batch` sequences each where possible; None if no count works."""
+    if layout.pp == 1:
+        return 1
+    valid = [n for n in range(1, batch_seqs + 1) if batch_seqs % n == 0 and _runs(n, layout)]
+    small = [n for n in valid if batch_seqs // n <= micro_batch]
+    return min(small) if small else max(valid, default=None)
+
+
+def _schedule_rule(layout: LayoutConfig) -> str:
+    if layout.pp_schedule == "1f1b":
+        return f"1F1B over pp {layout.pp} needs at least {layout.pp}"
+    return f"interleaved 1F1B over pp {layout.pp} needs a multiple of its rounds, n // {layout.pp}"
+
+
+def _nearest(value: int, ok, unit: int = 1) -> str:
+    """The nearest multiples of `unit` below and above `value` for which ok(multiple // unit) holds."""
+    below = next((k * unit for k in range(-(-value // unit) - 1, 0, -1) if ok(k)), None)
+    above = next(k * unit for k in itertools.count(value // unit + 1) if ok(k))  # k = a multiple of pp always is
+    return f"{below} or {above}" if below else f"{above}"
+
+
+def check_pipeline_batches(cfg: TrainConfig) -> None:
+    """Every pipeline schedule of a run, training and evaluation, gets the micro-batches it needs: each batch
+    of the ramp gives each data-parallel replica batch_tokens / (seq_len x micro_batch x replicas) micro-
+    batches, and an eval batch of eval.batch_seqs sequences is cut into eval_pipeline_microbatches. Raises
+    ValueError (one line: the field, the rule, the nearest valid values)."""
+    lay = cfg.layout
+    if lay is None or lay.pp == 1:
+        return
+    replicas, micro, seq = lay.dp_replicate * lay.dp_shard, cfg.batch.micro_batch, cfg.data.seq_len
+    unit = seq * micro * replicas
+    for where, tokens in cfg.batch.all_batches():
+        n = tokens // unit
+        if not _runs(n, lay):
+            raise ValueError(
+                f"{where} {tokens} gives each data-parallel replica {n} pipeline micro-batch(es) of batch.micro_batch "
+                f"{micro} ({tokens // seq} sequences over {replicas} replicas), and {_schedule_rule(lay)}; "
+                f"nearest valid {where}: {_nearest(tokens, lambda k: _runs(k, lay), unit)}"
+            )
+    seqs = cfg.eval.batch_seqs
+    if eval_pipeline_microbatches(seqs, micro, lay) is None:
+        raise ValueError(
+            f"eval.batch_seqs {seqs} cannot be cut into equal pipeline micro-batches: {_schedule_rule(lay)}; "
+            f"nearest valid eval.batch_seqs: {_nearest(seqs, lambda k: eval_pipeline_microbatches(k, micro, lay))}"
+        )
+
+
 class TrainConfig(Strict):
     """Everything one training run needs; `workbench train CONFIG.yaml` and `train.main(config)` take it."""
 
@@ -225,13 +295,18 @@ class TrainConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _async_save_is_sharded(self) -> TrainConfig:
+        if self.checkpoint.async_save and self.layout is None:
+            raise ValueError("checkpoint.async_save needs a layout: block (its checkpoints are sharded, DCP)")
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits(self) -> TrainConfig:
         seq = self.data.seq_len
-        for where, tokens in [("batch.batch_tokens", self.batch.batch_tokens)] + [
-            (f"batch.ramp.{i}.batch_tokens", r.batch_tokens) for i, r in enumerate(self.batch.ramp)
-        ]:
+        for where, tokens in self.batch.all_batches():
             if tokens % seq:
                 raise ValueError(f"{where} {tokens} is not a multiple of data.seq_len {seq}")
+        check_pipeline_batches(self)
         return self
 
 

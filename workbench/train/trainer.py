@@ -27,9 +27,9 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -39,7 +39,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.data.batches import Mixture, mixtures
 from workbench.model import flops
 from workbench.model.transformer import Transformer
-from workbench.train import checkpoint, rundir, runlock
+from workbench.train import checkpoint, checkpointer, rundir, runlock
 from workbench.train.config import TrainConfig, lengths_fit
 from workbench.train.parallel import distributed, parallelize
 from workbench.train.schedule import batch_tokens_at, lr_at
@@ -115,11 +115,22 @@ def check_batches(cfg: TrainConfig, total: int, world: int) -> None:
             )
 
 
+@dataclass
+class _Step:
+    """One optimizer step not yet read on the host: its row so far, its counters before, and on the device
+    the sum and count of this rank's micro-batch losses and the global gradient norm."""
+
+    row: dict
+    before: dict
+    losses: torch.Tensor  # [loss sum, micro-batches], fp64
+    grad_norm: torch.Tensor
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, d: distributed.Dist, lock: runlock.RunLock | None = None):
 
         self.cfg, self.d = cfg, d
-        self.lock = lock  # rank 0's run lock: checked each step, before each checkpoint and final.json
+        self.lock = lock  # rank 0's run lock: checked at each host sync, before each checkpoint and final.json
         self.run_dir = Path(cfg.run_dir)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
@@ -135,7 +146,6 @@ class Trainer:
         self.total = total_tokens(cfg)
         lengths_fit(cfg, self.total)
         self._check_batches()
-        self.use_bf16 = cfg.runtime.dtype == "bf16" or (cfg.runtime.dtype == "auto" and d.device.type == "cuda")
         self.state = {
             "step": 0,
             "tokens": 0,
@@ -146,6 +156,7 @@ class Trainer:
             "loss_mean": None,
         }
         self._build_model()
+        self.ckpt = checkpointer.Checkpointer(cfg, d, self.par or self.raw, self.optimizer, self._log_event)
         self.val = self.data.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
         self.val_loss_se: float | None = None  # set by evaluate() on the pooled val split
         self.val_sets = _named_val_sets(cfg, self.data)  # name -> batches: val_loss_NAME
@@ -160,6 +171,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         cfg, d = self.cfg, self.d
+        policy = distributed.mixed_precision_policy(cfg.runtime, d.device.type)
         self.par = None  # a parallelize.Parallel under a layout: block (TP x PP x DP, sharded checkpoints)
         if cfg.layout is not None:
             self.par = parallelize.build(
@@ -169,16 +181,21 @@ class Trainer:
                 device=d.device,
                 seed=cfg.seed,
                 compile=cfg.runtime.compile,
+                mp_policy=policy,
+                micro_batch=cfg.batch.micro_batch,
             )
             self.raw = self.model = None
+            self.autocast = False  # FSDP2's policy casts (it is applied in bf16 even with DP 1)
             params = self.par.parameters()
         else:
             torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every world size
             model = Transformer(cfg.model, max_seq_len=cfg.data.seq_len).to(d.device)
             self.raw = model
-            self.model = distributed.wrap(model, d, cfg.runtime.parallel)
+            self.model = distributed.wrap(model, d, cfg.runtime.parallel, policy)
             if cfg.runtime.compile:
                 self.model = torch.compile(self.model)
+            sharded = d.active and cfg.runtime.parallel == "fsdp"
+            self.autocast = distributed.uses_bf16(cfg.runtime, d.device.type) and not sharded
             params = list(model.parameters())
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]  # norm gains
@@ -193,101 +210,33 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self) -> None:
-        if self.lock is not None and not self.d.active:  # multi-process: _signalled() checks it on every rank
+        if self.lock is not None and not self.d.active:  # multi-process: the sync's flags carry a lost lock
             self.lock.check()
-        if self.par is not None:
-            return self._save_sharded()
-        model_state, optim_state = distributed.full_state(self.raw, self.optimizer, self.d, self.cfg.runtime.parallel)
-        if self.d.is_main:
-            state = {
-                "model": model_state,
-                "optimizer": optim_state,
-                "trainer": dict(self.state),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
-            }
-            meta = {
-                "step": self.state["step"],
-                "tokens": self.state["tokens"],
-                "flops": self.state["flops"],
-                "shape": self._shape_dict(),
-            }
-            ck = self.cfg.checkpoint
-            root = rundir.ckpt_dir(self.run_dir)
-            checkpoint.save(root, self.state["step"], state, meta, ck.keep, set(ck.save_at_tokens))
-        if self.d.active:
-            torch.distributed.barrier()
+        self.ckpt.save(self.state)
 
-    def _save_sharded(self) -> None:
-        """Every rank writes its shards (workbench.train.dcp_state); rank 0 adds the trainer state and renames."""
-        root, step, ck = rundir.ckpt_dir(self.run_dir), self.state["step"], self.cfg.checkpoint
-        tmp = checkpoint.shared_tmp_dir(root, step)
-        checkpoint.save_sharded(tmp, self.par.parts, self.optimizer)  # a collective: every rank has written after
-        if self.d.is_main:
-            state = {"model": None, "optimizer": None, "trainer": dict(self.state), "rng": _rng_state()}
-            meta = {
-                "step": step,
-                "tokens": self.state["tokens"],
-                "flops": self.state["flops"],
-                "sharded": True,
-                "shape": self._shape_dict(),
-            }
-            checkpoint.save(root, step, state, meta, ck.keep, set(ck.save_at_tokens), tmp=tmp)
-        if self.d.active:
-            torch.distributed.barrier()
-
-    def _shape_dict(self) -> dict:
-        return {k: getattr(self.cfg.model, k) for k in checkpoint.SHAPE_KEYS}
-
-    def _restore(self, path: Path, trainer_state: bool = True) -> dict:
-        saved = checkpoint.load(path)
-        checkpoint.check_shape(path, saved["meta"], self._shape_dict())
-        if self.par is not None:
-            self._restore_sharded(path, saved)
-        elif saved["model"] is None:
-            raise WorkbenchError(
-                f"{path} is a sharded checkpoint of a run with a layout: block",
-                "Resume it with a layout (any TP x PP x DP, or all 1 for one process).",
-            )
-        else:
-            distributed.load_full_state(
-                self.raw, self.optimizer, saved["model"], saved["optimizer"], self.d, self.cfg.runtime.parallel
-            )
+    def _restore(self, saved: dict, trainer_state: bool = True) -> None:
         if trainer_state:
             self.state.update(saved["trainer"])
-            torch.set_rng_state(saved["rng"]["torch"])
-            np.random.set_state(saved["rng"]["numpy"])
-        return saved
-
-    def _heal_checkpoints(self) -> None:
-        """Rank 0 (holding the run lock): sweep partial folders, drop damaged newest checkpoints."""
-        if self.d.is_main:
-            root = rundir.ckpt_dir(self.run_dir)
-            checkpoint.sweep_partial(root)
-            _, rejected = checkpoint.newest_intact(root)
-            for path, reason in rejected:
-                self._log_event({"event": "checkpoint_rejected", "checkpoint": path.name, "reason": reason})
-        if self.d.active:
-            torch.distributed.barrier()
-
-    def _restore_sharded(self, path: Path, saved: dict) -> None:
-        if checkpoint.is_sharded(path):
-            checkpoint.load_sharded(path, self.par.parts, self.optimizer)
-            return
-        checkpoint.load_full_into_sharded(self.par.parts, saved["model"])  # a run without a layout: weights only
-        self.optimizer.state.clear()
+            checkpointer.set_rng_state(saved)
 
     def _resume_or_start(self) -> None:
-        self._heal_checkpoints()
-        latest = checkpoint.latest_of_run(self.run_dir)
-        if latest is not None:
-            self._restore(latest)
+        self.ckpt.heal()
+        saved = self.ckpt.restore_newest(remove_damaged=True)
+        if saved is not None:
+            self._restore(saved)
             # what this segment's bit-identity rests on: a resume on other threads or kernels is visible
             self._log_event(
                 {"event": "resume", "from_step": self.state["step"], "bit_identity": rundir.bit_identity(self.d.device)}
             )
         elif self.cfg.checkpoint.init_from:
             source = checkpoint.resolve_init_from(self.cfg.checkpoint.init_from)
-            saved = self._restore(source, trainer_state=False)
+            try:
+                saved = self.ckpt.restore(source)
+            except checkpoint.Damaged as err:
+                raise WorkbenchError(
+                    f"checkpoint.init_from {self.cfg.checkpoint.init_from}: {source} is damaged ({err})",
+                    "Rerun the source run or give another checkpoint.",
+                ) from None
             for key in ("step", "tokens", "flops", "data_offset"):
                 self.state[key] = saved["trainer"][key]
             self._log_event({"event": "init_from", "source": str(source), "from_step": self.state["step"]})
@@ -302,6 +251,7 @@ class Trainer:
         try:
             self._resume_or_start()
             status, error = self._loop()
+            self.ckpt.wait()
         finally:
             self._restore_signal_handlers()
         if status == "interrupted":
@@ -309,63 +259,117 @@ class Trainer:
         val_loss = self.evaluate() if status == "completed" else None
         self.final_sets = self.evaluate_sets() if status == "completed" else {}
         if status == "completed":
-            self._save()
+            self._save()  # nothing if the loop saved this step already
+            self.ckpt.wait()
         return self._finish(status, val_loss, error)
 
     def _loop(self) -> tuple[str, str | None]:
+        """Steps until the token budget is spent. The host reads a step's loss only at a sync (_sync_due:
+        every runtime.log_every_steps steps and before evaluations, checkpoints and the end): faults, rows,
+        evaluations, checkpoints and signals are handled there, for the steps since the last one."""
         cfg, st = self.cfg, self.state
-        every_eval, every_ckpt = cfg.eval.every_tokens, cfg.checkpoint.every_tokens
-        save_at = set(cfg.checkpoint.save_at_tokens)
         progress = _Progress(self.total, st["tokens"], self.d.is_main, cfg.runtime.log_every_steps, cfg.name)
-        last = time.perf_counter()  # wall_s is elapsed time: steps, logging, evals and checkpoints
+        self.window_start = time.perf_counter()  # wall_s is elapsed time: steps, logging, evals and checkpoints
+        steps: list[_Step] = []
         with progress:
             while st["tokens"] + batch_tokens_at(st["tokens"], cfg.batch) <= self.total:
+                before = {k: st[k] for k in ("step", "tokens", "flops")}
                 batch_tokens = batch_tokens_at(st["tokens"], cfg.batch)
                 lr = lr_at(st["tokens"], self.total, cfg.optim.lr_peak, cfg.schedule)
-                loss, grad_norm = self._step(batch_tokens, lr)
-                reason = self._fault(loss)
-                if reason:
-                    if st["rollbacks"] >= cfg.faults.max_rollbacks:
-                        self._log_event({"event": "diverged", "step": st["step"] + 1, "loss": loss, "reason": reason})
-                        return "diverged", f"{reason} at step {st['step'] + 1}; {st['rollbacks']} rollbacks used"
-                    self._rollback(reason, loss)
-                    continue
+                losses, grad_norm = self._step(batch_tokens, lr)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                before = st["tokens"]
                 st["step"] += 1
                 st["tokens"] += batch_tokens
                 st["flops"] += self.flops_per_token * batch_tokens
-                st["loss_mean"] = loss if st["loss_mean"] is None else 0.9 * st["loss_mean"] + 0.1 * loss
-                now = time.perf_counter()
-                dt, last = now - last, now
-                st["wall_s"] += dt
-                row = {
-                    "step": st["step"],
-                    "tokens": st["tokens"],
-                    "flops": st["flops"],
-                    "loss": loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "batch_tokens": batch_tokens,
-                    "tokens_per_s": batch_tokens / dt,
-                    "wall_s": st["wall_s"],
-                }
-                if every_eval and before // every_eval != st["tokens"] // every_eval:
-                    row["val_loss"] = self.evaluate()
-                    row |= self.evaluate_sets()
-                self._log(row)
-                progress.update(st["step"], st["tokens"], loss, batch_tokens / dt)
-                crossed = every_ckpt and before // every_ckpt != st["tokens"] // every_ckpt
-                signalled = self._signalled()  # raises LockLost on every rank if rank 0 lost the run lock
-                if crossed or st["tokens"] in save_at or signalled:
-                    self._save()
-                if signalled:
-                    return "interrupted", None
+                row = {"step": st["step"], "tokens": st["tokens"], "flops": st["flops"], "lr": lr}
+                steps.append(_Step(row | {"batch_tokens": batch_tokens}, before, losses, grad_norm))
+                if self._sync_due(before["tokens"]):
+                    outcome = self._settle(steps, progress)
+                    steps = []
+                    if outcome is not None:
+                        return outcome
         return "completed", None
 
-    def _step(self, batch_tokens: int, lr: float) -> tuple[float, float]:
-        """Forward and backward over this rank's chunks of the global batch; returns (loss, grad norm)."""
+    def _sync_due(self, before: int) -> bool:
+        """Whether the step just taken (from `before` tokens) ends with a host sync; the same on every rank."""
+        cfg, st = self.cfg, self.state
+        every_eval, every_ckpt = cfg.eval.every_tokens, cfg.checkpoint.every_tokens
+        return (
+            st["step"] % cfg.runtime.log_every_steps == 0
+            or bool(every_eval and before // every_eval != st["tokens"] // every_eval)
+            or bool(every_ckpt and before // every_ckpt != st["tokens"] // every_ckpt)
+            or st["tokens"] in cfg.checkpoint.save_at_tokens
+            or st["tokens"] + batch_tokens_at(st["tokens"], cfg.batch) > self.total
+        )
+
+    def _read(self, steps: list[_Step]) -> tuple[list[float], list[float], bool, float]:
+        """The host sync: one all-reduce of the steps' loss sums and counts, this rank's signal flag, its
+        unfinished asynchronous save and whether rank 0 lost its run lock (LockLost on every rank), read with
+        the gradient norms. Returns (losses, gradient norms, whether any rank was signalled, how many ranks are
+        still writing a checkpoint)."""
+        local = torch.cat([torch.stack([s.losses for s in steps]).flatten(), self._flags()])
+        if self.d.active:
+            torch.distributed.all_reduce(local)
+        values = torch.cat([local, torch.stack([s.grad_norm.double() for s in steps])]).tolist()
+        k = len(steps)
+        if values[2 * k + 2] > 0:  # rank 0 lost its run lock: every rank stops here, before writing more
+            why = self.lock.lost if self.lock is not None else "lost on rank 0"
+            raise runlock.LockLost(rundir.lock_path(self.run_dir), why)
+        losses = [values[2 * i] / values[2 * i + 1] for i in range(k)]
+        return losses, values[2 * k + 3 :], values[2 * k] > 0, values[2 * k + 1]
+
+    def _flags(self) -> torch.Tensor:
+        lost = float(self.lock is not None and self.lock.lost is not None)  # rank 0's heartbeat saw it replaced
+        flags = [float(self.stop_signal is not None), self.ckpt.busy(), lost]
+        return torch.tensor(flags, dtype=torch.float64).to(self.d.device)
+
+    def _settle(self, steps: list[_Step], progress: _Progress) -> tuple[str, str | None] | None:
+        """Read `steps` on the host and act on them in order: a fault rolls back (or ends the run diverged);
+        then rows, an evaluation, a checkpoint and a signal at the last one. Returns the loop's outcome if it
+        ends here, else None."""
+        cfg, st = self.cfg, self.state
+        losses, norms, signalled, busy = self._read(steps)
+        now = time.perf_counter()
+        step_s, self.window_start = (now - self.window_start) / len(steps), now
+        for i, (item, loss, grad_norm) in enumerate(zip(steps, losses, norms, strict=True)):
+            reason = self._fault(loss, item.before["step"])
+            if reason:
+                return self._on_fault(reason, loss, item)
+            st["loss_mean"] = loss if st["loss_mean"] is None else 0.9 * st["loss_mean"] + 0.1 * loss
+            st["wall_s"] += step_s
+            row = item.row | {"loss": loss, "grad_norm": grad_norm, "tokens_per_s": item.row["batch_tokens"] / step_s}
+            row["wall_s"] = st["wall_s"]
+            if i == len(steps) - 1 and self._crossed(cfg.eval.every_tokens, item):
+                row["val_loss"] = self.evaluate()
+                row |= self.evaluate_sets()
+            self._log(row)
+            progress.update(row["step"], row["tokens"], loss, row["tokens_per_s"])
+        self.ckpt.settle(busy)
+        last = steps[-1]
+        if self._crossed(cfg.checkpoint.every_tokens, last) or st["tokens"] in cfg.checkpoint.save_at_tokens:
+            self._save()
+        if signalled:
+            self._save()
+            return "interrupted", None
+        return None
+
+    def _crossed(self, every: int, item: _Step) -> bool:
+        return bool(every) and item.before["tokens"] // every != item.row["tokens"] // every
+
+    def _on_fault(self, reason: str, loss: float, item: _Step) -> tuple[str, str | None] | None:
+        st = self.state
+        st.update(item.before)  # the steps from the faulty one on are not counted (their updates are undone)
+        if st["rollbacks"] >= self.cfg.faults.max_rollbacks:
+            self._log_event({"event": "diverged", "step": st["step"] + 1, "loss": loss, "reason": reason})
+            return "diverged", f"{reason} at step {st['step'] + 1}; {st['rollbacks']} rollbacks used"
+        self._rollback(reason, loss)
+        self.window_start = time.perf_counter()
+        return None
+
+    def _step(self, batch_tokens: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over this rank's chunks of the global batch; returns ([loss sum, micro-batches]
+        of this rank, the global gradient norm), both on the device: nothing is read on the host."""
         cfg, d, st = self.cfg, self.d, self.state
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -377,23 +381,22 @@ class Trainer:
             return self._layout_step(chunks)
         mine = list(range(d.rank, chunks, d.world))
         source = self._source(st["tokens"])
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
         for i, j in enumerate(mine):
             batch = torch.from_numpy(source.train_batch(st["step"] + st["data_offset"], j, micro)).to(d.device)
             sync = i == len(mine) - 1
             ctx = self.model.no_sync() if (d.active and not sync and hasattr(self.model, "no_sync")) else nullcontext()
-            with ctx, torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            with ctx, torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 loss = self.model(batch[:, :-1], batch[:, 1:])
                 (loss * (d.world / chunks)).backward()  # DDP averages over ranks: sum over chunks / chunks
-            loss_sum += loss.item()
-        loss_value = distributed.mean(loss_sum / len(mine), d)
+            loss_sum += loss.detach().double()
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
-        return loss_value, float(grad_norm)
+        return torch.stack([loss_sum, loss_sum.new_tensor(float(len(mine)))]), grad_norm
 
-    def _layout_step(self, chunks: int) -> tuple[float, float]:
+    def _layout_step(self, chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
         """_step under a layout: data-parallel rank r of R takes chunks j % R == r (TP and PP ranks of one
         replica read the same rows), so the global batch is the same as without a layout."""
 
@@ -402,11 +405,11 @@ class Trainer:
         step, micro = st["step"] + st["data_offset"], cfg.batch.micro_batch
         mine = range(par.dp_rank, chunks, par.dp_size)
         batches = [torch.from_numpy(source.train_batch(step, j, micro)).to(self.d.device) for j in mine]
-        loss_sum, count = parallelize.forward_backward(par, batches, par.dp_size / chunks, self.use_bf16)
-        loss_total, count_total = distributed.total([loss_sum, float(count)], self.d)
+        loss_sum, count = parallelize.forward_backward(par, batches, par.dp_size / chunks)
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = parallelize.clip_grad_norm(par.parameters(), clip, par.pp_group())
-        return loss_total / count_total, grad_norm
+        loss_sum = loss_sum.double()
+        return torch.stack([loss_sum, loss_sum.new_tensor(float(count))]), grad_norm
 
     def _source(self, tokens: int):
         anneal = self.cfg.data.anneal_tokens
@@ -414,27 +417,30 @@ class Trainer:
             return self.anneal_data
         return self.data
 
-    def _fault(self, loss: float) -> str | None:
+    def _fault(self, loss: float, step_before: int) -> str | None:
         if not math.isfinite(loss):
             return "non-finite loss"
         # The reference is the running mean, capped by ln(vocab), the loss of uniform guessing that a
         # fresh model starts from: a loss far above that is a blow-up even before the mean has settled.
         factor, reference = self.cfg.faults.spike_factor, math.log(self.cfg.model.vocab_size)
         mean = self.state["loss_mean"]
-        if mean is not None and self.state["step"] >= SPIKE_WARMUP_STEPS:
+        if mean is not None and step_before >= SPIKE_WARMUP_STEPS:
             reference = min(reference, mean)
         if loss > factor * reference:
             return f"loss spike {loss:.4g} > {factor:g} x reference {reference:.4g}"
         return None
 
     def _rollback(self, reason: str, loss: float) -> None:
+        """Back to the newest checkpoint (state: the counters before the faulty step), skipping the batches
+        from there to the faulty one (data_offset)."""
         bad_step = self.state["step"] + 1
         rollbacks, offset = self.state["rollbacks"] + 1, self.state["data_offset"]
         self.optimizer.zero_grad(set_to_none=True)
-        latest, _ = checkpoint.newest_intact(rundir.ckpt_dir(self.run_dir), remove_damaged=False)
-        if latest is None:
+        self.ckpt.wait()
+        saved = self.ckpt.restore_newest(remove_damaged=False)
+        if saved is None:
             raise WorkbenchError(f"{reason} at step {bad_step} and no intact checkpoint to roll back to", "Rerun.")
-        self._restore(latest)
+        self._restore(saved)
         skipped = bad_step - self.state["step"]  # the batches from the checkpoint to the spike
         self.state["rollbacks"], self.state["data_offset"] = rollbacks, offset + skipped
         self._log_event(
@@ -455,18 +461,17 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batches: list | None = None) -> float:
-        """Mean validation loss over fixed held-out batches (nats per token); default: the pooled val split."""
+        """Mean validation loss over fixed held-out batches (nats per token); default: the pooled val split.
+        The losses stay on the device until one read at the end."""
         if self.par is not None:
             return self._evaluate_layout(batches)
         self.model.eval()
-        sums = [0.0, 0.0, 0.0]
-        for i, batch in enumerate(self.val if batches is None else batches):
-            if i % self.d.world != self.d.rank:
-                continue
+        sums = torch.zeros(3, dtype=torch.float64, device=self.d.device)
+        for batch, weight in _shares(self.val if batches is None else batches, self.d.rank, self.d.world):
             tokens = torch.from_numpy(batch).to(self.d.device)
-            with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                loss = self.model(tokens[:, :-1], tokens[:, 1:]).item()
-            sums[0], sums[1], sums[2] = sums[0] + loss, sums[1] + 1, sums[2] + loss * loss
+            with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss = self.model(tokens[:, :-1], tokens[:, 1:]).double()
+            sums += weight * torch.stack([loss, torch.ones_like(loss), loss * loss])
         self.model.train()
         loss_sum, count, square_sum = distributed.total(sums, self.d)
         mean = loss_sum / count
@@ -480,11 +485,10 @@ class Trainer:
 
         for part in self.par.parts:
             part.eval()
-        sums = [0.0, 0.0]
-        for i, batch in enumerate(self.val if batches is None else batches):
-            if i % self.par.dp_size == self.par.dp_rank:
-                loss, count = parallelize.eval_loss(self.par, torch.from_numpy(batch).to(self.d.device), self.use_bf16)
-                sums[0], sums[1] = sums[0] + loss, sums[1] + count
+        sums = torch.zeros(2, dtype=torch.float64, device=self.d.device)
+        for batch, weight in _shares(self.val if batches is None else batches, self.par.dp_rank, self.par.dp_size):
+            loss, count = parallelize.eval_loss(self.par, torch.from_numpy(batch).to(self.d.device))
+            sums += weight * torch.stack([loss.double(), sums.new_tensor(float(count))])
         for part in self.par.parts:
             part.train()
         loss_sum, count = distributed.total(sums, self.d)
@@ -554,15 +558,7 @@ class Trainer:
             signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame) -> None:
-        self.stop_signal = signum
-
-    def _signalled(self) -> bool:
-        """Whether a signal asked any rank to stop; a lost run lock (rank 0's) stops every rank at once."""
-        flags = [float(self.stop_signal is not None), float(self.lock is not None and self.lock.lost is not None)]
-        signalled, lost = distributed.total(flags, self.d) if self.d.active else flags
-        if lost:
-            raise runlock.LockLost(rundir.lock_path(self.run_dir), self.lock.lost if self.lock else "lost on rank 0")
-        return bool(signalled)
+        self.stop_signal = signum  # acted on at the next sync, where every rank learns of it
 
     def _on_interrupt(self) -> None:
         signum = self.stop_signal or signal.SIGTERM
@@ -621,6 +617,13 @@ class _Progress:
             )
 
 
+def _shares(batches: list, rank: int, size: int) -> list[tuple[object, float]]:
+    """(batch, weight) of data-parallel rank `rank` of `size`: batches i with i % size == rank, weight 1, padded
+    with the first batch at weight 0 so that every rank runs as many forward passes (FSDP gathers in each)."""
+    rounds = -(-len(batches) // size)
+    return [(batches[i], 1.0) if i < len(batches) else (batches[0], 0.0) for i in range(rank, rounds * size, size)]
+
+
 def _named_val_sets(cfg: TrainConfig, main) -> dict[str, list]:
     """Fixed validation batches of each named held-out set; every set must use the training tokenizer."""
 
@@ -637,10 +640,6 @@ def _named_val_sets(cfg: TrainConfig, main) -> dict[str, list]:
             )
         sets[name] = held_out.val_batches(cfg.eval.batches, cfg.eval.batch_seqs)
     return sets
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
 
 
 def _version() -> str:

@@ -2,6 +2,12 @@
 
 The same trainer runs alone, under torchrun, or as submitit tasks (which export the same RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT variables). On CPU the backend is gloo.
+
+Mixed precision (runtime.dtype bf16, or auto on a GPU) is one policy, `mixed_precision_policy`, applied by
+FSDP2 wherever the trainer shards (`shard_fsdp`): parameters are all-gathered and computed in bf16 (so the
+activations, the residual stream and whatever TP and PP move are bf16), gradients are reduced in fp32 into
+fp32 shards, and the optimizer updates fp32 master weights, as torchtitan does. runtime.dtype fp32 is the
+exact test mode: no cast anywhere. Without FSDP (one process, DDP) bf16 is autocast over fp32 weights.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -35,6 +41,20 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world > 1
+
+
+def uses_bf16(runtime, device_type: str) -> bool:
+    """Whether a run computes in bf16: runtime.dtype bf16, or auto on a GPU (`runtime`: a RuntimeConfig)."""
+    return runtime.dtype == "bf16" or (runtime.dtype == "auto" and device_type == "cuda")
+
+
+def mixed_precision_policy(runtime, device_type: str = "cuda") -> MixedPrecisionPolicy:
+    """The trainer's one FSDP2 mixed-precision policy for `runtime` (a RuntimeConfig) on `device_type`:
+    bf16 parameters in forward and backward (so bf16 activations), fp32 gradient reduction into the fp32
+    sharded gradients and master weights; in fp32 mode nothing is cast (MixedPrecisionPolicy())."""
+    if not uses_bf16(runtime, device_type):
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
 def check_layout(layout, world: int, micro_batch: int) -> None:
@@ -98,43 +118,39 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def mean(value: float, d: Dist) -> float:
-    """The mean of a Python float over all ranks."""
-    if not d.active:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=d.device)
-    dist.all_reduce(t)
-    return t.item() / d.world
-
-
-def total(values: list[float], d: Dist) -> list[float]:
-    """Element-wise sums over all ranks."""
-    if not d.active:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=d.device)
-    dist.all_reduce(t)
+def total(values: torch.Tensor | list[float], d: Dist) -> list[float]:
+    """Element-wise sums over all ranks, read on the host (a device tensor's one host sync)."""
+    t = torch.as_tensor(values, dtype=torch.float64, device=d.device)
+    if d.active:
+        dist.all_reduce(t)
     return t.tolist()
 
 
-def wrap(model: nn.Module, d: Dist, parallel: str) -> nn.Module:
-    """DDP or FSDP2 around `model` (returned unchanged when running alone)."""
+def wrap(model: nn.Module, d: Dist, parallel: str, mp_policy: MixedPrecisionPolicy) -> nn.Module:
+    """DDP or FSDP2 (with `mp_policy`) around `model` (returned unchanged when running alone)."""
     if not d.active:
         return model
     if parallel == "fsdp":
-        shard_fsdp(model, init_device_mesh(d.device.type, (d.world,)), reshard_after_forward=True)
+        shard_fsdp(model, init_device_mesh(d.device.type, (d.world,)), True, mp_policy)
         return model
 
     ids = [d.device.index] if d.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def shard_fsdp(model: nn.Module, mesh, reshard_after_forward: bool) -> None:
-    """FSDP2 (fully_shard) on each block of `model` (or of a pipeline stage), then on the whole: the one place
-    the trainer applies FSDP, with or without a layout."""
-    blocks = model.layers.values() if isinstance(model.layers, nn.ModuleDict) else model.layers
-    for layer in blocks:
-        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
+def shard_fsdp(model: nn.Module, mesh, reshard_after_forward: bool, mp_policy: MixedPrecisionPolicy) -> None:
+    """FSDP2 (fully_shard) units of `model` (or of a pipeline stage): the token embedding, each block, the final
+    norm with the output projection, then the root (which holds no parameter of its own), all under `mp_policy`.
+    The one place the trainer applies FSDP, with or without a layout. The last unit is not resharded after
+    forward (its backward comes next), as torchtitan does; nor is anything when `reshard_after_forward` is False
+    (under PP, whose micro-batches run their backward passes later)."""
+    units = [model.tok_embeddings] if getattr(model, "tok_embeddings", None) is not None else []
+    units += list(model.layers.values() if isinstance(model.layers, nn.ModuleDict) else model.layers)
+    for unit in units:
+        fully_shard(unit, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy)
+    if getattr(model, "output", None) is not None:
+        fully_shard([model.norm, model.output], mesh=mesh, reshard_after_forward=False, mp_policy=mp_policy)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy)
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist, parallel: str) -> tuple[dict, dict | None]:
