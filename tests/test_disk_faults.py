@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hostile import invoke, one_line
+from hostile import files_under, invoke, one_line
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 WORDS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only"}
@@ -271,6 +271,35 @@ def test_report_on_a_failing_disk_keeps_the_earlier_report(tmp_path, monkeypatch
         assert str(page) in check_disk_line(result, code)
         assert page.read_bytes() == earlier
         assert [p.name for p in tmp_path.glob(".r.html.*")] == []  # no temp file left
+
+
+# ------------------------------------------------------------------ fit: its JSON and its figures
+def test_fit_on_a_failing_disk_keeps_the_earlier_fit_and_figures(tmp_path, monkeypatch):
+    import numpy as np
+
+    from workbench.fit.synthetic import isoflop_sweep
+
+    points = isoflop_sweep(seed=0, budgets_flops=np.geomspace(1e17, 1e21, 4), sizes_per_budget=7)
+    csv = tmp_path / "toy.csv"
+    points.drop(columns=["budget_flops", "flops"]).to_csv(csv, index=False)
+    out = tmp_path / "fits" / "toy.json"
+    args = ("fit", "--from-csv", csv, "--method", "isoflop", "--bootstrap", 0, "--no-rollout", "--out", out)
+    with monkeypatch.context() as mp:
+        faults = Faults(mp)
+        assert invoke(*args).exit_code == 0
+    earlier = files_under(tmp_path / "fits")
+    assert {Path(name).suffix for name in earlier} == {".json", ".png", ".svg"}
+    assert faults.calls["replace"] == len(earlier)  # each file, figures too, written to a temp name and renamed in
+    for n, code in ((1, errno.ENOSPC), (len(earlier), errno.EROFS)):  # the first file and the last
+        with monkeypatch.context() as mp:
+            Faults(mp, "replace", n, code)
+            line = check_disk_line(invoke(*args), code)
+        assert str(tmp_path / "fits") in line
+        now = files_under(tmp_path / "fits")
+        assert sorted(now) == sorted(earlier)  # no temp file left, none missing
+        assert json.loads(now["toy.json"]) == json.loads(earlier["toy.json"])
+        assert all(now[k].startswith(b"\x89PNG") for k in now if k.endswith(".png"))  # whole files, old or new
+        assert all(now[k].rstrip().endswith(b"</svg>") for k in now if k.endswith(".svg"))
 
 
 # ------------------------------------------------------------------ a real small file system (tmpfs), read-only too
