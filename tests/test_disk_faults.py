@@ -146,17 +146,18 @@ def test_db_import_on_a_failing_disk_keeps_what_was_imported(tmp_path, monkeypat
     db, runs = tmp_path / "wb.duckdb", tmp_path / "runs"
     args = ["--runs", runs, "--sweep", "s", "--db", db]
     assert invoke("db", "import", _history(tmp_path / "a.csv", [4.0, 3.5, 3.2]), *args).exit_code == 0
-    before = {p: p.read_bytes() for p in (runs / "imported" / "a").iterdir()}
+    before = {p: p.read_bytes() for p in (runs / "imported" / "csv-a").iterdir()}
     rows_before = Store(db).runs("s")[["run_id", "val_loss"]].to_dict("records")
     for op, at in _cases({"write": 3, "replace": 3}):
         with monkeypatch.context() as mp:
             Faults(mp, op, at, code)
-            result = invoke("db", "import", _history(tmp_path / "b.csv", [4.1, 3.6]), *args)
+            # a new run each time: a re-import rewrites only files that differ (what a failed try left is kept)
+            result = invoke("db", "import", _history(tmp_path / f"b{op}{at}.csv", [4.1, 3.6]), *args)
         check_disk_line(result, code)
-        assert {p: p.read_bytes() for p in (runs / "imported" / "a").iterdir()} == before
+        assert {p: p.read_bytes() for p in (runs / "imported" / "csv-a").iterdir()} == before
         assert Store(db).runs("s")[["run_id", "val_loss"]].to_dict("records") == rows_before
-    assert invoke("db", "import", tmp_path / "b.csv", *args).exit_code == 0
-    assert sorted(Store(db).runs("s")["run_id"]) == ["a", "b"]
+    assert invoke("db", "import", _history(tmp_path / "b.csv", [4.1, 3.6]), *args).exit_code == 0
+    assert sorted(Store(db).runs("s")["run_id"]) == ["csv-a", "csv-b"]
 
 
 def test_ingest_whose_commit_fails_names_the_disk_and_keeps_the_database(tmp_path, monkeypatch):
@@ -190,7 +191,7 @@ def test_ingest_whose_commit_fails_names_the_disk_and_keeps_the_database(tmp_pat
         result = invoke("db", "import", _history(tmp_path / "b.csv", [4.1, 3.6]), *args)
     line = check_disk_line(result, errno.ENOSPC)
     assert str(db) in line and "rollback" not in line
-    assert sorted(Store(db).runs("s")["run_id"]) == ["a"]
+    assert sorted(Store(db).runs("s")["run_id"]) == ["csv-a"]
 
 
 # ------------------------------------------------------------------ data prepare

@@ -53,7 +53,7 @@ def test_import_run_id_option_that_is_a_path_writes_nothing(tmp_path, run_id):
 def test_import_of_a_csv_named_dots_writes_nothing(tmp_path):
     source = _csv(tmp_path / "...csv")  # its stem is "..": the run directory would be the parent of --into
     before = files_under(tmp_path)
-    one_line(invoke("db", "import", source, "--runs", tmp_path / "runs", "--db", tmp_path / "wb.duckdb"), "'..'")
+    one_line(invoke("db", "import", source, "--runs", tmp_path / "runs", "--db", tmp_path / "wb.duckdb"), "'csv-..'")
     assert files_under(tmp_path) == before
 
 
@@ -67,7 +67,7 @@ def test_import_sweep_from_a_wandb_config_that_is_a_path_writes_nothing(tmp_path
 def test_import_into_a_link_pointing_out_is_refused(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "runs" / "imported").mkdir(parents=True)
-    os.symlink(tmp_path / "elsewhere", tmp_path / "runs" / "imported" / "h")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "runs" / "imported" / "csv-h")  # the id the import gives h.csv
     one_line(invoke("db", "import", _csv(tmp_path / "h.csv"), "--runs", tmp_path / "runs"), "outside")
     assert not any((tmp_path / "elsewhere").iterdir())
 
@@ -77,7 +77,7 @@ HOSTILE_SLURM = ["gpu\ntouch PWNED", "gpu;touch PWNED", "$(touch PWNED)", "gpu -
 
 
 def _tiny_with(launch: dict) -> dict:
-    spec = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
     spec["launch"] |= launch
     return spec
 

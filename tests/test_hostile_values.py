@@ -191,9 +191,9 @@ def test_csv_with_nan_or_inf_losses_is_not_a_completed_run(tmp_path):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
     runs = Store(db).runs("s").set_index("run_id")
-    assert runs.loc[["nan", "inf", "big"], "status"].tolist() == ["diverged"] * 3
-    assert runs.loc["ok", "status"] == "completed"
-    assert Store(db).points("s")["run_id"].tolist() == ["ok"]
+    assert runs.loc[["csv-nan", "csv-inf", "csv-big"], "status"].tolist() == ["diverged"] * 3
+    assert runs.loc["csv-ok", "status"] == "completed"
+    assert Store(db).points("s")["run_id"].tolist() == ["csv-ok"]
 
 
 # ------------------------------------------------------------------ 7: the lock owns itself
@@ -321,7 +321,7 @@ def test_damaged_jobs_json_is_one_line_for_status_and_cancel(tmp_path, jobs, wor
 
 def test_damaged_jobs_json_is_one_line_for_launch(tmp_path):
     runs = _sweep_root(tmp_path, '{"runs": {"r1": {"job_id": "7\\nscancel -u $USER"}}}')
-    spec = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text()) | {"runs_root": str(runs)}
+    spec = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text()) | {"runs_root": str(runs)}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
     one_line(invoke("sweep", "launch", tmp_path / "tiny.yaml", "--dry-run"), "jobs.json", "is not a Slurm job id")
 
@@ -400,7 +400,7 @@ def test_environment_values_that_are_no_numbers_are_one_line(tmp_path, args, nam
 # ------------------------------------------------------------------ unbounded work
 def test_a_35_mb_sweep_yaml_is_refused_before_parsing(tmp_path):
     path = tmp_path / "big.yaml"
-    text = (ROOT / "sweeps" / "tiny.yaml").read_text()
+    text = (ROOT / "tests" / "data" / "tiny.yaml").read_text()
     path.write_text(text + "#" + "x" * 35_000_000 + "\n")
     start = time.perf_counter()
     one_line(invoke("sweep", "plan", path), "over the 1,048,576-byte limit")

@@ -34,22 +34,27 @@ _FILE_HEADER = b":W&B"
 _INT_KEYS = ("step", "tokens", "batch_tokens")
 
 
+SOURCES = ("wandb", "tensorboard", "csv")  # where an imported run came from: the first part of its run id
 MAX_CSV_BYTES = 1 << 30  # a history export larger than this is read by other means (docs/LIMITS.md)
 
 
+def imported_id(source: str, found: str, given: str | None = None) -> str:
+    """An imported run's id: SOURCE-RUNID (wandb-abc, tensorboard-abc, csv-export), so that copies of one run from
+    two trackers, and the run's own directory, never share an id; `given` (--run-id) is taken as it is. Either
+    becomes a folder name: checked (a plain name, not a link out of --runs) by rundir.run_dir_in before the
+    first write."""
+    return str(given) if given is not None else f"{source}-{found}"
+
+
 def import_path(path: Path, into: Path, run_id: str | None = None, sweep: str | None = None) -> list[Path]:
-    """Write a run directory under `into` for each run found at `path`; returns them. Every run is read and
-    checked first (its id and sweep are plain names, its final record valid), then written, file by file
-    through a temp name in the run directory."""
+    """Write a run directory under `into` for each run found at `path` (a run imported before with the same
+    files is left as it is); returns them. Every run is read and checked first (its id and sweep are plain
+    names, its final record valid), then written, file by file through a temp name in the run directory."""
     path = Path(path)
     if not path.exists():
         raise WorkbenchError(
             f"{path} not found", "Give a W&B offline run folder, a W&B CSV export or a TensorBoard folder."
         )
-    if run_id is not None:
-        safe_name(run_id, "run id", "--run-id")
-    if sweep:
-        safe_name(sweep, "sweep name", "--sweep")
     if path.is_file() and path.suffix == ".csv":
         runs = [_from_csv(path, run_id, sweep)]
     elif path.is_file() and path.suffix == ".wandb" or path.is_dir() and list(path.rglob("*.wandb")):
@@ -68,8 +73,9 @@ def import_path(path: Path, into: Path, run_id: str | None = None, sweep: str | 
 
 
 def _checked(into: Path, source: Path, run_id: str, config: dict, rows: list[dict], final: dict | None) -> Path:
-    """The run directory INTO/RUN_ID after checking what will be written there: the run id and the sweep
-    are plain names, the final record valid (rundir.check_final)."""
+    """The run directory INTO/RUN_ID after checking what will be written there: the run id a plain name and
+    not a link out of `into` (rundir.run_dir_in), the sweep a plain name (from the run's config or --sweep),
+    the final record valid (rundir.check_final)."""
     where = f"{source} (run {str(run_id)[:60]!r})"
     target = rundir.run_dir_in(into, run_id, str(source))
     meta = config.get("meta") if isinstance(config.get("meta"), dict) else {}
@@ -81,11 +87,8 @@ def _checked(into: Path, source: Path, run_id: str, config: dict, rows: list[dic
 
 
 def _write_run_dir(run_dir: Path, config: dict, rows: list[dict], final: dict | None) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, yaml.safe_dump(config, sort_keys=False))
-    rundir.write_metrics(run_dir, [_typed(row) for row in sorted(rows, key=lambda r: r["step"])])
-    if final is not None:
-        rundir.write_final(run_dir, final)
+    typed = [_typed(row) for row in sorted(rows, key=lambda r: r["step"])]
+    rundir.write_imported(run_dir, yaml.safe_dump(config, sort_keys=False), typed, final)
     return run_dir
 
 
@@ -172,7 +175,7 @@ def _from_wandb(path: Path, run_id: str | None, sweep: str | None) -> tuple[str,
     config.pop("_wandb", None)
     full = config.get(CONFIG_KEY) if isinstance(config.get(CONFIG_KEY), dict) else config
     final = summary.get(FINAL_KEY) if isinstance(summary.get(FINAL_KEY), dict) else _final_from(rows)
-    return run_id or found_id or path.stem.removeprefix("run-"), _labelled(full, sweep), rows, final
+    return imported_id("wandb", found_id or path.stem.removeprefix("run-"), run_id), _labelled(full, sweep), rows, final
 
 
 LOSS_KEYS = ("loss", "val_loss")
@@ -222,7 +225,7 @@ def _from_csv(path: Path, run_id: str | None, sweep: str | None) -> tuple[str, d
     rows = []
     for n, line in enumerate(table, 2):
         rows.append({"step": _csv_step(path, n, line.get(step_column))} | _csv_values(line, step_column))
-    name = run_id or path.stem
+    name = imported_id("csv", path.stem, run_id)
     return name, _labelled({"name": name}, sweep), rows, _final_from(rows)
 
 
@@ -276,4 +279,4 @@ def _from_tensorboard(folder: Path, run_id: str | None, sweep: str | None) -> tu
     rows = list(by_step.values())
     final = texts.get(TB_FINAL) or _final_from(rows)
     found = Path(str(config["run_dir"])).name if config.get("run_dir") else folder.parent.name
-    return run_id or found, _labelled(config, sweep), rows, final
+    return imported_id("tensorboard", found, run_id), _labelled(config, sweep), rows, final
