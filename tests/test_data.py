@@ -123,12 +123,12 @@ def _user_tokenizer(path: Path, words: int, eos: str = "</s>") -> Path:
 
 def test_user_tokenizer_json_and_uint32(tmp_path):
     tok_file = _user_tokenizer(tmp_path / "tokenizer.json", 70_000)
-    src = write(tmp_path / "words.txt", "w69999 w2 w40000 nope\n" * 30)
+    src = write(tmp_path / "words.txt", "w69999 w2 w40000 w5 " * 30)  # a word tokenizer keeps no newlines
     manifest = prepare([str(src)], tmp_path / "out", tokenizer=str(tok_file), val_fraction=0.0)
     assert manifest["tokenizer"]["kind"] == "file" and manifest["tokenizer"]["vocab_size"] == 70_000
     assert manifest["tokenizer"]["eot_id"] == 0 and manifest["dtype"] == "uint32"
     train = tokens_of(tmp_path / "out", "train")
-    assert train[:5].tolist() == [69999, 2, 40000, 1, 69999] and train[-1] == 0
+    assert train[:5].tolist() == [69999, 2, 40000, 5, 69999] and train[-1] == 0
     assert (tmp_path / "out" / "train_000.bin").stat().st_size == 4 * manifest["tokens"]["train"]
     batch = Mixture([(str(tmp_path / "out"), 1.0)], 8, seed=0).train_batch(0, 0, 4)
     assert batch.max() == 69999  # ids above 65535 survive the round trip

@@ -337,8 +337,11 @@ def plan_tp2_flagship(out: Path, corpus: str, run_dir: Path) -> dict:
 
 
 def shorten(written: dict, out: Path, tokens: int) -> None:
-    """A few steps of the planned run, one thread a process, one small validation batch."""
+    """A few steps of the planned run (its warmup and anneal cut to fit), one thread a process, one small
+    validation batch."""
     written["stop"] = {"tokens": tokens}
+    for key in ("warmup_tokens", "anneal_tokens"):
+        written["schedule"][key] = min(written["schedule"].get(key, 0), tokens)
     written["eval"] = {"every_tokens": 0, "batches": 1, "batch_seqs": 2}
     written["runtime"]["threads"] = 1
     out.write_text(yaml.safe_dump(written))

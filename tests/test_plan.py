@@ -71,6 +71,9 @@ def plan_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+MINIMA = [{"budget_flops": c, "params": 0.1 * c**0.5, "tokens": 1.6 * c**0.5, "loss": 3.0} for c in (1e18, 1e19)]
+
+
 @pytest.fixture
 def fit_file(tmp_path):
     """A fit JSON with known parameters and 200 bootstrap draws (2% noise, one failed resample)."""
@@ -82,7 +85,7 @@ def fit_file(tmp_path):
         "sweep": "iso",
         "data_hash": "abc",
         "parametric": {**FIT, "a": FIT["beta"] / (FIT["alpha"] + FIT["beta"]), "ci": {}, "draws": draws},
-        "isoflop": {"budgets": [], "minima": [], "excluded": [], "G": 0.1, "a": 0.5, "H": 1.6, "b": 0.5, "ci": {}},
+        "isoflop": {"budgets": [1e18, 1e19], "minima": MINIMA, "excluded": [], "G": 0.1, "a": 0.5, "H": 1.6, "b": 0.5},
     }
     path = tmp_path / "fit.json"
     path.write_text(json.dumps(data))

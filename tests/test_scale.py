@@ -251,6 +251,7 @@ def test_interleaved_1f1b_runs_fewer_micro_batches_than_stages(tmp_path, corpus)
     batches need it): PP 2 x 2 stages a rank on one micro-batch a step trains one process's losses."""
     short = {"batch": {"batch_tokens": 64, "micro_batch": 2}, "stop": {"tokens": 6 * 64}}
     short["eval"] = {"batches": 1, "batch_seqs": 2}
+    short["schedule"] = {"kind": "cosine", "warmup_tokens": 2 * 64}  # within the run's 6 steps
     train(write_config(tmp_path, corpus, "one", {}, **short), 1)
     interleaved = {"pp": 2, "pp_schedule": "interleaved_1f1b", "pp_stages_per_rank": 2}
     train(write_config(tmp_path, corpus, "pp", interleaved, **short), 2)

@@ -17,6 +17,7 @@ import workbench
 from workbench.commands import data, db, demo, fit, flagship, model, plan, report, sweep, train
 from workbench.core import logs
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import DISK_ERRNOS, disk_error
 
 GLOBAL_FLAGS = ("--debug", "--version")
 
@@ -32,6 +33,17 @@ class _Group(TyperGroup):
                 raise
             click.echo(f"Error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except OSError as err:  # a file the command did not expect to fail (its own sites name theirs)
+            if (ctx.obj or {}).get("debug"):
+                raise
+            place = err.filename if err.filename is not None else "a file"
+            click.echo(f"Error: {disk_error(err, place) if err.errno in DISK_ERRNOS else _os_text(err)}", err=True)
+            ctx.exit(1)
+
+
+def _os_text(err: OSError) -> str:
+    where = f" ({err.filename})" if err.filename is not None else ""
+    return f"{err.strerror or type(err).__name__}{where}. Check the path and its permissions; --debug shows where."
 
 
 app = typer.Typer(

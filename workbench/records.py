@@ -21,11 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench.core.configfile import describe
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import MAX_JSON_BYTES, MAX_JSON_DEPTH, json_depth, parse_json
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # the parametric law L = E + A/N^alpha + B/D^beta
 FIT_SCHEMA_VERSION = 3  # 3: L*(C) gains its floor E, the FLOPs per token, model-error intervals
 PLAN_SCHEMA_VERSION = 2
 FIT_HINT = "Refit with `workbench fit`."
+FIT_METHODS = ("isoflop", "parametric", "all")
 
 
 class Record(BaseModel):
@@ -43,6 +45,42 @@ def _positive(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"must be a positive number (got {value!r})")
     return float(value)
+
+
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {value!r})")
+    return float(value)
+
+
+def _positive_or_none(value: object) -> float | None:
+    return None if value is None else _positive(value)
+
+
+MAX_EXPONENT = 10.0  # a fitted power-law exponent above this is no scaling law (docs/LIMITS.md)
+
+
+def _exponent(value: object) -> float | None:
+    """A power-law exponent of the budget: positive (a larger budget never wants a smaller model or less
+    data) and at most MAX_EXPONENT; null when the fit has none."""
+    if value is None:
+        return None
+    number = _positive(value)
+    if number > MAX_EXPONENT:
+        raise ValueError(f"must be at most {MAX_EXPONENT:g} (got {value!r})")
+    return number
+
+
+def _point(entry: object, keys: tuple[str, ...], what: str) -> dict:
+    """One entry of a list of points: a JSON object whose `keys` are positive finite numbers."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"each {what} must be an object (got {type(entry).__name__})")
+    for key in keys:
+        try:
+            _positive(entry.get(key))
+        except ValueError as err:
+            raise ValueError(f"{what} {key} {err}") from None
+    return entry
 
 
 def _good(x: object) -> bool:
@@ -101,6 +139,16 @@ class LossLaw(Record):
     scatter_log: list[float] = Field(default_factory=list)
     at: list[dict] = Field(default_factory=list)  # loss_pred, law_interval, prediction_interval per budget
 
+    @field_validator("K", mode="before")
+    @classmethod
+    def _positive_k(cls, value: object) -> float:
+        return _positive(value)
+
+    @field_validator("gamma", mode="before")
+    @classmethod
+    def _finite_gamma(cls, value: object) -> float:
+        return _finite(value)
+
 
 class IsoflopBlock(Record):
     """isoFLOP minima per budget, exclusions, N* = G C^a, D* = H C^b, intervals, draws and L*(C)."""
@@ -115,6 +163,37 @@ class IsoflopBlock(Record):
     ci: dict | None = None
     draws: dict[str, list[float | None]] | None = None
     loss_law: LossLaw | None = None
+
+    @field_validator("G", "H", mode="before")
+    @classmethod
+    def _positive_coef(cls, value: object) -> float | None:
+        return _positive_or_none(value)
+
+    @field_validator("a", "b", mode="before")
+    @classmethod
+    def _exponents(cls, value: object) -> float | None:
+        return _exponent(value)
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, value: object) -> object:
+        return [_positive(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("minima", mode="after")
+    @classmethod
+    def _minima(cls, value: list[dict]) -> list[dict]:
+        return [_point(m, ("budget_flops", "params", "tokens", "loss"), "minimum") for m in value]
+
+    @field_validator("excluded", mode="after")
+    @classmethod
+    def _excluded(cls, value: list[dict]) -> list[dict]:
+        return [_point(m, ("budget_flops",), "excluded budget") for m in value]
+
+    @model_validator(mode="after")
+    def _laws_have_minima(self) -> IsoflopBlock:
+        if self.has_laws and len(self.minima) < 2:
+            raise ValueError(f"power laws need the minima of at least 2 budgets (got {len(self.minima)})")
+        return self
 
     @property
     def has_laws(self) -> bool:
@@ -178,6 +257,13 @@ class FitRecord(Record):
     def _migrate(cls, data: Any) -> Any:
         return _migrate(data, FIT_SCHEMA_VERSION, "fit")
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _known_method(cls, value: object) -> object:
+        if value is not None and value not in FIT_METHODS:
+            raise ValueError(f"must be one of {', '.join(FIT_METHODS)} (got {str(value)[:40]!r})")
+        return value
+
 
 class PlanRecord(Record):
     """What `workbench plan` computed (its --json output and the plans table row), read by the report."""
@@ -210,6 +296,30 @@ class PlanRecord(Record):
     @classmethod
     def _migrate(cls, data: Any) -> Any:
         return _migrate(data, PLAN_SCHEMA_VERSION, "plan")
+
+    @field_validator("compute_flops", "params", "tokens", "tokens_per_param", "batch_tokens", "lr_peak", mode="before")
+    @classmethod
+    def _positive_numbers(cls, value: object) -> object:
+        _positive(value)
+        return value
+
+    @field_validator("spent_flops", mode="before")
+    @classmethod
+    def _positive_or_null(cls, value: object) -> object:
+        _positive_or_none(value)
+        return value
+
+    @field_validator("gpu_hours", "days", mode="before")
+    @classmethod
+    def _not_negative(cls, value: object) -> object:
+        if value is not None and _finite(value) < 0:  # None: a CPU target has no GPU-hours
+            raise ValueError(f"must not be negative (got {value!r})")
+        return value
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _finite_loss(cls, value: object) -> object:
+        return None if value is None else _finite(value)
 
     def public(self) -> dict:
         """The `plan --json` object: the plan's fields (no inference block when not asked for)."""
@@ -256,11 +366,19 @@ def read_json(path: str | Path, what: str, hint: str) -> object:
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"no such {what}: {path} not found", hint)
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise WorkbenchError(f"{what} file {path} is over the {MAX_JSON_BYTES:,}-byte limit", hint)
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
         raise WorkbenchError(f"{what} file {path} is not valid JSON{where}", hint) from None
+    except (ValueError, RecursionError):  # a number of thousands of digits; nesting deeper than Python's stack
+        return parse_json(text, f"{what} file {path}", hint)  # raises its one-line error
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise WorkbenchError(f"{what} file {path} is nested deeper than {MAX_JSON_DEPTH} levels", hint)
+    return data
 
 
 def read_fit(path: str | Path) -> FitRecord:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.units import parse_number
+from workbench.core.units import parse_number, shown
 
 
 def number(value: Any) -> float:
@@ -33,7 +33,9 @@ def count(value: Any) -> int:
     as_float = number(value)
     if as_float != math.floor(as_float):
         raise ValueError(f"{value!r} is not a whole number")
-    return int(as_float)
+    if abs(as_float) >= 2**63:  # counts reach torch and DuckDB as 64-bit integers
+        raise ValueError(f"{value!r} is beyond a 64-bit count (at most 9.2e18)")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else int(as_float)
 
 
 Number = Annotated[float, BeforeValidator(number)]
@@ -53,6 +55,12 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"config file {path} not found", "Check the path.")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise WorkbenchError(
+            f"{path}: {size:,} bytes, over the {MAX_CONFIG_BYTES:,}-byte limit of a config file (docs/LIMITS.md)",
+            "A sweep or run config is a few KB: check that this is the file you meant.",
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -76,6 +84,8 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         raise WorkbenchError(f"{path}:{err.line}: {err.message}", err.hint) from None
     except RecursionError:
         raise WorkbenchError(f"{path}: YAML nested too deeply", "Flatten the file.") from None
+    except (ValueError, OverflowError) as err:  # an int of thousands of digits, a date out of range
+        raise WorkbenchError(f"{path}: a value YAML cannot read ({str(err)[:80]})", "Fix the value.") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -83,6 +93,7 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
 
 
 MAX_YAML_DEPTH = 64
+MAX_CONFIG_BYTES = 1 << 20  # YAML is parsed in Python at ~1 MB/s: a larger config is refused before parsing
 
 
 class _TreeLoader(yaml.SafeLoader):
@@ -210,7 +221,7 @@ def describe(
         return WorkbenchError(f"{prefix}missing required key '{field}'", hint or "Add it to the config.", where=place)
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    got = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    got = "" if isinstance(value, dict | list) else f" (got {shown(value, 80)})"
     subject = f"{field}: " if loc else ""
     return WorkbenchError(f"{prefix}{subject}{message}{got}", hint or "Fix this value in the config.", where=place)
 

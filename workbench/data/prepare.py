@@ -34,13 +34,14 @@ import numpy as np
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import atomic_write_text
+from workbench.core.files import DiskError, atomic_write_bytes, atomic_write_text, env_number, inside, writing
 from workbench.data.shards import DEFAULT_CORPUS_FOLDER, ShardWriter, check_out, locked, manifest_if_any, publish
 from workbench.data.sources import Input, Piece, count_chars, pieces, resolve_inputs
 from workbench.data.tokenfiles import open_tokens
 from workbench.data.tokenizer import (
     TextTokenizer,
     byte_tokenizer,
+    check_tokenizer,
     corpus_files,
     ids_tokenizer,
     load_tiktoken,
@@ -55,7 +56,7 @@ FORMAT = "workbench-data/1"
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB per uint16 shard
 JOURNAL = "progress.json"
 # text per encode call: enough for every core, small enough to bound memory (env: smaller in tests)
-BATCH_CHARS = int(os.environ.get("WORKBENCH_PREPARE_BATCH_CHARS", 1 << 21))
+BATCH_CHARS = 1 << 21
 TOKEN_BLOCK = 1 << 22  # pre-tokenized ids copied per step
 _QUEUE_BATCHES = 4
 
@@ -148,6 +149,7 @@ def _prepare(inputs: list[str], out: Path, options: Options, corpus: str | None,
     corpus = corpus or (None if inputs else "shakespeare")
     kind, user_file = resolve_spec(o.tokenizer, o.vocab_size)
     items = [Input(f, "txt") for f in corpus_files(corpus)] if corpus else resolve_inputs(inputs)
+    _check_out_apart(out, inputs, items)
     sources = [i.fingerprint() for i in items]
     if corpus:
         sources = [s | {"path": f"{corpus}:{i.path.name}"} for s, i in zip(sources, items, strict=True)]
@@ -166,24 +168,44 @@ def _prepare(inputs: list[str], out: Path, options: Options, corpus: str | None,
     existing = check_out(out, inputs_sha256, force)
     if existing is not None:
         return existing | {"reused": True}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out.parent / f".{out.name}.lock"):
         existing = check_out(out, inputs_sha256, force)  # another process may have finished meanwhile
         if existing is not None and not force:
             return existing | {"reused": True}
         work = out.parent / f".{out.name}.partial-{inputs_sha256[:16]}"
         try:
-            work.mkdir(exist_ok=True)
-            tok = _tokenizer(work, kind, user_file, o, items)
-            manifest = _Job(work, tok, items, o, progress).run()
-            manifest |= {"format": FORMAT, "corpus": corpus, "sources": sources, "options": settings}
-            manifest["inputs_sha256"] = inputs_sha256
-            (work / JOURNAL).unlink(missing_ok=True)
-            atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+            with writing(work):
+                work.mkdir(exist_ok=True)
+            finished = manifest_if_any(work)  # an earlier run finished here but could not publish (a full disk)
+            if finished is None or finished.get("inputs_sha256") != inputs_sha256:
+                tok = _tokenizer(work, kind, user_file, o, items)
+                manifest = _Job(work, tok, items, o, progress).run()
+                manifest |= {"format": FORMAT, "corpus": corpus, "sources": sources, "options": settings}
+                manifest["inputs_sha256"] = inputs_sha256
+                atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+                (work / JOURNAL).unlink(missing_ok=True)
             return publish(work, out, inputs_sha256, force) | {"reused": False}
+        except DiskError:  # a full or read-only disk: the work folder stays, a rerun continues from it
+            raise
         except WorkbenchError:  # bad input: nothing half-written is left behind
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+def _check_out_apart(out: Path, inputs: list[str], items: list[Input]) -> None:
+    """--out may not lie inside an input folder, nor hold an input: a rerun would read its own shards back."""
+    for item in inputs:
+        if not item.startswith("hf:") and Path(item).is_dir() and inside(out, item):
+            raise WorkbenchError(
+                f"--out {out} is inside the input folder {item}: a rerun would read its shards back as input",
+                "Write the data set outside the input folders.",
+            )
+    for inp in items:
+        member = next((m for m in inp.members() if inside(m, out)), None)
+        if member is not None:
+            raise WorkbenchError(f"input {member} lies inside --out {out}", "Give inputs from outside --out.")
 
 
 def _digest(obj: object) -> str:
@@ -202,6 +224,8 @@ def _tokenizer(work: Path, kind: str, user_file: Path | None, o: Options, items:
         tok = load_tokenizer_file(work / "bpe.json", kind="bpe")
     else:
         tok = _build_tokenizer(kind, user_file, o, items)
+        if tok.kind not in ("bytes", "ids"):
+            check_tokenizer(tok, _sample(items, o.text_field))
         if kind == "bpe":
             atomic_write_text(work / "bpe.json", tok.to_json())
     if o.eot_id is not None:
@@ -209,6 +233,17 @@ def _tokenizer(work: Path, kind: str, user_file: Path | None, o: Options, items:
             raise WorkbenchError(f"--eot-id {o.eot_id} is outside the vocabulary of {tok.vocab_size}", "Fix --eot-id.")
         tok.eot_id = o.eot_id
     return tok
+
+
+def _sample(items: list[Input], text_field: str, chars: int = 4096) -> str:
+    """The first `chars` characters of the first text input (what check_tokenizer round-trips)."""
+    text = next((i for i in items if not i.tokenized), None)
+    if text is None:
+        return ""
+    stream = pieces(text, text_field, 0)  # 0: the document length is not needed for a sample
+    first = next(stream, None)
+    stream.close()
+    return first.text[:chars] if first is not None else ""
 
 
 def _build_tokenizer(kind: str, user_file: Path | None, o: Options, items: list[Input]) -> TextTokenizer:
@@ -248,7 +283,7 @@ def tokenizer_record(tok: TextTokenizer, folder: Path) -> dict:
         atomic_write_text(folder / "tokenizer.json", tok.to_json())
         record["file"] = "tokenizer.json"
     if tok.kind == "tiktoken":
-        shutil.copyfile(tok.source, folder / "tokenizer.tiktoken")
+        atomic_write_bytes(folder / "tokenizer.tiktoken", Path(tok.source).read_bytes())
         record |= {"file": "tokenizer.tiktoken", "pattern": tok.spec["pattern"]}
         record["special_tokens"] = tok.spec["special_tokens"]
     return record
@@ -449,15 +484,16 @@ def _read_journal(path: Path, tokenizer_sha256: str) -> dict:
         return {}
     try:
         journal = json.loads(path.read_text())
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
-    return journal if journal.get("tokenizer_sha256") == tokenizer_sha256 else {}
+    return journal if isinstance(journal, dict) and journal.get("tokenizer_sha256") == tokenizer_sha256 else {}
 
 
 def _read_ahead(stream: Iterator[Piece]) -> Iterator[list[Piece]]:
     """Batches of about BATCH_CHARS characters, read by a thread ahead of the consumer (errors re-raised)."""
     batches: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
     stop = threading.Event()
+    batch_chars = env_number("WORKBENCH_PREPARE_BATCH_CHARS", BATCH_CHARS, 0, 1 << 30, integer=True)
 
     def produce() -> None:
         try:
@@ -465,7 +501,7 @@ def _read_ahead(stream: Iterator[Piece]) -> Iterator[list[Piece]]:
             for piece in stream:
                 batch.append(piece)
                 chars += len(piece.text) + 64
-                if chars >= BATCH_CHARS:
+                if chars >= batch_chars:
                     _put(batches, batch, stop)
                     batch, chars = [], 0
             if batch:

@@ -4,18 +4,19 @@ check of what --out already holds, and the publish by rename (readers never see 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import SAFE_NAME, disk_error, write_all, writing
 
 DEFAULT_CORPUS_FOLDER = "shakespeare-bytes"  # the embedded corpus prepared with bytes (data.prepare.default_corpus_dir)
 
@@ -28,7 +29,7 @@ class ShardWriter:
         self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
         state = state or {"done": [], "open": None}
         self.done: list[dict] = list(state["done"])
-        self.file, self.hash, self.count, self.name = None, None, 0, None
+        self.fd, self.hash, self.count, self.name = None, None, 0, None
         keep = {s["file"] for s in self.done} | ({state["open"]["file"]} if state["open"] else set())
         for stale in folder.glob(f"{split}_*.bin"):  # written after the last journal entry
             if stale.name not in keep:
@@ -39,37 +40,44 @@ class ShardWriter:
             with path.open("r+b") as f:
                 f.truncate(self.count * dtype.itemsize)
             self.hash = hashlib.sha256(path.read_bytes())
-            self.file = path.open("ab")
+            self.fd = self._open(path, os.O_APPEND)
+
+    @staticmethod
+    def _open(path: Path, flags: int) -> int:
+        with writing(path):
+            return os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
 
     def write(self, ids: np.ndarray) -> None:
         data = ids.astype(self.dtype, copy=False)
         while data.size:
-            if self.file is None:
+            if self.fd is None:
                 self.name = f"{self.split}_{len(self.done):03d}.bin"
-                self.file, self.hash, self.count = (self.folder / self.name).open("wb"), hashlib.sha256(), 0
+                self.fd, self.hash, self.count = self._open(self.folder / self.name, os.O_TRUNC), hashlib.sha256(), 0
             part, data = data[: self.shard_tokens - self.count], data[self.shard_tokens - self.count :]
             raw = part.tobytes()
-            self.file.write(raw)
+            with writing(self.folder / self.name, len(raw)):
+                write_all(self.fd, raw)
             self.hash.update(raw)
             self.count += part.size
             if self.count == self.shard_tokens:
                 self._finish()
 
     def _finish(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        with writing(self.folder / self.name):
+            os.fsync(self.fd)
+            os.close(self.fd)
         self.done.append({"file": self.name, "tokens": self.count, "sha256": self.hash.hexdigest()})
-        self.file = None
+        self.fd = None
 
     def state(self) -> dict:
-        if self.file is not None:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-        return {"done": list(self.done), "open": {"file": self.name, "tokens": self.count} if self.file else None}
+        if self.fd is not None:
+            with writing(self.folder / self.name):
+                os.fsync(self.fd)
+        current = {"file": self.name, "tokens": self.count} if self.fd is not None else None
+        return {"done": list(self.done), "open": current}
 
     def close(self) -> list[dict]:
-        if self.file is not None:
+        if self.fd is not None:
             self._finish()
         return self.done
 
@@ -78,7 +86,8 @@ class ShardWriter:
 def locked(path: Path) -> Iterator[None]:
     """An exclusive flock on `path` (removed on release; a waiter that wakes on a removed file retries)."""
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        with writing(path):
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
@@ -98,12 +107,14 @@ def manifest_if_any(folder: Path) -> dict | None:
     path = folder / "manifest.json"
     if not path.is_file():
         return None
+    hint = f"Re-create it: workbench data prepare ... --out {folder} --force"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise WorkbenchError(
-            f"{path} is not valid JSON", f"Re-create it: workbench data prepare ... --out {folder} --force"
-        ) from None
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):  # malformed, not UTF-8, a huge number, too deep
+        raise WorkbenchError(f"{path} is not valid JSON", hint) from None
+    if not isinstance(manifest, dict):
+        raise WorkbenchError(f"{path} is not a manifest (a JSON object)", hint)
+    return manifest
 
 
 def check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
@@ -126,15 +137,21 @@ def check_out(out: Path, inputs_sha256: str, force: bool) -> dict | None:
 
 
 def publish(work: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
-    """Move the finished folder into place with renames, so readers never see a half-written data set."""
+    """Move the finished folder into place with a rename, so readers never see a half-written data set. With
+    `force` over an earlier data set, only what its manifest lists is replaced (replace_listed): a user's
+    other files and folders in `out` stay."""
     manifest = json.loads((work / "manifest.json").read_text())
-    if out.exists() and (force or not any(out.iterdir())):
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        out.rename(old)
-        shutil.rmtree(old)
+    if out.exists() and force and any(out.iterdir()):
+        replace_listed(work, out, manifest_if_any(out) or {}, manifest)
+        shutil.rmtree(work, ignore_errors=True)
+        return manifest
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
     try:
         work.rename(out)
-    except OSError:  # another process published first: fine if it is the same data set
+    except OSError as err:  # another process published first: fine if it is the same data set
+        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise disk_error(err, out) from None
         other = manifest_if_any(out)
         if other is None or other.get("inputs_sha256") != inputs_sha256:
             raise WorkbenchError(
@@ -143,6 +160,42 @@ def publish(work: Path, out: Path, inputs_sha256: str, force: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         return other
     return manifest
+
+
+def replace_listed(work: Path, out: Path, old: dict, new: dict) -> None:
+    """Swap the files of data set `old` in `out` for those of `new` in `work`, by renames only: the old
+    manifest and files go aside (into `work`/.old), then the new files come in, the manifest last (a reader in
+    between sees no data set, never a mixed one). A rename that fails (a full or read-only disk) puts
+    everything back where it was: `out` holds the old data set and `work` the new one, and a rerun continues."""
+    aside = work / ".old"
+    moves: list[tuple[Path, Path]] = []
+    try:
+        with writing(out):
+            aside.mkdir(exist_ok=True)
+            for name in ["manifest.json", *written_files(old)]:
+                if (out / name).is_file():
+                    os.replace(out / name, aside / name)
+                    moves.append((out / name, aside / name))
+            for name in [*written_files(new), "manifest.json"]:
+                if (work / name).is_file():
+                    os.replace(work / name, out / name)
+                    moves.append((work / name, out / name))
+    except WorkbenchError:
+        for source, target in reversed(moves):
+            with contextlib.suppress(OSError):
+                os.rename(target, source)
+        raise
+
+
+def written_files(manifest: dict) -> list[str]:
+    """The files a manifest says `workbench data prepare` wrote (shards and tokenizer file; the manifest
+    itself aside): the only files --force deletes. Names that are not plain file names are ignored."""
+    shards = manifest.get("shards") if isinstance(manifest.get("shards"), dict) else {}
+    entries = [s for split in shards.values() if isinstance(split, list) for s in split if isinstance(s, dict)]
+    names = [s.get("file") for s in entries]
+    tokenizer = manifest.get("tokenizer") if isinstance(manifest.get("tokenizer"), dict) else {}
+    names.append(tokenizer.get("file"))
+    return [n for n in names if isinstance(n, str) and SAFE_NAME.fullmatch(n) and ".." not in n]
 
 
 def read_manifest(folder: str | Path) -> dict:

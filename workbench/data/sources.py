@@ -92,10 +92,14 @@ class Input:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's sha256; a file that cannot be read is a one-line error naming it."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise WorkbenchError(f"cannot read input {path} ({err.strerror or err})", "Check the file.") from None
     return digest.hexdigest()
 
 
@@ -112,6 +116,9 @@ def resolve_inputs(inputs: list[str]) -> list[Input]:
         path = Path(item)
         if any(c in item for c in "*?["):
             matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            dangling = next((m for m in matches if m.is_symlink() and not m.exists()), None)
+            if dangling is not None:
+                raise WorkbenchError(f"input {dangling} is a dangling link", "Restore its target or remove the link.")
             hits = [i for m in matches for i in (_folder_inputs(m) if m.is_dir() else _file_input(m, strict=False))]
             if not hits:
                 raise WorkbenchError(f"no {SHOWN_SUFFIXES} files match {item!r}", "Check the pattern (quote it).")
@@ -121,6 +128,8 @@ def resolve_inputs(inputs: list[str]) -> list[Input]:
                 raise WorkbenchError(f"folder {path} holds no {SHOWN_SUFFIXES} files", "Point at text or token files.")
         elif path.is_file():
             hits = _file_input(path, strict=True)
+        elif path.is_symlink():
+            raise WorkbenchError(f"input {path} is a dangling link (to {os.readlink(path)})", "Restore its target.")
         else:
             raise WorkbenchError(f"input {path} not found", "Check the path.")
         found += hits
@@ -140,7 +149,10 @@ def _file_input(path: Path, strict: bool) -> list[Input]:
             raise WorkbenchError(f"input {path}: unsupported file type {suffix!r}", f"Use {SHOWN_SUFFIXES}.")
         return []
     if suffix == ".bin":
-        kind = "megatron" if path.with_suffix(".idx").is_file() else "tokens"
+        idx = path.with_suffix(".idx")
+        if idx.is_symlink() and not idx.exists():
+            raise WorkbenchError(f"index {idx} is a dangling link (to {os.readlink(idx)})", "Restore its target.")
+        kind = "megatron" if idx.is_file() else "tokens"
         return [Input(path, kind)]
     kinds = {".txt": "txt", ".parquet": "parquet"}
     return [Input(path, kinds.get(suffix, "jsonl"))]
@@ -161,9 +173,14 @@ def _folder_inputs(folder: Path) -> list[Input]:
     files = sorted(
         p
         for p in folder.rglob("*")
-        if suffix_of(p) in SUFFIXES and p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+        if suffix_of(p) in SUFFIXES and not any(s.startswith(".") for s in p.relative_to(folder).parts)
     )
-    return [i for f in files for i in _file_input(f, strict=False)]
+    for path in files:
+        if path.is_symlink() and not path.exists():
+            raise WorkbenchError(
+                f"input {path} is a dangling link (to {os.readlink(path)})", "Restore its target or remove the link."
+            )
+    return [i for f in files if f.is_file() for i in _file_input(f, strict=False)]
 
 
 def _hf_load_input(item: str) -> Input:
@@ -277,9 +294,51 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        zstd = require("zstandard", f"reading {path}")
-        return io.BufferedReader(zstd.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True))
+        return io.BufferedReader(ZstdFrames(path, require("zstandard", f"reading {path}")), _READ_BYTES)
     return path.open("rb")
+
+
+class ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a .zst file (one or more frames), ending with an error when the file
+    ends inside a frame: zstandard's stream reader returns the bytes so far and a clean end of file for
+    a truncated file, which would drop its tail (or all of it) without a word."""
+
+    def __init__(self, path: Path, zstd):
+        super().__init__()
+        self.path, self.zstd, self.file = path, zstd, path.open("rb")
+        self.frame = zstd.ZstdDecompressor().decompressobj()
+        self.in_frame, self.ready, self.at = False, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.at >= len(self.ready):
+            chunk = self.file.read(_READ_BYTES)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError(f"the file ends inside a zstd frame (after {self.file.tell():,} bytes)")
+                return 0
+            self.ready, self.at = self._feed(chunk), 0
+        n = min(len(buffer), len(self.ready) - self.at)
+        buffer[:n] = self.ready[self.at : self.at + n]
+        self.at += n
+        return n
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            out.append(self.frame.decompress(chunk))
+            self.in_frame = not self.frame.eof
+            if self.in_frame:
+                break
+            chunk = self.frame.unused_data  # the next frame of a multi-frame file
+            self.frame = self.zstd.ZstdDecompressor().decompressobj()
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
 
 
 def _jsonl_records(inp: Input, text_field: str) -> Iterator[list[str]]:
@@ -310,6 +369,9 @@ def _record_text(path: Path, lineno: int, line: bytes, text_field: str) -> str:
         raise WorkbenchError(f"{path}:{lineno}: not UTF-8 (byte {err.start})", "Convert it, e.g. with iconv.") from None
     except json.JSONDecodeError as err:
         raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({err.msg})", "Fix that line.") from None
+    except (ValueError, RecursionError) as err:  # a number of thousands of digits, nesting beyond the stack
+        what = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0][:80]
+        raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({what})", "Fix that line.") from None
     value = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(value, str):
         keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__

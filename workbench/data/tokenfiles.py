@@ -15,6 +15,7 @@ LLMC_MAGIC = 20240520
 LLMC_HEADER_BYTES = 256 * 4
 LLMC_DTYPES = {1: np.uint16, 2: np.uint32}  # llm.c header version -> token dtype
 MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+MEGATRON_HEADER = 34  # magic (9), version (8), dtype code (1), sequence count (8), document count (8)
 MEGATRON_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32}
 MEGATRON_DTYPES[8] = np.uint16
 
@@ -60,9 +61,16 @@ def open_tokens(inp, flat_dtype: str = "uint16") -> TokenFile:
 
 
 def _open_megatron(path: Path) -> TokenFile:
+    """The ids of a Megatron-LM pair, after checking the index as Megatron's reader would rely on it: its
+    length is exactly what its counts say, sizes are non-negative, each pointer is the byte offset where
+    the previous sequence ends (aligned, inside the .bin), doc_idx runs from 0 to the sequence count without
+    going back, and the .bin holds exactly the tokens the index lists."""
     idx = path.with_suffix(".idx")
-    raw = idx.read_bytes()
-    if raw[:9] != MEGATRON_MAGIC or len(raw) < 34:
+    try:
+        raw = idx.read_bytes()
+    except OSError as err:
+        raise WorkbenchError(f"cannot read {idx} ({err.strerror or err})", "Check the file.") from None
+    if raw[:9] != MEGATRON_MAGIC or len(raw) < MEGATRON_HEADER:
         raise WorkbenchError(f"{idx}: not a Megatron-LM index (bad magic)", "Give the .idx written with its .bin.")
     (version,) = struct.unpack("<Q", raw[9:17])
     code = raw[17]
@@ -71,17 +79,50 @@ def _open_megatron(path: Path) -> TokenFile:
             f"{idx}: unsupported Megatron index (version {version}, dtype code {code})", "Expected version 1."
         )
     dtype = np.dtype(MEGATRON_DTYPES[code])
-    (sequences,) = struct.unpack("<Q", raw[18:26])
-    sizes = np.frombuffer(raw, dtype=np.int32, count=sequences, offset=34)
-    total = int(sizes.sum(dtype=np.int64))
-    size = path.stat().st_size
-    if size % dtype.itemsize or size // dtype.itemsize < total:
+    sequences, documents = struct.unpack("<QQ", raw[18:34])
+    expected = MEGATRON_HEADER + sequences * 12 + documents * 8
+    if expected != len(raw):
         raise WorkbenchError(
-            f"{path}: {size} bytes do not hold the {total} {dtype.name} tokens its index lists",
+            f"{idx}: the index says {sequences:,} sequences and {documents:,} document offsets "
+            f"({expected:,} bytes) but holds {len(raw):,} bytes",
+            "The index is damaged or truncated; re-create the pair.",
+        )
+    sizes = np.frombuffer(raw, dtype=np.int32, count=sequences, offset=MEGATRON_HEADER).astype(np.int64)
+    pointers = np.frombuffer(raw, dtype=np.int64, count=sequences, offset=MEGATRON_HEADER + sequences * 4)
+    doc_idx = np.frombuffer(raw, dtype=np.int64, count=documents, offset=MEGATRON_HEADER + sequences * 12)
+    _check_megatron(idx, sizes, pointers, doc_idx, dtype)
+    total = int(sizes.sum())
+    size = path.stat().st_size
+    if size != total * dtype.itemsize:
+        raise WorkbenchError(
+            f"{path}: {size:,} bytes, but its index lists {total:,} {dtype.name} tokens "
+            f"({total * dtype.itemsize:,} bytes)",
             "The .bin is truncated or not the index's partner; re-create the pair.",
         )
     ids = np.memmap(path, dtype=dtype, mode="r", shape=(total,)) if total else np.zeros(0, dtype)
     return TokenFile(ids, dtype.name, "megatron v1")
+
+
+def _check_megatron(idx: Path, sizes: np.ndarray, pointers: np.ndarray, doc_idx: np.ndarray, dtype: np.dtype) -> None:
+    hint = "The index is damaged or not the .bin's partner; re-create the pair."
+    if sizes.size and sizes.min() < 0:
+        raise WorkbenchError(f"{idx}: sequence {int(np.argmin(sizes))} has a negative size", hint)
+    expected = np.concatenate([[0], np.cumsum(sizes[:-1])]) * dtype.itemsize if sizes.size else sizes
+    wrong = np.flatnonzero(pointers != expected)
+    if wrong.size:
+        i = int(wrong[0])
+        raise WorkbenchError(
+            f"{idx}: sequence {i} points at byte {int(pointers[i]):,}; the sequences before it end at byte "
+            f"{int(expected[i]):,} (a pointer past the end, misaligned or out of order)",
+            hint,
+        )
+    bad_doc = doc_idx.size == 0 or doc_idx[0] != 0 or doc_idx[-1] != sizes.size or bool(np.any(np.diff(doc_idx) < 0))
+    if bad_doc:
+        raise WorkbenchError(
+            f"{idx}: doc_idx must run from 0 to the {sizes.size:,} sequences without going back "
+            f"(got {doc_idx[:3].tolist()}...{doc_idx[-1:].tolist()})",
+            hint,
+        )
 
 
 def write_megatron(prefix: Path, documents: list[np.ndarray], dtype: str = "uint16") -> None:

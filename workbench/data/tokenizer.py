@@ -7,6 +7,8 @@ HF `tokenizers` is imported only inside the BPE paths: the byte tokenizer needs 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import importlib.util
 import json
@@ -182,15 +184,7 @@ def load_tiktoken(path: str | Path, pattern: str | None, special_tokens: dict[st
             "Give --split-pattern REGEX (e.g. cl100k's pattern).",
         )
     tiktoken = require("tiktoken", f"the tiktoken file {path}")
-    from tiktoken.load import load_tiktoken_bpe
-
-    try:
-        ranks = load_tiktoken_bpe(str(path))
-    except Exception as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise WorkbenchError(
-            f"cannot read tiktoken file {path} ({first})", "Give a file of `base64token rank` lines."
-        ) from None
+    ranks = read_ranks(path)
     specials = dict(special_tokens or {})
     taken = set(ranks.values())
     clash = sorted(name for name, i in specials.items() if i in taken)
@@ -198,11 +192,92 @@ def load_tiktoken(path: str | Path, pattern: str | None, special_tokens: dict[st
         raise WorkbenchError(f"special token {clash[0]} takes an id of {path}'s ranks", "Give ids above the ranks.")
     try:
         enc = tiktoken.Encoding(name=path.stem, pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
-    except Exception as err:
-        raise WorkbenchError(f"tiktoken rejected {path} with that pattern ({err})", "Check --split-pattern.") from None
+    except BaseException as err:  # tiktoken's Rust core panics (a BaseException) on what it cannot build
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        first = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        hint = "Check --split-pattern."
+        raise WorkbenchError(f"tiktoken rejected {path} with that pattern ({first})", hint) from None
     eot_id = next((specials[t] for t in EOT_CANDIDATES if t in specials), None)
     spec = {"name": path.stem, "ranks_sha256": _sha256_path(path), "pattern": pattern, "special_tokens": specials}
     return TextTokenizer("tiktoken", enc.n_vocab, eot_id, tt=enc, spec=spec, source=path)
+
+
+MAX_TOKEN_BYTES = 1024  # the longest token of GPT-2, cl100k, o200k or Llama 3 is at most 256 bytes
+
+
+def read_ranks(path: Path) -> dict[bytes, int]:
+    """A tiktoken rank file (`base64token rank` per line) checked as tiktoken's Rust core needs it: every token
+    once, every rank once (a duplicate panics the process), ranks whole numbers in [0, 2^31), all 256 single
+    bytes present (any text must encode), no token longer than MAX_TOKEN_BYTES."""
+    hint = "Give a tiktoken rank file of `base64token rank` lines (each token and rank once)."
+    ranks: dict[bytes, int] = {}
+    seen: dict[int, int] = {}
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as err:
+        raise WorkbenchError(f"cannot read tiktoken file {path} ({err.strerror or err})", hint) from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            token_b64, rank_text = line.split()
+            token, rank = base64.b64decode(token_b64, validate=True), int(rank_text)
+        except (ValueError, binascii.Error):
+            raise WorkbenchError(f"{path}:{number}: not a `base64token rank` line", hint) from None
+        if token in ranks:
+            raise WorkbenchError(f"{path}:{number}: token {token[:20]!r} appears twice", hint)
+        if rank in seen:
+            raise WorkbenchError(f"{path}:{number}: rank {rank} appears twice (first at line {seen[rank]})", hint)
+        if not 0 <= rank < 2**31 or len(token) > MAX_TOKEN_BYTES or not token:
+            raise WorkbenchError(f"{path}:{number}: rank {rank} or a token of {len(token)} bytes is out of range", hint)
+        ranks[token], seen[rank] = rank, number
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise WorkbenchError(f"{path}: {len(missing)} single bytes have no token (e.g. byte {missing[0]})", hint)
+    return ranks
+
+
+def check_tokenizer(tok: TextTokenizer, sample: str = "") -> None:
+    """A text tokenizer must give back the text it encodes (`sample`: the start of the input; leading and
+    trailing whitespace aside) and no token may stand for more than MAX_TOKEN_BYTES of text: a tokenizer that
+    maps the data to <unk>, lowercases it or turns kilobytes into one token is refused in one line before
+    anything is written."""
+    if tok.kind in ("bytes", "ids"):
+        return
+    longest, token = _longest_token(tok)
+    if longest > MAX_TOKEN_BYTES:
+        raise WorkbenchError(
+            f"tokenizer {tok.describe()}: token {token}... is {longest:,} characters long "
+            f"(at most {MAX_TOKEN_BYTES:,})",
+            "Use a tokenizer of ordinary tokens (the longest of GPT-2, cl100k or Llama 3 is under 256 bytes).",
+        )
+    for text in [sample] if sample else []:
+        try:
+            back = tok.decode(tok.encode(text))
+        except BaseException as err:  # a Rust panic of tiktoken is a BaseException
+            if isinstance(err, KeyboardInterrupt | SystemExit):
+                raise
+            what = type(err).__name__
+            raise WorkbenchError(f"tokenizer {tok.describe()} failed on the input ({what})", "") from None
+        if back != text and back.strip() != text.strip():
+            pairs = enumerate(zip(back, text, strict=False))
+            at = next((i for i, (a, b) in pairs if a != b), min(len(back), len(text)))
+            raise WorkbenchError(
+                f"tokenizer {tok.describe()} does not give back the text it encodes: {text[at : at + 20]!r} "
+                f"decodes as {back[at : at + 20]!r}",
+                "Use a lossless tokenizer (byte-level BPE, or one with byte fallback).",
+            )
+
+
+def _longest_token(tok: TextTokenizer) -> tuple[int, str]:
+    """(characters, token shown) of a tokenizer.json's longest token (a byte-level token shows a byte as one
+    character); tiktoken ranks are checked as they are read (read_ranks)."""
+    if tok.hf is None:
+        return 0, ""
+    vocab = tok.hf.get_vocab(with_added_tokens=True)
+    text = max(vocab, key=len) if vocab else ""
+    return len(text), repr(text[:20])
 
 
 def ids_tokenizer(vocab_size: int, eot_id: int | None) -> TextTokenizer:

@@ -5,6 +5,7 @@ Figures are built with matplotlib.figure.Figure directly (no pyplot): no global 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from workbench.core.files import atomic_write_bytes
 from workbench.fit.isoflop import IsoflopFit
 from workbench.fit.laws import predict_loss
 from workbench.fit.parametric import ParametricFit
@@ -94,10 +96,12 @@ def rollout_figure(rollout: list[dict]) -> Figure:
 
 
 def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
-    """Write stem.png and stem.svg; returns both paths."""
+    """Write stem.png and stem.svg, each rendered in memory and renamed in (workbench.core.files: a full or
+    read-only disk is a one-line error and leaves the earlier figure); returns both paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
     for path in paths:
-        fig.savefig(path, dpi=120)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], dpi=120)
+        atomic_write_bytes(path, buffer.getvalue())
     return paths

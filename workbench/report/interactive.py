@@ -16,25 +16,16 @@ come from workbench.report.style, the same as the static figures'.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import pandas as pd
 
 from workbench.fit.laws import optimal_allocation, predict_loss
-from workbench.report.inline import script_code, script_json
+from workbench.report.inline import script_json
 from workbench.report.style import COUNT_FORMAT, FLOPS_FORMAT, LOSS_FORMAT, PALETTE, budget_label
 
 STAR = "M0,-1L0.29,-0.4L0.95,-0.31L0.47,0.15L0.59,0.81L0,0.5L-0.59,0.81L-0.47,0.15L-0.95,-0.31L-0.29,-0.4Z"
-
-
-@functools.lru_cache(maxsize=1)
-def vega_bundle() -> str:
-    """vega, vega-lite and vega-embed as one classic script (sets window.vegaEmbed), safe inside <script>."""
-    import vl_convert
-
-    return str(script_code(vl_convert.javascript_bundle()))
 
 
 def palette(n: int) -> list[str]:

@@ -17,10 +17,11 @@ import workbench
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text, safe_name
 from workbench.report import charts, sections
+from workbench.report.bundle import vega_bundle
 from workbench.report.crosscheck_section import crosscheck_section
 from workbench.report.decision import decision_section
 from workbench.report.inputs import ReportInputs, gather
-from workbench.report.interactive import spec_json, vega_bundle
+from workbench.report.interactive import spec_json
 
 TEMPLATES = Path(__file__).parent / "templates"
 _TICKS = re.compile(r"`([^`]+)`")

@@ -17,6 +17,8 @@ alone.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ import duckdb
 import pandas as pd
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import json_text, safe_name
+from workbench.core.files import disk_error, env_number, json_text, safe_name, writing
 from workbench.core.units import as_float, as_int, as_text
 from workbench.store.scope import Scope, scope_of
 from workbench.train import rundir
@@ -53,6 +55,7 @@ METRIC_COLUMNS = (
     "val_loss",
     "event",
 )
+_BIGINT_METRICS = ("tokens", "batch_tokens")
 _FLUSH_ROWS = 250_000  # metric rows buffered before a bulk insert (bounds memory on huge ingests)
 _NO_DB_HINT = "Run `workbench db ingest` or a sweep first."
 NO_RUNS = "Run a sweep (`workbench sweep launch sweeps/NAME.yaml`) and `workbench db ingest runs/`, or pass --db"
@@ -204,13 +207,9 @@ class Store:
     def __init__(self, path: str | Path | None = None, read_only: bool = False, lock_timeout_s: float | None = None):
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
-        env_timeout = os.environ.get("WORKBENCH_DB_TIMEOUT_S")
-        try:
-            self.lock_timeout_s = float(lock_timeout_s if lock_timeout_s is not None else env_timeout or 300.0)
-        except ValueError:
-            raise WorkbenchError(
-                f"WORKBENCH_DB_TIMEOUT_S={env_timeout!r} is not a number", "Set it to seconds, e.g. 300, or unset it."
-            ) from None
+        if lock_timeout_s is None:
+            lock_timeout_s = env_number("WORKBENCH_DB_TIMEOUT_S", 300.0, 0.0, 1e6, low_open=False)
+        self.lock_timeout_s = float(lock_timeout_s)
 
     def __enter__(self) -> Store:
         return self
@@ -229,6 +228,9 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as err:
                 message = str(err).splitlines()[0]
+                disk = _disk_error(message, self.path)
+                if disk is not None and not read_only:
+                    raise disk from None
                 if "lock" not in message.lower():
                     raise WorkbenchError(
                         f"cannot open database {self.path}: {message}", "Point --db or WORKBENCH_DB at a DuckDB file."
@@ -257,6 +259,8 @@ class Store:
         if self.read_only:
             raise WorkbenchError(f"database {self.path} was opened read-only", "Open the Store without read_only.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect(read_only=False)
         try:
             migrate(con)
@@ -264,11 +268,29 @@ class Store:
             try:
                 yield con
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as err:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction already
+                    con.execute("ROLLBACK")
+                if isinstance(err, duckdb.Error):
+                    raise self._write_error(err) from None
                 raise
+        except duckdb.Error as err:  # migrate, or BEGIN on a full disk
+            raise self._write_error(err) from None
         finally:
-            con.close()
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+
+    def _write_error(self, err: duckdb.Error) -> WorkbenchError:
+        """A one-line error for a DuckDB failure while writing: a full or read-only disk names the file and the
+        free space (the transaction was rolled back: the database holds what it held before)."""
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        disk = _disk_error(message, self.path)
+        if disk is not None:
+            return disk
+        return WorkbenchError(
+            f"writing database {self.path} failed ({message[:200]}); the change was rolled back",
+            "Check the disk, then rerun the same command.",
+        )
 
     @contextmanager
     def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -511,6 +533,16 @@ class Store:
             )
 
 
+def _disk_error(message: str, path: Path) -> WorkbenchError | None:
+    """The one-line disk error of a DuckDB message that reports a full disk, a quota or a read-only file
+    system (DuckDB raises its own IOException with the OS's words); None for any other message."""
+    lowered = message.lower()
+    for words, code in (("no space left", errno.ENOSPC), ("quota", errno.EDQUOT), ("read-only file", errno.EROFS)):
+        if words in lowered:
+            return disk_error(OSError(code, message), path)
+    return None
+
+
 # --- rows for the tables --------------------------------------------------------------------------------
 
 
@@ -583,6 +615,8 @@ def _write_runs(con: duckdb.DuckDBPyConnection, runs: list[dict], files: list[tu
         for key in METRIC_COLUMNS[1:-1]:  # a value that is not a number (a string, a list) becomes NULL
             if frame[key].dtype == object:
                 frame[key] = pd.to_numeric(frame[key], errors="coerce")
+            if key in _BIGINT_METRICS:  # a count beyond a 64-bit integer (or inf) is no count: NULL
+                frame[key] = frame[key].where(frame[key].abs() < 2.0**63)
         frame["event"] = frame["event"].where(frame["event"].notna(), None).astype(object)
         _insert(con, "metrics", frame)
     events = [_events_frame(run_id, f.events) for run_id, f in files if f.events]

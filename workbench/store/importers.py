@@ -16,7 +16,6 @@ Each imported run becomes a run directory (config.yaml, metrics.jsonl, final.jso
 from __future__ import annotations
 
 import csv
-import json
 import math
 import struct
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import yaml
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import safe_name
+from workbench.core.files import parse_json, safe_name, size_text
 from workbench.train import rundir
 from workbench.train.trackers import CONFIG_KEY, FINAL_KEY, TB_CONFIG, TB_FINAL, require
 
@@ -36,20 +35,21 @@ _INT_KEYS = ("step", "tokens", "batch_tokens")
 
 
 SOURCES = ("wandb", "tensorboard", "csv")  # where an imported run came from: the first part of its run id
+MAX_CSV_BYTES = 1 << 30  # a history export larger than this is read by other means (docs/LIMITS.md)
 
 
 def imported_id(source: str, found: str, given: str | None = None) -> str:
     """An imported run's id: SOURCE-RUNID (wandb-abc, tensorboard-abc, csv-export), so that copies of one run from
     two trackers, and the run's own directory, never share an id; `given` (--run-id) is taken as it is. Either
-    becomes a folder name: checked by workbench.core.files.safe_name."""
-    if given is not None:
-        return safe_name(given, "run id", "--run-id")
-    return safe_name(f"{source}-{found}", "imported run id", f"the {source} run's id")
+    becomes a folder name: checked (a plain name, not a link out of --runs) by rundir.run_dir_in before the
+    first write."""
+    return str(given) if given is not None else f"{source}-{found}"
 
 
 def import_path(path: Path, into: Path, run_id: str | None = None, sweep: str | None = None) -> list[Path]:
     """Write a run directory under `into` for each run found at `path` (a run imported before with the same
-    files is left as it is); returns them."""
+    files is left as it is); returns them. Every run is read and checked first (its id and sweep are plain
+    names, its final record valid), then written, file by file through a temp name in the run directory."""
     path = Path(path)
     if not path.exists():
         raise WorkbenchError(
@@ -68,11 +68,25 @@ def import_path(path: Path, into: Path, run_id: str | None = None, sweep: str | 
             f"{path} holds no W&B run (*.wandb), CSV export or TensorBoard events (events.out.tfevents.*)",
             "Point at one of those.",
         )
-    return [_write_run_dir(into, *run) for run in runs]
+    targets = [_checked(into, path, *run) for run in runs]  # every check before the first write
+    return [_write_run_dir(target, *run[1:]) for target, run in zip(targets, runs, strict=True)]
 
 
-def _write_run_dir(into: Path, run_id: str, config: dict, rows: list[dict], final: dict | None) -> Path:
-    run_dir = Path(into) / run_id
+def _checked(into: Path, source: Path, run_id: str, config: dict, rows: list[dict], final: dict | None) -> Path:
+    """The run directory INTO/RUN_ID after checking what will be written there: the run id a plain name and
+    not a link out of `into` (rundir.run_dir_in), the sweep a plain name (from the run's config or --sweep),
+    the final record valid (rundir.check_final)."""
+    where = f"{source} (run {str(run_id)[:60]!r})"
+    target = rundir.run_dir_in(into, run_id, str(source))
+    meta = config.get("meta") if isinstance(config.get("meta"), dict) else {}
+    if meta.get("sweep") is not None:
+        safe_name(meta["sweep"], "sweep name", f"{where} meta.sweep")
+    if final is not None:
+        rundir.check_final(final, f"{where} final record")
+    return target
+
+
+def _write_run_dir(run_dir: Path, config: dict, rows: list[dict], final: dict | None) -> Path:
     typed = [_typed(row) for row in sorted(rows, key=lambda r: r["step"])]
     rundir.write_imported(run_dir, yaml.safe_dump(config, sort_keys=False), typed, final)
     return run_dir
@@ -86,7 +100,8 @@ def _typed(row: dict) -> dict:
 
 def _labelled(config: dict, sweep: str | None) -> dict:
     if sweep:
-        config = {**config, "meta": {**(config.get("meta") or {}), "sweep": sweep}}
+        meta = config.get("meta") if isinstance(config.get("meta"), dict) else {}
+        config = {**config, "meta": {**meta, "sweep": sweep}}
     return config
 
 
@@ -117,17 +132,23 @@ def wandb_records(path: Path) -> list[tuple[str, Any]]:
         pending = data if kind in (1, 2) else pending + data  # FULL, FIRST / MIDDLE, LAST
         if kind in (1, 4):
             record = pb.Record()
-            record.ParseFromString(pending)
+            try:
+                record.ParseFromString(pending)
+            except Exception as err:  # google.protobuf.message.DecodeError, RecursionError of a deep message
+                raise WorkbenchError(
+                    f"{path}: damaged W&B record at byte {at} ({type(err).__name__})", "Give an intact .wandb file."
+                ) from None
             records.append((record.WhichOneof("record_type"), record))
             pending = b""
     return records
 
 
-def _items(items) -> dict:
+def _items(items, path: Path) -> dict:
     out = {}
     for item in items:
         key = item.key or "/".join(item.nested_key)
-        out[key] = json.loads(item.value_json) if item.value_json else None
+        hint = "Give an intact .wandb file."
+        out[key] = parse_json(item.value_json, f"{path}: value of {key[:40]!r}", hint) if item.value_json else None
     return out
 
 
@@ -136,17 +157,18 @@ def _from_wandb(path: Path, run_id: str | None, sweep: str | None) -> tuple[str,
     for kind, record in wandb_records(path):
         if kind == "run":
             found_id = record.run.run_id or found_id
-            config |= _items(record.run.config.update)
+            config |= _items(record.run.config.update, path)
         elif kind == "config":
-            config |= _items(record.config.update)
+            config |= _items(record.config.update, path)
         elif kind == "history":
-            values = _items(record.history.item)
+            values = _items(record.history.item, path)
             step = values.get("_step")
             if step is None:
                 continue
-            rows.append({"step": int(step)} | {k: v for k, v in values.items() if not k.startswith("_")})
+            metrics = {k: v for k, v in values.items() if not k.startswith("_")}
+            rows.append({"step": _csv_step(path, len(rows) + 1, step)} | metrics)
         elif kind == "summary":
-            summary |= _items(record.summary.update)
+            summary |= _items(record.summary.update, path)
     config = {
         k: (v.get("value") if isinstance(v, dict) and set(v) <= {"value", "desc"} else v) for k, v in config.items()
     }
@@ -156,26 +178,45 @@ def _from_wandb(path: Path, run_id: str | None, sweep: str | None) -> tuple[str,
     return imported_id("wandb", found_id or path.stem.removeprefix("run-"), run_id), _labelled(full, sweep), rows, final
 
 
+LOSS_KEYS = ("loss", "val_loss")
+
+
 def _final_from(rows: list[dict]) -> dict | None:
-    """A final record for a run logged without one: its last values (status completed)."""
+    """A final record for a run logged without one: its last values; status completed, or diverged (loss
+    null) when a loss it logged is NaN or infinite."""
     if not rows:
         return None
     last = {}
     for row in rows:
         last |= {k: v for k, v in row.items() if v is not None}
     keys = ("val_loss", "tokens", "flops", "wall_s")
-    return {"status": "completed", "steps": last.get("step")} | {k: last.get(k) for k in keys}
+    final = {"status": "completed", "steps": last.get("step")} | {k: last.get(k) for k in keys}
+    bad = next((row for row in rows if any(not _finite(row.get(k)) for k in LOSS_KEYS)), None)
+    if bad is not None:
+        final |= {"status": "diverged", "val_loss": None, "error": f"non-finite loss at step {bad['step']}"}
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in final.items()}
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 # ---------------------------------------------------------------- W&B CSV export
 
 
 def _from_csv(path: Path, run_id: str | None, sweep: str | None) -> tuple[str, dict, list[dict], dict | None]:
-    with path.open(newline="") as f:
-        table = list(csv.DictReader(f))
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise WorkbenchError(f"{path} is {size_text(size)}, over the {size_text(MAX_CSV_BYTES)} limit", "Split it.")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            table = list(csv.DictReader(f))
+    except (csv.Error, UnicodeDecodeError) as err:
+        what = str(err)[:80]
+        raise WorkbenchError(f"{path}: not a readable CSV file ({what})", "Export the history again.") from None
     if not table:
         raise WorkbenchError(f"{path} has no rows", "Export the run's history with its values.")
-    columns = list(table[0])
+    columns = [c for c in table[0] if c is not None]
     step_column = next((c for c in ("_step", "step", "Step") if c in columns), None)
     if step_column is None:
         raise WorkbenchError(
@@ -183,26 +224,35 @@ def _from_csv(path: Path, run_id: str | None, sweep: str | None) -> tuple[str, d
         )
     rows = []
     for n, line in enumerate(table, 2):
-        try:
-            row = {"step": int(float(line[step_column]))}
-        except (TypeError, ValueError):
-            raise WorkbenchError(f"{path}:{n}: step {line[step_column]!r} is not a number", "Fix that row.") from None
-        for column, value in line.items():
-            name = column.split(" - ", 1)[-1]
-            if (
-                column == step_column
-                or name.startswith("_")
-                or name.endswith(("__MIN", "__MAX"))
-                or value in ("", None)
-            ):
-                continue
-            try:
-                row[name] = float(value)
-            except ValueError:
-                continue
-        rows.append(row)
+        rows.append({"step": _csv_step(path, n, line.get(step_column))} | _csv_values(line, step_column))
     name = imported_id("csv", path.stem, run_id)
     return name, _labelled({"name": name}, sweep), rows, _final_from(rows)
+
+
+def _csv_step(path: Path, n: int, text: object) -> int:
+    try:
+        step = float(text)
+    except (TypeError, ValueError, OverflowError):
+        step = math.nan
+    if not (math.isfinite(step) and 0 <= step < 2**63 and step == int(step)):
+        raise WorkbenchError(f"{path}:{n}: step {str(text)[:40]!r} is not a whole number >= 0", "Fix that row.")
+    return int(step)
+
+
+def _csv_values(line: dict, step_column: str) -> dict:
+    """The metric columns of one CSV row as floats (a cell that is not a number is left out)."""
+    row = {}
+    for column, value in line.items():
+        if column is None or column == step_column or not isinstance(value, str) or value == "":
+            continue
+        name = column.split(" - ", 1)[-1]
+        if name.startswith("_") or name.endswith(("__MIN", "__MAX")):
+            continue
+        try:
+            row[name] = float(value)
+        except ValueError:
+            continue
+    return row
 
 
 # ---------------------------------------------------------------- TensorBoard
@@ -223,9 +273,10 @@ def _from_tensorboard(folder: Path, run_id: str | None, sweep: str | None) -> tu
     for tag in tags.get("tensors", []):
         name = tag.removesuffix("/text_summary")
         if name in (TB_CONFIG, TB_FINAL):
-            texts[name] = json.loads(acc.Tensors(tag)[-1].tensor_proto.string_val[0].decode())
-    config = texts.get(TB_CONFIG, {})
+            raw = acc.Tensors(tag)[-1].tensor_proto.string_val[0]
+            texts[name] = parse_json(raw, f"{folder}: {name}", "Give the event files the trainer wrote.")
+    config = texts.get(TB_CONFIG) if isinstance(texts.get(TB_CONFIG), dict) else {}
     rows = list(by_step.values())
     final = texts.get(TB_FINAL) or _final_from(rows)
-    found = Path(config["run_dir"]).name if config.get("run_dir") else folder.parent.name
+    found = Path(str(config["run_dir"])).name if config.get("run_dir") else folder.parent.name
     return imported_id("tensorboard", found, run_id), _labelled(config, sweep), rows, final

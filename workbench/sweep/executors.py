@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -186,7 +188,31 @@ def slurm_parameters(launch_spec: Launch, dependency: str | None = None, name: s
     params.update({k: v for k, v in optional.items() if v is not None})
     if dependency:
         params["additional_parameters"] = {"dependency": dependency, "kill_on_invalid_dep": "yes"}
-    return params
+    return _quoted(params)
+
+
+_SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:+%@/=-]+")  # a value sbatch reads as typed and no shell splits
+
+
+def _quoted(params: dict) -> dict:
+    """Text values of #SBATCH lines, checked once more where they are rendered: the spec validates each
+    field against Slurm's names (workbench.sweep.spec.slurm_name); a value that still holds anything else
+    (a newline, a quote, a space) is refused here rather than written into the script."""
+    out = dict(params)
+    for key, value in params.items():
+        if key == "setup":  # shell lines of the user's own, run before the job (sweep `launch.setup`)
+            continue
+        values = value.values() if isinstance(value, dict) else [value]
+        bad = next((v for v in values if isinstance(v, str) and not _SBATCH_SAFE.fullmatch(v)), None)
+        if bad is not None:
+            raise WorkbenchError(
+                f"Slurm setting {key} {bad[:60]!r} holds characters an sbatch line cannot carry",
+                "Use letters, digits, '_', '.', '-' (Slurm's names).",
+            )
+        out[key] = {k: shlex.quote(v) for k, v in value.items()} if isinstance(value, dict) else value
+        if isinstance(value, str):
+            out[key] = shlex.quote(value)
+    return out
 
 
 def sbatch_script(
@@ -200,8 +226,22 @@ def sbatch_script(
     """The sbatch file submitit writes for an array of `array_size` runs (None: one job), for review and tests."""
 
     params = slurm_parameters(launch_spec, dependency, job_name)
-    command = f"{python} -u -m submitit.core._submit {folder}"
+    folder = _script_folder(folder)
+    command = " ".join([shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=str(folder), map_count=array_size, **params)
+
+
+def _script_folder(folder: str | Path) -> Path:
+    """`folder` (where submitit keeps a job's files; it is rendered into #SBATCH --output/--error lines) if no
+    character of it can end an sbatch line: a newline or other control character would close the header early
+    and put the rest on a shell line of its own."""
+    text = str(folder)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise WorkbenchError(
+            f"job folder {text[:80]!r} holds a control character (a newline, a tab) an sbatch line cannot carry",
+            "Give a --runs folder whose path has none.",
+        )
+    return Path(folder)
 
 
 class Slurm:
@@ -210,7 +250,8 @@ class Slurm:
     kind, in_process = "slurm", False
 
     def __init__(self, launch_spec: Launch, folder: Path, job_name: str):
-        self.spec, self.folder, self.job_name = launch_spec, Path(folder) / ".submitit" / "%j", job_name[:64]
+        self.spec, self.job_name = launch_spec, job_name[:64]
+        self.folder = _script_folder(folder) / ".submitit" / "%j"
         self.job = SweepJob(launch_spec.nodes * launch_spec.tasks)  # the world size: multi-node jobs too
 
     def _executor(self, dependency: str | None) -> submitit.SlurmExecutor:

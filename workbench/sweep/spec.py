@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, create_model, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
 from workbench.core.configfile import Count, Number, Strict, apply_overrides, count, load_yaml, number, parse_model
 from workbench.core.errors import WorkbenchError
@@ -228,6 +229,26 @@ class Rules(Strict):
     min_steps: Count = Field(default=100, ge=1, le=1_000_000)
 
 
+# Slurm's names of partitions, accounts and QOSs: letters, digits, '_', '.', '-' (a partition may be a comma list);
+# nothing of the shell or of an sbatch line (no space, quote, '#', '=', newline) can appear in one
+SLURM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def slurm_name(value: Any, field: str) -> Any:
+    """A Slurm partition, account or QOS as typed, if made of Slurm's name characters (else a ValueError
+    that the config error places at the field)."""
+    if value is None:
+        return None
+    parts = str(value).split(",") if field == "partition" else [str(value)]
+    if not isinstance(value, str) or not all(SLURM_NAME.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"{str(value)[:60]!r} is not a Slurm {field} name (letters, digits, '_', '.', '-'"
+            + (", several separated by ','" if field == "partition" else "")
+            + ")"
+        )
+    return value
+
+
 class Launch(Strict):
     """Where runs go: Slurm (one job array per stage) or this machine; and the cost model of the plan."""
 
@@ -248,6 +269,11 @@ class Launch(Strict):
     local_workers: Count = Field(default=1, gt=0, le=64)
     mfu: Number = Field(default=0.4, gt=0, le=1)
     gpu_peak_flops: Number = Field(default=989e12, gt=0)
+
+    @field_validator("partition", "account", "qos", mode="before")
+    @classmethod
+    def _slurm_name(cls, value: Any, info) -> Any:
+        return slurm_name(value, info.field_name)
 
     @model_validator(mode="after")
     def _signal_in_time(self) -> Launch:

@@ -8,6 +8,7 @@ relaunch resumes it), cancelled (its job was cancelled), missing (nothing starte
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import atomic_write_text, safe_name
+from workbench.core.files import atomic_write_text, read_json, safe_name
 from workbench.store.scope import Scope, scope_of
 from workbench.sweep.grid import plan_file
 from workbench.train import rundir
@@ -66,12 +67,30 @@ class SweepStatus:
         }
 
 
+JOB_ID = re.compile(r"\d{1,20}(_\d{1,10})?")  # Slurm's job id, or ARRAY_TASK of an array job
+_JOBS_HINT = "Fix the file, or delete it to forget the recorded jobs (run directories are kept)."
+
+
 def read_jobs(root: Path) -> dict:
-    """runs/SWEEP/jobs.json, or an empty record."""
+    """runs/SWEEP/jobs.json, or an empty record; checked where it is read (its job ids become arguments of
+    squeue, scancel and sbatch --dependency): a damaged file is a one-line error naming it."""
     path = rundir.jobs_path(root)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return {"runs": {}, "submissions": [], "cancelled_at": None}
-    return json.loads(path.read_text())
+    record = read_json(path, "jobs record", _JOBS_HINT)
+    if not isinstance(record, dict) or not isinstance(record.get("runs", {}), dict):
+        raise WorkbenchError(f"{path}: expected an object with a 'runs' object", _JOBS_HINT)
+    record.setdefault("runs", {})
+    if not isinstance(record.setdefault("submissions", []), list):
+        raise WorkbenchError(f"{path}: 'submissions' is not a list", _JOBS_HINT)
+    if not isinstance(record.setdefault("cancelled_at", None), str | None):
+        raise WorkbenchError(f"{path}: 'cancelled_at' is not a time or null", _JOBS_HINT)
+    for run_id, entry in record["runs"].items():
+        safe_name(run_id, "run id", str(path))
+        job = entry.get("job_id") if isinstance(entry, dict) else entry
+        if not isinstance(entry, dict) or not (job is None or isinstance(job, str) and JOB_ID.fullmatch(job)):
+            raise WorkbenchError(f"{path}: run {run_id}: job_id {str(job)[:40]!r} is not a Slurm job id", _JOBS_HINT)
+    return record
 
 
 def write_jobs(root: Path, record: dict) -> None:

@@ -60,6 +60,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import write_stream, writing
 from workbench.train import rundir
 
 log = logging.getLogger(__name__)
@@ -118,24 +119,46 @@ def save(
     JSON; then rotate (keep the newest `keep` plus those at `protect_tokens`). `tmp`: a temp dir that every
     rank has already written its shards into (save_sharded), completed here; `digests`: the size and sha256
     of each of those files, computed by the rank that wrote it (gather_digests), merged into the manifest
-    unhashed, so this rank hashes only the files it wrote itself."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+    unhashed, so this rank hashes only the files it wrote itself. A full or read-only disk is a one-line
+    DiskError and leaves the earlier checkpoints as they were."""
     final = ckpt_root / f"step_{step:08d}"
-    if tmp is None:
-        tmp = ckpt_root / f".tmp-{final.name}-{owner_tag()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
     tensors, trainer = to_files(state)
-    torch.save(tensors, tmp / "state.pt")
-    _write_synced(tmp / "trainer.json", json.dumps(trainer))
-    _write_synced(tmp / "meta.json", json.dumps(meta))
-    manifest = manifest_of(tmp, {"step": step, "tokens": meta.get("tokens")}, digests)
-    _write_synced(tmp / MANIFEST, json.dumps(manifest))
-    if final.exists():  # re-saving the same step (e.g. after a rollback): replace it whole
-        remove(final)
-    os.rename(tmp, final)
+    need = _tensor_bytes(tensors)
+    with writing(ckpt_root, need):
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        if tmp is None:
+            tmp = ckpt_root / f".tmp-{final.name}-{owner_tag()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+    try:
+        write_stream(tmp / "state.pt", lambda f: torch.save(tensors, f), need)
+        _write_synced(tmp / "trainer.json", json.dumps(trainer))
+        _write_synced(tmp / "meta.json", json.dumps(meta))
+        manifest = manifest_of(tmp, {"step": step, "tokens": meta.get("tokens")}, digests)
+        _write_synced(tmp / MANIFEST, json.dumps(manifest))
+        with writing(final, need):
+            if final.exists():  # re-saving the same step (e.g. after a rollback): replace it whole
+                remove(final)
+            os.replace(tmp, final)
+    except WorkbenchError:  # a full or read-only disk: the older checkpoints stay as they were
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _rotate(ckpt_root, keep, protect_tokens)
     return final
+
+
+def _tensor_bytes(tensors: dict) -> int:
+    """Bytes of the tensors in a (nested) state dict: about what state.pt needs on disk."""
+    total, stack = 0, [tensors]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, torch.Tensor):
+            total += node.numel() * node.element_size()
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return total
 
 
 def to_files(state: dict) -> tuple[dict, dict]:
@@ -184,10 +207,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    write_stream(path, lambda f: f.write(text.encode()), len(text))
 
 
 def owner_tag() -> str:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from workbench.core.configfile import Count, Number, Strict
+from workbench.core.errors import WorkbenchError
 from workbench.data.config import DataConfig
 from workbench.model.config import ModelConfig
 from workbench.train.microbatches import pipeline_microbatches_ok
+
+Beta = Annotated[Number, Field(ge=0, lt=1)]  # AdamW's moment decay rates live in [0, 1)
 
 
 class OptimConfig(Strict):
@@ -20,7 +23,7 @@ class OptimConfig(Strict):
     weight_decay x lr_peak each step regardless of the schedule."""
 
     lr_peak: Number = Field(gt=0)
-    betas: tuple[Number, Number] = (0.9, 0.95)
+    betas: tuple[Beta, Beta] = (0.9, 0.95)
     eps: Number = Field(default=1e-8, gt=0)
     weight_decay: Number = Field(default=0.1, ge=0)
     weight_decay_mode: Literal["lr_scaled", "constant"] = "lr_scaled"
@@ -286,6 +289,12 @@ class TrainConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _lengths_fit(self) -> TrainConfig:
+        if self.stop.tokens is not None:
+            lengths_fit(self, self.stop.tokens, ValueError)
+        return self
+
+    @model_validator(mode="after")
     def _async_save_is_sharded(self) -> TrainConfig:
         if self.checkpoint.async_save and self.layout is None:
             raise ValueError("checkpoint.async_save needs a layout: block (its checkpoints are sharded, DCP)")
@@ -299,3 +308,17 @@ class TrainConfig(Strict):
                 raise ValueError(f"{where} {tokens} is not a multiple of data.seq_len {seq}")
         check_pipeline_batches(self)
         return self
+
+
+def lengths_fit(cfg: TrainConfig, total_tokens: int, error: type[Exception] = WorkbenchError) -> None:
+    """The token lengths of a run's phases fit in the run: warmup, the LR anneal and the data anneal each at
+    most the run's `total_tokens` (a warmup longer than the run trains at a sliver of the peak LR and ends
+    "completed" having learned little). Called by the config (stop.tokens) and the trainer (any stop)."""
+    for field, tokens in (
+        ("schedule.warmup_tokens", cfg.schedule.warmup_tokens),
+        ("schedule.anneal_tokens", cfg.schedule.anneal_tokens),
+        ("data.anneal_tokens", cfg.data.anneal_tokens),
+    ):
+        if tokens > total_tokens:
+            message = f"{field} {tokens:,} is longer than the run ({total_tokens:,} tokens)"
+            raise error(message) if error is not WorkbenchError else WorkbenchError(message, "Shorten it.")

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from workbench.core.configfile import MAX_CONFIG_BYTES
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import atomic_write_text, json_text, safe_name
-from workbench.core.units import as_float, as_int, as_text
+from workbench.core.files import append_text, atomic_write_text, child, json_text, read_json, safe_name
+from workbench.core.units import as_float, as_int, as_text, in_domain
 from workbench.model.shapes import ModelShape
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,21 @@ JOBS = "jobs.json"  # runs/SWEEP/jobs.json: the launcher's record of submitted j
 VERSIONS = "versions.json"  # runs/SWEEP/versions.json: the sweep's versions and their runs (workbench.sweep.versions)
 RUN_FILES = (CONFIG, METRICS, FINAL)  # a directory holding any of these is a run directory
 TERMINAL = ("completed", "diverged")  # a run in one of these states is not trained again
+FINAL_STATUSES = ("completed", "diverged", "failed", "interrupted")  # what final.json's status may say
+RUN_KINDS = ("run", "trunk", "branch", "trial")  # config.yaml meta.kind: what the sweep planned the run as
 _SKIP_DIRS = {CKPT, "__pycache__"}
 MAX_DEPTH = 4  # a path given to find_run_dirs may be a run, a sweep (runs one or two levels down) or a root
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on many runs
 _FIX_HINT = "Fix or remove the file (rerunning the run rewrites it)."
 
 
-# --- writes (the trainer and the launchers) --------------------------------------------------------------
+# --- writes (the trainer, the launchers and the importers) --------------------------------------------------
+
+
+def run_dir_in(root: str | Path, run_id: object, where: str = "") -> Path:
+    """ROOT/RUN_ID for a run id checked before anything is written there: a plain name (no `/`, no `..`),
+    not a link out of `root` (workbench.core.files.child)."""
+    return child(root, run_id, "run id", where)
 
 
 def write_config(run_dir: str | Path, text: str) -> Path:
@@ -62,8 +72,7 @@ def write_metrics(run_dir: str | Path, rows: list[dict]) -> Path:
 
 def append_metric(run_dir: str | Path, row: dict) -> None:
     """Append one row to metrics.jsonl as a whole line (a killed writer leaves at most a torn last line)."""
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_text(Path(run_dir) / METRICS, json.dumps(row) + "\n")
 
 
 def repair_metrics(run_dir: str | Path) -> None:
@@ -150,27 +159,69 @@ def read_config(run_dir: str | Path) -> dict:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return {}
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise WorkbenchError(f"{path}: {size:,} bytes, over the {MAX_CONFIG_BYTES:,}-byte limit of a config", _FIX_HINT)
     try:
-        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+        data = yaml.load(path.read_bytes(), Loader=_YAML_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise WorkbenchError(f"{where}: malformed YAML", _FIX_HINT) from None
+    except RecursionError:
+        raise WorkbenchError(f"{path}: YAML nested too deeply", _FIX_HINT) from None
+    except (ValueError, OverflowError) as err:  # an int of thousands of digits
+        raise WorkbenchError(f"{path}: a value YAML cannot read ({str(err)[:80]})", _FIX_HINT) from None
     return data if isinstance(data, dict) else {}
 
 
 def read_final(run_dir: str | Path) -> dict | None:
-    """final.json (None while the run has not ended); not a JSON object is a one-line error."""
+    """final.json (None while the run has not ended), checked with check_final: not a JSON object, an
+    unknown status or a number outside its domain is a one-line error."""
     path = Path(run_dir) / FINAL
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as err:
-        raise WorkbenchError(f"{path}: not valid JSON ({err})", _FIX_HINT) from None
-    if not isinstance(data, dict):
-        raise WorkbenchError(f"{path}: expected a JSON object", _FIX_HINT)
-    return data
+    data = read_json(path, "run record", _FIX_HINT)
+    return check_final(data, str(path))
+
+
+# final.json's numbers: field -> (lowest value, whole number); a value may also be null
+FINAL_NUMBERS = {
+    "val_loss": (0.0, False),
+    "val_loss_se": (0.0, False),
+    "params": (0, True),
+    "params_total": (0, True),
+    "tokens": (0, True),
+    "flops": (0.0, False),
+    "steps": (0, True),
+    "wall_s": (0.0, False),
+    "rollbacks": (0, True),
+    "seq_len": (1, True),
+    "flops_per_token": (0.0, False),
+}
+
+
+def check_final(record: object, where: str) -> dict:
+    """A run record (final.json, or one an importer is about to write) checked in one pass: a JSON object,
+    status one of FINAL_STATUSES, every number of FINAL_NUMBERS and each val_loss_NAME finite and in its
+    domain (or null). The first problem is a one-line error at `where`."""
+    if not isinstance(record, dict):
+        raise WorkbenchError(f"{where}: expected a JSON object", _FIX_HINT)
+    status = record.get("status")
+    if status not in FINAL_STATUSES:
+        raise WorkbenchError(
+            f"{where}: status {str(status)[:40]!r} is not one of {', '.join(FINAL_STATUSES)}", _FIX_HINT
+        )
+    losses = {k: (0.0, False) for k in record if k.startswith("val_loss_") and k != "val_loss_se"}
+    for field, (low, integer) in (FINAL_NUMBERS | losses).items():
+        value = record.get(field)
+        if status != "completed" and field.startswith("val_loss") and isinstance(value, float) and math.isnan(value):
+            continue  # a diverged run's loss, written as NaN by older versions: stored as null
+        try:
+            in_domain(value, field, low=low, integer=integer)
+        except WorkbenchError as err:
+            raise WorkbenchError(f"{where}: {err.detail}", _FIX_HINT) from None
+    return record
 
 
 def final_status(run_dir: str | Path) -> str | None:
@@ -276,9 +327,9 @@ def read_metrics(run_dir: str | Path) -> MetricFile:
     text = path.read_text(encoding="utf-8", errors="replace")
     try:  # fast path: one C-level parse of the whole file as a JSON array (a blank or bad line fails it)
         rows = json.loads("[" + text.rstrip("\n").replace("\n", ",") + "]") if text.strip() else []
-        steps = [int(row["step"]) for row in rows]
+        steps = [_step(row) for row in rows]
         bad_at: list[int] = []
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         rows, steps, bad_at = _parse_lines(path, text)
     if '"event"' not in text:
         return MetricFile(dict(zip(steps, rows, strict=True)), [], len(bad_at))
@@ -297,6 +348,14 @@ def read_metrics(run_dir: str | Path) -> MetricFile:
     return MetricFile(by_step, events, len(bad_at))
 
 
+def _step(row: dict) -> int:
+    """A metric row's step: a whole number in [0, 2^63) (anything else makes the line malformed)."""
+    step = row["step"]
+    if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step < 2**63 or step != int(step):
+        raise ValueError(f"step {step!r}")
+    return int(step)
+
+
 def _parse_lines(path: Path, text: str) -> tuple[list[dict], list[int], list[int]]:
     """Line by line: (rows, their steps, numbers of the lines that could not be read)."""
     rows, steps, bad_at = [], [], []
@@ -304,9 +363,9 @@ def _parse_lines(path: Path, text: str) -> tuple[list[dict], list[int], list[int
     for number, line in numbered:
         try:
             row = json.loads(line)
-            steps.append(int(row["step"]))
+            steps.append(_step(row))
             rows.append(row)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             bad_at.append(number)
     # a last line without its newline is being written now (the next read has it); anything else is damage
     torn = not text.endswith("\n") and bad_at[-1:] == [numbered[-1][0]]
@@ -332,14 +391,15 @@ def summary(run_dir: Path, metric_file: MetricFile) -> dict[str, Any]:
         status = "running" if metric_file.by_step else "pending"
     params, params_total = _shape_params(model)
     identity = _section(done, "bit_identity")
+    budget_flops, target_params = _meta_numbers(config, meta, run_dir)
     return {
         "run_id": safe_name(run_dir.name, "run id", str(run_dir)),
         "sweep": _sweep_name(meta, run_dir),
         "name": as_text(config.get("name")),
         "run_dir": str(run_dir.resolve()),
         "status": status,
-        "budget_flops": as_float(_pick(meta, "budget_flops", _section(config, "stop").get("budget_flops"))),
-        "target_params": as_float(meta.get("target_params")),
+        "budget_flops": budget_flops,
+        "target_params": target_params,
         "branch_of": as_text(meta.get("branch_of")),
         "params": as_int(_pick(done, "params", params)),
         "params_total": as_int(_pick(done, "params_total", params_total)),
@@ -367,6 +427,28 @@ def summary(run_dir: Path, metric_file: MetricFile) -> dict[str, Any]:
         "cpu_capability": as_text(identity.get("cpu_capability")),
         "cuda_device": as_text(identity.get("cuda_device")),
     }
+
+
+def _meta_numbers(config: dict, meta: dict, run_dir: Path) -> tuple[float | None, float | None]:
+    """(budget_flops, target_params) of a run's config, checked: positive finite numbers (YAML reads 1e18 as
+    text, so text that reads as a number is one) or absent; meta.kind one of RUN_KINDS or absent."""
+    where = f"{run_dir / CONFIG}"
+    kind = meta.get("kind")
+    if kind is not None and kind not in RUN_KINDS:
+        raise WorkbenchError(f"{where}: meta.kind {str(kind)[:40]!r} is not one of {', '.join(RUN_KINDS)}", _FIX_HINT)
+    values = []
+    for field, value in (
+        ("meta.budget_flops", _pick(meta, "budget_flops", _section(config, "stop").get("budget_flops"))),
+        ("meta.target_params", meta.get("target_params")),
+    ):
+        number = as_float(value) if isinstance(value, str) else value
+        if isinstance(value, str) and number is None:
+            raise WorkbenchError(f"{where}: {field} {value[:40]!r} is not a number", _FIX_HINT)
+        try:
+            values.append(in_domain(number, field, low=0.0, low_open=True))
+        except WorkbenchError as err:
+            raise WorkbenchError(f"{where}: {err.detail}", _FIX_HINT) from None
+    return values[0], values[1]
 
 
 def _section(record: dict, key: str) -> dict:

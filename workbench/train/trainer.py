@@ -40,7 +40,7 @@ from workbench.data.batches import Mixture, mixtures
 from workbench.model import flops
 from workbench.model.transformer import Transformer
 from workbench.train import checkpoint, checkpointer, rundir, runlock
-from workbench.train.config import TrainConfig
+from workbench.train.config import TrainConfig, lengths_fit
 from workbench.train.parallel import distributed, parallelize
 from workbench.train.schedule import batch_tokens_at, lr_at
 from workbench.train.trackers import Trackers
@@ -86,11 +86,11 @@ def main(config: TrainConfig | dict | str | Path) -> dict:
         return record
     d = distributed.setup(cfg.runtime.device, group=cfg.layout is not None)
     try:
-        with runlock.RunLock(cfg.run_dir) if d.is_main else contextlib.nullcontext():  # one trainer per run dir
+        with runlock.RunLock(cfg.run_dir) if d.is_main else contextlib.nullcontext() as lock:  # one trainer per run
             record = rundir.read_final(cfg.run_dir)
             if record is not None and record.get("status") in rundir.TERMINAL:
                 return record  # finished by the holder we waited behind
-            return Trainer(cfg, d).run()
+            return Trainer(cfg, d, lock).run()
     finally:
         distributed.teardown(d)
 
@@ -127,9 +127,10 @@ class _Step:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, d: distributed.Dist):
+    def __init__(self, cfg: TrainConfig, d: distributed.Dist, lock: runlock.RunLock | None = None):
 
         self.cfg, self.d = cfg, d
+        self.lock = lock  # rank 0's run lock: checked at each host sync, before each checkpoint and final.json
         self.run_dir = Path(cfg.run_dir)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
@@ -143,6 +144,7 @@ class Trainer:
         self.shape = cfg.model.shape(cfg.name)
         self.flops_per_token = flops.flops_per_token(self.shape, seq, cfg.stop.flop_rule)
         self.total = total_tokens(cfg)
+        lengths_fit(cfg, self.total)
         self._check_batches()
         self.state = {
             "step": 0,
@@ -208,6 +210,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self) -> None:
+        if self.lock is not None and not self.d.active:  # multi-process: the sync's flags carry a lost lock
+            self.lock.check()
         self.ckpt.save(self.state)
 
     def _restore(self, saved: dict, trainer_state: bool = True) -> None:
@@ -300,21 +304,25 @@ class Trainer:
         )
 
     def _read(self, steps: list[_Step]) -> tuple[list[float], list[float], bool, float]:
-        """The host sync: one all-reduce of the steps' loss sums and counts, this rank's signal flag and its
-        unfinished asynchronous save, read with the gradient norms. Returns (losses, gradient norms,
-        whether any rank was signalled, how many ranks are still writing a checkpoint)."""
+        """The host sync: one all-reduce of the steps' loss sums and counts, this rank's signal flag, its
+        unfinished asynchronous save and whether rank 0 lost its run lock (LockLost on every rank), read with
+        the gradient norms. Returns (losses, gradient norms, whether any rank was signalled, how many ranks are
+        still writing a checkpoint)."""
         local = torch.cat([torch.stack([s.losses for s in steps]).flatten(), self._flags()])
         if self.d.active:
             torch.distributed.all_reduce(local)
         values = torch.cat([local, torch.stack([s.grad_norm.double() for s in steps])]).tolist()
         k = len(steps)
+        if values[2 * k + 2] > 0:  # rank 0 lost its run lock: every rank stops here, before writing more
+            why = self.lock.lost if self.lock is not None else "lost on rank 0"
+            raise runlock.LockLost(rundir.lock_path(self.run_dir), why)
         losses = [values[2 * i] / values[2 * i + 1] for i in range(k)]
-        return losses, values[2 * k + 2 :], values[2 * k] > 0, values[2 * k + 1]
+        return losses, values[2 * k + 3 :], values[2 * k] > 0, values[2 * k + 1]
 
     def _flags(self) -> torch.Tensor:
-        return torch.tensor([float(self.stop_signal is not None), self.ckpt.busy()], dtype=torch.float64).to(
-            self.d.device
-        )
+        lost = float(self.lock is not None and self.lock.lost is not None)  # rank 0's heartbeat saw it replaced
+        flags = [float(self.stop_signal is not None), self.ckpt.busy(), lost]
+        return torch.tensor(flags, dtype=torch.float64).to(self.d.device)
 
     def _settle(self, steps: list[_Step], progress: _Progress) -> tuple[str, str | None] | None:
         """Read `steps` on the host and act on them in order: a fault rolls back (or ends the run diverged);
@@ -531,6 +539,8 @@ class Trainer:
             **self.final_sets,
         }
         if self.d.is_main:
+            if self.lock is not None and not self.d.active:
+                self.lock.check()
             rundir.write_final(self.run_dir, record)
         self.trackers.finish(record)
         return record

@@ -24,6 +24,7 @@ from torch.distributed.tensor import distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import env_number
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def export_slurm_env() -> None:
     """Under `srun` (one task per GPU, any number of nodes) without a launcher's RANK/WORLD_SIZE, export
     them from Slurm's environment: RANK = SLURM_PROCID, LOCAL_RANK = SLURM_LOCALID, MASTER_ADDR = the
     job's first node. Ranks are numbered node by node, so the innermost mesh dimension (TP) stays in a node."""
-    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+    tasks = env_number("SLURM_NTASKS", 1, 0, 1 << 24, low_open=False, integer=True)
+    if "RANK" in os.environ or tasks <= 1 or "SLURM_PROCID" not in os.environ:
         return
     import submitit
 
@@ -91,9 +93,9 @@ def setup(device_kind: str, group: bool = False) -> Dist:
     """Read the launcher's environment, pick the device and start the process group if world > 1 (or
     `group`: a one-process group for a DeviceMesh of size 1)."""
     export_slurm_env()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = env_number("WORLD_SIZE", 1, 1, 1 << 24, low_open=False, integer=True)
+    rank = env_number("RANK", 0, 0, world - 1, low_open=False, integer=True)
+    local_rank = env_number("LOCAL_RANK", 0, 0, world - 1, low_open=False, integer=True)
     if device_kind == "cuda" and not torch.cuda.is_available():
         raise WorkbenchError(
             "runtime.device: cuda, but this machine has no usable CUDA GPU (or torch is a CPU build)",

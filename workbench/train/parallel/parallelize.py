@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +53,7 @@ from torch.distributed.tensor.parallel import (
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import env_number
 from workbench.model.config import ModelConfig
 from workbench.model.transformer import Transformer, rope_tables
 from workbench.train.config import LayoutConfig, eval_pipeline_microbatches
@@ -181,7 +181,7 @@ def build_mesh(layout: LayoutConfig, device_type: str, world: int):
             f"layout.tp {layout.tp} does not fit in a node of {layout.gpus_per_node} GPUs",
             "Keep tensor parallelism inside a node: tp must divide layout.gpus_per_node.",
         )
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", layout.tp))  # torchrun and submitit export it
+    per_node = env_number("LOCAL_WORLD_SIZE", layout.tp, 1, 1 << 16, low_open=False, integer=True)  # torchrun sets it
     if per_node % layout.tp:
         raise WorkbenchError(
             f"layout.tp {layout.tp} does not divide the {per_node} processes of a node: a TP group would span nodes",
