@@ -431,7 +431,7 @@ def _grey_variance(path: Path) -> float:
 def test_full_report_loads_cleanly_in_chromium(full, browser, tmp_path):
     out = full[4]
     seen = open_in_browser(browser, out, SHOTS / "full-after-sort-click.png")
-    assert seen.pop("images") == 2 and seen.pop("sorted") is True
+    assert seen.pop("images") == 3 and seen.pop("sorted") is True  # parametric, rollout, plan
     assert seen == {"requests": [], "console": [], "exceptions": [], "broken_imgs": []}
     assert _grey_variance(SHOTS / "full-after-sort-click.png") > 100
     open_in_browser(browser, out, SHOTS / "full-page.png", full_page=True)
