@@ -3,7 +3,9 @@
 #   bash scripts/test.sh          the quick set: everything but the slow, Slurm, browser and end-to-end tests,
 #                                 on 2 workers (pytest-xdist), with the package's line coverage (at least 80%)
 #   bash scripts/test.sh --all    everything (slow, Slurm when SLURM_CONF points at a live cluster, browser,
-#                                 the demo and the embedded default end to end): what .ci/run calls
+#                                 the demo and the embedded default end to end): what .ci/run calls; the
+#                                 independent tests on 2 workers, then the multi-process and end-to-end
+#                                 files on one
 # Further arguments go to pytest (e.g. -k NAME, -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +27,16 @@ if ((all)); then
     echo "[test] installing chromium for the report tests" >&2
     (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core) >/dev/null
   fi
-  # the CPU-heavy end-to-end tests time their own stages: one worker, so that nothing else shares the cores
-  .venv/bin/python -m pytest "${args[@]}" || status=$?
+  # two phases: everything independent on 2 workers; then, on one worker, the tests that start several
+  # processes of their own or time their own stages (torchrun layouts, the Slurm cluster, the demo and the
+  # embedded default end to end), so that nothing else shares the cores with them
+  serial=(tests/test_parallel.py tests/test_slurm.py tests/test_demo.py tests/test_default.py)
+  ignore=()
+  for f in "${serial[@]}"; do ignore+=(--ignore="$f"); done
+  # (exit 5, nothing selected, is not a failure: `-k NAME` may pick tests of one phase only)
+  .venv/bin/python -m pytest -n 2 "${ignore[@]}" "${args[@]}" || { rc=$?; ((rc == 5)) || status=$rc; }
+  echo "[test] pytest, 2 workers: $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s" >&2
+  .venv/bin/python -m pytest "${serial[@]}" "${args[@]}" || { rc=$?; ((rc == 5)) || status=$rc; }
 else
   .venv/bin/python -m pytest -n 2 -m "not slow and not slurm and not browser and not demo and not default" \
     --cov=workbench --cov-report=term:skip-covered --cov-fail-under=80 "${args[@]}" || status=$?
