@@ -22,7 +22,7 @@ data). `--warmup` steps (compilation) are not timed; the next `--steps` are, wit
 MFU = FLOPs per token x tokens/s / peak. FLOPs per token: the project's rule "6N+attn" =
 6 N + 6 n_layers seq_len d_model (N: non-embedding parameters, output projection included; the attention
 scores and values forward and backward, causal not halved; workbench.model.flops.flops_per_token), or "6N" with
---flop-rule 6N. Peak: the dense bf16 peak of workbench.plan.layout_cost.GPUS for the detected GPU (H100/H200:
+--flop-rule 6N. Peak: the dense bf16 peak of workbench.plan.hardware.GPUS for the detected GPU (H100/H200:
 989 TFLOPS, A100: 312, B200: 2250), or --peak-tflops. Recomputed FLOPs are not counted (MFU, not HFU).
 
 Memory: torch.cuda.max_memory_allocated over the timed steps against workbench.plan.layout_cost.memory_per_gpu for
@@ -44,7 +44,8 @@ import torch
 from workbench.model import flops
 from workbench.model.config import ModelConfig
 from workbench.model.shapes import LLAMA3_VOCAB, ModelShape, ladder, shape_for_params
-from workbench.plan.layout_cost import GPUS, USABLE_MEMORY, memory_per_gpu
+from workbench.plan.hardware import GPUS
+from workbench.plan.layout_cost import USABLE_MEMORY, memory_per_gpu
 
 RECOMPUTE_MODEL = {"none": "selective", "selective": "selective", "full": "full"}
 

@@ -76,22 +76,26 @@ def test_demo_runs_every_stage_and_its_checks_hold_their_numbers(mini_demo, monk
     assert outcome["held_out_budget"] == 4e11
     checks = outcome["checks"]
     assert set(checks) == CHECKS
-    assert outcome["passed"] is all(checks.values())
-    assert outcome["fitted_budgets"] == [5e10, 1e11, 2e11] and outcome["excluded"] == []
+    assert outcome["passed"] is all(ok is not False for ok in checks.values())
+    assert set(outcome["fitted_budgets"]) <= {5e10, 1e11, 2e11}
+    all_interior = outcome["fitted_budgets"] == [5e10, 1e11, 2e11] and outcome["excluded"] == []
+    assert checks["interior_minima"] is all_interior
     # each flag from its own numbers
     best_err = outcome["best_loss_rel_err"]
     assert best_err == pytest.approx(outcome["predicted_best_loss"] / outcome["observed_best_loss"] - 1)
     assert checks["best_loss_within_2pct"] is (abs(best_err) <= 0.02)
-    ratio = outcome["predicted_n_opt_isoflop"] / outcome["observed_n_opt"]
-    assert checks["n_opt_within_1.5x"] is (1 / 1.5 <= ratio <= 1.5)
+    if outcome["observed_n_opt"] is None:  # the held-out vertex outside its sizes: nothing to score
+        assert checks["n_opt_within_1.5x"] is None and "n_opt_within_1.5x" in outcome["not_scored"]
+        assert "n_opt_within_1.5x: not scored (vertex outside the tested sizes)" in summary(outcome)
+    else:
+        ratio = outcome["predicted_n_opt_isoflop"] / outcome["observed_n_opt"]
+        assert checks["n_opt_within_1.5x"] is (1 / 1.5 <= ratio <= 1.5)
     flagship = outcome["flagship"]
     lo, hi = flagship["interval"]
     assert checks["flagship_in_interval"] is (lo <= flagship["val_loss"] <= hi)
     assert checks["flagship_within_1pct_of_best"] is (abs(flagship["vs_best"]) <= 0.01)
     assert flagship["val_loss"] == pytest.approx(outcome["observed_best_loss"] * (1 + flagship["vs_best"]))
     assert lo < hi and flagship["law_interval"][0] >= lo * 0.9
-    # the checks that hold on this grid
-    assert checks["interior_minima"] is True and checks["n_opt_within_1.5x"] is True
     # the fit record holds the same checks with their numbers
     fit = json.loads((tmp_path / "fits" / "mini.json").read_text())
     assert {k: v["passed"] for k, v in fit["checks"].items()} == {
@@ -122,7 +126,6 @@ def test_demo_command_exits_1_exactly_when_an_end_to_end_check_fails(mini_demo):
         "-m",
         "workbench.cli",
         "demo",
-        "--sweep",
         str(spec),
         "--db",
         str(db),

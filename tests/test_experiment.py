@@ -129,6 +129,11 @@ def test_experiment_checks_pass_and_fail_on_their_thresholds():
     ok = checks.experiment_checks(_outcome(), _Record(), scatter, branch)
     assert all(c["passed"] for c in ok.values()), {k: c for k, c in ok.items() if not c["passed"]}
     assert ok["fitted_span_10x"]["value"] == pytest.approx(10.0)
+    blind = checks.experiment_checks(
+        {**_outcome(n_obs=None), "observed_n_opt_source": "why"}, _Record(), scatter, branch
+    )
+    for key in ("n_opt_isoflop_within_1.3x", "n_opt_parametric_within_1.3x"):  # nothing to score: no number
+        assert blind[key] == {"passed": None, "scored": False, "reason": "why", "value": None, "tolerance": 1.3}
     bad = checks.experiment_checks(
         _outcome(pred_loss=1.72, par_loss=1.74, n_iso=70e3, n_par=30e3, interval=(1.6, 1.8)),
         _Record(),
@@ -181,7 +186,7 @@ def test_a_sweep_of_named_shapes_plans_its_flagship_from_its_own_ladder():
     first try with its named ladder trained the size rule's 2-layer L2-d58: +6.8% against the best run)."""
     from workbench.fit.laws import Law, PowerLaw
     from workbench.plan.from_sweep import sweep_shapes
-    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.hardware import resolve_gpu
     from workbench.plan.planner import make_plan
 
     spec, _ = cpu_plan()

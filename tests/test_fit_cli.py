@@ -1,6 +1,7 @@
 """`workbench fit` end to end on CSV files (and on the store)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,8 +107,8 @@ def test_bad_input_exits_1_with_one_line(tmp_path, text, message):
 
 def test_needs_exactly_one_source(sweep_csv):
     assert _invoke("--bootstrap", "0").exit_code == 1
-    result = _invoke("--sweep", "a", "--from-csv", sweep_csv)
-    assert result.exit_code == 1 and "exactly one of --sweep NAME and --from-csv PATH" in result.stderr
+    result = _invoke("a", "--from-csv", sweep_csv)
+    assert result.exit_code == 1 and "give a SWEEP or --from-csv PATH, not both" in result.stderr
     result = _invoke("--from-csv", sweep_csv, "--method", "chinchilla")
     assert result.exit_code == 1 and "isoflop, parametric, all" in result.stderr
 
@@ -132,7 +133,7 @@ def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     db = tmp_path / "wb.duckdb"
     with Store(db) as store:
         assert store.ingest(tmp_path / "runs").runs == len(points)
-    result = _invoke("--sweep", "toy", "--db", db, "--bootstrap", 20, "--out", tmp_path / "toy.json", *FAST)
+    result = _invoke("toy", "--db", db, "--bootstrap", 20, "--out", tmp_path / "toy.json", *FAST)
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "toy.json").read_text())
     assert record["sweep"] == "toy" and record["n_points"] == len(points)
@@ -140,5 +141,21 @@ def test_sweep_from_the_store_is_fitted_and_recorded(tmp_path):
     with Store(db) as store:
         fits = store.fits("toy")
     assert list(fits["name"]) == ["toy"] and json.loads(fits["fit"][0])["data_hash"] == record["data_hash"]
-    missing = _invoke("--sweep", "nosuch", "--db", db, "--out", tmp_path / "x.json", *FAST)
+    only = _invoke("--db", db, "--bootstrap", 0, "--out", tmp_path / "only.json", *FAST)  # the store's only sweep
+    assert only.exit_code == 0 and json.loads((tmp_path / "only.json").read_text())["sweep"] == "toy", only.output
+    missing = _invoke("nosuch", "--db", db, "--out", tmp_path / "x.json", *FAST)
     assert missing.exit_code == 1 and "sweep 'nosuch' has no completed runs" in missing.stderr
+
+
+def test_a_degenerate_sweep_fits_quickly_and_says_what_to_add(tmp_path):
+    """tests/data/degenerate_sweep.csv: 12 runs at 2 budgets whose every size lies above the optimum (no
+    interior minimum, as in a first sweep of a small corpus). The parametric fit with default options ends
+    (no start runs to an iteration cap of a thousand) and prints one warning naming the problem and the fix."""
+    csv = Path(__file__).parent / "data" / "degenerate_sweep.csv"
+    result = _invoke("--from-csv", csv, "--method", "parametric", "--no-plots", "--out", tmp_path / "d.json")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "d.json").read_text())
+    warnings = record["diagnostics"]["warnings"]
+    degenerate = [w for w in warnings if w.startswith("the parametric law is degenerate")]
+    assert len(degenerate) == 1 and "add sizes on both sides of each budget's optimum" in degenerate[0]
+    assert record["parametric"]["bootstrap"]["resamples"] == 1000

@@ -19,12 +19,14 @@ def parabolas(k=30.0, gamma=0.05, noise=0.0, seed=0):
     return pd.DataFrame(rows)
 
 
-def test_recovers_the_minimum_loss_law_exactly_without_noise():
+def test_minima_without_a_floor_send_e_to_zero_and_say_so():
+    """Minima on a pure power law: the fit finds no floor (E to 0, flagged) and recovers K and gamma."""
     law = optimal_loss_law(parabolas(), n_bootstrap=20)
-    assert law["K"] == pytest.approx(30.0, rel=1e-6) and law["gamma"] == pytest.approx(0.05, rel=1e-6)
+    assert "E low" in law["degenerate"] and law["E"] < 1e-3
+    assert law["K"] == pytest.approx(30.0, rel=1e-3) and law["gamma"] == pytest.approx(0.05, rel=1e-3)
     value, draws = predict(law, 1e20)
-    assert value == pytest.approx(30.0 * 1e20**-0.05, rel=1e-6)
-    assert np.allclose(draws, value)  # every resample sees the same exact parabolas
+    assert value == pytest.approx(30.0 * 1e20**-0.05, rel=1e-4)
+    assert np.allclose(draws, value, rtol=1e-3)  # every resample sees the same exact parabolas
     assert max(abs(r) for r in law["scatter_log"]) < 1e-9
 
 
@@ -40,5 +42,5 @@ def test_bootstrap_interval_covers_truth_and_scatter_matches_noise():
 def test_needs_two_budgets_with_interior_minima():
     one = parabolas()
     one = one[one["budget_flops"] == 1e18]
-    with pytest.raises(WorkbenchError, match="power law needs 2"):
+    with pytest.raises(WorkbenchError, match="the law needs 2"):
         optimal_loss_law(one, n_bootstrap=5)

@@ -55,7 +55,7 @@ def test_local_flagship_trains_to_completion_and_relaunch_skips(workdir):
 
     again = invoke("flagship", "launch", workdir / "flagship.yaml", "--executor", "local")
     assert again.exit_code == 0 and "already completed: nothing to launch" in again.output
-    status = json.loads(invoke("sweep", "status", "flagship", "--json", "--db", db).stdout)
+    status = json.loads(invoke("sweep", "status", "flagship", "--json").stdout)
     assert status["counts"] == {"completed": 1}
 
 

@@ -16,7 +16,8 @@ from workbench.core.configfile import load
 from workbench.fit.laws import CHINCHILLA, ParametricLaw, builtin_law, law_from_fit
 from workbench.model import flops
 from workbench.model.shapes import PRESETS, ModelShape, shape_for_params
-from workbench.plan.layout_cost import GPUS, choose_layout, memory_per_gpu, resolve_gpu
+from workbench.plan.hardware import GPUS, resolve_gpu
+from workbench.plan.layout_cost import choose_layout, memory_per_gpu
 from workbench.plan.planner import inference_optimal, make_plan, schedule_for
 from workbench.records import parse_fit
 from workbench.train.config import TrainConfig
@@ -39,6 +40,8 @@ KEYS = {
     "days",
     "layout",
     "law",
+    "cost",
+    "warnings",
 }
 FIT = {"E": 1.8, "A": 520.0, "B": 1800.0, "alpha": 0.35, "beta": 0.36}
 
@@ -48,6 +51,12 @@ def closed_form(E, A, B, alpha, beta, budget_flops):
     g = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     n = g * (budget_flops / 6) ** (beta / (alpha + beta))
     return n, budget_flops / (6 * n)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cwd(tmp_path, monkeypatch):
+    """Each test plans from a folder without fits/: with exactly one fit there, `plan` would use it by default."""
+    monkeypatch.chdir(tmp_path)
 
 
 def run(*args: str):
@@ -172,17 +181,55 @@ def test_inference_cli_trains_a_smaller_model_longer():
 
 
 def test_gpus_days_become_the_budget():
-    record = plan_json("--gpus", "1024", "--days", "10", "--gpu", "a100", "--mfu", "0.5")
-    assert record["compute_flops"] == pytest.approx(1024 * 312e12 * 0.5 * 10 * 86400)
-    assert record["layout"]["gpus"] + record["layout"]["idle_gpus"] == 1024
-    # GPU-hours and days come from the layout's modelled MFU, not the --mfu that sized the budget
-    modelled = record["layout"]["mfu"]
-    assert record["layout"]["mfu_input"] == 0.5 and 0.2 < modelled < 0.8
-    assert record["gpu_hours"] == pytest.approx(record["shape"]["train_flops"] / (312e12 * modelled) / 3600)
-    assert record["days"] == pytest.approx(record["gpu_hours"] / record["layout"]["gpus"] / 24)
-    assert record["days"] == pytest.approx(10 * 1024 / record["layout"]["gpus"] * 0.5 / modelled, rel=0.01)
+    # the budget is what 1024 A100s deliver in 10 wall days at the plan's own modelled MFU and goodput
+    record = plan_json("--gpus", "1024", "--days", "10", "--gpu", "a100")
+    cost, lay = record["cost"], record["layout"]
+    assert lay["gpus"] + lay["idle_gpus"] == 1024 and cost["mfu_source"] == "modelled"
+    assert cost["days_with_failures"]["value"] == pytest.approx(10, rel=0.01)
+    used = lay["gpus"] / 1024
+    rate = cost["mfu"] * cost["goodput"]["fraction"] * used
+    assert record["compute_flops"] == pytest.approx(1024 * 312e12 * rate * 10 * 86400, rel=0.01)
+    assert record["gpu_hours"] == pytest.approx(record["shape"]["train_flops"] / (312e12 * cost["mfu"]) / 3600)
+    assert record["days"] == pytest.approx(record["gpu_hours"] / lay["gpus"] / 24)
+    assert record["warnings"] == []
+    # an --mfu override sizes the budget and the GPU time instead, labelled as such
+    fixed = plan_json("--gpus", "1024", "--days", "10", "--gpu", "a100", "--mfu", "0.5")
+    assert fixed["cost"]["mfu"] == 0.5 and fixed["cost"]["mfu_source"] == "--mfu override"
+    assert fixed["cost"]["days_with_failures"]["value"] == pytest.approx(10, rel=0.01)
     custom = plan_json("--compute", "1e22", "--gpu", "500", "--gpus", "64")
     assert custom["layout"]["peak_tflops"] == 500 and custom["layout"]["gpus"] <= 64
+    assert any("no published run calibrates 500 TFLOPS" in w for w in custom["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--compute", "1e25", "--gpus", "128"], "more than a year"),
+        (["--compute", "1e26", "--gpus", "1024"], "more than a year"),
+        (["--compute", "3.8e25", "--law", "llama3"], "misses its 30-day target"),
+        (["--compute", "3.8e25", "--law", "llama3", "--days", "20"], "misses its 20-day target"),
+    ],
+)
+def test_multi_year_and_missed_target_plans_warn_and_strict_exits_1(args, needle):
+    record = plan_json(*args)
+    assert any(needle in w for w in record["warnings"]), record["warnings"]
+    lines = run(*args).output.splitlines()
+    assert any(line.split()[0] == "warning" and needle in line for line in lines if line.startswith("  "))
+    strict = run(*args, "--strict")
+    assert strict.exit_code == 1
+    last = strict.output.strip().splitlines()[-1]
+    assert last.startswith("Error: --strict: the plan has") and needle in last
+
+
+def test_a_plan_without_warnings_passes_strict_and_every_warning_is_in_one_list():
+    result = run("--compute", "3e21", "--gpus", "64", "--strict", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == []
+    # the batch/LR rule's warning (below its anchors) lands in the same list, as does a repeated-data warning
+    record = plan_json("--compute", "1e21", "--gpus", "8", "--unique-tokens", "1e9")
+    assert any(w.startswith("batch/LR extrapolated") for w in record["warnings"])
+    assert record["hparams"]["warnings"] and record["data_constrained"]["warnings"]
+    assert any("epochs" in w for w in record["warnings"])
 
 
 def test_batch_and_lr_default_rule_and_fitted_hparams(tmp_path, fit_file):
@@ -358,3 +405,18 @@ def test_cpu_flagship_trains(tmp_path):
     assert final["status"] == "completed" and math.isfinite(final["val_loss"])
     planned = load(TrainConfig, out).stop.tokens
     assert planned - load(TrainConfig, out).batch.batch_tokens < final["tokens"] <= planned
+
+
+def test_without_law_the_only_fit_in_fits_is_used_and_named(tmp_path):
+    default = plan_json("--compute", "1e21")
+    assert default["law"]["name"] == "epoch"
+    fits = tmp_path / "fits"
+    fits.mkdir()
+    record = {"name": "mine", "parametric": {"E": 1.9, "A": 400.0, "B": 1500.0, "alpha": 0.33, "beta": 0.33}}
+    (fits / "mine.json").write_text(json.dumps(record))
+    (fits / "mine-demo.json").write_text(json.dumps({"passed": True}))  # not a fit: ignored
+    chosen = plan_json("--compute", "1e21")
+    assert "fits/mine.json" in chosen["law"]["source"] + " ".join(chosen["law"]["notes"])
+    assert chosen["params"] != pytest.approx(default["params"], rel=0.01)
+    (fits / "other.json").write_text(json.dumps(record | {"name": "other"}))
+    assert plan_json("--compute", "1e21")["law"]["name"] == "epoch"  # two fits: the default again

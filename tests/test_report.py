@@ -161,7 +161,7 @@ def fit_sweep(db: Path, name: str, out: Path, bootstrap: int = 40) -> dict:
 def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
     """Plan a flagship from the fit as `workbench plan --law fits/NAME.json --db` does, and record it."""
     from workbench.fit.laws import law_from_fit
-    from workbench.plan.layout_cost import resolve_gpu
+    from workbench.plan.hardware import resolve_gpu
     from workbench.plan.planner import default_seq_len, default_vocab, make_plan
     from workbench.plan.record import to_record
     from workbench.records import parse_fit
@@ -170,7 +170,6 @@ def plan_sweep(db: Path, record: dict, budget_flops: float) -> dict:
         law_from_fit(parse_fit(record, "fit"), "fit"),
         budget_flops,
         gpu=resolve_gpu("h100"),
-        mfu=0.4,
         seq_len=default_seq_len(budget_flops),
         vocab_size=default_vocab(budget_flops),
     )
@@ -227,7 +226,8 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
     assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
-    assert len(re.findall(r'<figure data-fig="', html)) == 5  # curves, isoFLOP, N*(C), D*(C), held out: interactive
+    # interactive: curves, isoFLOP, loss against compute, N*(C), D*(C), held out (no envelope: fitted without curves)
+    assert len(re.findall(r'<figure data-fig="', html)) == 6
     # summary: the plan in one sentence, status counts, compute spent = sum of the runs' FLOPs
     assert f"train the {plan['shape']['name']} shape" in text
     assert "20 completed" in text and "1 diverged" in text and "1 failed" in text
@@ -318,13 +318,16 @@ def _invoke(*args):
 def test_sweep_without_fit_or_plan_gives_a_partial_report_that_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no fits/ here
     db = make_sweep(tmp_path, "bare", budgets=(1e17, 1e18), sizes=3, steps=30, failures=False)
-    result = _invoke("--db", db)  # the only sweep: no --sweep needed
+    result = _invoke("--db", db)  # the only sweep: no name needed
     assert result.exit_code == 0, result.output
     out = Path(result.stdout.strip())
     assert out == Path("reports/bare.html") and out.is_file()
     text = _visible_text(out.read_text())
-    assert f"No fit for sweep 'bare' yet: run workbench fit --sweep bare --db {db}" in text
-    assert "No plan for sweep 'bare' yet: run workbench plan --law fits/bare.json" in text
+    assert f"No fit for sweep 'bare' yet: run workbench fit bare --db {db}" in text
+    # no fit file exists, so the hint does not name one as if it did: fit first, then plan from the file it writes
+    hint = f"No plan for sweep 'bare' yet: run workbench fit bare --db {db} (it writes fits/bare.json), then "
+    assert hint in text
+    assert "then workbench plan --law fits/bare.json" in text
     assert "No held-out check" in text and "Training curves" in text
     assert "report command workbench report --db" in text
 
@@ -357,13 +360,13 @@ def test_errors_are_one_line(tmp_path):
     make_sweep(tmp_path, "two", budgets=(1e17, 1e18), sizes=3, steps=10, failures=False)
     Store(db).ingest(tmp_path / "runs" / "two")
     result = _invoke("--db", db)
-    assert result.exit_code == 1 and "2 sweeps: one, two" in result.output and "--sweep" in result.output
-    result = _invoke("--db", db, "--sweep", "three")
+    assert result.exit_code == 1 and "2 sweeps: one, two" in result.output and "workbench report NAME" in result.output
+    result = _invoke("three", "--db", db)
     assert result.exit_code == 1 and "sweep 'three' has no runs" in result.output and "one, two" in result.output
-    result = _invoke("--db", db, "--sweep", "one", "--fit", tmp_path / "nope.json")
+    result = _invoke("one", "--db", db, "--fit", tmp_path / "nope.json")
     assert result.exit_code == 1 and "no such fit" in result.output
     (tmp_path / "bad.json").write_text("{")
-    result = _invoke("--db", db, "--sweep", "one", "--plan", tmp_path / "bad.json")
+    result = _invoke("one", "--db", db, "--plan", tmp_path / "bad.json")
     assert result.exit_code == 1 and "not valid JSON" in result.output
 
 
@@ -455,3 +458,23 @@ def test_the_check_catches_a_broken_page(browser, tmp_path):
     assert seen["requests"] == ["http://example.invalid/x.png"]
     assert len(seen["broken_imgs"]) == 2 and seen["exceptions"]
     assert _grey_variance(tmp_path / "bad.png") < 1
+
+
+def test_a_report_reads_its_fit_and_never_calls_an_optimiser(full, tmp_path, monkeypatch):
+    """Everything the page shows comes from the stored fit record: with every optimiser made to raise (scipy's
+    minimize and least_squares, the batched solver and its callers' names for it), the report is written."""
+    import scipy.optimize
+
+    from workbench.fit import bootstrap, frontier, newton, parametric
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a report called an optimiser")
+
+    for module, name in [(scipy.optimize, "minimize"), (scipy.optimize, "least_squares"), (newton, "minimize")]:
+        monkeypatch.setattr(module, name, refuse)
+    for module in (parametric, frontier, bootstrap):
+        monkeypatch.setattr(module, "minimize", refuse)
+    root, db, _, _, _ = full
+    out = write_report("gen", db, fit_path=root / "fits" / "gen.json", out=tmp_path / "again.html")
+    text = out.read_text()
+    assert "Held-out check" in text and "parametric" in text

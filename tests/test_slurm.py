@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
+from workbench.store.database import Store
 from workbench.sweep.grid import plan_file
 
 pytestmark = [
@@ -94,9 +95,9 @@ def test_sweep_array_survives_usr2_preemption_and_scontrol_requeue(workdir):
         resumes = [e for e in events if e["event"] == "resume"]
         assert len(resumes) == 1 and resumes[0]["from_step"] >= 100, events  # not from step 0
 
-    status = json.loads(invoke("sweep", "status", "tiny", "--json", "--db", db).stdout)
+    status = json.loads(invoke("sweep", "status", "tiny", "--json").stdout)
     assert status["state"] == "completed" and status["counts"] == {"completed": 4}
-    from workbench.store.database import Store
+    invoke("db", "ingest", str(root), "--db", db)  # status only reads; ingest brings the finished runs in
 
     store = Store(db, read_only=True)
     assert len(store.runs("tiny")) == 4

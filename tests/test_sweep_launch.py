@@ -45,7 +45,7 @@ def test_local_sweep_runs_skips_done_refuses_changed(workdir, corpus_home):
         assert written["data"]["sources"][0]["path"] == str(corpus_home / "shakespeare-bytes")  # `@default`
     assert set(json.loads((root / "jobs.json").read_text())["runs"]) == {r.run_id for r in plan.runs}
 
-    status = json.loads(invoke("sweep", "status", "tiny", "--json", "--db", db).stdout)
+    status = json.loads(invoke("sweep", "status", "tiny", "--json").stdout)
     assert status["state"] == "completed" and status["counts"] == {"completed": 4}
 
     again = invoke("sweep", "launch", str(TINY), "--executor", "local", "--db", db)

@@ -127,7 +127,7 @@ def test_files_read_back_with_the_trackers_own_readers(logged_run):
 
 def import_and_read(tmp: Path, source: Path, name: str):
     db = tmp / f"{name}.duckdb"
-    result = CliRunner().invoke(app, ["db", "import", str(source), "--into", str(tmp / name), "--db", str(db)])
+    result = CliRunner().invoke(app, ["db", "import", str(source), "--runs", str(tmp / name), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert "Imported 1 runs (24 metric rows)" in result.output
     store = Store(db, read_only=True)
@@ -160,7 +160,7 @@ def test_db_import_of_a_wandb_csv_export(tmp_path):
     csv = tmp_path / "export.csv"
     csv.write_text('"_step","_runtime","loss","val_loss"\n1,0.5,3.0,\n2,1.0,2.5,2.7\n3,1.5,2.0,\n')
     db = tmp_path / "db.duckdb"
-    args = ["db", "import", str(csv), "--into", str(tmp_path / "imp"), "--db", str(db), "--sweep", "old"]
+    args = ["db", "import", str(csv), "--runs", str(tmp_path / "imp"), "--db", str(db), "--sweep", "old"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     store = Store(db, read_only=True)

@@ -1,8 +1,8 @@
-"""The `workbench` command: one typer group per module, one error handler.
+"""The `workbench` command: one typer group per stage, one error handler.
 
-Heavy modules (torch, duckdb, scipy, matplotlib) are imported inside the commands, so that
-`workbench --help` stays fast and imports neither torch nor duckdb. Library modules log through
-`logging` (workbench.core.logs); the commands print.
+Heavy modules (torch, duckdb, scipy, matplotlib, pandas) are imported inside the commands, so that
+`workbench --help` stays fast. Library modules log through `logging` (workbench.core.logs); the commands
+print. The global options --debug and --version may come anywhere on the line, also after the subcommand.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import click
 import typer
 from typer.core import TyperGroup
 
+import workbench
 from workbench.commands import data, db, demo, fit, flagship, model, plan, report, sweep, train
 from workbench.core import logs
 from workbench.core.errors import WorkbenchError
+
+GLOBAL_FLAGS = ("--debug", "--version")
 
 
 class _Group(TyperGroup):
@@ -40,35 +43,46 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"workbench {workbench.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error and debug log lines."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
 ) -> None:
     ctx.obj = {"debug": debug}
     logs.setup(debug)
 
 
-def _register() -> None:
-
-    app.add_typer(model.app, name="model", help="Model shapes, parameter counts and FLOPs.")
-    app.add_typer(data.app, name="data", help="Prepare token shards from text.")
-    app.add_typer(train.app, name="train", help="Train one model from a config (the same trainer for every run).")
-    app.add_typer(sweep.app, name="sweep", help="Expand, launch and follow sweeps of training runs.")
-    app.add_typer(db.app, name="db", help="The DuckDB store of runs, metrics, fits and plans.")
-    app.add_typer(fit.app, name="fit", help="Fit scaling laws (isoFLOP and parametric) to runs.")
-    app.add_typer(plan.app, name="plan", help="Plan a flagship run from a law and a compute budget.")
-    app.add_typer(flagship.app, name="flagship", help="Launch a planned flagship run through the sweep launcher.")
-    app.add_typer(report.app, name="report", help="Write a self-contained HTML report.")
-    app.command("demo")(demo.demo)
+app.add_typer(model.app, name="model", help="Model shapes, parameter counts and FLOPs.")
+app.add_typer(data.app, name="data", help="Prepare token shards from text.")
+app.command("train")(train.train)
+app.add_typer(sweep.app, name="sweep", help="Expand, launch and follow sweeps of training runs.")
+app.add_typer(db.app, name="db", help="The DuckDB store of runs, metrics, fits and plans.")
+app.command("fit")(fit.fit)
+app.command("plan")(plan.plan)
+app.add_typer(flagship.app, name="flagship", help="Launch a planned flagship run through the sweep launcher.")
+app.command("report")(report.report)
+app.command("demo")(demo.demo)
 
 
-_register()
+def global_flags_first(argv: list[str]) -> list[str]:
+    """The arguments with --debug and --version moved to the front, wherever they were typed (up to `--`)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for i, a in enumerate(argv) if not (i < end and a in GLOBAL_FLAGS)]
 
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="workbench")
+    app(args=global_flags_first(sys.argv[1:]), prog_name="workbench")
 
 
 if __name__ == "__main__":  # pragma: no cover

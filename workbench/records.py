@@ -23,7 +23,7 @@ from workbench.core.configfile import describe
 from workbench.core.errors import WorkbenchError
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # the parametric law L = E + A/N^alpha + B/D^beta
-FIT_SCHEMA_VERSION = 2
+FIT_SCHEMA_VERSION = 3  # 3: L*(C) gains its floor E, the FLOPs per token, model-error intervals
 PLAN_SCHEMA_VERSION = 2
 FIT_HINT = "Refit with `workbench fit`."
 
@@ -90,8 +90,10 @@ class ParametricBlock(Record):
 
 
 class LossLaw(Record):
-    """L*(C) = K C^-gamma on the isoFLOP minima, its draws and the run-to-run scatter (log residuals)."""
+    """L*(C) = E + K C^-gamma on the isoFLOP minima, its draws and the run-to-run scatter (log residuals);
+    a record of schema 2 has no E (the pure power law K C^-gamma) and reads as E = 0."""
 
+    E: float = 0.0
     K: float
     gamma: float
     budgets: list[float] = Field(default_factory=list)
@@ -169,6 +171,7 @@ class FitRecord(Record):
     accuracy: dict | None = None
     points: dict[str, list[float]] | None = None
     plots: list[str] = Field(default_factory=list)
+    flops_per_token: dict | None = None  # {rho, kappa}: how the budgets were counted (workbench.fit.laws)
 
     @model_validator(mode="before")
     @classmethod
@@ -192,11 +195,13 @@ class PlanRecord(Record):
     lr_peak: float
     hparams: dict | None = None  # where batch and LR come from (workbench.plan.hparams), warnings
     schedule: dict
-    gpu_hours: float
+    gpu_hours: float  # of the step time alone, at the MFU of `cost` (no failures: see `cost`)
     days: float
     layout: dict
     law: dict
     inference: dict | None = None
+    cost: dict | None = None  # MFU and its source, GPU-hours and days with and without failures, intervals, goodput
+    warnings: list[str] = Field(default_factory=list)  # every warning of the plan (`plan --strict` exits 1 on any)
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from workbench.commands.options import echo_json, json_option
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import human, parse_count
 
@@ -43,6 +44,7 @@ def prepare_command(
     token_dtype: str = typer.Option(
         "uint16", "--token-dtype", help="dtype of .bin token files without an llm.c header."
     ),
+    as_json: bool = json_option(),
 ) -> None:
     """Tokenize text into train/val shards with a manifest (atomic; a re-run with the same inputs does nothing)."""
     from workbench.data.prepare import default_corpus_dir, prepare
@@ -68,6 +70,9 @@ def prepare_command(
         eot_id=eot_id,
         token_dtype=token_dtype,
     )
+    if as_json:
+        echo_json({"out": str(out), "wall_s": time.perf_counter() - started, **manifest})
+        return
     if manifest["reused"]:
         typer.echo(f"{out} already holds this data set (same inputs and options): nothing to do.")
         return
@@ -93,7 +98,10 @@ def _special_tokens(items: list[str]) -> dict[str, int] | None:
 
 
 @app.command()
-def show(folder: Path = typer.Argument(..., help="A folder written by `workbench data prepare`.")) -> None:
+def show(
+    folder: Path = typer.Argument(..., help="A folder written by `workbench data prepare`."),
+    as_json: bool = json_option(),
+) -> None:
     """Summarize a prepared data set: sources, tokenizer, token counts, shards, hash and a text sample."""
     import numpy as np
 
@@ -101,6 +109,12 @@ def show(folder: Path = typer.Argument(..., help="A folder written by `workbench
     from workbench.data.tokenizer import load_tokenizer
 
     manifest = read_manifest(folder)
+    first = manifest["shards"]["train"][0]
+    sample_ids = np.memmap(Path(folder) / first["file"], dtype=manifest["dtype"], mode="r")[:120]
+    sample = load_tokenizer(folder).decode(sample_ids)
+    if as_json:
+        echo_json({"folder": str(folder), **manifest, "sample": sample})
+        return
     tok, tokens, shards = manifest["tokenizer"], manifest["tokens"], manifest["shards"]
     sources = manifest["sources"]
     what = f"corpus {manifest['corpus']}" if manifest.get("corpus") else "inputs"
@@ -113,8 +127,5 @@ def show(folder: Path = typer.Argument(..., help="A folder written by `workbench
         f"options     {', '.join(f'{k} {v}' for k, v in manifest['options'].items())}",
         f"data hash   {manifest['data_sha256'][:16]}",
     ]
-    first = shards["train"][0]
-    sample_ids = np.memmap(Path(folder) / first["file"], dtype=manifest["dtype"], mode="r")[:120]
-    sample = load_tokenizer(folder).decode(sample_ids).replace("\n", " ")
-    lines.append(f"sample      {sample[:100]!r}")
+    lines.append(f"sample      {sample.replace(chr(10), ' ')[:100]!r}")
     typer.echo("\n".join(lines))

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import typer
 
+from workbench.commands.options import db_option, echo_json, json_option
 from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
-
-DB_OPTION = typer.Option(None, "--db", help="Database file (default: env WORKBENCH_DB, else workbench.duckdb).")
 MAX_TABLE_ROWS = 1000  # a table longer than this is cut; --csv and --json print every row
 MAX_CELL_CHARS = 60
 
@@ -19,14 +18,18 @@ MAX_CELL_CHARS = 60
 @app.command("ingest")
 def ingest(
     path: Path = typer.Argument(Path("runs"), help="A runs folder, one sweep's folder, or one run directory."),
-    db: Path | None = DB_OPTION,
+    db: Path | None = db_option(),
     force: bool = typer.Option(False, "--force", help="Re-read runs whose files have not changed."),
+    as_json: bool = json_option(),
 ) -> None:
     """Read run directories (config.yaml, metrics.jsonl, final.json) into the database; safe to repeat."""
     from workbench.store.database import Store
 
     store = Store(db)
     stats = store.ingest(path, force=force)
+    if as_json:
+        echo_json({"db": str(store.path), "path": str(path), **vars(stats)})
+        return
     typer.echo(
         f"Ingested {stats.runs} runs ({stats.metric_rows:,} metric rows) from {path} into {store.path}; "
         f"{stats.unchanged} runs unchanged, {stats.skipped} metric lines skipped."
@@ -38,31 +41,36 @@ def import_runs(
     path: Path = typer.Argument(
         ..., help="A W&B offline run folder (or its .wandb file), a W&B CSV export, or a TensorBoard event folder."
     ),
-    into: Path = typer.Option(Path("runs/imported"), "--into", help="Where the imported run directories go."),
+    runs: Path = typer.Option(Path("runs"), "--runs", help="Folder of run directories; runs go to RUNS/imported."),
     run_id: str | None = typer.Option(None, "--run-id", help="The run id (default: the tracker's, or the file name)."),
     sweep: str | None = typer.Option(None, "--sweep", help="The sweep the runs belong to (default: their config's)."),
-    db: Path | None = DB_OPTION,
+    db: Path | None = db_option(),
+    as_json: bool = json_option(),
 ) -> None:
-    """Bring runs logged to W&B or TensorBoard into the store (as run directories under --into), to fit them."""
+    """Bring runs logged to W&B or TensorBoard into the store (as run directories under RUNS/imported)."""
     from workbench.store.database import Store
     from workbench.store.importers import import_path
 
+    into = runs / "imported"
     run_dirs = import_path(path, into, run_id=run_id, sweep=sweep)
     store = Store(db)
-    rows = runs = 0
+    rows = n_runs = 0
     for run_dir in run_dirs:
         stats = store.ingest(run_dir, force=True)
-        rows, runs = rows + stats.metric_rows, runs + stats.runs
+        rows, n_runs = rows + stats.metric_rows, n_runs + stats.runs
     names = ", ".join(d.name for d in run_dirs)
-    typer.echo(f"Imported {runs} runs ({rows:,} metric rows) from {path} into {store.path}: {names} (in {into}).")
+    if as_json:
+        echo_json({"db": str(store.path), "runs": n_runs, "metric_rows": rows, "run_dirs": [str(d) for d in run_dirs]})
+        return
+    typer.echo(f"Imported {n_runs} runs ({rows:,} metric rows) from {path} into {store.path}: {names} (in {into}).")
 
 
 @app.command("query")
 def query(
     sql: str = typer.Argument(..., help='SQL, e.g. "SELECT sweep, count(*) FROM runs GROUP BY sweep".'),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of row objects."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of row objects (stdout)."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
-    db: Path | None = DB_OPTION,
+    db: Path | None = db_option(),
     allow_files: bool = typer.Option(
         False, "--allow-files", help="Let the SQL read and write files (COPY TO, read_csv, ATTACH) and load extensions."
     ),

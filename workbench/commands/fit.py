@@ -8,27 +8,31 @@ from pathlib import Path
 import typer
 
 from workbench.commands.fit_tables import print_fit
+from workbench.commands.options import SWEEP_HELP, db_option, json_option, sweep_or_only
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import safe_name
 from workbench.core.units import parse_number
 
-app = typer.Typer(no_args_is_help=True)
-
 METHOD_CHOICES = ("isoflop", "parametric", "all")
 
 
-@app.callback(invoke_without_command=True)
 def fit(
-    sweep: str = typer.Option(None, "--sweep", help="Fit the completed runs of this sweep in the store."),
+    sweep: str = typer.Argument(
+        None, metavar="SWEEP", help=SWEEP_HELP + " Default: the store's only sweep.", show_default=False
+    ),
     from_csv: Path = typer.Option(None, "--from-csv", help="Fit a CSV: params, tokens, loss [, flops, budget, acc_*]."),
-    db: Path = typer.Option(None, "--db", help="DuckDB file (default: $WORKBENCH_DB or workbench.duckdb)."),
+    db: Path = db_option(),
     method: str = typer.Option("all", "--method", help="isoflop, parametric or all."),
     n_bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples (0: no intervals)."),
     holdout_largest: bool = typer.Option(False, "--holdout-largest", help="Also fit without the largest budget."),
     exclude_largest: bool = typer.Option(
         False, "--exclude-largest", help="Fit without the largest budget and check the fit's prediction of it."
     ),
-    rollout: bool = typer.Option(False, "--rollout", help="Fit budgets 1..k, predict k+1, for every k."),
+    rollout: bool = typer.Option(
+        True,
+        "--rollout/--no-rollout",
+        help="Fit budgets 1..k, predict k+1, for every k: the model error that widens extrapolation intervals.",
+    ),
     overestimate_penalty: float = typer.Option(
         1.0, "--overestimate-penalty", min=1.0, help="Weight of residuals where the law predicts above the run."
     ),
@@ -42,9 +46,19 @@ def fit(
     name: str = typer.Option(None, "--name", help="Fit name (default: the sweep name or the CSV file stem)."),
     out: Path = typer.Option(None, "--out", help="Output JSON (default: fits/NAME.json); plots go next to it."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG and SVG plots."),
-    as_json: bool = typer.Option(False, "--json", help="Print the fit JSON instead of tables."),
+    as_json: bool = json_option(),
+    group_decades: float = typer.Option(
+        0.0212,
+        "--group-decades",
+        min=1e-6,
+        help="--from-csv without a budget column: runs whose FLOPs agree "
+        "within this many decades are one budget (0.0212: 5%).",
+    ),
+    curves: Path = typer.Option(
+        None, "--curves", help="--from-csv: the runs' loss curves (run_id, flops or tokens, loss): approach 1."
+    ),
     metric: str = typer.Option(
-        "val_loss", "--metric", help="The loss a --sweep fit uses: val_loss, or a named held-out set's val_loss_NAME."
+        "val_loss", "--metric", help="The loss a sweep's fit uses: val_loss, or a named held-out set's val_loss_NAME."
     ),
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
@@ -53,15 +67,17 @@ def fit(
     from workbench.fit.points import check_losses_vary
     from workbench.fit.stage import fit_stage
 
-    if (sweep is None) == (from_csv is None):
-        raise WorkbenchError("give exactly one of --sweep NAME and --from-csv PATH", "See `workbench fit --help`.")
+    if sweep is not None and from_csv is not None:
+        raise WorkbenchError("give a SWEEP or --from-csv PATH, not both", "See `workbench fit --help`.")
     if method not in METHOD_CHOICES:
         raise WorkbenchError(f"--method: unknown method {method!r}", f"Use one of {', '.join(METHOD_CHOICES)}.")
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
+    if from_csv is None:
+        sweep = sweep_or_only(sweep, db_path)
     name = name or sweep or from_csv.stem
     if out is None:  # the name becomes fits/NAME.json: checked before anything is read
         safe_name(name, "fit name", "--name")
-    points = _load_points(sweep, from_csv, db_path, metric)
+    points = _load_points(sweep, from_csv, db_path, metric, group_decades)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,
@@ -78,7 +94,7 @@ def fit(
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
-    curves = _load_curves(sweep, points, db_path) if sweep is not None else None
+    curves = _load_curves(sweep, points, db_path) if sweep is not None else _csv_curves(curves, points)
     record = fit_stage(
         points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves
     )
@@ -92,11 +108,11 @@ def fit(
     print_fit(record, out)
 
 
-def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str = "val_loss"):
+def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str, group_decades: float):
     from workbench.fit.points import load_csv, validate_points
 
     if from_csv is not None:
-        return load_csv(from_csv)
+        return load_csv(from_csv, group_decades)
     from workbench.store.database import Store
 
     with Store(db_path) as store:
@@ -111,6 +127,16 @@ def _load_curves(sweep: str, points, db_path: Path) -> list | None:
 
     with Store(db_path) as store:
         return sweep_curves(points, store.metrics)
+
+
+def _csv_curves(path: Path | None, points) -> list | None:
+    """Approach 1's curves from a CSV given with --curves (None without one)."""
+    if path is None:
+        return None
+    from workbench.fit.envelope import run_curves
+    from workbench.fit.points import load_curves
+
+    return run_curves(load_curves(path, points), points) or None
 
 
 def _record_in_store(db_path: Path, record: dict) -> None:

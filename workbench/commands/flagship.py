@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from workbench.commands.options import db_option, echo_json, json_option
 from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
@@ -59,7 +60,8 @@ def launch(
     timeout_min: int = typer.Option(1440, "--timeout-min", help="Wall time per job in minutes (requeued after)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resources and the sbatch script; submit nothing."),
     force: bool = typer.Option(False, "--force", help="Replace a run whose config changed."),
-    db: Path = typer.Option(None, "--db", help="DuckDB file to ingest the local run into (default: WORKBENCH_DB)."),
+    db: Path = db_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Submit the planned flagship run: one Slurm job of the plan's nodes x GPUs, or a run on this machine."""
     from workbench.sweep.executors import check_kind, sbatch_script
@@ -84,21 +86,24 @@ def launch(
     where = f"{count} nodes x {per_node} GPUs ({spec.tasks} tasks per node, {gpus} GPUs in the layout)"
     where += f", {timeout_min} min per job" + (f", partition {partition}" if partition else "")
     described = layout.describe() if layout is not None else "none (one process)"
-    typer.echo(f"flagship {run_id}: {where}; layout {described}; run dir {run_dir}")
+    say = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+    script = None
+    say(f"flagship {run_id}: {where}; layout {described}; run dir {run_dir}")
     job_name = f"wb-{run_id}"[:64]
     report = launch_runs(run_dir.parent, [run], {run_id: config}, spec, executor, dry_run, force, job_name)
     state = report.skipped.get(run_id)
     if state in ("completed", "diverged"):
-        typer.echo(f"flagship {run_id} already {state}: nothing to launch. {DONE_HINT}")
+        say(f"flagship {run_id} already {state}: nothing to launch. {DONE_HINT}")
     elif state:
-        typer.echo(f"flagship {run_id} is {state} as Slurm job {report.live_jobs[run_id]}: nothing to launch")
+        say(f"flagship {run_id} is {state} as Slurm job {report.live_jobs[run_id]}: nothing to launch")
     elif dry_run and executor == "slurm":
         folder = run_dir.parent / ".submitit" / "%j"
-        typer.echo(sbatch_script(spec, folder, python=sys.executable, array_size=None, job_name=job_name))
+        script = sbatch_script(spec, folder, python=sys.executable, array_size=None, job_name=job_name)
+        say(script)
     elif dry_run:
-        typer.echo(f"would run {run_id} on this machine (one process)")
+        say(f"would run {run_id} on this machine (one process)")
     elif executor == "slurm":
-        typer.echo(
+        say(
             f"submitted flagship {run_id} as Slurm job {report.jobs[run_id]}; "
             f"follow it with `workbench sweep status {run_dir.parent.name}`"
         )
@@ -110,7 +115,10 @@ def launch(
             raise WorkbenchError(
                 f"flagship {run_id} did not complete ({report.results[run_id]})", f"See {rundir.final_path(run_dir)}."
             )
-        typer.echo(f"flagship {run_id}: {report.results[run_id]}; run dir {run_dir}")
+        say(f"flagship {run_id}: {report.results[run_id]}; run dir {run_dir}")
+    if as_json:
+        resources_ = {"nodes": count, "gpus_per_node": per_node, "gpus": gpus, "layout": described}
+        echo_json({"run_id": run_id, "run_dir": str(run_dir), **resources_, "sbatch": script, **report.as_dict()})
 
 
 def _ingest(run_dir: Path, db: Path | None) -> None:

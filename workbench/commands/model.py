@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.commands.options import json_option
 from workbench.model import flops
 from workbench.model.shapes import LLAMA3_VOCAB, resolve_size
 
@@ -16,8 +17,8 @@ app = typer.Typer(no_args_is_help=True)
 def show(
     size: str = typer.Argument(..., help="A preset (8b, 70b, 405b) or a parameter count (350M, 1.2e9)."),
     seq_len: int = typer.Option(8192, "--seq-len", min=1, help="Sequence length for the attention FLOPs."),
-    vocab_size: int = typer.Option(LLAMA3_VOCAB, "--vocab", min=2, help="Vocabulary size."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    vocab_size: int = typer.Option(LLAMA3_VOCAB, "--vocab-size", min=2, help="Vocabulary size."),
+    as_json: bool = json_option(),
 ) -> None:
     """Print the shape, total parameters, N (non-embedding) and FLOPs per token of a model."""
     shape = resolve_size(size, vocab_size)

@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
+from workbench.commands.options import json_option
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text, json_clean
 from workbench.core.units import parse_number
-from workbench.plan.layout_cost import resolve_gpu
-
-app = typer.Typer(no_args_is_help=True)
-
-
-def _positive(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
-    value = parse_number(text, option)
-    if value <= 0:
-        raise WorkbenchError(f"{option}: {text} must be positive", f"Give {option} a number above 0, e.g. 1e21.")
-    return value
-
-
-def _budget(compute: str | None, gpus_text: str | None, days_text: str | None, gpu, mfu: float):
-    """(budget FLOPs, GPU count or None, days or None) from --compute | --gpus --days."""
-    from workbench.plan.planner import resolve_budget
-
-    gpus = _positive(gpus_text, "--gpus")
-    if gpus is not None and gpus != math.floor(gpus):
-        raise WorkbenchError(f"--gpus: {gpus_text} is not a whole number", "Give a GPU count such as 1024.")
-    gpus = int(gpus) if gpus is not None else None
-    return resolve_budget(_positive(compute, "--compute"), gpus, _positive(days_text, "--days"), gpu, mfu)
 
 
 def _data_dir(data: str | None) -> str:
@@ -56,16 +33,18 @@ def _record(db: Path | None, record: dict) -> str:
     return f"plans table: recorded plan {record['name']} in {path}"
 
 
-@app.callback(invoke_without_command=True)
 def plan(
     compute: str = typer.Option(None, "--compute", help="Compute budget in FLOPs (1e21, 3.8e25)."),
     gpus: str = typer.Option(None, "--gpus", help="GPUs: with --days gives the budget; with --compute, the days."),
     days: str = typer.Option(None, "--days", help="Wall days: with --gpus gives the budget; with --compute, GPUs."),
     gpu: str = typer.Option("h100", "--gpu", help="h100, a100, h200, b200 or a bf16 peak in TFLOPS."),
     gpu_memory_gb: float = typer.Option(None, "--gpu-memory-gb", help="Memory per GPU in GB (default: the GPU's)."),
-    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation in (0, 1]."),
+    mfu: float = typer.Option(None, "--mfu", help="Override the modelled MFU (0, 1] (labelled as such)."),
     law_spec: str = typer.Option(
-        None, "--law", help="epoch (default), chinchilla, llama3 or fits/NAME.json; the output names its source."
+        None,
+        "--law",
+        help="fits/NAME.json, epoch, chinchilla or llama3 (default: the only fit in fits/, else epoch); "
+        "the output names its source.",
     ),
     hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
@@ -73,62 +52,52 @@ def plan(
         None, "--unique-tokens", help="Unique tokens available: repeated epochs count as less data (Muennighoff 2023)."
     ),
     seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
-    vocab: int = typer.Option(None, "--vocab", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = json_option(),
     explain: bool = typer.Option(False, "--explain-layout", help="Print the table of costed layout candidates."),
     leave_out: list[str] = typer.Option(
         None, "--leave-out-anchor", help="Drop a published run from the batch/LR anchors (e.g. llama3-405b)."
     ),
+    leave_out_run: list[str] = typer.Option(
+        None, "--leave-out-run", help="Drop published runs (id prefix, e.g. llama3) from the efficiency calibration."
+    ),
+    failures: float = typer.Option(
+        None, "--failures-per-gpu-day", help="Job failures per GPU-day (Llama 3's: 5.3e-4)."
+    ),
+    checkpoint_gb_s: float = typer.Option(None, "--checkpoint-gb-s", help="Checkpoint write GB/s (default 2000)."),
+    restart_min: float = typer.Option(None, "--restart-min", help="Minutes a restart loses (default 10)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when the plan has any warning."),
     out: Path = typer.Option(None, "--out", help="Write the flagship train config here (flagship.yaml)."),
     data: str = typer.Option(None, "--data", help="Prepared data folder for the flagship config."),
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory of the flagship (default runs/flagship/NAME)."),
     db: Path = typer.Option(None, "--db", help="DuckDB file for the plans table (default: if it exists)."),
 ) -> None:
-    """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time, memory and layout."""
-    from workbench.plan import planner
-    from workbench.plan.data_constrained import epochs_note
-    from workbench.plan.hparams import anchors_left_out
-    from workbench.plan.law_choice import data_constrained, resolve_law
-    from workbench.plan.record import explain_layout, plan_text, to_record
+    """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time with failures, memory and layout."""
+    from workbench.plan import planner, request
+    from workbench.plan.hardware import resolve_gpu
+    from workbench.plan.record import explain_layout, plan_text
 
-    if not (0 < mfu <= 1):
-        raise WorkbenchError(f"--mfu {mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
-    device = resolve_gpu(gpu, gpu_memory_gb)
-    budget, gpu_count, target_days = _budget(compute, gpus, days, device, mfu)
-    for option, value, low in (("--seq-len", seq_len, 1), ("--vocab", vocab, 2)):
-        if value is not None and value < low:
-            raise WorkbenchError(f"{option} {value} is too small", f"Give {option} of at least {low}.")
-    if not 0 <= lr_floor <= 1:
-        raise WorkbenchError(f"--lr-floor {lr_floor:g} is outside [0, 1]", "Give a fraction of the peak, e.g. 0.01.")
-    inference = None
-    if inference_tokens is not None:
-        inference = parse_number(inference_tokens, "--inference-tokens")
-        if inference < 0:
-            raise WorkbenchError(f"--inference-tokens {inference_tokens} is negative", "Give 0 or more, e.g. 1e13.")
-    law = resolve_law(law_spec, budget, hparams)
-    unique = _positive(unique_tokens, "--unique-tokens")
-    if unique is not None:
-        law = data_constrained(law, unique, inference)
-    result = planner.make_plan(
-        law,
-        budget,
-        gpu=device,
-        mfu=mfu,
-        seq_len=seq_len or planner.default_seq_len(budget),
-        vocab_size=vocab or planner.default_vocab(budget),
-        gpus=gpu_count,
-        days=target_days,
-        inference_tokens=inference,
-        floor=lr_floor,
-        hparams_leave_out=anchors_left_out(leave_out or []),
+    inference = None if inference_tokens is None else parse_number(inference_tokens, "--inference-tokens")
+    asked = request.PlanRequest(
+        request.positive(compute, "--compute"),
+        request.whole_gpus(gpus),
+        request.positive(days, "--days"),
+        resolve_gpu(gpu, gpu_memory_gb),
+        mfu,
+        law_spec,
+        hparams,
+        inference,
+        request.positive(unique_tokens, "--unique-tokens"),
+        seq_len,
+        vocab_size,
+        lr_floor,
+        tuple(leave_out or ()),
+        tuple(leave_out_run or ()),
+        request.failures(failures, checkpoint_gb_s, restart_min),
     )
-    record = to_record(result).public()
-    if unique is not None:
-        text, warn = epochs_note(result.shape_tokens, unique)
-        record["data_constrained"] = {"unique_tokens": unique, "epochs": result.shape_tokens / unique, "warning": warn}
-        record["law"]["notes"].append(text)
-    name = f"flagship-{result.law.name}-{budget:.3g}".replace("+", "").replace("/", "_")
+    result, record = request.make(asked)
+    name = request.record_name(result)
     messages = []
     if out is not None:
         from workbench.core.configfile import dump_yaml
@@ -139,10 +108,17 @@ def plan(
         except OSError as err:
             raise WorkbenchError(f"--out: cannot write {out} ({err.strerror})", "Pick a writable path.") from None
         messages.append(f"wrote {out}: run it with `workbench train {out}`")
-    stored = {**record, "name": name, "budget_flops": budget, "created": datetime.now(UTC).isoformat()}
+    created = datetime.now(UTC).isoformat()
+    stored = {**record, "name": name, "budget_flops": result.budget_flops, "created": created}
     messages.append(_record(db, {**stored, "config_path": str(out) if out else None}))
     typer.echo(json.dumps(json_clean(record)) if as_json else plan_text(record))
     if explain:
         typer.echo(explain_layout(result), err=as_json)
     for message in filter(None, messages):
         typer.echo(message, err=as_json)
+    if strict and record["warnings"]:
+        count = len(record["warnings"])
+        raise WorkbenchError(
+            f"--strict: the plan has {count} warning{'s' if count > 1 else ''} ({record['warnings'][0]})",
+            "Change the plan (e.g. --gpus, --days, --compute), or drop --strict.",
+        )

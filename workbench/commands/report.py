@@ -1,4 +1,4 @@
-"""`workbench report`: one self-contained HTML page per sweep, a comparison of sweeps, or a live page."""
+"""`workbench report [SWEEP ...]`: one self-contained HTML page per sweep, a comparison of sweeps, or a live page."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from pathlib import Path
 
 import typer
 
+from workbench.commands.options import SWEEP_HELP, db_option, echo_json, json_option, runs_option
 from workbench.core.errors import WorkbenchError
 
-# no_args_is_help is off: `workbench report` alone reports the database's only sweep
-app = typer.Typer(no_args_is_help=False)
 
-
-def _command(pairs: list[tuple[str, object]], flags: list[str]) -> str:
-    words = ["workbench", "report"]
+def _command(sweeps: list[str], pairs: list[tuple[str, object]], flags: list[str]) -> str:
+    words = ["workbench", "report", *sweeps]
     for flag, value in pairs:
         for item in value if isinstance(value, list) else [value]:
             if item is not None:
@@ -22,12 +20,14 @@ def _command(pairs: list[tuple[str, object]], flags: list[str]) -> str:
     return shlex.join(words + flags)
 
 
-@app.callback(invoke_without_command=True)
 def report(
-    sweep: list[str] = typer.Option(
-        None, "--sweep", help="The sweep to report (default: the only one); give it 2+ times to compare sweeps."
+    sweeps: list[str] = typer.Argument(
+        None,
+        metavar="SWEEP",
+        help=SWEEP_HELP + " Default: the store's only sweep; two or more: a comparison.",
+        show_default=False,
     ),
-    db: Path = typer.Option(None, "--db", help="DuckDB file (default: $WORKBENCH_DB or workbench.duckdb)."),
+    db: Path = db_option(),
     fit: Path = typer.Option(None, "--fit", help="Fit JSON (default: the sweep's latest fit, else fits/SWEEP.json)."),
     plan: Path = typer.Option(
         None, "--plan", help="Plan JSON from `workbench plan --json` (default: latest plan row)."
@@ -36,37 +36,45 @@ def report(
     at: list[float] = typer.Option(
         None, "--at", help="Comparison: target budget in FLOPs (first --at), more --at add table rows."
     ),
-    bootstrap: int = typer.Option(200, "--bootstrap", min=10, help="Comparison: bootstrap resamples per sweep."),
     watch: bool = typer.Option(False, "--watch", help="Regenerate the page as runs finish until the sweep ends."),
     interval: float = typer.Option(10.0, "--interval", min=0.5, help="--watch: seconds between regenerations."),
-    runs_dir: Path = typer.Option(None, "--runs", help="--watch: the sweep's run directories (default: runs/SWEEP)."),
+    runs: Path = runs_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Write a self-contained HTML report of a sweep (curves, fits, frontier, plan, runs) or compare sweeps."""
+    from workbench.report.inputs import resolve_sweep
     from workbench.report.watch import watch_report
     from workbench.store.database import default_db_path
+    from workbench.sweep.spec import sweep_name_of
 
     db_path = db or default_db_path()
-    names = list(sweep or [])
+    names = [sweep_name_of(s) for s in sweeps or []]
     if len(names) > 1:
         if watch or fit or plan:
             raise WorkbenchError("--watch, --fit and --plan report one sweep", "Drop them to compare sweeps.")
         from workbench.report.compare_page import write_comparison
 
         targets = list(at or [])
-        command = _command([("--sweep", names), ("--db", db_path), ("--at", targets), ("--out", out)], [])
-        path = write_comparison(db_path, names, targets[0] if targets else None, targets[1:], out, bootstrap, command)
-        typer.echo(str(path))
+        command = _command(names, [("--db", db_path), ("--at", targets), ("--out", out)], [])
+        path = write_comparison(db_path, names, targets[0] if targets else None, targets[1:], out, command)
+        _done(path, as_json)
         return
     name = names[0] if names else None
-    command = _command(
-        [("--sweep", name), ("--db", db_path), ("--fit", fit), ("--plan", plan), ("--out", out)],
-        ["--watch"] if watch else [],
-    )
+    pairs = [("--db", db_path), ("--fit", fit), ("--plan", plan), ("--out", out)]
+    command = _command(names, pairs, ["--watch"] if watch else [])
     if watch:
-        for path, line in watch_report(name, db_path, out, runs_dir, interval, command=command):
-            typer.echo(f"{path}: {line}")
+        name = name or resolve_sweep(db_path, None)
+        for path, line in watch_report(name, db_path, out, (runs or Path("runs")) / name, interval, command=command):
+            typer.echo(f"{path}: {line}", err=as_json)
+        _done(path, as_json)
         return
     from workbench.report.page import write_report
 
-    path = write_report(name, db_path, fit, plan, out, command=command)
-    typer.echo(str(path))
+    _done(write_report(name, db_path, fit, plan, out, command=command), as_json)
+
+
+def _done(path: Path, as_json: bool) -> None:
+    if as_json:
+        echo_json({"report": str(path)})
+    else:
+        typer.echo(str(path))

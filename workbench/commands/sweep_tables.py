@@ -54,3 +54,16 @@ def print_status(result) -> None:
         loss = f"{r.val_loss:.4f}" if isinstance(r.val_loss, float) else ""
         table.add_row(r.run_id, r.state, r.job_id or "", r.slurm_state or "", str(r.tokens or ""), loss)
     Console(width=WIDTH).print(table)
+
+
+def launch_lines(report, result) -> list[str]:
+    """What a launch did (a workbench.sweep.launch.LaunchReport of the sweep plan `result`), one line each."""
+    verb = "would submit" if report.dry_run else "submitted" if report.executor == "slurm" else "ran"
+    lines = [
+        f"sweep {result.spec.name}: {verb} {len(report.submit)} of {len(result.runs)} runs "
+        f"({report.executor}), skipped {len(report.skipped)}; run dirs in {report.sweep_dir}"
+    ]
+    lines += [f"  replaced {rid} (moved to .replaced/)" for rid in report.replaced]
+    lines += [f"  {rid}: job {job}" for rid, job in report.jobs.items()]
+    lines += [f"  {rid}: {status} (another launch is training it)" for rid, status in report.locked_elsewhere().items()]
+    return lines

@@ -7,12 +7,16 @@ The CLI calls `setup` once: a rich handler on a terminal, and DEBUG with --debug
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import time
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.highlighter import NullHighlighter
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 LOGGER = "workbench"
 
@@ -59,3 +63,40 @@ def setup(debug: bool = False) -> None:
         handler = _Stderr()
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+@contextlib.contextmanager
+def progress(what: str, total: int, unit: str = "", min_s: float = 2.0) -> Iterator[Callable[[int], None]]:
+    """Report progress of `total` steps of work: yields advance(n). On a terminal a bar (after `min_s`
+    seconds, so quick work shows nothing); otherwise a plain log line at every tenth of the way once `min_s`
+    have passed; and the elapsed time at the end when the work took longer than `min_s`."""
+    log = logging.getLogger(f"{LOGGER}.progress")
+    start, done, next_line = time.perf_counter(), 0, 0.1
+    bar: Progress | None = None
+    task = None
+
+    def advance(n: int) -> None:
+        nonlocal done, next_line, bar, task
+        done += n
+        elapsed = time.perf_counter() - start
+        if elapsed < min_s or not total:
+            return
+        if sys.stderr.isatty():
+            if bar is None:
+                columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn())
+                bar = Progress(*columns, console=Console(stderr=True), transient=True)
+                bar.start()
+                task = bar.add_task(what, total=total)
+            bar.update(task, completed=done)
+        elif done / total >= next_line:
+            log.info("%s: %d/%d %s (%.0f s)", what, done, total, unit, elapsed)
+            next_line = (int(done / total * 10) + 1) / 10
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.stop()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_s:
+            log.info("%s: done in %.1f s", what, elapsed)

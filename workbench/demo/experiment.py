@@ -121,7 +121,9 @@ def summary_lines(outcome: dict) -> list[str]:
     if outcome.get("experiment"):
         lines.append("  the embedded default as an experiment:")
         lines += [
-            f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {_value(c['value'])}"
+            f"  {name}: {c.get('reason') or 'not scored'}"
+            if c["passed"] is None
+            else f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {_value(c['value'])}"
             for name, c in outcome["experiment"].items()
         ]
     return lines

@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.core.configfile import dump_yaml
@@ -47,10 +48,12 @@ def run_demo(
     out: Path | None = None,
     bootstrap: int = 1000,
     lr_check: bool = True,
+    overrides: Sequence[str] = (),
 ) -> dict:
-    """Run every stage; returns the outcome record (also written to fits/NAME-demo.json)."""
+    """Run every stage (the sweep YAML with `key.sub=value` overrides); returns the outcome record (also
+    written to fits/NAME-demo.json)."""
     t_start = time.time()
-    spec, lines = load_spec(spec_path)
+    spec, lines = load_spec(spec_path, overrides)
     db_path = Path(db_path or default_db_path())
     corpus = ensure_default_corpus()
     _say("1/7", f"corpus: {corpus}")

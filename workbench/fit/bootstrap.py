@@ -7,23 +7,24 @@ Two resampling schemes (workbench.fit.design chooses one for the data, `--bootst
   scattered FLOPs, where grouping by FLOPs leaves single-run "budgets" that would never vary).
 Each resample enters the fits as integer weights.
 
-Speed (parametric): each resample is not refit from the whole start grid. It starts from the full-data
-optimum, the next distinct local optima of the full fit and a few random grid points (`n_grid_starts`);
-each is one scipy L-BFGS-B call (`parametric.minimize_starts`), and each resample keeps its best.
-A resample moves the optimum only a little, so the warm starts land in the same basin; the grid points
-guard against a resample whose optimum jumps basin.
+Speed (parametric): each resample is not refit from the whole start grid. It starts from the full fit's
+distinct local optima (up to `n_optima`: the full-data optimum first), every start of every resample
+solved at once by the batched solver (workbench.fit.newton), and each resample keeps its best. A resample
+moves the optimum only a little, so the warm starts land in its basin (in 1,000 resamples of 300 points,
+no random grid start ever beat them). Resamples are solved in chunks so that progress can be reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from workbench.fit.isoflop import budget_vertices, power_law
-from workbench.fit.laws import isoflop_allocation, optimal_allocation, optimal_loss
-from workbench.fit.parametric import PARAM_NAMES, LogHuberObjective, ParametricFit, minimize_starts, start_grid
+from workbench.fit.laws import SIX_N, FlopsPerToken, isoflop_allocation, optimal_allocation, optimal_loss
+from workbench.fit.newton import minimize
+from workbench.fit.parametric import BOX, PARAM_NAMES, LawPoints, ParametricFit
 from workbench.fit.points import budget_strata
 from workbench.fit.stats import interval, robust_interval
 
@@ -45,37 +46,32 @@ def bootstrap_parametric(
     fit: ParametricFit,
     n_resamples: int = 1000,
     seed: int = 0,
-    n_grid_starts: int = 2,
     n_optima: int = 3,
-    chunk_rows: int = 500,  # starts per objective (its weights rows), to bound memory
+    chunk: int = 100,  # resamples per solver call: a progress tick each
     mode: str = "budget",
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """K refits of the law on resampled runs (`mode`: see resample_counts); draws {E, A, B, alpha, beta} (K,)."""
-    rng = np.random.default_rng(seed + 1)
+    """K refits of the law on resampled runs (`mode`: see resample_counts), warm-started from the full fit's
+    distinct optima; draws {E, A, B, alpha, beta} (K,), plus `converged` and `degenerate` per resample.
+    `progress(k)` is called after every chunk of k resamples."""
     counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed, mode)
-    grid = start_grid()
-    warm = fit.optima[:n_optima]
-    per = len(warm) + n_grid_starts
+    law = LawPoints(points["params"], points["tokens"], points["loss"], fit.huber_delta, fit.overestimate_penalty)
+    warm = law.to_internal(fit.optima[:n_optima])
+    per = len(warm)
     theta = np.empty((n_resamples, 5))
-    chunk = max(1, chunk_rows // per)
+    converged = np.zeros(n_resamples, bool)
+    degenerate = np.zeros(n_resamples, bool)
     for lo in range(0, n_resamples, chunk):
         k = min(chunk, n_resamples - lo)
-        starts = np.concatenate(
-            [np.repeat(warm[None], k, axis=0), grid[rng.integers(0, len(grid), (k, n_grid_starts))]], axis=1
-        ).reshape(k * per, 5)
-        objective = LogHuberObjective(
-            points["params"],
-            points["tokens"],
-            points["loss"],
-            fit.huber_delta,
-            fit.overestimate_penalty,
-            weights=counts[lo : lo + k],
-            group=np.repeat(np.arange(k), per),
-        )
-        x, f = minimize_starts(objective, objective.to_internal(starts))
-        f = f.reshape(k, per)
-        best = x.reshape(k, per, 5)[np.arange(k), f.argmin(axis=1)]
-        theta[lo : lo + k] = objective.to_external(best)
+        weights = np.repeat(counts[lo : lo + k], per, axis=0)
+        solved = minimize(law.points, np.tile(warm, (k, 1)), weights, box=BOX)
+        best = solved.f.reshape(k, per).argmin(axis=1)
+        rows = np.arange(k) * per + best
+        theta[lo : lo + k] = law.to_external(solved.theta[rows])
+        converged[lo : lo + k] = solved.converged[rows]
+        degenerate[lo : lo + k] = solved.degenerate[rows] != ""
+        if progress is not None:
+            progress(k)
     with np.errstate(over="ignore"):  # a degenerate resample's coefficient overflows to inf, kept as such
         return {
             "E": np.exp(theta[:, 0]),
@@ -83,13 +79,16 @@ def bootstrap_parametric(
             "B": np.exp(theta[:, 2]),
             "alpha": theta[:, 3],
             "beta": theta[:, 4],
+            "converged": converged,
+            "degenerate": degenerate,
         }
 
 
 def bootstrap_isoflop(
-    points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, mode: str = "budget"
+    points: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, mode: str = "budget", flops: FlopsPerToken = SIX_N
 ) -> dict[str, np.ndarray]:
-    """K refits of the isoFLOP power laws; draws {G, a, H, b} (NaN where fewer than 2 budgets survive)."""
+    """K refits of the isoFLOP power laws (D* = C / flops(N*)); draws {G, a, H, b} (NaN where fewer than 2
+    budgets survive)."""
     counts = resample_counts(points["budget_flops"].to_numpy(), n_resamples, seed, mode)
     budgets = np.unique(points["budget_flops"])
     log_n = np.full((n_resamples, len(budgets)), np.nan)
@@ -98,7 +97,12 @@ def bootstrap_isoflop(
     for j, rows in enumerate(budget_strata(points["budget_flops"].to_numpy())):
         part = points.iloc[rows]
         vertex = budget_vertices(
-            part["params"].to_numpy(), part["tokens"].to_numpy(), part["loss"].to_numpy(), counts[:, rows]
+            part["params"].to_numpy(),
+            part["tokens"].to_numpy(),
+            part["loss"].to_numpy(),
+            counts[:, rows],
+            float(budgets[j]),
+            flops,
         )
         log_n[:, j], log_d[:, j], valid[:, j] = vertex.log_n, vertex.log_d, vertex.code == 0
     log_c = np.log(budgets)[None, :]
@@ -107,35 +111,42 @@ def bootstrap_isoflop(
     return {"G": g, "a": a, "H": h, "b": b}
 
 
-def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float]) -> dict:
-    """Intervals of E, A, B, alpha, beta, a and of N*, D*, L* at each C in at_flops."""
+def parametric_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], flops: FlopsPerToken = SIX_N) -> dict:
+    """Intervals of E, A, B, alpha, beta, a and of N*, D*, L* at each C in at_flops (C counted by `flops`)."""
     ci = {name: interval(draws[name]) for name in PARAM_NAMES}
     ci["a"] = interval(draws["beta"] / (draws["alpha"] + draws["beta"]))
     ci["at"] = []
     for c in at_flops:
-        n_opt, d_opt = optimal_allocation(draws, c)
+        n_opt, d_opt = optimal_allocation(draws, c, flops)
         row = {"budget_flops": float(c), "N_opt": interval(n_opt), "D_opt": interval(d_opt)}
-        ci["at"].append({**row, "L_opt": interval(optimal_loss(draws, c))})
+        ci["at"].append({**row, "L_opt": interval(optimal_loss(draws, c, flops))})
     return ci
 
 
-def isoflop_ci(draws: dict[str, np.ndarray], at_flops: Sequence[float], point=None) -> dict:
+def isoflop_ci(
+    draws: dict[str, np.ndarray],
+    at_flops: Sequence[float],
+    point=None,
+    inflate: float = 1.0,
+    flops: FlopsPerToken | None = None,
+) -> dict:
     """Intervals of G, a, H, b and of N*, D* at each C in at_flops: percentiles of the draws, or with the fit
-    `point` (an IsoflopFit) the robust normal interval about it (workbench.fit.stats.robust_interval)."""
+    `point` (an IsoflopFit) the robust normal interval about it (workbench.fit.stats.robust_interval), widened
+    by `inflate`, the small-sample factor of the parabolas (workbench.fit.stats.small_sample_inflation)."""
+    names = ("G", "a", "H", "b")
     if point is None:
-        ci = {name: interval(draws[name]) for name in ("G", "a", "H", "b")}
+        ci = {name: interval(draws[name]) for name in names}
     else:
-        ci = {
-            name: robust_interval(getattr(point, name), draws[name], log=name in "GH") for name in ("G", "a", "H", "b")
-        }
+        ci = {name: robust_interval(getattr(point, name), draws[name], name in "GH", inflate) for name in names}
     ci["n_failed"] = int((~np.isfinite(draws["a"])).sum())
     ci["at"] = []
     for c in at_flops:
-        n_opt, d_opt = isoflop_allocation(draws, c)
+        n_opt, d_opt = isoflop_allocation(draws, c, flops)
         if point is None:
             n_ci, d_ci = interval(n_opt), interval(d_opt)
         else:
-            n_ci = robust_interval(point.G * c**point.a, n_opt, log=True)
-            d_ci = robust_interval(point.H * c**point.b, d_opt, log=True)
+            n_ci = robust_interval(point.G * c**point.a, n_opt, True, inflate)
+            d_point = float(isoflop_allocation(point.as_dict(), c, flops)[1])
+            d_ci = robust_interval(d_point, d_opt, True, inflate)
         ci["at"].append({"budget_flops": float(c), "N_opt": n_ci, "D_opt": d_ci})
     return ci

@@ -1,15 +1,17 @@
-"""Prediction intervals calibrated by the rollout's track record. Pure numpy.
+"""Model error measured on the sweep itself: how wrong extrapolations were when the laws were fitted on
+budgets 1..k and asked for budget k+1 (the rollout, workbench.fit.holdout). Pure numpy.
 
-The bootstrap interval of a prediction says how much the law moves when the runs are resampled; it does
-not grow with how far the law is extrapolated, and the rollout (fit budgets 1..k, predict k+1) shows
-how wrong the extrapolations actually were. Per quantity (N* and L* of each method), with d the
-extrapolation distance in decades of compute (log10 of the predicted budget over the largest fitted),
-the log error of a prediction is modelled as normal with variance s_boot^2 + (tau d)^2: s_boot from the
-bootstrap interval (its 5-95% half-width / 1.645), tau (per decade) by moments from the rollout's
-errors: tau^2 = max(0, mean((log err^2 - s_boot^2) / d^2)). The calibrated 90% interval at distance d
-adds 1.645 tau d in quadrature to each side of the bootstrap interval (in log space). The table shows
-the nominal (90%) against the achieved coverage of the rollout's bootstrap intervals, and of the
-calibrated ones (in-sample: with 3-5 rollout steps this is a sanity check, not a test).
+The bootstrap interval of a prediction says how much a law moves when the runs are resampled; it does not
+grow with how far the law is extrapolated, and it knows nothing of a law whose form is wrong (a sweep that
+bends into another regime). Per quantity (N* and L* of each method), with d the extrapolation distance in
+decades of compute (log10 of the predicted budget over the largest fitted), the log error of a prediction is
+modelled as normal with variance s_boot^2 + (tau d)^2: s_boot from the prediction's bootstrap interval (its
+5-95% half-width / 1.645), tau the model error per decade, estimated by maximum likelihood from the rollout's
+errors (0 when the bootstrap alone explains them; a moment estimate would be biased up by its truncation at 0,
+widening every law that does not bend). An extrapolation interval adds Z90 tau d in quadrature to each side
+of the bootstrap interval (in log space). The table shows the nominal (90%) against the achieved coverage of
+the rollout's bootstrap intervals and of the widened ones (in-sample: with 3-8 rollout steps this is a sanity
+check; tests/test_fit_extrapolation.py measures coverage on generated sweeps).
 """
 
 from __future__ import annotations
@@ -35,15 +37,46 @@ def _steps(rollout: list[dict], method: str, key: str) -> list[tuple[float, floa
         if not scored or scored.get("rel_err") is None or not scored.get("pred_interval"):
             continue
         lo, hi = scored["pred_interval"]
-        if not (lo > 0 and hi > 0 and step.get("train_max_flops")):
+        if not (lo > 0 and hi > 0 and step.get("train_max_flops") and scored["target"] > 0):
             continue
         distance = math.log10(step["budget_flops"] / step["train_max_flops"])
-        out.append((distance, math.log(scored["target"] / scored["pred"]), math.log(hi / lo) / (2 * Z90)))
+        sd = math.log(hi / lo) / (2 * Z90)
+        target_sd = _target_log_sd(scored)
+        out.append((distance, math.log(scored["target"] / scored["pred"]), math.hypot(sd, target_sd)))
     return out
 
 
+def _target_log_sd(scored: dict) -> float:
+    """The held-out target's own log sd (its interval, workbench.fit.scoring), 0 when it has none."""
+    span = scored.get("target_interval")
+    if not span or not (span[0] > 0 and span[1] > 0):
+        return 0.0
+    return math.log(span[1] / span[0]) / (2 * Z90)
+
+
+def tau_mle(distance: np.ndarray, error: np.ndarray, sd: np.ndarray) -> float:
+    """Maximum-likelihood tau >= 0 of error ~ N(0, sd^2 + (tau d)^2): the root of the score in tau^2 (by
+    bisection on a log grid), 0 when the likelihood falls from tau = 0."""
+    d2, e2, s2 = distance**2, error**2, np.maximum(sd**2, 1e-12)
+
+    def score(t2: float) -> float:
+        v = s2 + t2 * d2
+        return float(np.sum(d2 * (e2 - v) / v**2))
+
+    if score(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while score(hi) > 0 and hi < 1e6:
+        lo, hi = hi, hi * 10
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if score(mid) > 0 else (lo, mid)
+    return math.sqrt(0.5 * (lo + hi))
+
+
 def calibrate(rollout: list[dict] | None) -> dict | None:
-    """{rows: [{quantity, nominal, achieved, achieved_calibrated, n, tau}], tau: {quantity: per decade}}."""
+    """{rows: [{quantity, method, key, nominal, achieved, achieved_calibrated, n, widen}], model}: `widen` is
+    tau, the model error per decade of extrapolation (log sd), for each quantity the rollout scored."""
     if not rollout:
         return None
     rows = []
@@ -52,7 +85,7 @@ def calibrate(rollout: list[dict] | None) -> dict | None:
         if not steps:
             continue
         d, err, sd = (np.array(x) for x in zip(*steps, strict=True))
-        tau = math.sqrt(max(0.0, float(np.mean((err**2 - sd**2) / np.maximum(d, 1e-6) ** 2))))
+        tau = tau_mle(np.maximum(d, 1e-6), err, sd)
         total = np.sqrt(sd**2 + (tau * d) ** 2)
         rows.append(
             {
@@ -66,11 +99,25 @@ def calibrate(rollout: list[dict] | None) -> dict | None:
                 "widen": tau,
             }
         )
-    return {"rows": rows, "model": "log error ~ N(0, s_boot^2 + (tau d)^2), d in decades of compute"} if rows else None
+    model = "log error ~ N(0, s_boot^2 + (tau d)^2), d in decades of compute, tau by maximum likelihood"
+    return {"rows": rows, "model": model} if rows else None
+
+
+def tau_of(calibration: dict | None, method: str, key: str) -> float:
+    """The rollout's model error per decade for one quantity (0 without a calibration row)."""
+    for row in (calibration or {}).get("rows", []):
+        if row["method"] == method and row["key"] == key:
+            return float(row["widen"])
+    return 0.0
+
+
+def distance_decades(target_flops: float, max_flops: float) -> float:
+    """Decades of compute past the largest fitted budget (0 inside the fitted range)."""
+    return max(0.0, math.log10(target_flops / max_flops))
 
 
 def widen(pred: float, interval: list[float] | None, distance_decades: float, tau: float) -> list[float] | None:
-    """The calibrated 90% interval of a prediction `distance_decades` beyond the fitted budgets: each side of
+    """The extrapolation interval of a prediction `distance_decades` beyond the fitted budgets: each side of
     the bootstrap interval (in log space about the prediction) combined in quadrature with Z90 tau d."""
     if not interval or not (interval[0] > 0 and interval[1] > 0 and pred > 0):
         return None
@@ -83,14 +130,13 @@ def calibrated_at(calibration: dict | None, crosscheck_rows: list[dict], target_
     """The cross-check's N* intervals at target_flops widened by the rollout's tau of each method."""
     if not calibration:
         return []
-    taus = {(r["method"], r["key"]): r["widen"] for r in calibration["rows"]}
-    distance = max(0.0, math.log10(target_flops / max_flops))
+    distance = distance_decades(target_flops, max_flops)
     out = []
     for row in crosscheck_rows:
         method = row["method"].split(" ")[0]
-        tau = taus.get((method, "N_opt"))
-        if tau is None:
+        if not any(r["method"] == method and r["key"] == "N_opt" for r in calibration["rows"]):
             continue
+        tau = tau_of(calibration, method, "N_opt")
         out.append(
             {
                 "method": row["method"],

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.fit.isoflop import budget_vertices
-from workbench.fit.laws import ParametricLaw
+from workbench.fit.laws import ParametricLaw, degenerate_reasons
 
 BIAS_WARN = 0.02  # warn when the parabola's estimated N* bias exceeds 2%
 
@@ -77,6 +77,18 @@ def diagnose(points: pd.DataFrame, design, iso, par) -> dict:
             )
         for e in iso.excluded:
             warnings.append(f"budget {e['budget_flops']:.3g} excluded from the isoFLOP fit: {e['reason']}")
+    if par is not None:
+        reasons = degenerate_reasons(
+            par.as_dict(), (float(points["params"].min()), float(points["params"].max())), sorted(sizes.index)
+        )
+        if par.degenerate:
+            reasons.insert(0, f"the fit ran away ({par.degenerate})")
+        out["degenerate"] = reasons
+        if reasons:
+            warnings.append(
+                f"the parametric law is degenerate: {'; '.join(reasons)}: the runs do not determine it; add sizes "
+                "on both sides of each budget's optimum and budgets over a wider range, or fit --method isoflop"
+            )
     if iso is not None and par is not None:
         law = ParametricLaw(par.E, par.A, par.B, par.alpha, par.beta)
         bias = parabola_bias(points, law)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from workbench.core.errors import WorkbenchError
 from workbench.fit.isoflop import power_law
+from workbench.fit.laws import SIX_N, FlopsPerToken
 
 GRID_POINTS = 40
 MIN_EVALS = 3
@@ -83,8 +84,9 @@ def _envelope_points(curves, grid: np.ndarray, runs: np.ndarray) -> tuple[np.nda
     return grid[ok], log_n[ok]
 
 
-def fit_envelope(curves, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """{G, a, H, b, n_runs, grid: [[C, N*]], draws: {G, a}} of the envelope; an error with fewer than 3 sizes."""
+def fit_envelope(curves, n_bootstrap: int = 200, seed: int = 0, flops: FlopsPerToken = SIX_N) -> dict:
+    """{G, a, H, b, n_runs, grid: [[C, N*]], draws: {G, a}} of the envelope, D* = C / flops(N*) fitted as
+    H C^b over the envelope's compute range; an error with fewer than 3 sizes."""
     sizes = {n for n, _, _ in curves}
     if len(sizes) < 3:
         raise WorkbenchError(
@@ -107,11 +109,13 @@ def fit_envelope(curves, n_bootstrap: int = 200, seed: int = 0) -> dict:
             bg, ba = power_law(bc[None, :], bn[None, :], np.ones((1, len(bc)), dtype=bool))
             draws[k] = bg[0], ba[0]
     g0, a0 = float(g[0]), float(a[0])
+    log_d = log_c - np.log(flops(g0 * np.exp(a0 * log_c)))  # D* = C / flops(N*): C^(1 - a) / (6 G) for 6ND
+    h, b = power_law(log_c[None, :], log_d[None, :], np.ones((1, len(log_c)), dtype=bool))
     return {
         "G": g0,
         "a": a0,
-        "H": 1.0 / (6.0 * g0),  # D* = C / (6 N*) = C^(1 - a) / (6 G)
-        "b": 1.0 - a0,
+        "H": float(h[0]),
+        "b": float(b[0]),
         "n_runs": len(curves),
         "grid": [[float(np.exp(c)), float(np.exp(n))] for c, n in zip(log_c, log_n, strict=True)],
         "draws": {"G": draws[:, 0].tolist(), "a": draws[:, 1].tolist()},

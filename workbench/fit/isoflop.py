@@ -1,10 +1,11 @@
 """Chinchilla approach 2 / Llama 3: isoFLOP parabolas, their minima and power laws. Pure numpy, no I/O.
 
-Per budget C: loss = c0 + c1 x + c2 x^2 with x = log N (centred); the vertex gives N*(C). D*(C) comes
-from the budget's own runs (log D is linear in log N on an isoFLOP curve, so this equals C / (6 N*)
-when C = 6 N D, and stays right when the FLOPs also count attention). Then N* = G C^a and
-D* = H C^b by least squares in log space. Every step is batched over weight rows (bootstrap counts)
-so the full fit is the one-row case of the bootstrap.
+Per budget C: loss = c0 + c1 x + c2 x^2 with x = log N (centred); the vertex gives N*(C). D*(C) is the
+budget over the FLOPs per token at N* (the rule the budgets were counted with:
+workbench.fit.laws.FlopsPerToken; C / (6 N*) for C = 6 N D); without one, from the budget's own runs (log D
+on log N). Then N* = G C^a and D* = H C^b by least squares in log space (where the budgets count attention,
+D*(C) = C / FLOPs per token at N*(C) is the allocation: workbench.fit.laws.isoflop_allocation). Every step
+is batched over weight rows (bootstrap counts) so the full fit is the one-row case of the bootstrap.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from numpy.typing import ArrayLike
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
+from workbench.fit.laws import FlopsPerToken
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,16 @@ class Vertices:
     code: np.ndarray  # 0 valid, 1 fewer than 3 sizes, 2 opens downward, 3 below sizes, 4 above sizes
 
 
-def budget_vertices(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> Vertices:
-    """Vertex of the weighted parabola of loss in log N for one budget, for each row of weights (K, m)."""
+def budget_vertices(
+    params: np.ndarray,
+    tokens: np.ndarray,
+    loss: np.ndarray,
+    weights: np.ndarray,
+    budget_flops: float | None = None,
+    flops: FlopsPerToken | None = None,
+) -> Vertices:
+    """Vertex of the weighted parabola of loss in log N for one budget, for each row of weights (K, m); D* is
+    budget_flops / flops(N*) when both are given, else read off the runs' tokens."""
     x_raw = np.log(params)
     mid = x_raw.mean()
     x = x_raw - mid
@@ -80,9 +90,13 @@ def budget_vertices(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, we
     d_coef = np.full((len(w), 2), np.nan)
     d_ok = n_sizes >= 2
     d_coef[d_ok] = np.linalg.solve(d_gram[d_ok], d_rhs[d_ok][..., None])[..., 0]
+    log_d = d_coef[:, 0] + d_coef[:, 1] * x_star
+    if budget_flops is not None and flops is not None:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            log_d = np.log(budget_flops) - np.log(flops(np.exp(x_star + mid)))
     return Vertices(
         log_n=x_star + mid,
-        log_d=d_coef[:, 0] + d_coef[:, 1] * x_star,
+        log_d=log_d,
         loss=c0 + c1 * x_star + c2 * x_star**2,
         code=code,
     )
@@ -119,8 +133,8 @@ def _reason(code: int, budget: pd.DataFrame, vertex_n: float) -> str:
     return f"minimum at N={human(vertex_n)} is {side} tested size ({human(sizes.min())}..{human(sizes.max())})"
 
 
-def fit_isoflop(points: pd.DataFrame) -> IsoflopFit:
-    """Parabola per budget, exclusions with reasons, and the power laws of N*(C), D*(C)."""
+def fit_isoflop(points: pd.DataFrame, flops: FlopsPerToken | None = None) -> IsoflopFit:
+    """Parabola per budget, exclusions with reasons, and the power laws of N*(C), D*(C) (D* = C / flops(N*))."""
     minima, excluded = [], []
     for budget_flops, budget in points.groupby("budget_flops", sort=True):
         vertex = budget_vertices(
@@ -128,6 +142,8 @@ def fit_isoflop(points: pd.DataFrame) -> IsoflopFit:
             budget["tokens"].to_numpy(),
             budget["loss"].to_numpy(),
             np.ones((1, len(budget))),
+            float(budget_flops),
+            flops,
         )
         code = int(vertex.code[0])
         if code:

@@ -41,6 +41,57 @@ def _exp(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class FlopsPerToken:
+    """Training FLOPs per token as a function of N: 6 N (1 + rho N^-kappa), the weight matmuls (6N) and the
+    attention term as a share of them (workbench.model.flops: 12 L T d, a share of about T / (6 d) that falls
+    as models widen). Fitted on runs (`fit`: their FLOPs / tokens against N), or on the size rule's shapes at
+    a sequence length (the plan); rho 0 is C = 6 N D. Every conversion of a budget C into N and D goes through
+    one (ParametricLaw.optimum), so that budgets counted with the attention term are solved with it."""
+
+    rho: float = 0.0
+    kappa: float = 0.0
+
+    def __call__(self, params: ArrayLike) -> np.ndarray:
+        n = np.asarray(params, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return 6.0 * n * (1.0 + self.rho * n ** (-self.kappa))
+
+    def share(self, params: ArrayLike) -> np.ndarray:
+        """The attention term's share of the FLOPs per token at N."""
+        r = self.rho * np.asarray(params, dtype=float) ** (-self.kappa)
+        return r / (1.0 + r)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"rho": float(self.rho), "kappa": float(self.kappa)}
+
+    @classmethod
+    def of(cls, block: Mapping[str, object] | None) -> FlopsPerToken:
+        """From a record's {rho, kappa} block; None or an empty block is C = 6 N D."""
+        if not block:
+            return SIX_N
+        return cls(float(block.get("rho") or 0.0), float(block.get("kappa") or 0.0))
+
+    @classmethod
+    def fit(cls, params: ArrayLike, flops_per_token: ArrayLike) -> FlopsPerToken:
+        """Least squares of log(fpt / 6N - 1) on log N over the runs whose FLOPs exceed 6 N D by more than
+        0.1%; C = 6 N D when none does (FLOPs counted with the 6N rule, or no FLOPs column)."""
+        n, fpt = np.asarray(params, dtype=float), np.asarray(flops_per_token, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            extra = fpt / (6.0 * n) - 1.0
+        keep = np.isfinite(extra) & (extra > 1e-3) & (n > 0)
+        if keep.sum() < max(2, 0.5 * len(n)):
+            return SIX_N
+        x, y = np.log(n[keep]), np.log(extra[keep])
+        if np.ptp(x) < 1e-9:
+            return cls(float(np.exp(y.mean())), 0.0)
+        slope, intercept = np.polyfit(x, y, 1)
+        return cls(float(np.exp(intercept)), float(-slope))
+
+
+SIX_N = FlopsPerToken()  # C = 6 N D: published laws, and budgets counted without the attention term
+
+
+@dataclass(frozen=True)
 class ParametricLaw:
     """L(N, D) = E + A / N^alpha + B / D^beta (loss in nats/token); fields are floats or arrays of draws."""
 
@@ -83,19 +134,44 @@ class ParametricLaw:
         ok = (n > 0) & (n < np.inf) & (d > 0) & (d < np.inf)
         return _out(np.where(ok, value, np.inf))
 
-    def optimum(self, budget_flops: ArrayLike) -> tuple[float | np.ndarray, float | np.ndarray]:
-        """(N_opt params, D_opt tokens) minimising the loss at C = 6 N D (closed form)."""
+    def optimum(
+        self, budget_flops: ArrayLike, flops: FlopsPerToken | None = None
+    ) -> tuple[float | np.ndarray, float | np.ndarray]:
+        """(N_opt params, D_opt tokens) minimising the loss at C = flops(N) D: the closed form for C = 6 N D
+        (flops None or rho 0), else the root of dL/dlog N along the budget by bisection from a bracket of 30x
+        about the closed form (the derivative rises through zero once: the loss is unimodal in log N)."""
         alpha, beta = np.asarray(self.alpha, dtype=float), np.asarray(self.beta, dtype=float)
         total = alpha + beta
         c = np.asarray(budget_flops, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_g = (_log(alpha * self.A) - _log(beta * self.B)) / total
-            params = _exp(log_g + beta / total * _log(c / 6.0))
-            return _out(params), _out(c / (6.0 * params))
+            log_n = log_g + beta / total * _log(c / 6.0)
+        if flops is None or flops.rho == 0.0:
+            params = _exp(log_n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return _out(params), _out(c / (6.0 * params))
+        lo, hi = log_n - np.log(30.0), log_n + np.log(30.0)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            rising = self._slope(mid, c, flops) > 0
+            lo, hi = np.where(rising, lo, mid), np.where(rising, mid, hi)
+        params = _exp(0.5 * (lo + hi))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _out(params), _out(c / flops(params))
 
-    def optimal_loss(self, budget_flops: ArrayLike) -> float | np.ndarray:
-        """L*(C): the loss at the compute-optimal allocation for C FLOPs."""
-        return self.loss(*self.optimum(budget_flops))
+    def _slope(self, log_n: np.ndarray, c: np.ndarray, flops: FlopsPerToken) -> np.ndarray:
+        """dL/dlog N along C = flops(N) D."""
+        n = _exp(log_n)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            log_d = _log(c) - _log(flops(n))
+            dlog_d = -(1.0 - flops.kappa * flops.share(n))  # dlog D / dlog N
+            term_n = np.asarray(self.alpha) * _exp(_log(self.A) - np.asarray(self.alpha) * log_n)
+            term_d = np.asarray(self.beta) * _exp(_log(self.B) - np.asarray(self.beta) * log_d)
+            return -term_n - term_d * dlog_d
+
+    def optimal_loss(self, budget_flops: ArrayLike, flops: FlopsPerToken | None = None) -> float | np.ndarray:
+        """L*(C): the loss at the compute-optimal allocation for C FLOPs (counted by `flops`, default 6ND)."""
+        return self.loss(*self.optimum(budget_flops, flops))
 
     def tokens_for_loss(self, params: ArrayLike, loss: ArrayLike) -> float | np.ndarray:
         """Tokens D with L(params, D) = loss; inf where `params` cannot reach that loss."""
@@ -125,22 +201,61 @@ def predict_loss(params: Mapping[str, object], N: ArrayLike, D: ArrayLike) -> np
     return np.asarray(ParametricLaw.of(params).loss(N, D))
 
 
-def optimal_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(N_opt params, D_opt tokens) of the law in `params` at C FLOPs with C = 6 N D."""
-    n_opt, d_opt = ParametricLaw.of(params).optimum(C)
+def optimal_allocation(
+    params: Mapping[str, object], C: ArrayLike, flops: FlopsPerToken | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt params, D_opt tokens) of the law in `params` at C FLOPs counted by `flops` (default C = 6 N D)."""
+    n_opt, d_opt = ParametricLaw.of(params).optimum(C, flops)
     return np.asarray(n_opt), np.asarray(d_opt)
 
 
-def optimal_loss(params: Mapping[str, object], C: ArrayLike) -> np.ndarray:
-    """L*(C) of the law in `params`."""
-    return np.asarray(ParametricLaw.of(params).optimal_loss(C))
+EXPONENT_RANGE = (0.05, 2.5)  # a fitted alpha or beta outside this is no power law of the data (a step or a constant)
+MIN_E = 0.01  # nats: an irreducible loss below this is a fit that sent E to 0, not a measured floor
 
 
-def isoflop_allocation(params: Mapping[str, object], C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(N*(C) = G C^a params, D*(C) = H C^b tokens) from the isoFLOP power laws in `params`."""
+def degenerate_reasons(
+    params: Mapping[str, object], sizes: tuple[float, float] | None = None, budgets_flops: ArrayLike = ()
+) -> list[str]:
+    """Why a fitted parametric law cannot be planned with, one phrase each (empty: none): an exponent outside
+    EXPONENT_RANGE, E below MIN_E, or its N* at a fitted budget outside the swept sizes (min, max)."""
+    law = ParametricLaw.of(params)
+    reasons = [
+        f"{name} {value:.3g} is outside [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}]"
+        for name, value in (("alpha", law.alpha), ("beta", law.beta))
+        if not EXPONENT_RANGE[0] <= value <= EXPONENT_RANGE[1]
+    ]
+    if law.E < MIN_E:
+        reasons.append(f"E {law.E:.2g} is below {MIN_E:g} nats (the fit sent the irreducible loss to 0)")
+    budgets = np.atleast_1d(np.asarray(budgets_flops, dtype=float))
+    if sizes is not None and budgets.size and not reasons:
+        n_opt = np.atleast_1d(law.optimum(budgets)[0])
+        outside = [(c, n) for c, n in zip(budgets, n_opt, strict=True) if not sizes[0] <= n <= sizes[1]]
+        if outside:
+            c, n = outside[0]
+            reasons.append(
+                f"its N* at {c:.3g} FLOPs ({n:.3g}) lies outside the swept sizes [{sizes[0]:.3g}, {sizes[1]:.3g}]"
+                + (f" (and at {len(outside) - 1} more budgets)" if len(outside) > 1 else "")
+            )
+    return reasons
+
+
+def optimal_loss(params: Mapping[str, object], C: ArrayLike, flops: FlopsPerToken | None = None) -> np.ndarray:
+    """L*(C) of the law in `params` at C FLOPs counted by `flops` (default C = 6 N D)."""
+    return np.asarray(ParametricLaw.of(params).optimal_loss(C, flops))
+
+
+def isoflop_allocation(
+    params: Mapping[str, object], C: ArrayLike, flops: FlopsPerToken | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N*(C) = G C^a params, D*(C) tokens) from the isoFLOP power laws in `params`: D* = C / flops(N*) when
+    the budgets' FLOPs per token is given (where it counts attention, D*(C) is no power law), else H C^b."""
     n_law = PowerLaw(np.asarray(params["G"], dtype=float), np.asarray(params["a"], dtype=float))
+    n_opt = np.asarray(n_law(C))
+    if flops is not None and flops.rho != 0.0:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return n_opt, np.asarray(np.asarray(C, dtype=float) / flops(n_opt))
     d_law = PowerLaw(np.asarray(params["H"], dtype=float), np.asarray(params["b"], dtype=float))
-    return np.asarray(n_law(C)), np.asarray(d_law(C))
+    return n_opt, np.asarray(d_law(C))
 
 
 @dataclass(frozen=True)
@@ -174,11 +289,12 @@ class Law:
     hparams: HparamLaws | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     convention: str = ""  # which parameters the law's N counts, and how its FLOPs were counted
+    flops: FlopsPerToken = field(default_factory=lambda: SIX_N)  # how the law's budgets were counted
 
     def optimum(self, budget_flops: float) -> tuple[float, float]:
-        """(N* params, D* tokens) at `budget_flops` FLOPs."""
+        """(N* params, D* tokens) at `budget_flops` FLOPs, counted as the law's budgets were (`flops`)."""
         if self.parametric is not None:
-            return self.parametric.optimum(budget_flops)
+            return self.parametric.optimum(budget_flops, self.flops)
         if self.isoflop is not None and self.token_law is None:  # an isoFLOP law: N*(C) and D*(C) as fitted
             n_law, d_law = self.isoflop
             return n_law(budget_flops), d_law(budget_flops)
@@ -293,6 +409,7 @@ def law_from_fit(record: FitRecord, source: str) -> Law:
         draws=draws if draws.size else None,
         isoflop=isoflop,
         hparams=hparam_laws(record.hparams, source) if record.hparams else None,
+        flops=FlopsPerToken.of(record.flops_per_token),
     )
 
 

@@ -7,6 +7,7 @@ budget_flops (the nominal budget of the run's isoFLOP curve), loss, and any acc_
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,14 @@ from workbench.core.errors import WorkbenchError
 
 REQUIRED = ("params", "tokens", "loss")
 COLUMNS_HINT = "Columns needed: params, tokens, loss; optional flops, budget, acc_<task>."
-BUDGET_REL_TOL = 0.05  # runs whose FLOPs agree within 5% belong to one isoFLOP curve
+GROUP_DECADES = float(np.log10(1.05))  # default: runs whose FLOPs agree within 5% belong to one isoFLOP curve
+MIN_GROUP_SIZES = 5  # a budget grouped from FLOPs with fewer sizes than this is warned about
+log = logging.getLogger(__name__)
 
 
-def load_csv(path: str | Path) -> pd.DataFrame:
-    """Read a CSV of runs and validate it (see `validate_points`)."""
+def load_csv(path: str | Path, group_decades: float = GROUP_DECADES) -> pd.DataFrame:
+    """Read a CSV of runs and validate it (see `validate_points`; runs are grouped into budgets by FLOPs
+    within `group_decades` when the CSV has no budget column)."""
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"{path}: no such file", "Pass --from-csv PATH to an existing CSV file.")
@@ -35,7 +39,7 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     if "budget" in frame.columns and "budget_flops" not in frame.columns:
         frame = frame.rename(columns={"budget": "budget_flops"})
-    return validate_points(frame, str(path))
+    return validate_points(frame, str(path), group_decades)
 
 
 def _numeric(frame: pd.DataFrame, column: str, source: str, positive: bool = True) -> np.ndarray:
@@ -53,8 +57,9 @@ def _numeric(frame: pd.DataFrame, column: str, source: str, positive: bool = Tru
     return values
 
 
-def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
-    """Check columns and values; fill flops (6 N D) and budget_flops (grouped within 5%) when absent."""
+def validate_points(frame: pd.DataFrame, source: str = "data", group_decades: float = GROUP_DECADES) -> pd.DataFrame:
+    """Check columns and values; fill flops (6 N D) and budget_flops (FLOPs grouped within `group_decades`,
+    with a warning when a group has fewer than MIN_GROUP_SIZES sizes) when absent."""
     if len(frame) == 0:
         raise WorkbenchError(f"{source}: no runs (0 rows)", COLUMNS_HINT)
     for column in REQUIRED:
@@ -68,7 +73,8 @@ def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     if "budget_flops" in frame.columns and frame["budget_flops"].notna().any():
         out["budget_flops"] = _numeric(frame, "budget_flops", source)
     else:
-        out["budget_flops"] = group_budgets(out["flops"].to_numpy())
+        out["budget_flops"] = group_budgets(out["flops"].to_numpy(), 10.0**group_decades - 1.0)
+        _warn_small_groups(out, source, group_decades)
     for column in frame.columns:
         if str(column).startswith("acc_"):
             out[column] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
@@ -84,6 +90,22 @@ def validate_points(frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
 
 
+def _warn_small_groups(points: pd.DataFrame, source: str, group_decades: float) -> None:
+    sizes = points.groupby("budget_flops")["params"].nunique()
+    small = int((sizes < MIN_GROUP_SIZES).sum())
+    if small:
+        log.warning(
+            "%s: no budget column; runs grouped by FLOPs within %.3g decades into %d budgets, %d of them with fewer "
+            "than %d sizes (their parabolas are loosely determined); widen the grouping with --group-decades or "
+            "add a budget column",
+            source,
+            group_decades,
+            len(sizes),
+            small,
+            MIN_GROUP_SIZES,
+        )
+
+
 def check_losses_vary(points: pd.DataFrame, source: str) -> None:
     """Flat losses fit every law with exponents ~0 and 'interior' minima: refuse them before fitting."""
     loss = points["loss"].to_numpy()
@@ -94,7 +116,7 @@ def check_losses_vary(points: pd.DataFrame, source: str) -> None:
         )
 
 
-def group_budgets(flops: np.ndarray, rel_tol: float = BUDGET_REL_TOL) -> np.ndarray:
+def group_budgets(flops: np.ndarray, rel_tol: float = 0.05) -> np.ndarray:
     """Label each run with its budget: sorted FLOPs within rel_tol of a group's first member share a label.
 
     The label is the group's geometric-mean FLOPs (runs of one nominal budget differ by rounding of tokens).
@@ -122,3 +144,42 @@ def budget_strata(budget_flops: np.ndarray) -> list[np.ndarray]:
     """Row indices of each budget, budgets ascending (the strata of the bootstrap)."""
     budget_flops = np.asarray(budget_flops)
     return [np.flatnonzero(budget_flops == b) for b in np.unique(budget_flops)]
+
+
+CURVE_HINT = "Columns needed: run_id, loss and flops (or tokens); optional step, val_loss."
+
+
+def load_curves(path: str | Path, points: pd.DataFrame) -> pd.DataFrame:
+    """Loss curves of the runs in `points` from a CSV (one row per logged step: run_id, flops or tokens,
+    loss, optional step and val_loss), as the metric rows approach 1 reads (workbench.fit.envelope)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such file", "Pass --curves PATH to a CSV of loss curves.")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise WorkbenchError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})", CURVE_HINT) from None
+    if "run_id" not in points.columns:
+        raise WorkbenchError("--curves needs a run_id column in the runs CSV too", "Add run_id to both files.")
+    for column in ("run_id", "loss"):
+        if column not in frame.columns:
+            raise WorkbenchError(f"{path}: missing column '{column}'", CURVE_HINT)
+    frame = frame.assign(run_id=frame["run_id"].astype(str))
+    if "flops" not in frame.columns:
+        if "tokens" not in frame.columns:
+            raise WorkbenchError(f"{path}: needs a flops or a tokens column", CURVE_HINT)
+        per_token = dict(zip(points["run_id"], points["flops"] / points["tokens"], strict=True))
+        frame["flops"] = frame["tokens"] * frame["run_id"].map(per_token)
+    frame["loss"] = _numeric(frame, "loss", str(path))
+    frame["flops"] = pd.to_numeric(frame["flops"], errors="coerce")
+    if "step" not in frame.columns:
+        frame["step"] = frame.groupby("run_id").cumcount()
+    if "val_loss" not in frame.columns:
+        frame["val_loss"] = np.nan
+    unknown = set(frame["run_id"]) - set(points["run_id"])
+    if unknown:
+        raise WorkbenchError(
+            f"{path}: {len(unknown)} run ids not in the runs CSV (e.g. {sorted(unknown)[0]!r})",
+            "Use the run_id values of the runs CSV.",
+        )
+    return frame[["run_id", "step", "flops", "loss", "val_loss"]]

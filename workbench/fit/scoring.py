@@ -21,7 +21,7 @@ import pandas as pd
 
 from workbench.fit.bootstrap import resample_counts
 from workbench.fit.isoflop import budget_vertices
-from workbench.fit.stats import HI_Q, LO_Q, percentiles, robust_interval
+from workbench.fit.stats import HI_Q, LO_Q, Z90, percentiles, robust_interval, small_sample_inflation
 
 N_TARGET_BOOTSTRAP = 400
 
@@ -76,10 +76,7 @@ def budget_target(target: pd.DataFrame, n_bootstrap: int = N_TARGET_BOOTSTRAP, s
 
 def _scale(n_runs: int) -> float:
     """Half-width of a 90% interval in bootstrap standard deviations for a 3-coefficient fit to n runs."""
-    from scipy.stats import t
-
-    dof = max(n_runs - 3, 1)
-    return float(t.ppf(HI_Q / 100.0, dof) * np.sqrt(n_runs / dof))
+    return Z90 * small_sample_inflation(n_runs)
 
 
 def _interval(draws: np.ndarray) -> list[float] | None:
@@ -91,15 +88,17 @@ def score(
     predicted: float, target: dict, key: str, prediction_draws: np.ndarray | None = None, robust: bool = False
 ) -> dict:
     """predicted vs the target's `key` ("N_opt" or "loss_opt"): error, its 90% interval, and whether the
-    target lies in the prediction's interval (percentiles of the draws, or with `robust` the isoFLOP
-    interval of workbench.fit.stats.robust_interval). Nothing is scored (errors None) when the target is not."""
+    target is consistent with the prediction's interval (percentiles of the draws, or with `robust` the isoFLOP
+    interval of workbench.fit.stats.robust_interval) once the target's own uncertainty is counted: the log
+    difference within Z90 sqrt(sd_pred^2 + sd_target^2). Nothing is scored (errors None) when the target is
+    not: a held-out vertex outside its sizes gives neither N* nor a compute-optimal L* to score against."""
     observed = target[key]
     out: dict = {"pred": float(predicted), "target": observed, "target_source": target["N_opt_source"]}
     if key == "loss_opt":
         out["target_source"] = (
             "minimum of the held-out budget's parabola"
             if target["scored"]
-            else "lowest parabola value over the held-out budget's sizes (vertex outside them)"
+            else "not scored: the held-out parabola's vertex is outside its sizes (no compute-optimal loss there)"
         )
     pred_interval = None
     if prediction_draws is not None and robust:
@@ -107,16 +106,33 @@ def score(
         pred_interval = [ci["lo"], ci["hi"]] if np.isfinite(ci["lo"]) else None
     elif prediction_draws is not None:
         pred_interval = _interval(np.asarray(prediction_draws, float))
-    out["pred_interval"] = pred_interval
-    if observed is None or (key == "N_opt" and not target["scored"]):
+    span = target.get(f"{key}_interval")
+    out |= {"pred_interval": pred_interval, "target_interval": span}
+    if observed is None or not target["scored"]:
         return out | {"rel_err": None, "rel_err_interval": None, "truth_in_interval": None}
     rel = predicted / observed - 1.0
-    span = target.get(f"{key}_interval")
     err_interval = None
     if span and np.all(np.isfinite(span)) and span[0] > 0:
         err_interval = [float(predicted / span[1] - 1.0), float(predicted / span[0] - 1.0)]
-    inside = None if pred_interval is None else bool(pred_interval[0] <= observed <= pred_interval[1])
-    return out | {"rel_err": float(rel), "rel_err_interval": err_interval, "truth_in_interval": inside}
+    return out | {
+        "rel_err": float(rel),
+        "rel_err_interval": err_interval,
+        "truth_in_interval": _consistent(predicted, observed, pred_interval, span),
+    }
+
+
+def _consistent(predicted: float, observed: float, pred_interval, target_interval) -> bool | None:
+    """The log difference of prediction and target within Z90 of their combined sd (each from its 5-95%
+    interval about its estimate); None without a prediction interval."""
+    if not pred_interval or not (pred_interval[0] > 0 and predicted > 0 and observed > 0):
+        return None
+    diff = np.log(observed / predicted)
+    side = pred_interval[1] if diff > 0 else pred_interval[0]
+    sd_pred = abs(np.log(side / predicted)) / Z90
+    sd_target = 0.0
+    if target_interval and np.all(np.isfinite(target_interval)) and target_interval[0] > 0:
+        sd_target = np.log(target_interval[1] / target_interval[0]) / (2 * Z90)
+    return bool(abs(diff) <= Z90 * np.hypot(sd_pred, sd_target))
 
 
 def public(target: dict) -> dict:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text
+from workbench.core.logs import progress
 from workbench.fit import fitfile
 from workbench.fit.pipeline import FitOptions, FitResults, fit_all, to_record
 from workbench.records import FitRecord, parse_fit
@@ -45,10 +46,13 @@ def fit_stage(
     plots: bool = True,
     curves: list | None = None,
 ) -> FitRecord:
-    """Fit validated points (workbench.fit.points) as `options` say, save the plots and write `out` atomically."""
-    results = fit_all(points, options, curves)
-    record = to_record(results, name, source, sweep)
-    record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
+    """Fit validated points (workbench.fit.points) as `options` say, save the plots and write `out` atomically;
+    the elapsed time is logged at the end when the fit took more than two seconds."""
+    with progress(f"fit {name}", 1) as advance:
+        results = fit_all(points, options, curves)
+        record = to_record(results, name, source, sweep)
+        record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
+        advance(1)
     text = fitfile.dumps(record)
     try:
         atomic_write_text(out, text)

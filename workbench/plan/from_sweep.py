@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.fit.laws import HparamLaws, PowerLaw, isoflop_law
 from workbench.model.shapes import ModelShape, shape_named
-from workbench.plan.layout_cost import resolve_gpu
+from workbench.plan.hardware import resolve_gpu
 from workbench.plan.planner import Plan, flagship_config, make_plan
 from workbench.plan.record import to_record
 from workbench.records import FitRecord, PlanRecord
@@ -50,7 +50,6 @@ def plan_sweep_flagship(
         isoflop_law(record, sweep_hparams(spec)),
         budget_flops,
         gpu=resolve_gpu(str(spec.launch.gpu_peak_flops / 1e12)),
-        mfu=spec.launch.mfu,
         seq_len=spec.data.seq_len,
         vocab_size=spec.model.vocab_size,
         floor=spec.train.schedule.floor,

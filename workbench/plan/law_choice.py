@@ -17,7 +17,13 @@ def resolve_law(spec: str | None, budget_flops: float, hparams: Path | None):
     """A built-in law by name (None: the default, with the reason as its first note), or the law of a fit
     file fits/NAME.json; with --hparams, its batch and LR laws."""
 
-    if spec is None:
+    only = only_fit() if spec is None else None
+    if only is not None:
+        law = law_from_fit(read_fit(only), str(only))
+        law = dataclasses.replace(
+            law, notes=(f"the law of {only}, the only fit in fits/ (--law picks another)", *law.notes)
+        )
+    elif spec is None:
         law = builtin_law(DEFAULT_LAW, budget_flops)
         law = dataclasses.replace(law, notes=(DEFAULT_REASON, *law.notes))
     elif spec.strip().lower() in (*BUILTIN, *ALIASES) or (Path(spec).suffix != ".json" and not Path(spec).exists()):
@@ -30,6 +36,20 @@ def resolve_law(spec: str | None, budget_flops: float, hparams: Path | None):
     return dataclasses.replace(law, hparams=hparam_laws(block, source))
 
 
+def only_fit(folder: Path = Path("fits")) -> Path | None:
+    """The one fit record in `folder` (fits/NAME.json written by `workbench fit`), or None when there are none
+    or several; other JSON files there (a demo's outcome, `sweep tune`'s hparams) are not fits."""
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = read_fit(path)
+        except WorkbenchError:
+            continue
+        if record.isoflop is not None or record.parametric is not None:
+            found.append(path)
+    return found[0] if len(found) == 1 else None
+
+
 def data_constrained(law, unique_tokens: float, inference: float | None):
     """The law with its data term at Muennighoff et al.'s effective data of `unique_tokens` unique tokens."""
 
@@ -40,4 +60,5 @@ def data_constrained(law, unique_tokens: float, inference: float | None):
     if inference is not None:
         raise WorkbenchError("--unique-tokens and --inference-tokens cannot be combined", "Drop one of them.")
     constrained = DataConstrainedLaw(**law.parametric.as_dict(), unique_tokens=unique_tokens)
-    return dataclasses.replace(law, parametric=constrained, draws=None)
+    draws = None if law.draws is None else DataConstrainedLaw(**law.draws.as_dict(), unique_tokens=unique_tokens)
+    return dataclasses.replace(law, parametric=constrained, draws=draws)

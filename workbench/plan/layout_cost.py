@@ -1,17 +1,15 @@
 """A costed TP x PP x DP layout for a planned model: memory and step time per candidate. Pure: no torch, no I/O.
 
-Every number below is an input or a documented modelling choice (also in the README); tests/test_layout.py
-checks the model against Llama 3's Table 4.
+Every number below is an input or a documented modelling choice (docs/throughput.md); workbench.plan.efficiency_fit
+checks the model against 57 published runs, each predicted with its own row left out of the fit.
 
-Hardware (`Gpu`): dense bf16 peak (data sheet), memory, and the *achievable* matmul throughput of a training
-step, `ACHIEVABLE_FRACTION` x peak. That fraction is calibrated once, on the 8,192-GPU row of Llama 3's
-Table 4 (405B, TP 8 x PP 16 x DP 64, seq 8,192, 16M-token batch, 430 TFLOPs/GPU = 43% MFU) to 0.594, i.e.
-588 TFLOP/s on an H100, and applied to every GPU type (an assumption: newer parts reach a similar share of peak
-in large GEMMs). HBM bandwidths from the data sheets: H100 3.35, A100 2.04, H200 4.8, B200 8 TB/s. NVLink and the
-inter-node network are NCCL bus bandwidths per GPU and direction: 80% of the line rate (nccl-tests reach about
-that): H100/H200 NVLink 4 450 GB/s, A100 NVLink 3 300 GB/s, B200 NVLink 5 900 GB/s; 400 Gb/s per GPU of
-RoCE/InfiniBand (Llama 3 Sec. 3.3.1), 200 Gb/s for A100 clusters (HDR). Each collective step costs a latency
-of 3 us on NVLink and 10 us across nodes (ring algorithms: (n - 1) steps).
+Hardware (`Gpu`): dense bf16 peak (data sheet), memory, and the achievable matmul throughput of a training step:
+a share of the peak that depends on the GPU type and the model's width (workbench.plan.efficiency, fitted on
+the published runs). HBM bandwidths from the data sheets: H100 3.35, A100 2.04, H200 4.8, B200 8 TB/s. NVLink
+and the inter-node network are NCCL bus bandwidths per GPU and direction: 80% of the line rate (nccl-tests
+reach about that): H100/H200 NVLink 4 450 GB/s, A100 NVLink 3 300 GB/s, B200 NVLink 5 900 GB/s; 400 Gb/s per
+GPU of RoCE/InfiniBand (Llama 3 Sec. 3.3.1), 200 Gb/s for A100 clusters (HDR). Each collective step costs a
+latency of 3 us on NVLink and 10 us across nodes (ring algorithms: (n - 1) steps).
 
 Memory per GPU (the fullest pipeline stage), as FSDP2 shards it with reshard_after_forward=False and one
 reduce-scatter per step (Llama 3's choice, Sec. 3.3.2): the stage's bf16 weights and bf16 gradients (accumulated
@@ -35,90 +33,56 @@ Step time of one optimizer step of the final batch:
   throughput) + TP (8 all-gathers/reduce-scatters of the activation per layer, 12 with full recompute, over
   NVLink) + PP point-to-point (2 v sends of its activation per micro-batch; NVLink inside a node, else network);
 - the pipeline runs m micro-batches in (m + (PP - 1) / v) x tau: the bubble (PP - 1) / v x tau (1F1B: v = 1;
-  interleaved needs m a multiple of PP and v dividing the stage's layers);
-- DP (FSDP2): one all-gather of the bf16 stage weights (overlapped with the first forward, tau / 3) and one
-  fp32 reduce-scatter of the gradients (overlapped with the last backward, 2 tau / 3) per step; what does not
-  overlap adds to the step.
+  interleaved: m a multiple of max(1, m // PP), as torch's schedule needs, and in a plan PP x v divides the
+  layers, so that every chunk holds as many layers: the trainer gives each chunk at least one, so 126 layers
+  cannot run as 16 x 8 chunks);
+- DP, as the trainer shards it (FSDP2): with a pipeline (reshard_after_forward=False, gradients reduced at the
+  last micro-batch) one all-gather of the bf16 stage weights (overlapped with the first forward, tau / 3) and one
+  fp32 reduce-scatter (overlapped with the last backward, 2 tau / 3) per step, what does not overlap adding to
+  the step; without one (reshard_after_forward=True) every micro-batch gathers the weights for its forward and
+  again for its backward and reduce-scatters its gradients, prefetched block by block under its compute, so a
+  micro-batch takes the longer of its compute and its communication. The published runs add ZeRO-1/2 (as FSDP
+  with a pipeline), ZeRO-3 (as FSDP without one) and DDP (an fp32 all-reduce after the backward, not overlapped:
+  Megatron-LM before its distributed optimizer; Korthikanti et al. 2022 Sec. 6.3);
+- context parallelism (published rows only; the plan uses CP 1): each GPU computes 1/CP of the sequence's tokens
+  with attention over all of it, and gathers K and V (forward and backward) and reduce-scatters their gradients.
 MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) / (step time x GPUs x peak).
 
-Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1, used only when no PP = 1 layout fits
-memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the trainer's batch
-check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or interleaved;
-context parallelism is not supported (CP 1). The fastest layout that fits wins (ties: fewer GPUs, larger
-micro-batch, less recompute).
+Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1 to the layers (at most 64), used only when
+no PP = 1 layout fits memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the
+trainer's batch check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or
+interleaved with v chunks, PP x v dividing the layers; CP 1. The fastest layout that fits wins (ties: fewer
+GPUs, larger micro-batch, less recompute).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.units import parse_number
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
+from workbench.plan.hardware import GB, GPUS_PER_NODE, NVLINK_LATENCY_S, Gpu, network
+from workbench.plan.step_time import (
+    OPTIMIZER_BYTES,
+    StepParts,
+    data_parallel_s,
+    dp_link,
+    recompute_flops,
+    ring_s,
+    timeline,
+)
 from workbench.train.microbatches import pipeline_microbatches_ok
 
-GPUS_PER_NODE = 8
 USABLE_MEMORY = 0.9
-GB = 1e9
 RECOMPUTE = ("none", "selective", "full")
+# what published runs call selective, with the memory policy it is held to: Megatron-LM's recomputes the attention
+# core (Korthikanti et al. 2022); torchtitan's "layer" option recomputes every second block whole, its "op" option
+# every second matmul of a block (its selective AC policy at the time of its published numbers)
+PUBLISHED_RECOMPUTE = {"attention": "none", "alternate_blocks": "selective", "alternate_matmuls": "selective"}
 MAX_PIPELINE_STAGES = 64
 MAX_VIRTUAL_STAGES = 16
-# calibrated on Llama 3 Table 4's 8,192-GPU row (tests/test_layout.py recalibrates it and checks this value)
-ACHIEVABLE_FRACTION = 0.594  # 588 TFLOP/s on an H100
-NVLINK_LATENCY_S, NETWORK_LATENCY_S = 3e-6, 10e-6
-BUS_EFFICIENCY = 0.8
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """An accelerator: dense bf16 peak (FLOP/s), memory (bytes), achievable throughput and links (bytes/s)."""
-
-    name: str
-    peak_flops: float
-    memory_bytes: float
-    nvlink_bytes_s: float = BUS_EFFICIENCY * 450e9
-    network_bytes_s: float = BUS_EFFICIENCY * 50e9
-    hbm_bytes_s: float = 3.35e12
-    achievable_fraction: float = ACHIEVABLE_FRACTION
-
-    @property
-    def achievable_flops(self) -> float:
-        """The matmul throughput a training step reaches (FLOP/s): the calibrated share of the peak."""
-        return self.achievable_fraction * self.peak_flops
-
-
-# dense bf16 peaks from the vendors' data sheets (no sparsity); NVLink per direction; 400/200 Gb/s networks
-GPUS = {
-    "h100": Gpu("h100", 989e12, 80 * GB, BUS_EFFICIENCY * 450e9, BUS_EFFICIENCY * 50e9, 3.35e12),
-    "a100": Gpu("a100", 312e12, 80 * GB, BUS_EFFICIENCY * 300e9, BUS_EFFICIENCY * 25e9, 2.04e12),
-    "h200": Gpu("h200", 989e12, 141 * GB, BUS_EFFICIENCY * 450e9, BUS_EFFICIENCY * 50e9, 4.8e12),
-    "b200": Gpu("b200", 2250e12, 192 * GB, BUS_EFFICIENCY * 900e9, BUS_EFFICIENCY * 50e9, 8e12),
-}
-
-
-def resolve_gpu(spec: str, memory_gb: float | None = None) -> Gpu:
-    """A GPU by name (h100, a100, h200, b200) or by its peak in TFLOPS (memory 80 GB, H100 links unless given)."""
-    key = spec.strip().lower()
-    known = ", ".join(GPUS)
-    if key in GPUS:
-        gpu = GPUS[key]
-    else:
-        try:
-            peak_tflops = parse_number(spec, "--gpu")
-        except WorkbenchError:
-            raise WorkbenchError(
-                f"--gpu: unknown GPU {spec!r}", f"Use one of {known}, or a bf16 peak in TFLOPS such as 989."
-            ) from None
-        if peak_tflops <= 0:
-            raise WorkbenchError(f"--gpu: peak {spec!r} TFLOPS must be positive", f"Use one of {known} or e.g. 989.")
-        gpu = Gpu(f"{peak_tflops:g} TFLOPS", peak_tflops * 1e12, 80 * GB)
-    if memory_gb is not None:
-        if memory_gb <= 0:
-            raise WorkbenchError(f"--gpu-memory-gb {memory_gb:g} must be positive", "Give the GPU's memory in GB.")
-        gpu = replace(gpu, memory_bytes=memory_gb * GB)
-    return gpu
 
 
 @dataclass(frozen=True)
@@ -182,7 +146,7 @@ def memory_per_gpu(
         "none": everything,
         "selective": everything - _recomputed_bytes_per_token_layer(shape) / tp,
         "full": 2 * shape.d_model / tp,
-    }[recompute]
+    }[PUBLISHED_RECOMPUTE.get(recompute, recompute)]
     working = tokens * everything if recompute == "full" else 0  # one block recomputed at a time
     logits = tokens * 4 * shape.vocab_size / tp
     first, last = _stage_params(shape, pp, tp)
@@ -215,11 +179,14 @@ class Candidate:
     dp_comm_exposed_s: float
     bubble_fraction: float  # share of the step the fullest stage idles in the pipeline bubble
     mfu: float  # modelled: model FLOPs / (step time x GPUs x peak)
-    cp: int = 1  # context parallelism is not supported
+    cp: int = 1  # context parallelism: published runs only
+    sharding: str = "fsdp"
+    parts: StepParts | None = field(default=None, compare=False, repr=False)
+    model_flops: float = 0.0  # of one step
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.pp * self.dp * self.cp
 
     @property
     def fits(self) -> bool:
@@ -249,28 +216,26 @@ class Candidate:
         }
 
 
-def _ring_s(bytes_total: float, ranks: int, bandwidth: float, latency_s: float) -> float:
-    """An all-gather or reduce-scatter of `bytes_total` over `ranks` ranks (ring: (n - 1) / n of the data)."""
-    if ranks <= 1:
-        return 0.0
-    return bytes_total * (ranks - 1) / ranks / bandwidth + (ranks - 1) * latency_s
-
-
-def _micro_batch_s(shape: ModelShape, seq_len: int, micro_batch: int, gpu: Gpu, tp: int, pp: int, recompute: str):
-    """(compute, TP comm) seconds of one micro-batch forward + backward on the fullest stage."""
+def _micro_batch_parts(
+    shape: ModelShape, seq_len: int, micro_batch: int, gpu: Gpu, tp: int, pp: int, recompute: str, cp: int
+):
+    """(matmul FLOPs, elementwise s, TP + CP collectives s) of a micro-batch forward + backward, fullest stage."""
     layers = math.ceil(shape.n_layers / pp)
-    tokens = micro_batch * seq_len
+    tokens = micro_batch * seq_len / cp  # this GPU's share of the micro-batch's tokens
     block = flops.layer_params(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.ffn_dim)
-    attention = flops.ATTENTION_FLOPS_PER_TOKEN_LAYER * seq_len * shape.d_model
-    extra = 2 * block + attention / 3 if recompute == "full" else 0.0
+    attention = flops.ATTENTION_FLOPS_PER_TOKEN_LAYER * seq_len * shape.d_model  # over the whole sequence
+    extra = recompute_flops(shape, block, attention, recompute)
     per_token = layers * (6 * block + attention + extra) + 6 * shape.vocab_size * shape.d_model
-    compute = tokens * per_token / tp / gpu.achievable_flops
+    elementwise = 0.0
     if recompute == "selective":  # elementwise work, bound by memory bandwidth: read the input, write the output
-        compute += 2 * tokens * layers * _recomputed_bytes_per_token_layer(shape) / tp / gpu.hbm_bytes_s
+        elementwise = 2 * tokens * layers * _recomputed_bytes_per_token_layer(shape) / tp / gpu.hbm_bytes_s
     collectives = 12 if recompute == "full" else 8
-    activation = tokens * shape.d_model * 2
-    tp_comm = collectives * layers * _ring_s(activation, tp, gpu.nvlink_bytes_s, NVLINK_LATENCY_S)
-    return compute, tp_comm
+    comm = collectives * layers * ring_s(tokens * shape.d_model * 2, tp, gpu.nvlink_bytes_s, NVLINK_LATENCY_S)
+    if cp > 1:  # gather K and V of the whole sequence forward and backward, reduce-scatter their gradients
+        link = (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * cp <= GPUS_PER_NODE else network(gpu)
+        kv = micro_batch * seq_len * 2 * shape.n_kv_heads * shape.head_dim * 2 / tp
+        comm += 3 * layers * ring_s(kv, cp, *link)
+    return tokens * per_token / tp, elementwise, comm
 
 
 def evaluate(
@@ -284,29 +249,37 @@ def evaluate(
     micro_batch: int,
     recompute: str,
     virtual: int = 1,
+    *,
+    cp: int = 1,
+    sharding: str = "fsdp",
 ) -> Candidate:
     """Memory and modelled step time of one layout for the final batch of `batch_seqs` sequences."""
     m = batch_seqs // (micro_batch * dp)
-    compute, tp_comm = _micro_batch_s(shape, seq_len, micro_batch, gpu, tp, pp, recompute)
-    pp_link, pp_latency = (
-        (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * pp <= GPUS_PER_NODE else (gpu.network_bytes_s, NETWORK_LATENCY_S)
-    )
-    send = micro_batch * seq_len * shape.d_model * 2 / tp / pp_link + pp_latency
-    pp_comm = 2 * virtual * send if pp > 1 else 0.0
-    tau = compute + tp_comm + pp_comm
-    bubble = (pp - 1) / virtual * tau
+    gpus = tp * pp * dp * cp
+    matmul, elementwise, tp_comm = _micro_batch_parts(shape, seq_len, micro_batch, gpu, tp, pp, recompute, cp)
+    pp_link = (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if tp * cp * pp <= GPUS_PER_NODE else network(gpu)
+    send = micro_batch * seq_len / cp * shape.d_model * 2 / tp / pp_link[0] + pp_link[1]
     first, last = _stage_params(shape, pp, tp)
-    params = max(first, last)
-    gpus = tp * pp * dp
-    dp_link, dp_latency = (
-        (gpu.nvlink_bytes_s, NVLINK_LATENCY_S) if gpus <= GPUS_PER_NODE else (gpu.network_bytes_s, NETWORK_LATENCY_S)
+    dp_micro, gather, reduce, overlap = data_parallel_s(
+        max(first, last), dp * cp, dp_link(gpu, tp, dp * cp), sharding, pp
     )
-    gather = _ring_s(2 * params, dp, dp_link, dp_latency)
-    reduce = _ring_s(4 * params, dp, dp_link, dp_latency)
-    exposed = max(0.0, gather - tau / 3) + max(0.0, reduce - 2 * tau / 3)
-    step = m * tau + bubble + exposed
+    parts = StepParts(
+        m,
+        matmul,
+        shape.d_model,
+        elementwise,
+        tp_comm,
+        2 * virtual * send if pp > 1 else 0.0,
+        (pp - 1) / virtual,
+        dp_micro,
+        gather,
+        reduce,
+        overlap,
+        max(first, last) / (1 if sharding == "none" else dp * cp) * OPTIMIZER_BYTES / gpu.hbm_bytes_s,
+    )
+    t = {k: float(v) for k, v in timeline(parts, gpu.achievable_flops(shape.d_model)).items()}
     model_flops = flops.flops_per_token(shape, seq_len) * batch_seqs * seq_len
-    memory = memory_per_gpu(shape, seq_len, micro_batch, tp, pp, dp, recompute, m, virtual)
+    memory = memory_per_gpu(shape, seq_len // cp, micro_batch, tp, pp, dp, recompute, m, virtual)
     return Candidate(
         tp,
         pp,
@@ -318,13 +291,17 @@ def evaluate(
         virtual,
         memory,
         USABLE_MEMORY * gpu.memory_bytes,
-        step,
-        m * compute,
+        t["step"],
+        m * t["compute"],
         m * tp_comm,
-        m * pp_comm,
-        exposed,
-        bubble / step,
-        model_flops / (step * gpus * gpu.peak_flops),
+        m * parts.pp_comm_s,
+        t["exposed"],
+        parts.bubble_units * t["tau"] / t["step"],
+        model_flops / (t["step"] * gpus * gpu.peak_flops),
+        cp,
+        sharding,
+        parts,
+        model_flops,
     )
 
 
@@ -381,6 +358,24 @@ def _pipeline_degrees(shape: ModelShape) -> list[int]:
     return list(range(1, min(shape.n_layers, MAX_PIPELINE_STAGES) + 1))
 
 
+def virtual_stages(n_layers: int, pp: int, micro_batches: int, balanced: bool = True) -> list[int]:
+    """Chunks per GPU to try: 1, and interleaved v > 1 when v divides the stage's layers and torch's interleaved
+    1F1B takes the micro-batches (rounds of PP: m a multiple of max(1, m // PP)); balanced (the plan): PP x v divides
+    the layers and v is at most MAX_VIRTUAL_STAGES; unbalanced (a published run): any v down to one layer a chunk."""
+    if pp == 1:
+        return [1]
+    layers = math.ceil(n_layers / pp)
+    if micro_batches % max(1, micro_batches // pp):
+        return [1]
+    if not balanced:
+        return _divisors(layers)
+    return [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and n_layers % (pp * v) == 0]
+
+
+def _schedule_ok(micro_batches: int, pp: int, virtual: int) -> bool:
+    return pipeline_microbatches_ok(micro_batches, pp, virtual > 1)
+
+
 def candidates(
     shape: ModelShape,
     seq_len: int,
@@ -407,18 +402,10 @@ def candidates(
                 break
             for mb in micro_batches:
                 for dp in _data_parallel(unit // mb, gpus / (tp * pp), fixed_gpus):
-                    m = batch_seqs // (mb * dp)
-                    layers = math.ceil(shape.n_layers / pp)
-                    virtuals = [1] + [
-                        v
-                        for v in _divisors(layers)
-                        if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0 and v * pp <= shape.n_layers
-                    ]
-                    runs = [
-                        v for v in virtuals if all(pipeline_microbatches_ok(b // (mb * dp), pp, v > 1) for b in batches)
-                    ]
+                    virtuals = virtual_stages(shape.n_layers, pp, batch_seqs // (mb * dp))
+                    runs = [v for v in virtuals if all(_schedule_ok(b // (mb * dp), pp, v) for b in batches)]
                     for recompute in RECOMPUTE:
-                        for v in runs if pp > 1 else [1]:
+                        for v in runs:
                             out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
     return out
 
@@ -490,59 +477,43 @@ def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus) -> N
     )
 
 
+def options(
+    shape: ModelShape,
+    seq_len: int,
+    batch_seqs: int,
+    gpu: Gpu,
+    tp: int,
+    pp: int,
+    dp: int,
+    *,
+    micro_batch: int | None = 1,
+    recompute: str | None = None,
+    virtual: int | None = None,
+    cp: int = 1,
+    sharding: str = "fsdp",
+) -> list[Candidate]:
+    """Every costed variant of a fixed TP x PP x DP (x CP) layout over what is not given (None): micro-batches
+    dividing the replica's sequences (up to 8), recompute policies, chunks per GPU (stages may be unbalanced,
+    as in published runs)."""
+    per_replica = batch_seqs // dp
+    micro = [micro_batch] if micro_batch else [b for b in _divisors(per_replica) if b <= 8]
+    out = []
+    for mb in micro:
+        m = per_replica // mb
+        chunks = [virtual] if virtual else virtual_stages(shape.n_layers, pp, m, balanced=False)
+        for policy in [recompute] if recompute else RECOMPUTE:
+            for v in chunks:
+                out.append(
+                    evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, policy, v, cp=cp, sharding=sharding)
+                )
+    return out
+
+
 def best_at(
     shape: ModelShape, seq_len: int, batch_seqs: int, gpu: Gpu, tp: int, pp: int, dp: int, micro_batch: int = 1
 ) -> Candidate:
     """The fastest fitting schedule and recompute policy at fixed TP x PP x DP (e.g. a published layout)."""
-    layers = math.ceil(shape.n_layers / pp)
-    m = batch_seqs // (micro_batch * dp)
-    virtuals = [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and m % pp == 0]
-    options = [
-        evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, micro_batch, recompute, v)
-        for recompute in RECOMPUTE
-        for v in (virtuals if pp > 1 else [1])
-    ]
-    fitting = [c for c in options if c.fits]
+    fitting = [c for c in options(shape, seq_len, batch_seqs, gpu, tp, pp, dp, micro_batch=micro_batch) if c.fits]
     if not fitting:
         raise WorkbenchError(f"TP {tp} x PP {pp} x DP {dp} does not fit {gpu.name}", "Pick another layout.")
     return min(fitting, key=_rank)
-
-
-# Llama 3 (2024) Table 4: 405B, seq 8,192, 16M-token batch (2,048 sequences) on H100s
-LLAMA3_TABLE4 = (
-    {"gpus": 8192, "tp": 8, "pp": 16, "dp": 64, "mfu": 0.43},
-    {"gpus": 16384, "tp": 8, "pp": 16, "dp": 128, "mfu": 0.41},
-)
-
-
-def calibrate(shape: ModelShape, seq_len: int, batch_seqs: int, gpu: Gpu, tp: int, pp: int, dp: int, mfu: float):
-    """The achievable fraction of peak at which the model gives `mfu` for this published layout (bisection)."""
-    low, high = 0.05, 1.0
-    for _ in range(60):
-        mid = (low + high) / 2
-        modelled = best_at(shape, seq_len, batch_seqs, replace(gpu, achievable_fraction=mid), tp, pp, dp).mfu
-        low, high = (mid, high) if modelled < mfu else (low, mid)
-    return (low + high) / 2
-
-
-def _schedule_text(c: Candidate) -> str:
-    if c.schedule == "interleaved":
-        return f"interleaved 1F1B x {c.virtual_stages}"
-    return {"none": "no pipeline", "1f1b": "1F1B"}[c.schedule]
-
-
-def candidates_table(layout: Layout) -> str:
-    """The chosen layout, the next-best ones and faster ones that do not fit, as a Markdown table."""
-    rows = [("**chosen**", layout.chosen)] + [("next", c) for c in layout.alternatives]
-    rows += [("too big", c) for c in layout.rejected]
-    lines = [
-        "| | TP | PP | DP | CP | micro-batch | accum | recompute | schedule | step (s) | MFU | bubble | GB/GPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, c in rows:
-        lines.append(
-            f"| {label} | {c.tp} | {c.pp} | {c.dp} | {c.cp} | {c.micro_batch} | {c.grad_accum} | {c.recompute} | "
-            f"{_schedule_text(c)} | {c.step_time_s:.2f} | {c.mfu:.1%} | {c.bubble_fraction:.1%} | "
-            f"{c.memory.total / GB:.1f} |"
-        )
-    return "\n".join(lines)

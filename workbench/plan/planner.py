@@ -9,8 +9,10 @@ Pure: no torch, no I/O (scipy is imported inside `inference_optimal`). Rules and
 - Batch and peak LR: workbench.plan.hparams at the spent budget: the user's tune sweep, else a law whose fitted
   range covers it, else a rule anchored to published runs (batch capped at the largest they used); each
   number names its source, with a warning when extrapolated.
-- Layout, GPU-hours and days: workbench.plan.layout_cost's costed model (modelled step time and MFU); the --mfu input
-  only turns --gpus x --days into a budget and sizes the first guess of the GPU count.
+- Layout, GPU-hours and days: workbench.plan.layout_cost's costed model (modelled step time and MFU, its
+  efficiency calibrated on published runs), with and without failures and checkpoints (workbench.plan.goodput),
+  with 5-95% intervals and the plan's warnings (workbench.plan.cost). `--mfu` overrides the modelled MFU, labelled
+  so. --gpus x --days gives the budget those GPUs deliver in those wall days at the modelled MFU and goodput.
 - Schedule, scaled from the Llama 3 405B recipe (16.55T tokens, ~1.2M steps): linear warmup over 0.67%
   of the steps (8,000 of 1.2M) but at least min(100 steps, 5% of the run); cosine to 1% of the peak
   (8e-5 -> 8e-7; the isoFLOP runs used 10%, `floor` changes it); batch ramp 1/4 -> 1/2 -> 1 of the final
@@ -32,13 +34,17 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.data.config import DataConfig, SourceConfig
-from workbench.fit.laws import Law, ParametricLaw
+from workbench.fit.laws import SIX_N, FlopsPerToken, Law, ParametricLaw
 from workbench.fit.stats import percentiles
 from workbench.model import flops
 from workbench.model.config import ModelConfig
 from workbench.model.shapes import BIN_WIDTH, ModelShape, ladder, shape_for_params
+from workbench.plan import cost as plan_cost
 from workbench.plan import hparams
-from workbench.plan.layout_cost import GPUS_PER_NODE, Gpu, Layout, choose_layout
+from workbench.plan.efficiency import CALIBRATION, Calibration
+from workbench.plan.goodput import Failures
+from workbench.plan.hardware import GPUS_PER_NODE, Gpu
+from workbench.plan.layout_cost import Layout, choose_layout
 from workbench.train import config as cfg
 from workbench.train.config import LayoutConfig
 
@@ -62,28 +68,6 @@ def default_vocab(budget_flops: float) -> int:
     return 256 if budget_flops < CPU_BUDGET_FLOPS else 128256
 
 
-def budget_from_gpus(gpus: int, days: float, gpu: Gpu, mfu: float) -> float:
-    """FLOPs that `gpus` GPUs deliver in `days` days at model FLOPs utilisation `mfu`."""
-    return gpus * gpu.peak_flops * mfu * days * 86400.0
-
-
-def resolve_budget(
-    budget_flops: float | None, gpus: int | None, days: float | None, gpu: Gpu, mfu: float
-) -> tuple[float, int | None, float | None]:
-    """(budget FLOPs, GPUs or None, days or None): a budget with GPUs or days (the other follows), or GPUs
-    and days (the budget follows)."""
-    if budget_flops is None:
-        if gpus is None or days is None:
-            raise WorkbenchError("no compute budget", "Give --compute FLOPS, or both --gpus G and --days T.")
-        return budget_from_gpus(gpus, days, gpu, mfu), gpus, None
-    if gpus is not None and days is not None:
-        raise WorkbenchError(
-            "--compute, --gpus and --days all given",
-            "With --compute give --gpus (days follow) or --days (GPUs follow).",
-        )
-    return budget_flops, gpus, days
-
-
 @dataclass(frozen=True)
 class Interval:
     """5th, 50th and 95th percentiles over bootstrap draws."""
@@ -98,11 +82,18 @@ def _interval(values: np.ndarray) -> Interval:
     return Interval(float(p5), float(p50), float(p95))
 
 
-def intervals(draws: ParametricLaw | None, budget_flops: float, shape_params: float, shape_tokens: float):
-    """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws)."""
+def intervals(
+    draws: ParametricLaw | None,
+    budget_flops: float,
+    shape_params: float,
+    shape_tokens: float,
+    flops: FlopsPerToken = SIX_N,
+):
+    """5-95% intervals of N*, D*, D*/N*, L* and the shape's loss over the draws (None without draws), the
+    budget counted by `flops` (the law's convention)."""
     if draws is None or draws.size == 0:
         return None
-    params, tokens = draws.optimum(budget_flops)
+    params, tokens = draws.optimum(budget_flops, flops)
     return {
         "params": _interval(params),
         "tokens": _interval(tokens),
@@ -237,7 +228,7 @@ def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
         raise WorkbenchError(
             f"the planned size {params:.3g} is outside the size rule's {counts[0]:.3g} to {counts[-1]:.3g} "
             f"parameters at vocabulary {vocab_size}",
-            "Change --compute, or --vocab (256 suits CPU-sized budgets).",
+            "Change --compute, or --vocab-size (256 suits CPU-sized budgets).",
         ) from None
 
 
@@ -275,7 +266,7 @@ class Plan:
     """Everything `workbench plan` reports; `shape`/`shape_tokens` is the model the flagship trains."""
 
     law: Law
-    budget_flops: float  # nominal: the budget asked for (--compute, or GPUs x days at --mfu)
+    budget_flops: float  # nominal: the budget asked for (--compute, or what GPUs x days deliver)
     params: float
     tokens: float
     loss: float | None
@@ -290,10 +281,12 @@ class Plan:
     hparams_source: str
     schedule: Schedule
     gpu: Gpu
-    mfu: float  # the --mfu input (budget from GPUs x days); the layout's modelled MFU is layout.mfu
+    cost: plan_cost.Cost  # GPU time at the modelled MFU (or the --mfu override), with and without failures
     layout: Layout
     inference: Inference | None
     hparams: hparams.HparamChoice | None = None
+    warnings: tuple[str, ...] = ()
+    target_days: float | None = None  # --days, or the default 30 when neither --gpus nor --days is given
 
     @property
     def spent_flops(self) -> float:
@@ -301,16 +294,16 @@ class Plan:
 
     @property
     def modelled_mfu(self) -> float:
-        return self.layout.mfu or self.mfu
+        return self.layout.mfu
 
     @property
     def gpu_hours(self) -> float:
-        """GPU-hours of the used GPUs at the layout's modelled MFU."""
-        return self.train_flops / (self.gpu.peak_flops * self.modelled_mfu) / 3600.0
+        """GPU-hours of the used GPUs' step time (no failures) at the modelled MFU or the override."""
+        return self.cost.gpu_hours
 
     @property
     def days(self) -> float:
-        return self.gpu_hours / self.layout.gpus / 24.0
+        return self.cost.days
 
 
 def _shape_and_tokens(
@@ -350,15 +343,17 @@ def _layout(
     gpus: int | None,
     days: float | None,
     train_flops: float,
-    mfu_guess: float,
+    mfu_override: float | None,
+    failures: Failures,
 ) -> Layout:
-    """The costed layout: on `gpus` GPUs, or on enough GPUs to finish in `days` (default 30) at its modelled MFU."""
+    """The costed layout: on `gpus` GPUs, or on enough GPUs to finish in `days` (default 30) wall days at its
+    modelled MFU (or the override) and goodput."""
     ramp_seqs = tuple(b // seq_len for _, b in schedule.ramp)
     batch_seqs = batch_tokens // seq_len
     if gpus is not None:
         return choose_layout(shape, seq_len, micro, batch_seqs, gpu, gpus, fixed_gpus=True, ramp_seqs=ramp_seqs)
     target_days = days or DEFAULT_DAYS
-    wanted = max(1, math.ceil(train_flops / (gpu.peak_flops * mfu_guess * target_days * 86400.0)))
+    wanted = max(1, math.ceil(train_flops / (gpu.peak_flops * (mfu_override or 0.4) * target_days * 86400.0)))
     # the fastest layout on at most `wanted` GPUs; then more GPUs while the modelled days exceed the target
     for _ in range(40):
         try:
@@ -370,7 +365,8 @@ def _layout(
             wanted *= 2
 
     def days_of(lay: Layout) -> float:
-        return train_flops / (gpu.peak_flops * lay.mfu * lay.gpus) / 86400.0
+        fraction = failures.of(lay.gpus, shape.params_total).fraction
+        return train_flops / (gpu.peak_flops * (mfu_override or lay.mfu) * lay.gpus) / 86400.0 / max(fraction, 1e-9)
 
     for _ in range(8):  # the batch caps DP: past some count more GPUs no longer shorten the run
         if days_of(layout) <= target_days * (1 + 1e-9):
@@ -386,17 +382,21 @@ def make_plan(
     budget_flops: float,
     *,
     gpu: Gpu,
-    mfu: float,
     seq_len: int,
     vocab_size: int,
+    mfu: float | None = None,
     gpus: int | None = None,
     days: float | None = None,
     inference_tokens: float | None = None,
     floor: float = FLOOR,
     hparams_leave_out: tuple[str, ...] = (),
     shapes: Sequence[ModelShape] | None = None,
+    calibration: Calibration = CALIBRATION,
+    failures: Failures = Failures(),
 ) -> Plan:
-    """The plan for `budget_flops` FLOPs: give `gpus` (days follow) or `days` (GPUs follow), or neither (30 days)."""
+    """The plan for `budget_flops` FLOPs: give `gpus` (days follow) or `days` (GPUs follow), or neither (30 days);
+    both: `gpus` GPUs, and `days` only the target the plan warns about missing. `mfu` overrides the modelled MFU
+    of the GPU time; `calibration` is the efficiency (workbench.plan.efficiency_fit.calibration_without)."""
     params, tokens = law.optimum(budget_flops)
     loss = law.parametric.loss(params, tokens) if law.parametric else None
     inference = None
@@ -413,14 +413,19 @@ def make_plan(
     choice = hparams.choose(train_flops, seq_len, law.hparams, hparams_leave_out)  # at the spent budget
     micro = micro_batch_for(choice.batch_tokens // seq_len, seq_len)
     schedule = schedule_for(shape_tokens, choice.batch_tokens, micro * seq_len, floor)
-    layout = _layout(shape, seq_len, schedule, choice.batch_tokens, micro, gpu, gpus, days, train_flops, mfu)
+    gpu = replace(gpu, efficiency=calibration.efficiency)
+    layout = _layout(shape, seq_len, schedule, choice.batch_tokens, micro, gpu, gpus, days, train_flops, mfu, failures)
+    goodput = failures.of(layout.gpus, shape.params_total)
+    cost = plan_cost.Cost(train_flops, gpu.peak_flops, layout.gpus, layout.mfu, mfu, goodput, calibration)
+    target = days if days is not None else (DEFAULT_DAYS if gpus is None else None)
+    extra = tuple(f"batch/LR {w}" for w in choice.warnings)
     return Plan(
         law,
         budget_flops,
         params,
         tokens,
         loss,
-        intervals(law.draws, budget_flops, shape.params, shape_tokens),
+        intervals(law.draws, budget_flops, shape.params, shape_tokens, law.flops),
         shape,
         shape_tokens,
         shape_loss,
@@ -431,10 +436,12 @@ def make_plan(
         choice.source,
         schedule,
         gpu,
-        mfu,
+        cost,
         layout,
         inference,
         choice,
+        plan_cost.warnings(cost, gpu, shape, target, extra),
+        target,
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from workbench.core.units import human
 from workbench.model import flops
-from workbench.plan.layout_cost import candidates_table
+from workbench.plan.hardware import GB
+from workbench.plan.layout_cost import Candidate, Layout
 from workbench.plan.planner import Plan
 from workbench.records import PlanRecord
 
@@ -43,7 +44,6 @@ def _layout(plan: Plan) -> dict:
         "peak_tflops": plan.gpu.peak_flops / 1e12,
         "memory_gb": plan.gpu.memory_bytes / 1e9,
         "mfu": plan.modelled_mfu,
-        "mfu_input": plan.mfu,
         "step_time_s": lay.step_time_s,
         "bubble_fraction": lay.bubble_fraction,
         "schedule": lay.schedule,
@@ -140,6 +140,8 @@ def to_record(plan: Plan) -> PlanRecord:
         layout=_layout(plan),
         law=_law_info(plan),
         inference=inference,
+        cost=plan.cost.as_dict(),
+        warnings=list(plan.warnings),
     )
 
 
@@ -160,12 +162,58 @@ def plan_sentence(plan: dict) -> str:
     ci = (plan.get("ci") or {}).get("shape_loss")
     if ci and s.get("loss") is not None:
         loss += f" (5-95%: {ci['p5']:.4f} to {ci['p95']:.4f})"
+    cost = plan.get("cost")
+    if cost:
+        hours, days = cost["gpu_hours_with_failures"], cost["days_with_failures"]
+        time = f"{hours['value']:.3g} GPU-hours, {days['value']:.3g} days{_range(days)} with failures"
+    else:
+        time = f"{plan['gpu_hours']:.3g} GPU-hours, {plan['days']:.3g} days"
     return (
         f"For {plan['compute_flops']:.3g} FLOPs, train the {s['name']} shape ({human(s['params'])} non-embedding "
         f"parameters, {s['n_layers']} layers, d_model {s['d_model']}) on {human(s['tokens'])} tokens"
-        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {plan['gpu_hours']:.3g} GPU-hours, "
-        f"{plan['days']:.3g} days on {lay['gpus']:,} {lay['gpu']} GPUs."
+        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {time} on {lay['gpus']:,} {lay['gpu']} GPUs."
     )
+
+
+def _range(block: dict, fmt=lambda x: f"{x:.3g}") -> str:
+    return f" [5-95%: {fmt(block['p5'])} - {fmt(block['p95'])}]" if block.get("p5") is not None else ""
+
+
+def _cost_rows(r: dict) -> list[tuple[str, str]]:
+    """MFU, GPU time without and with failures, and goodput (a record without `cost` keeps the old row)."""
+    cost, lay = r.get("cost"), r["layout"]
+    where = f"on {lay['gpus']:,} {lay['gpu']} GPUs ({lay['nodes']:,} nodes, {lay['peak_tflops']:g} TFLOPS)"
+    if not cost:
+        return [("compute", f"{r['gpu_hours']:.4g} GPU-hours at modelled MFU {lay['mfu']:.3f}: {r['days']:.3g} days")]
+    cal, good = cost["calibration"], cost["goodput"]
+    if cost["mfu_source"] == "modelled":
+        interval = cost["mfu_interval"]
+        mfu = (
+            f"{cost['mfu']:.1%} modelled [5-95%: {interval['p5']:.1%} - {interval['p95']:.1%}]: efficiency "
+            f"calibrated on {cal['runs']} published runs"
+            + (f" without {', '.join(cal['left_out'])}" if cal["left_out"] else "")
+            + " (workbench.plan.efficiency_fit, docs/throughput.md)"
+        )
+    else:
+        mfu = f"{cost['mfu']:.1%}: the --mfu override, not modelled (the model gives {cost['modelled_mfu']:.1%})"
+    hours, days = cost["gpu_hours"], cost["days"]
+    whours, wdays = cost["gpu_hours_with_failures"], cost["days_with_failures"]
+    return [
+        ("MFU", mfu),
+        ("compute", f"{hours['value']:.4g}{_range(hours)} GPU-hours, {days['value']:.3g}{_range(days)} days {where}"),
+        (
+            "with failures",
+            f"{whours['value']:.4g}{_range(whours)} GPU-hours, {wdays['value']:.3g}{_range(wdays)} days: goodput "
+            f"{good['fraction']:.1%}",
+        ),
+        (
+            "failures",
+            f"{good['failures_per_gpu_day']:.3g} per GPU-day ({good['failure_source']}): one every "
+            f"{good['mtbf_h']:.3g} h; checkpoint {good['checkpoint_gb']:,.4g} GB written in "
+            f"{good['checkpoint_s']:.3g} s at {good['write_gb_s']:g} GB/s every {good['interval_min']:.3g} min "
+            f"(Young); restart {good['restart_min']:g} min",
+        ),
+    ]
 
 
 def plan_rows(plan: dict) -> list[tuple[str, str]]:
@@ -201,11 +249,7 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
             f"~{sc['steps']:,} steps",
         ),
         ("batch ramp", ramp),
-        (
-            "compute",
-            f"{r['gpu_hours']:.4g} GPU-hours on {lay['gpu']} ({lay['peak_tflops']:g} TFLOPS) at modelled "
-            f"MFU {lay['mfu']:.3f}: {r['days']:.3g} days on {lay['gpus']:,} GPUs ({lay['nodes']:,} nodes)",
-        ),
+        *_cost_rows(r),
         (
             "memory per GPU",
             f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW state "
@@ -224,7 +268,10 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
             + (f", {lay['idle_gpus']} GPUs idle" if lay["idle_gpus"] else ""),
         ),
     ]
-    rows += [("warning", f"batch/LR {w}") for w in (r.get("hparams") or {}).get("warnings", [])]
+    if "warnings" in r:
+        rows += [("warning", w) for w in r["warnings"]]
+    else:  # a record from before the warnings list
+        rows += [("warning", f"batch/LR {w}") for w in (r.get("hparams") or {}).get("warnings", [])]
     if r.get("inference"):
         inf = r["inference"]
         text = (
@@ -247,6 +294,29 @@ def plan_text(plan: dict) -> str:
     """The plan as the readable lines `workbench plan` prints."""
     head = f"plan for {plan['compute_flops']:.3g} FLOPs with law {plan['law']['name']}: {plan['law']['source']}"
     return "\n".join([head] + [f"  {label:<16} {text}" for label, text in plan_rows(plan)])
+
+
+def _schedule_text(c: Candidate) -> str:
+    if c.schedule == "interleaved":
+        return f"interleaved 1F1B x {c.virtual_stages}"
+    return {"none": "no pipeline", "1f1b": "1F1B"}[c.schedule]
+
+
+def candidates_table(layout: Layout) -> str:
+    """The chosen layout, the next-best ones and faster ones that do not fit, as a Markdown table."""
+    rows = [("**chosen**", layout.chosen)] + [("next", c) for c in layout.alternatives]
+    rows += [("too big", c) for c in layout.rejected]
+    lines = [
+        "| | TP | PP | DP | CP | micro-batch | accum | recompute | schedule | step (s) | MFU | bubble | GB/GPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, c in rows:
+        lines.append(
+            f"| {label} | {c.tp} | {c.pp} | {c.dp} | {c.cp} | {c.micro_batch} | {c.grad_accum} | {c.recompute} | "
+            f"{_schedule_text(c)} | {c.step_time_s:.2f} | {c.mfu:.1%} | {c.bubble_fraction:.1%} | "
+            f"{c.memory.total / GB:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def explain_layout(plan) -> str:

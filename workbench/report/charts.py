@@ -1,9 +1,10 @@
-"""The sweep report's interactive figures and CSV downloads, attached to the sections html.py builds.
+"""The sweep report's interactive figures and CSV downloads, attached to the sections page.py builds.
 
-The training curves, isoFLOP curves and frontier become Vega-Lite charts (hover, zoom, legend hiding,
-SVG/PNG export; the held-out check is built as one by sections.holdout_section, next to the refit it
-draws); the parametric contours, rollout and schedule figures stay matplotlib images. The page also
-offers the runs, the isoFLOP minima and the fitted laws as CSV.
+The training curves, isoFLOP curves, the loss frontier, N*(C), D*(C), approach 1's envelope and the plan's
+schedule are Vega-Lite charts (hover, zoom, HTML legends, SVG/PNG export; the held-out check is built as one
+by sections.holdout_section, next to the refit it draws); the parametric contours and the rollout stay
+matplotlib images. Every budget has the colour and shape of workbench.report.style in every figure. The
+page also offers the runs, the isoFLOP minima with their intervals and the fitted laws as CSV.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import math
 import pandas as pd
 
 from workbench.report import interactive as vl
+from workbench.report.curves import curves_chart
 from workbench.report.inputs import ReportInputs
+from workbench.report.loss_frontier import envelope_chart, loss_chart
+from workbench.report.style import report_scale
 
 
 def attach(inputs: ReportInputs, built: list[dict]) -> list[dict]:
@@ -21,62 +25,75 @@ def attach(inputs: ReportInputs, built: list[dict]) -> list[dict]:
     by_id = {s["id"]: s for s in built}
     for section in built:
         section.setdefault("charts", [])
+    scale = report_scale(inputs.runs, inputs.fit)
     if "curves" in by_id and len(inputs.metrics):
-        meta, curves = vl.thin_curves(inputs.runs, inputs.metrics)
         by_id["curves"]["figures"] = []
-        by_id["curves"]["charts"].append(
-            vl.chart(
-                "curves",
-                "Training curves",
-                "Training loss against tokens seen for every run, one line a run, coloured "
-                "by compute budget; dots mark each completed run's final validation loss.",
-                "Training loss (running mean) against tokens seen, coloured by budget; dots: final validation loss. "
-                "Hover for the run, drag to pan, scroll to zoom, click a legend entry to hide its budget.",
-                vl.curves_spec(meta, curves),
-                "final",
-            )
-        )
+        by_id["curves"]["charts"].append(curves_chart(inputs.runs, inputs.metrics, scale))
     fit = inputs.fit or {}
     iso = fit.get("isoflop")
     if "isoflop" in by_id and iso:
-        points = inputs.points if inputs.points is not None else pd.DataFrame(fit["points"])
-        runs, curves, mins = vl.isoflop_layers(points, iso["minima"])
-        series = [vl.budget_label(b) for b in sorted(points["budget_flops"].unique())]
         by_id["isoflop"]["figures"] = []
-        by_id["isoflop"]["charts"].append(
-            vl.chart(
-                "isoflop",
-                "isoFLOP curves",
-                "Final validation loss against model size N for each compute budget, with "
-                "each budget's fitted parabola in log N and its minimum marked by a star.",
-                "Final validation loss against N per budget, the parabola in log N and its minimum (stars). Hover a "
-                "point for its run id, N, D and loss.",
-                vl.isoflop_spec(runs, curves, mins, series),
-                "runs",
-            )
-        )
+        by_id["isoflop"]["charts"].append(isoflop_chart(inputs, iso, scale))
     if "frontier" in by_id and (iso or fit.get("parametric")):
-        budgets = (
-            sorted({float(b) for b in fit["points"]["budget_flops"]})
-            if fit.get("points")
-            else sorted(inputs.runs["budget_flops"].dropna().unique())
-        )
-        specs = vl.frontier_specs(iso, fit.get("parametric"), inputs.plan, budgets)
         by_id["frontier"]["figures"] = []
-        for (what, unit), spec in zip((("N*", "parameters"), ("D*", "tokens")), specs, strict=True):
-            by_id["frontier"]["charts"].append(
-                vl.chart(
-                    f"frontier-{unit}",
-                    f"{what} against compute",
-                    f"Compute-optimal {unit} {what} against compute on "
-                    "log axes: the isoFLOP minima, the power law fitted to them with its 5-95% bootstrap band, the "
-                    "parametric law and the plan.",
-                    f"{what}(C): isoFLOP minima, power law with its 5-95% bootstrap band, parametric law, plan.",
-                    spec,
-                    "dots",
-                )
-            )
+        by_id["frontier"]["charts"] += frontier_charts(inputs, fit, scale)
     return downloads(inputs)
+
+
+def isoflop_chart(inputs: ReportInputs, iso: dict, scale) -> dict:
+    points = inputs.points if inputs.points is not None else pd.DataFrame(inputs.fit["points"])
+    runs, curves, mins = vl.isoflop_layers(points, iso["minima"])
+    budgets = sorted(points["budget_flops"].unique())
+    series = [vl.budget_label(b) for b in budgets]
+    spec = vl.isoflop_spec(
+        runs, curves, mins, series, [scale.colour(b) for b in budgets], [scale.shape(b) for b in budgets]
+    )
+    return vl.chart(
+        "isoflop",
+        "isoFLOP curves",
+        "Final validation loss against model size N for each compute budget, with "
+        "each budget's fitted parabola in log N and its minimum marked by a star.",
+        "Final validation loss against N per budget, the parabola in log N and its minimum (stars). Hover a "
+        "point for its run id, N, D and loss.",
+        spec,
+        "runs",
+        legend=vl.budget_keys(scale, budgets),
+        legend_title="budget C (FLOPs)",
+    )
+
+
+def frontier_charts(inputs: ReportInputs, fit: dict, scale) -> list[dict]:
+    """Loss against compute (wide), N*(C) and D*(C) side by side, approach 1's envelope."""
+    out = []
+    loss = loss_chart(fit, inputs.plan, scale) if fit.get("points") else None
+    if loss is not None:
+        out.append({**loss, "wide": True})
+    budgets = (
+        sorted({float(b) for b in fit["points"]["budget_flops"]})
+        if fit.get("points")
+        else sorted(inputs.runs["budget_flops"].dropna().unique())
+    )
+    specs = vl.frontier_specs(fit.get("isoflop"), fit.get("parametric"), inputs.plan, budgets, scale)
+    for (what, unit), (spec, keys) in zip((("N*", "parameters"), ("D*", "tokens")), specs, strict=True):
+        out.append(
+            vl.chart(
+                f"frontier-{unit}",
+                f"{what} against compute",
+                f"Compute-optimal {unit} {what} against compute on "
+                "log axes: the isoFLOP minima, the power law fitted to them with its 5-95% bootstrap band, the "
+                "parametric law and the plan.",
+                f"{what}(C): isoFLOP minima (budget colours), power law with its 5-95% bootstrap band, parametric "
+                "law, plan.",
+                spec,
+                "dots",
+                legend=keys,
+                legend_title=f"{what}(C)",
+            )
+        )
+    env = envelope_chart(fit, scale)
+    if env is not None:
+        out.append({**env, "wide": True})
+    return out
 
 
 def downloads(inputs: ReportInputs) -> list[dict]:

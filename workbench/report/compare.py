@@ -1,10 +1,11 @@
-"""Compare the scaling laws of several sweeps: `workbench report --sweep A --sweep B [--at C]`.
+"""Compare the scaling laws of several sweeps: `workbench report A B [--at C]`.
 
-Each sweep is fitted by the fit pipeline (isoFLOP power laws N* = G C^a, D* = H C^b, and the compute-optimal
-loss L*(C) = K C^-gamma on the parabolas' minima), with bootstrap draws. For each pair of sweeps the page
-reports the loss gap L_A - L_B at the target budget and the compute where one law's L*(C) overtakes the
-other's, both with 5-95% intervals over paired bootstrap draws (the sweeps are independent, so draw i of A
-is paired with draw i of B), and says how often the resamples agree with the estimate.
+Each sweep's laws are read from its stored fit (`workbench fit NAME`: the isoFLOP power laws N* = G C^a and
+the compute-optimal loss L*(C) = E + K C^-gamma on the parabolas' minima, with their bootstrap draws); a
+report never refits. For each pair of sweeps the page reports the loss gap L_A - L_B at the target budget and
+the compute where one law's L*(C) overtakes the other's (found on a log grid: laws with floors cross where no
+closed form says), both with 5-95% intervals over paired bootstrap draws (the sweeps are independent, so
+draw i of A is paired with draw i of B), and says how often the resamples agree with the estimate.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import pandas as pd
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
-from workbench.fit.frontier import optimal_loss_law
-from workbench.fit.laws import isoflop_allocation
-from workbench.fit.pipeline import FitOptions, fit_all
+from workbench.fit.frontier import predict
+from workbench.fit.laws import FlopsPerToken, isoflop_allocation
 from workbench.fit.points import validate_points
+from workbench.report.inputs import find_fit
 
 LO_Q, HI_Q = 5.0, 95.0
 RANGE_FACTOR = 100.0  # overtaking is looked for from the smallest swept budget to 100x the target budget
@@ -37,18 +38,28 @@ class SweepLaw:
     points: pd.DataFrame  # validated points (with run_id)
     iso: dict  # IsoflopFit.as_dict(): minima, G, a, H, b
     iso_draws: dict  # G, a, H, b arrays
-    loss: dict  # optimal_loss_law(): K, gamma, draws {K, gamma}
+    loss: dict  # the stored L*(C) law: E, K, gamma, draws {E, K, gamma}
     data: dict  # {"tokenizer": ..., "validation": ...} as the run configs record them
+    flops: FlopsPerToken = FlopsPerToken()  # how the sweep's budgets were counted (D* = C / flops(N*))
+    bootstrap: int = 0  # resamples behind the stored draws
 
 
-def fit_sweep_law(store, name: str, bootstrap: int = 200, seed: int = 0) -> SweepLaw:
-    """Fit one sweep of the store with the fit pipeline's public functions."""
-
+def fit_sweep_law(store, name: str) -> SweepLaw:
+    """One sweep's laws as its stored fit holds them (the fits table, else fits/NAME.json): never a refit."""
+    fit, _ = find_fit(store, name, None)
+    iso = (fit or {}).get("isoflop") or {}
+    if not iso.get("loss_law") or iso.get("G") is None:
+        what = "no fit" if fit is None else "a fit without isoFLOP laws"
+        raise WorkbenchError(
+            f"sweep '{name}' has {what} to compare", f"Run `workbench fit {name}` first (a report never refits)."
+        )
     points = validate_points(store.points(name), f"sweep '{name}'")
-    results = fit_all(points, FitOptions(method="isoflop", bootstrap=bootstrap, seed=seed))
-    loss = optimal_loss_law(points, bootstrap, seed)
-    draws = {k: np.asarray(v, float) for k, v in (results.isoflop_draws or {}).items()}
-    return SweepLaw(name, points, results.isoflop.as_dict(), draws, loss, data_identity(store.runs(name)))
+    draws = {
+        k: np.asarray([np.nan if v is None else v for v in vals], float) for k, vals in (iso.get("draws") or {}).items()
+    }
+    flops = FlopsPerToken.of(fit.get("flops_per_token"))
+    boot = int((fit.get("settings") or {}).get("bootstrap") or 0)
+    return SweepLaw(name, points, iso, draws, iso["loss_law"], data_identity(store.runs(name)), flops, boot)
 
 
 def data_identity(runs: pd.DataFrame) -> dict:
@@ -73,16 +84,42 @@ def manifest_tokenizer(path: Path) -> str:
     return json.dumps(record.get("tokenizer"), sort_keys=True)
 
 
+def _tokenizer_words(text: str) -> str:
+    """A recorded tokenizer identity ({"vocab_size": .., "tokenizer": [..]}) in words."""
+    record = json.loads(text)
+    vocab = record.get("vocab_size")
+    words = f"vocabulary {vocab:,}" if isinstance(vocab, int) else "vocabulary not recorded"
+    names = [short(t, 60) for t in record.get("tokenizer") or []]
+    return words + (f", tokenizer {' / '.join(names)}" if names else ", tokenizer file not recorded")
+
+
+def _validation_words(text: str) -> str:
+    """A recorded validation identity ({"sources": [..], "eval": {..}}) in words."""
+    record = json.loads(text)
+    sources = ", ".join(short(s, 50) for s in record.get("sources") or []) or "no data sources recorded"
+    settings = ", ".join(f"{k} {v}" for k, v in sorted((record.get("eval") or {}).items()))
+    return f"data {sources}" + (f", evaluation {settings}" if settings else "")
+
+
 def flags(laws: list[SweepLaw]) -> list[str]:
-    """Warnings for sweeps whose losses are not comparable (tokenizer or validation set differ)."""
+    """Why the sweeps' losses are not comparable, in words (tokenizer or validation set differ); [] if they are."""
     out = []
-    for key, what in (("tokenizer", "tokenizer (vocabulary)"), ("validation", "validation set")):
+    for key, what, words in (
+        ("tokenizer", "tokenizers", _tokenizer_words),
+        ("validation", "validation sets", _validation_words),
+    ):
         seen = {law.name: law.data[key] for law in laws}
         if len({json.dumps(v) for v in seen.values()}) > 1:
             detail = "; ".join(
-                f"{name}: {', '.join(short(v) for v in values) or 'not recorded'}" for name, values in seen.items()
+                f"{name} uses {' or '.join(words(v) for v in values) or 'nothing recorded'}"
+                for name, values in seen.items()
             )
-            out.append(f"The sweeps differ in {what}, so their losses are not directly comparable ({detail}).")
+            reason = (
+                "a loss in nats per token then counts different tokens"
+                if key == "tokenizer"
+                else "each loss is measured on different text"
+            )
+            out.append(f"Not comparable: the sweeps use different {what} ({detail}), and {reason}.")
     return out
 
 
@@ -100,16 +137,18 @@ def interval(values: np.ndarray) -> dict:
 
 
 def loss_at(law: SweepLaw, c: float) -> tuple[float, np.ndarray]:
-    """L*(c) of the fit and of every bootstrap draw."""
-    k, g = np.asarray(law.loss["draws"]["K"]), np.asarray(law.loss["draws"]["gamma"])
-    return law.loss["K"] * c ** -law.loss["gamma"], k * c**-g
+    """L*(c) of the fit and of every bootstrap draw (workbench.fit.frontier.predict: E + K c^-gamma)."""
+    return predict(law.loss, c)
 
 
 def at_budget(law: SweepLaw, c: float) -> dict:
     """N*, D*, L* at compute c with 5-95% intervals."""
 
-    n, d = isoflop_allocation(law.iso, c)
-    n_draws, d_draws = isoflop_allocation(law.iso_draws, c) if law.iso_draws else (np.array([]), np.array([]))
+    n, d = isoflop_allocation(law.iso, c, law.flops)
+    if law.iso_draws:
+        n_draws, d_draws = isoflop_allocation(law.iso_draws, c, law.flops)
+    else:
+        n_draws, d_draws = np.array([]), np.array([])
     loss, loss_draws = loss_at(law, c)
     return {
         "budget_flops": c,
@@ -122,10 +161,18 @@ def at_budget(law: SweepLaw, c: float) -> dict:
     }
 
 
-def crossing(k_a, g_a, k_b, g_b) -> np.ndarray:
-    """log C where K_a C^-g_a = K_b C^-g_b (NaN for parallel laws)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.log(k_a) - np.log(k_b)) / (np.asarray(g_a) - np.asarray(g_b))
+def crossing(grid: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """log C of the first sign change of gap (rows: the estimate or draws, columns: the log-C grid), linearly
+    interpolated; NaN where the gap keeps its sign over the grid."""
+    gap = np.atleast_2d(gap)
+    sign = np.sign(gap)
+    change = (sign[:, :-1] * sign[:, 1:] < 0) & np.isfinite(gap[:, :-1]) & np.isfinite(gap[:, 1:])
+    out = np.full(len(gap), np.nan)
+    rows = np.flatnonzero(change.any(axis=1))
+    first = change[rows].argmax(axis=1)
+    g0, g1 = gap[rows, first], gap[rows, first + 1]
+    out[rows] = grid[first] + (grid[first + 1] - grid[first]) * g0 / (g0 - g1)
+    return out
 
 
 def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
@@ -136,13 +183,18 @@ def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
     gap_draws = la_draws[:n] - lb_draws[:n]
     c_lo = min(float(a.points["budget_flops"].min()), float(b.points["budget_flops"].min()))
     c_hi = target * RANGE_FACTOR
-    log_cross = float(crossing(a.loss["K"], a.loss["gamma"], b.loss["K"], b.loss["gamma"]))
-    ka, ga = (np.asarray(a.loss["draws"][k])[:n] for k in ("K", "gamma"))
-    kb, gb = (np.asarray(b.loss["draws"][k])[:n] for k in ("K", "gamma"))
-    cross_draws = crossing(ka, ga, kb, gb)
-    inside = np.isfinite(cross_draws) & (cross_draws >= math.log(c_lo)) & (cross_draws <= math.log(c_hi))
-    steeper = a.name if a.loss["gamma"] > b.loss["gamma"] else b.name
+    grid = np.linspace(math.log(c_lo), math.log(c_hi), 400)
+    curves = [np.array([loss_at(law, c) for c in np.exp(grid)], dtype=object) for law in (a, b)]
+    point_gap = np.array([pa - pb for (pa, _), (pb, _) in zip(curves[0], curves[1], strict=True)])
+    draw_gap = np.stack([da[:n] - db[:n] for (_, da), (_, db) in zip(curves[0], curves[1], strict=True)], axis=1)
+    log_cross = float(crossing(grid, point_gap)[0])
+    cross_draws = crossing(grid, draw_gap) if n else np.array([])
+    inside = np.isfinite(cross_draws)
+    steeper = a.name if point_gap[-1] < 0 else b.name  # lower at the far end: the one that overtakes
+    swept = max(float(a.points["budget_flops"].max()), float(b.points["budget_flops"].max()))
     result = {
+        "largest_swept": swept,
+        "decades": math.log10(target / swept),
         "a": a.name,
         "b": b.name,
         "target": target,
@@ -162,25 +214,51 @@ def pair(a: SweepLaw, b: SweepLaw, target: float) -> dict:
     return result
 
 
-def verdict(p: dict) -> str:
-    """The pair's outcome in plain words, with its uncertainty."""
+def distance_text(p: dict) -> str:
+    """How far the target lies from the largest budget swept, in decades."""
+    decades, swept = p["decades"], p["largest_swept"]
+    if decades > 1.0:
+        return f"{decades:.1f} decades past the largest budget swept ({swept:.3g} FLOPs)"
+    if decades > 0.0:
+        return f"{decades:.1f} decades past the largest budget swept ({swept:.3g} FLOPs), within one decade"
+    return f"inside the swept budgets (up to {swept:.3g} FLOPs)"
+
+
+def verdict(p: dict, comparable: list[str] | None = None) -> str:
+    """The pair's outcome in plain words: comparability first, then the gap at the target with how far the
+    target lies past the swept budgets and what the interval does and does not contain."""
     a, b, gap, ci = p["a"], p["b"], p["gap"], p["gap_ci"]
     better, worse = (a, b) if gap < 0 else (b, a)
     share = p["p_a_lower"] if gap < 0 else 1 - p["p_a_lower"]
-    where = f"{p['target']:.3g} FLOPs"
+    where = f"{p['target']:.3g} FLOPs, {distance_text(p)}"
+    head = ""
+    if comparable:
+        what = " and ".join(
+            w for w in ("tokenizers", "validation sets") if any(f"different {w}" in c for c in comparable)
+        )
+        head = (
+            f"Not comparable: {a} and {b} use different {what} (above), so the figures compare the laws as fitted, "
+            "not the models. "
+        )
     if ci["lo"] <= 0 <= ci["hi"]:
         text = (
-            f"At {where} the laws of {a} and {b} cannot be told apart: the predicted gap {a} - {b} is "
+            f"at {where}, the laws of {a} and {b} cannot be told apart: the predicted gap {a} - {b} is "
             f"{gap:+.4f} nats/token, and its 5-95% interval [{ci['lo']:+.4f}, {ci['hi']:+.4f}] includes zero "
             f"({better} lower in {share:.0%} of bootstrap resamples)."
         )
     else:
         text = (
-            f"At {where}, {better} is predicted to reach a lower loss than {worse} by {abs(gap):.4f} nats/token "
+            f"at {where}, {better}'s law predicts a lower loss than {worse}'s by {abs(gap):.4f} nats/token "
             f"(gap {a} - {b}: {gap:+.4f}, 5-95% [{ci['lo']:+.4f}, {ci['hi']:+.4f}]; {better} lower in "
             f"{share:.0%} of bootstrap resamples)."
         )
-    return text + " " + overtake_text(p)
+    text = text[0].upper() + text[1:]
+    caveat = (
+        " The interval contains only the resampling of runs within the swept budgets: it assumes each power law "
+        "holds unchanged up to the target, which nothing here tests"
+        + (f" over {p['decades']:.1f} decades (see a fit's rollout for the track record)." if p["decades"] > 1 else ".")
+    )
+    return head + text + caveat + " " + overtake_text(p)
 
 
 def overtake_text(p: dict) -> str:
@@ -196,11 +274,11 @@ def overtake_text(p: dict) -> str:
     return f"{p['overtaker']} overtakes at {p['cross']:.3g} FLOPs{band}; {p['p_cross']:.0%} of resamples cross {span}."
 
 
-def compare(store, names: list[str], target: float | None, budgets: list[float], bootstrap: int = 200) -> dict:
+def compare(store, names: list[str], target: float | None, budgets: list[float]) -> dict:
     """Everything the comparison page shows."""
     if len(set(names)) < 2:
-        raise WorkbenchError("--sweep: a comparison needs 2 or more different sweeps", "Pass --sweep A --sweep B.")
-    laws = [fit_sweep_law(store, name, bootstrap) for name in names]
+        raise WorkbenchError("a comparison needs 2 or more different sweeps", "Name them: `workbench report A B`.")
+    laws = [fit_sweep_law(store, name) for name in names]
     largest = max(float(law.points["budget_flops"].max()) for law in laws)
     target = float(target) if target is not None else largest * 1000
     at = sorted({largest, target, *map(float, budgets)})
@@ -210,7 +288,8 @@ def compare(store, names: list[str], target: float | None, budgets: list[float],
         "at": {law.name: [at_budget(law, c) for c in at] for law in laws},
         "pairs": [pair(a, b, target) for a, b in itertools.combinations(laws, 2)],
         "flags": flags(laws),
-        "bootstrap": bootstrap,
+        "bootstrap": min(law.bootstrap for law in laws),
+        "extra_at": [float(b) for b in budgets],
     }
 
 

@@ -15,6 +15,7 @@ from workbench.report import interactive as vl
 from workbench.report.inputs import git_commit, resolve_sweep
 from workbench.report.page import assets, environment, prepare_charts, write_text_atomic
 from workbench.report.sections import cell
+from workbench.report.style import LOSS_FORMAT
 
 
 def num(value: float) -> str:
@@ -36,9 +37,11 @@ def law_table(result: dict) -> dict:
                     cmp.fmt_ci(loss["gamma"], cmp.interval(loss["draws"]["gamma"]), lambda v: f"{v:.4f}"), loss["gamma"]
                 ),
                 cell(f"{loss['K']:.4g}", loss["K"]),
+                cell(f"{loss.get('E', 0.0):.4g}", loss.get("E", 0.0)),
             ]
         )
-    header = ["sweep", "runs", "budgets fitted", "a (N* = G C^a)", "b (D* = H C^b)", "gamma (L* = K C^-gamma)", "K"]
+    header = ["sweep", "runs", "budgets fitted", "a (N* = G C^a)", "b (D* = H C^b)", "gamma (L* = E + K C^-gamma)"]
+    header += ["K", "E (floor)"]
     return {"caption": "Fitted laws, estimate [5%, 95%] over bootstrap resamples", "header": header, "rows": rows}
 
 
@@ -74,6 +77,8 @@ def pair_table(result: dict) -> dict:
                 cell(f"{p['p_a_lower']:.0%}"),
                 cell(cross, p["cross"] or ""),
                 cell(p["overtaker"] if p["cross"] else "-"),
+                cell(f"{p['decades']:+.1f}", p["decades"]),
+                cell("no" if result["flags"] else "yes", cls="bad" if result["flags"] else ""),
             ]
         )
     header = [
@@ -83,6 +88,8 @@ def pair_table(result: dict) -> dict:
         "P(A lower)",
         "overtaking C [5%, 95%]",
         "who overtakes",
+        "decades past the largest swept",
+        "comparable",
     ]
     return {
         "caption": "Pairs: loss gap at the target and the compute where one law overtakes the other",
@@ -91,8 +98,18 @@ def pair_table(result: dict) -> dict:
     }
 
 
+def sweep_keys(result: dict) -> list[dict]:
+    """One HTML legend entry per sweep (colour and shape), toggling all of that sweep's marks."""
+    shapes = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross")
+    return [
+        vl.key(law.name, vl.PALETTE[i % len(vl.PALETTE)], "point", shapes[i % len(shapes)])
+        for i, law in enumerate(result["laws"])
+    ]
+
+
 def isoflop_chart(result: dict) -> dict:
-    names = [law.name for law in result["laws"]]
+    keys = sweep_keys(result)
+    names = [k["value"] for k in keys]
     runs, curves, mins = [], [], []
     for law in result["laws"]:
         r, c, m = vl.isoflop_layers(law.points, law.iso["minima"])
@@ -103,75 +120,102 @@ def isoflop_chart(result: dict) -> dict:
         curves.append(c)
         mins.append(m)
     runs, curves, mins = (pd.concat(f, ignore_index=True) for f in (runs, curves, mins))
-    spec = vl.isoflop_spec(runs, curves, mins, names)
+    spec = vl.isoflop_spec(runs, curves, mins, names, [k["colour"] for k in keys], [k["shape"] for k in keys])
     spec["layer"][0]["encoding"]["detail"] = {"field": "budget"}
-    spec["layer"][1]["encoding"]["shape"] = {"field": "series", "type": "nominal", "legend": None}
     spec["layer"][1]["encoding"]["tooltip"] = [
         *vl.TIP_RUN[:4],
         {"field": "series", "title": "sweep"},
         {"field": "budget"},
     ]
-    for layer in spec["layer"]:
-        if "color" in layer["encoding"]:
-            layer["encoding"]["color"] = vl.color(names, "sweep")
     return vl.chart(
         "cmp-isoflop",
         "isoFLOP curves of every sweep",
         "Final validation loss against model size for "
         "every sweep and budget, overlaid, with each budget's parabola and its minimum (stars).",
-        "isoFLOP curves overlaid, coloured by sweep. Hover a point for its run, click a sweep in the "
-        "legend to hide it.",
+        "isoFLOP curves overlaid, coloured by sweep. Hover a point for its run; the legend's buttons hide a sweep.",
         spec,
         "runs",
+        legend=keys,
+        legend_title="sweep",
+    )
+
+
+def _marks(result: dict) -> pd.DataFrame:
+    """The budgets the page reports at (--at): the target first."""
+    budgets = sorted({result["target"], *result.get("extra_at", [])})
+    return pd.DataFrame(
+        [{"C": c, "label": f"{'target' if c == result['target'] else '--at'} {c:.3g} FLOPs"} for c in budgets]
     )
 
 
 def law_charts(result: dict) -> list[dict]:
-    """N*(C), D*(C) and L*(C) of every sweep, extrapolated to the target, with 5-95% bands."""
+    """N*(C), D*(C) and L*(C) of every sweep, extrapolated to the target, with 5-95% bands, the minima and a
+    dotted rule at each --at budget."""
     laws, target = result["laws"], result["target"]
+    keys = sweep_keys(result)
     c_lo = min(float(law.points["budget_flops"].min()) for law in laws) / 2
-    grid = np.geomspace(c_lo, target * 3, 60)
+    grid = np.geomspace(c_lo, max(target, *result.get("extra_at", [target])) * 3, 60)
     out = []
     for key, what, unit in (("params", "N*", "parameters"), ("tokens", "D*", "tokens"), ("loss", "L*", "loss")):
         lines, bands, dots = [], [], []
         for law in laws:
             if key == "loss":
-                fit, draws = cmp.loss_at(law, grid[:, None])
-                fit = law.loss["K"] * grid ** -law.loss["gamma"]
+                pairs = [cmp.loss_at(law, c) for c in grid]
+                fit = np.array([value for value, _ in pairs])
+                draws = np.stack([d for _, d in pairs]) if pairs[0][1].size else np.full((len(grid), 1), np.nan)
             else:
-                coef, exp = ("G", "a") if key == "params" else ("H", "b")
-                fit = law.iso[coef] * grid ** law.iso[exp]
-                draws = np.asarray(law.iso_draws[coef])[None, :] * grid[:, None] ** np.asarray(law.iso_draws[exp])
+                which = 0 if key == "params" else 1
+                fit = cmp.isoflop_allocation(law.iso, grid, law.flops)[which]
+                draws = cmp.isoflop_allocation(law.iso_draws, grid[:, None], law.flops)[which]
             lo, hi = np.nanpercentile(np.where(draws > 0, draws, np.nan), [5, 95], axis=1)
             lines += [{"series": law.name, "C": c, "v": v} for c, v in zip(grid, fit, strict=True)]
             bands += [{"series": law.name, "C": c, "lo": a, "hi": b} for c, a, b in zip(grid, lo, hi, strict=True)]
             dots += [
-                {"series": law.name, "C": m["budget_flops"], "v": m[key], "run": vl.budget_label(m["budget_flops"])}  # noqa: E501
+                {"series": law.name, "C": m["budget_flops"], "v": m[key], "run": vl.budget_label(m["budget_flops"])}
                 for m in law.iso["minima"]
             ]
-        spec = vl.frontier_spec(what, key, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots))
-        spec["layer"][1]["encoding"].pop("strokeDash")
+        frames = (pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots))
+        spec = vl.frontier_spec(what, key, *frames, [{**k, "mark": "line"} for k in keys])
+        spec["datasets"]["marks"] = vl.columns(_marks(result))
+        spec["layer"].insert(
+            0,
+            {
+                "data": {"name": "marks"},
+                "mark": {"type": "rule", "strokeDash": [2, 3], "color": "#000000"},
+                "encoding": {
+                    "x": spec["layer"][0]["encoding"]["x"],
+                    "tooltip": [{"field": "label", "title": "budget"}],
+                },
+            },
+        )
         if key == "loss":
             for layer in spec["layer"]:
-                layer["encoding"]["y"]["title"] = "L*: compute-optimal loss (nats/token)"
-                layer["encoding"]["y"]["axis"] = {"format": ".3f"}
+                if "y" in layer["encoding"]:
+                    layer["encoding"]["y"]["title"] = "L*: compute-optimal loss (nats/token)"
+                    layer["encoding"]["y"]["axis"] = {"format": LOSS_FORMAT}
         out.append(
-            vl.chart(
-                f"cmp-{unit}",
-                f"{what}(C)",
-                f"{what} against compute for every sweep on log axes, the "
-                f"fitted power law with its 5-95% bootstrap band, extrapolated to {target:.3g} FLOPs.",
-                f"{what}(C) of each sweep: minima (dots), fitted law and 5-95% band, to the target.",
-                spec,
-                "lines",
-            )
+            {
+                **vl.chart(
+                    f"cmp-{unit}",
+                    f"{what}(C)",
+                    f"{what} against compute for every sweep on log axes, the "
+                    f"fitted power law with its 5-95% bootstrap band, extrapolated to {target:.3g} FLOPs.",
+                    f"{what}(C) of each sweep: minima (dots), fitted law and 5-95% band, to the target; dotted: the "
+                    "target and each --at budget. The data button exports the minima.",
+                    spec,
+                    "dots",
+                    legend=keys,
+                    legend_title="sweep",
+                ),
+                "wide": key == "loss",
+            }
         )
     return out
 
 
 def sections(result: dict, db: Path, command: str) -> list[dict]:
 
-    verdicts = [cmp.verdict(p) for p in result["pairs"]]
+    verdicts = [cmp.verdict(p, result["flags"]) for p in result["pairs"]]
     charts = [isoflop_chart(result), *law_charts(result)]
     prov = [
         ("generated", datetime.now(UTC).isoformat(timespec="seconds")),
@@ -180,8 +224,9 @@ def sections(result: dict, db: Path, command: str) -> list[dict]:
         ("git commit", git_commit()),
         (
             "method",
-            f"isoFLOP parabolas, N*/D* power laws and L*(C) = K C^-gamma on the minima (workbench.fit); "
-            f"{result['bootstrap']} bootstrap resamples per sweep, paired across sweeps; overtaking is "
+            f"isoFLOP parabolas, N*/D* power laws and L*(C) = E + K C^-gamma on the minima, read from each sweep's "
+            f"stored fit (workbench fit); {result['bootstrap']} bootstrap resamples per sweep, paired across sweeps; "
+            "overtaking is "
             f"looked for from the smallest swept budget to {cmp.RANGE_FACTOR:g}x the target",
         ),
     ]
@@ -215,24 +260,61 @@ def sections(result: dict, db: Path, command: str) -> list[dict]:
     ]
 
 
+def _ci_columns(prefix: str, value: float, ci: dict) -> dict:
+    return {prefix: value, f"{prefix}_p5": ci.get("lo"), f"{prefix}_p95": ci.get("hi")}
+
+
 def downloads(result: dict) -> list[dict]:
+    """CSV files: the runs, the isoFLOP minima, the laws, N*/D*/L* at each budget and the pairs, every
+    estimate with its 5% and 95% bootstrap bounds."""
     runs = pd.concat([law.points.assign(sweep=law.name) for law in result["laws"]], ignore_index=True)
     minima = pd.concat([pd.DataFrame(law.iso["minima"]).assign(sweep=law.name) for law in result["laws"]])
     laws = pd.DataFrame(
         [
             {
                 "sweep": law.name,
+                **_ci_columns("a", law.iso["a"], cmp.interval(law.iso_draws.get("a", []))),
+                **_ci_columns("b", law.iso["b"], cmp.interval(law.iso_draws.get("b", []))),
+                **_ci_columns("gamma", law.loss["gamma"], cmp.interval(law.loss["draws"]["gamma"])),
                 "G": law.iso["G"],
-                "a": law.iso["a"],
                 "H": law.iso["H"],
-                "b": law.iso["b"],
                 "K": law.loss["K"],
-                "gamma": law.loss["gamma"],
+                "E": law.loss.get("E", 0.0),
             }
             for law in result["laws"]
         ]
     )
-    files = [("runs", runs), ("minima", minima), ("fits", laws)]
+    at = pd.DataFrame(
+        [
+            {
+                "sweep": name,
+                "budget_flops": e["budget_flops"],
+                **_ci_columns("N", e["N"], e["N_ci"]),
+                **_ci_columns("D", e["D"], e["D_ci"]),
+                **_ci_columns("L", e["L"], e["L_ci"]),
+            }
+            for name, entries in result["at"].items()
+            for e in entries
+        ]
+    )
+    pairs = pd.DataFrame(
+        [
+            {
+                "a": p["a"],
+                "b": p["b"],
+                "target_flops": p["target"],
+                "decades_past_largest_swept": p["decades"],
+                "comparable": not result["flags"],
+                **_ci_columns("gap", p["gap"], p["gap_ci"]),
+                "p_a_lower": p["p_a_lower"],
+                "overtake_flops": p["cross"],
+                "overtake_p5": (p["cross_ci"] or {}).get("lo"),
+                "overtake_p95": (p["cross_ci"] or {}).get("hi"),
+            }
+            for p in result["pairs"]
+        ]
+    )
+    files = [("runs", runs), ("minima", minima), ("fits", laws), ("at-budgets", at), ("pairs", pairs)]
     return [
         {"id": f"csv-{i}", "name": f"compare-{name}.csv", "text": vl.csv_text(frame)}
         for i, (name, frame) in enumerate(files)
@@ -245,15 +327,15 @@ def write_comparison(
     target: float | None,
     budgets: list[float],
     out: Path | None,
-    bootstrap: int = 200,
     command: str = "",
 ) -> Path:
-    """Fit every sweep, compare them pairwise and write the page (default reports/compare-A-B.html)."""
+    """Read every sweep's stored fit, compare them pairwise and write the page (default
+    reports/compare-A-B.html)."""
     from workbench.store.database import Store
 
     for name in names:
         resolve_sweep(db, name)
-    result = cmp.compare(Store(db), names, target, budgets, bootstrap)
+    result = cmp.compare(Store(db), names, target, budgets)
     built = sections(result, db, command)
     html = (
         environment()

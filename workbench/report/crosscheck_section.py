@@ -28,7 +28,7 @@ def crosscheck_section(inputs: ReportInputs) -> dict:
     fit = inputs.fit or {}
     cross = fit.get("crosscheck")
     if not cross:
-        section["missing"] = f"No cross-check in the fit: refit with `workbench fit --sweep {inputs.sweep}`."
+        section["missing"] = f"No cross-check in the fit: refit with `workbench fit {inputs.sweep}`."
         return section
     flag = {True: "the methods DISAGREE", False: "the methods agree", None: "no intervals to compare"}[cross["flag"]]
     rows = [

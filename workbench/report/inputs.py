@@ -44,26 +44,12 @@ class ReportInputs:
 
 def resolve_sweep(db_path: Path, sweep: str | None) -> str:
     """The sweep to report: the one named (it must have runs), or the only sweep with runs in the database."""
-    from workbench.store.database import Store
-
     if not db_path.is_file():
         raise WorkbenchError(f"no database at {db_path}", NO_RUNS_HINT + ".")
-    frame = Store(db_path).sweeps()
-    names = sorted(frame.loc[frame["runs"] > 0, "name"].dropna().astype(str))
-    if not names:
-        raise WorkbenchError(f"database {db_path} has no runs", NO_RUNS_HINT + ".")
-    if sweep is None:
-        if len(names) > 1:
-            raise WorkbenchError(
-                f"database {db_path} has {len(names)} sweeps: {', '.join(names)}", "Pick one with --sweep NAME."
-            )
-        return names[0]
-    if sweep not in names:
-        raise WorkbenchError(
-            f"sweep '{sweep}' has no runs in {db_path}",
-            f"Sweeps with runs: {', '.join(names)}; pass one of them to --sweep.",
-        )
-    return sweep
+    from workbench.store.database import Store
+
+    with Store(db_path, read_only=True) as store:
+        return store.sweep_with_runs(sweep)
 
 
 def _loads(text: object) -> dict | None:

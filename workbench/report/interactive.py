@@ -8,26 +8,25 @@ interval selection, and exports any view as SVG or PNG through its public API (`
 
 Data travel columnar ({"columns": {name: [values]}}) and are expanded to rows by the page script: a
 500-run report's training curves stay a few hundred KB. Every chart has a variable param `hidden` (the
-series a reader has hidden by clicking the legend) and filters its layers on it; the colour scale's
-domain is fixed, so a hidden series keeps its legend entry (greyed) and a second click brings it back.
+series a reader has hidden) and filters its layers on it. Legends are HTML, not Vega's: a row of buttons
+under the chart (`chart(legend=...)`) that wraps instead of clipping, never covers the data, and is
+reachable by keyboard; a pressed-off button greys and hides its series. Colours and shapes of budgets
+come from workbench.report.style, the same as the static figures'.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 
 import numpy as np
 import pandas as pd
 
 from workbench.fit.laws import optimal_allocation, predict_loss
+from workbench.report.inline import script_code, script_json
+from workbench.report.style import COUNT_FORMAT, FLOPS_FORMAT, LOSS_FORMAT, PALETTE, budget_label
 
-# Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies; yellow last (faint on white)
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
-SHAPES = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge", "stroke")
 STAR = "M0,-1L0.29,-0.4L0.95,-0.31L0.47,0.15L0.59,0.81L0,0.5L-0.59,0.81L-0.47,0.15L-0.95,-0.31L-0.29,-0.4Z"
-CURVE_POINTS = 40  # training-curve samples kept per run (log-spaced in step)
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,17 +34,17 @@ def vega_bundle() -> str:
     """vega, vega-lite and vega-embed as one classic script (sets window.vegaEmbed), safe inside <script>."""
     import vl_convert
 
-    return vl_convert.javascript_bundle().replace("</script", "<\\/script")
+    return str(script_code(vl_convert.javascript_bundle()))
 
 
 def palette(n: int) -> list[str]:
-    """n colour-blind-safe colours (Okabe-Ito up to 8, then viridis samples)."""
-    if n <= len(PALETTE):
-        return list(PALETTE[:n])
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
+    """n colour-blind-safe colours for series that are not budgets (Okabe-Ito, repeated past 8)."""
+    return [PALETTE[i % len(PALETTE)] for i in range(n)]
 
-    return [to_hex(colormaps["viridis"](0.9 * i / (n - 1))) for i in range(n)]
+
+def key(value: str, colour: str, mark: str = "point", shape: str = "circle", label: str | None = None) -> dict:
+    """One HTML legend entry: the series `value` it toggles, its swatch (mark: point, line, dash, area, rule)."""
+    return {"value": value, "label": label or value, "colour": colour, "mark": mark, "shape": shape}
 
 
 def columns(frame: pd.DataFrame, digits: int = 5) -> dict:
@@ -59,19 +58,41 @@ def columns(frame: pd.DataFrame, digits: int = 5) -> dict:
     return {"columns": out}
 
 
-def chart(cid: str, title: str, alt: str, caption: str, spec: dict, csv: str | None = None) -> dict:
-    """One interactive figure for the template: `csv` names the dataset its CSV button exports."""
+def chart(
+    cid: str,
+    title: str,
+    alt: str,
+    caption: str,
+    spec: dict,
+    csv: str | None = None,
+    legend: list[dict] | None = None,
+    legend_title: str = "",
+    controls: list[dict] | None = None,
+) -> dict:
+    """One interactive figure for the template: `csv` names the dataset its CSV button exports, `legend` its
+    HTML legend entries (workbench.report.interactive.key), `controls` its form controls (curves)."""
     spec = {"description": alt, **spec}  # Vega puts it on the SVG as its aria-label
-    return {"id": cid, "title": title, "alt": alt, "caption": caption, "spec": spec, "csv": csv}
+    return {
+        "id": cid,
+        "title": title,
+        "alt": alt,
+        "caption": caption,
+        "spec": spec,
+        "csv": csv,
+        "legend": legend or [],
+        "legend_title": legend_title,
+        "controls": controls or [],
+    }
 
 
 def spec_json(spec: dict) -> str:
-    """The spec as JSON safe inside a <script type="application/json"> element."""
-    return json.dumps(spec, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """The spec as JSON safe inside a <script type="application/json"> element (workbench.report.inline)."""
+    return str(script_json(spec))
 
 
 def base(datasets: dict, layers: list[dict], series: list[str], height: int = 340) -> dict:
-    """A layered chart with the `hidden` param, the legend greying and a fixed colour domain."""
+    """A layered chart with the `hidden` param (the series whose HTML legend button is off); Vega's own
+    legends are off (the page draws HTML ones)."""
     return {
         "width": "container",
         "height": height,
@@ -81,7 +102,8 @@ def base(datasets: dict, layers: list[dict], series: list[str], height: int = 34
         "layer": layers,
         "config": {
             "font": "DejaVu Sans",
-            "legend": {"orient": "right", "labelLimit": 220},
+            "customFormatTypes": True,  # COUNT_FORMAT: counts as 350M, 8.03B (the page registers it)
+            "legend": {"disable": True},
             "axis": {"labelFontSize": 11, "titleFontSize": 12},
             "view": {"stroke": "#d6d6d6"},
         },
@@ -89,23 +111,18 @@ def base(datasets: dict, layers: list[dict], series: list[str], height: int = 34
     }
 
 
-def color(series: list[str], legend_title: str | None = "series") -> dict:
-    legend = None
-    if legend_title is not None:
-        grey = {"signal": "indexof(hidden, datum.value) < 0 ? 1 : 0.3"}
-        legend = {
-            "title": legend_title,
-            "encode": {
-                "labels": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},  # noqa: E501
-                "symbols": {"interactive": True, "update": {"opacity": grey, "cursor": {"value": "pointer"}}},
-            },
-        }
+def color(series: list[str], colours: list[str] | None = None) -> dict:
+    """Colour by `series` with a fixed domain (a hidden series keeps its colour); no Vega legend."""
     return {
         "field": "series",
         "type": "nominal",
-        "scale": {"domain": series, "range": palette(len(series))},
-        "legend": legend,
+        "scale": {"domain": series, "range": colours or palette(len(series))},
+        "legend": None,
     }
+
+
+def shape(series: list[str], shapes: list[str]) -> dict:
+    return {"field": "series", "type": "nominal", "scale": {"domain": series, "range": shapes}, "legend": None}
 
 
 def visible(*extra: dict) -> list[dict]:
@@ -113,23 +130,34 @@ def visible(*extra: dict) -> list[dict]:
     return [*extra, {"filter": "indexof(hidden, datum.series) < 0"}]
 
 
-def log_axis(field: str, title: str, kind: str = "log", zero: bool = False, fmt: str = "~s") -> dict:
-    scale = {"type": kind} if kind == "log" else {"zero": zero}
-    return {"field": field, "type": "quantitative", "title": title, "scale": scale, "axis": {"format": fmt}}
+def axis(field: str, title: str, kind: str = "log", fmt: str | None = None) -> dict:
+    """A quantitative axis: log or linear (not from zero); fmt COUNT_FORMAT, FLOPS_FORMAT or LOSS_FORMAT."""
+    scale = {"type": "log"} if kind == "log" else {"zero": False}
+    out = {"field": field, "type": "quantitative", "title": title, "scale": scale}
+    if fmt == COUNT_FORMAT:  # on a log axis only the 1-2-5 ticks get a label (as d3's log tickFormat does)
+        out["axis"] = {"labelExpr": f"{COUNT_FORMAT}(datum.value, '{kind}')"}
+    elif fmt:
+        out["axis"] = {"format": fmt}
+    return out
+
+
+def count_tip(field: str, title: str) -> dict:
+    return {"field": field, "title": title, "formatType": COUNT_FORMAT}
 
 
 ZOOM = {"name": "zoom", "select": {"type": "interval", "encodings": ["x", "y"]}, "bind": "scales"}
 TIP_RUN = [
     {"field": "run", "title": "run"},
-    {"field": "N", "title": "N (params)", "format": ".4~s"},
-    {"field": "D", "title": "D (tokens)", "format": ".4~s"},
-    {"field": "loss", "title": "loss", "format": ".4f"},
+    count_tip("N", "N (params)"),
+    count_tip("D", "D (tokens)"),
+    {"field": "loss", "title": "loss (nats/token)", "format": LOSS_FORMAT},
     {"field": "series", "title": "budget"},
 ]
 
 
-def budget_label(budget: float) -> str:
-    return f"{budget:.3g} FLOPs"
+def budget_keys(scale, budgets) -> list[dict]:
+    """HTML legend entries of `budgets` in the report's budget scale (workbench.report.style)."""
+    return [key(budget_label(b), scale.colour(b), "point", scale.shape(b), f"{b:.3g}") for b in budgets]
 
 
 def parabola(params: np.ndarray, loss: np.ndarray, n: int = 60) -> tuple[np.ndarray, np.ndarray] | None:
@@ -171,33 +199,26 @@ def isoflop_layers(points: pd.DataFrame, minima: list[dict], label=budget_label,
     return runs, curve_frame, mins
 
 
-def isoflop_spec(runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, series: list[str]) -> dict:
+def isoflop_spec(
+    runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, series: list[str], colours: list[str], shapes
+) -> dict:
     """Loss against N: runs (hover: run id, N, D, loss), each budget's parabola, the minima (stars)."""
-    x, y = log_axis("N", "parameters N (non-embedding)"), log_axis("loss", "final validation loss", "linear")
-    y["axis"] = {"format": ".3f"}
+    x = axis("N", "parameters N (non-embedding)", fmt=COUNT_FORMAT)
+    y = axis("loss", "final validation loss (nats/token)", "linear", LOSS_FORMAT)
+    hue = color(series, colours)
     layers = [
         {
             "data": {"name": "curves"},
             "transform": visible(),
             "mark": {"type": "line", "strokeWidth": 1.5},
-            "encoding": {"x": x, "y": y, "color": color(series, "budget C")},
+            "encoding": {"x": x, "y": y, "color": hue},
         },
         {
             "data": {"name": "runs"},
             "transform": visible(),
             "params": [ZOOM],
             "mark": {"type": "point", "filled": True, "size": 60, "opacity": 0.9},
-            "encoding": {
-                "x": x,
-                "y": y,
-                "color": color(series, "budget C"),
-                "shape": {
-                    "field": "series",
-                    "type": "nominal",
-                    "scale": {"domain": series, "range": [SHAPES[i % len(SHAPES)] for i in range(len(series))]},
-                },
-                "tooltip": TIP_RUN,
-            },
+            "encoding": {"x": x, "y": y, "color": hue, "shape": shape(series, shapes), "tooltip": TIP_RUN},
         },
         {
             "data": {"name": "minima"},
@@ -217,154 +238,12 @@ def isoflop_spec(runs: pd.DataFrame, curves: pd.DataFrame, mins: pd.DataFrame, s
     return base({"runs": columns(runs), "curves": columns(curves), "minima": columns(mins)}, layers, series)
 
 
-def thin_curves(runs: pd.DataFrame, metrics: pd.DataFrame, per_run: int = CURVE_POINTS) -> tuple:
-    """(runs frame with index i, curve frame r/t/l): each run's training loss, a running mean, log-thinned;
-    each run's points end with a null row, which breaks the line there (one path a budget, see curves_spec)."""
-    table = runs.reset_index(drop=True)
-    index = {rid: i for i, rid in enumerate(table["run_id"])}
-    parts = []
-    for rid, rows in metrics[metrics["loss"].notna()].groupby("run_id", sort=False):
-        if rid not in index or not len(rows):
-            continue
-        loss = rows["loss"].rolling(max(1, len(rows) // 100), min_periods=1).mean().to_numpy(float)
-        keep = np.unique(np.geomspace(1, len(rows), min(per_run, len(rows))).astype(int) - 1)
-        part = pd.DataFrame({"r": index[rid], "t": rows["tokens"].to_numpy(float)[keep], "l": loss[keep]})
-        part = part[np.isfinite(part["l"]) & (part["t"] > 0)]
-        if len(part):
-            parts += [part, pd.DataFrame({"r": [index[rid]], "t": [np.nan], "l": [np.nan]})]
-    curves = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["r", "t", "l"])
-    meta = pd.DataFrame(
-        {
-            "i": range(len(table)),
-            "run": table["run_id"].astype(str),
-            "series": [budget_label(b) if b == b else "no budget" for b in table["budget_flops"]],
-            "N": table["params"].astype(float),
-            "D": table["tokens"].astype(float),
-            "loss": table["val_loss"].astype(float),
-            "status": table["status"].astype(str),
-        }
-    )
-    return meta, curves
-
-
-def curves_spec(meta: pd.DataFrame, curves: pd.DataFrame) -> dict:
-    """Training loss against tokens, coloured by budget; dots: final validation loss, or for a run without one
-    its last logged point (hollow). Hover a dot for its run.
-
-    A budget's runs are one path (their points in data order, broken by each run's null row): a line a run would
-    make Vega build a sub-dataflow per run (a facet), which took most of a 500-run page's opening time."""
-    series = sorted(meta["series"].unique(), key=lambda s: float(s.split()[0]) if s[0].isdigit() else math.inf)
-    lookup = {"lookup": "r", "from": {"data": {"name": "runs"}, "key": "i", "fields": ["series"]}}
-    x = log_axis("t", "tokens seen D")
-    tail = curves["l"].astype(float).dropna()
-    lo, hi = (float(np.nanquantile(tail, 0.01)), float(np.nanquantile(tail, 0.9))) if len(tail) else (0, 1)
-    y = {
-        "field": "l",
-        "type": "quantitative",
-        "title": "training loss (nats/token)",
-        "scale": {"domain": [lo * 0.97, hi * 1.05], "clamp": True},
-    }
-    done = meta[np.isfinite(meta["loss"])]
-    ends = curves.dropna().groupby("r").tail(1)
-    ends = ends[~ends["r"].isin(done["i"])].merge(meta, left_on="r", right_on="i")
-    ends = pd.DataFrame(
-        {
-            "series": ends["series"],
-            "run": ends["run"],
-            "N": ends["N"],
-            "D": ends["t"],
-            "loss": ends["l"],
-            "status": ends["status"],
-        }
-    )
-    tip = [*TIP_RUN[:3], {"field": "loss", "title": "last training loss", "format": ".4f"}, {"field": "status"}]
-    dot = {"type": "point", "size": 30, "stroke": "black", "strokeWidth": 0.5}
-    layers = [
-        {
-            "data": {"name": "curves"},
-            "transform": visible(lookup),
-            "params": [ZOOM],
-            "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.75},
-            "encoding": {"x": x, "y": y, "color": color(series, "budget C"), "order": {"value": None}},
-        },
-        {
-            "data": {"name": "final"},
-            "transform": visible(),
-            "mark": {**dot, "filled": True},
-            "encoding": {
-                "x": {**x, "field": "D"},
-                "y": {**y, "field": "loss"},
-                "color": color(series, "budget C"),
-                "tooltip": TIP_RUN,
-            },
-        },
-        {
-            "data": {"name": "ends"},
-            "transform": visible(),
-            "mark": {**dot, "filled": False, "strokeWidth": 1.5},
-            "encoding": {
-                "x": {**x, "field": "D"},
-                "y": {**y, "field": "loss"},
-                "color": color(series, "budget C"),
-                "tooltip": tip,
-            },
-        },
-    ]
-    final = done[["run", "series", "N", "D", "loss"]]
-    data = {
-        "runs": columns(meta[["i", "series"]]),
-        "curves": columns(curves, 4),
-        "final": columns(final),
-        "ends": columns(ends),
-    }
-    return base(data, layers, series, 380)
-
-
-def frontier_specs(iso: dict | None, par: dict | None, plan: dict | None, budgets: list[float]) -> list[dict]:
-    """N*(C) and D*(C): minima, the isoFLOP power law and its 5-95% band, the parametric law, the plan."""
-
-    c_max = max([*budgets, plan["compute_flops"] if plan else 0.0]) * 2.0
-    grid = np.geomspace(min(budgets) / 2.0, c_max, 60)
-    out = []
-    for what, key, coef, exp in (("N*", "params", "G", "a"), ("D*", "tokens", "H", "b")):
-        lines, bands, dots = [], [], []
-        if iso:
-            for m in iso["minima"]:
-                dots.append(
-                    {
-                        "series": "isoFLOP minima",
-                        "C": m["budget_flops"],
-                        "v": m[key],
-                        "run": budget_label(m["budget_flops"]),
-                    }
-                )
-            label = f"isoFLOP law {coef} C^{exp} = {iso[coef]:.3g} C^{iso[exp]:.3f}"
-            lines += [{"series": label, "C": c, "v": iso[coef] * c ** iso[exp]} for c in grid]
-            band = draw_band(iso.get("draws"), (coef, exp), grid)
-            if band is not None:
-                bands += [
-                    {"series": "isoFLOP law 5-95%", "C": c, "lo": lo, "hi": hi}
-                    for c, lo, hi in zip(grid, *band, strict=True)
-                ]
-        if par:
-            n_opt, d_opt = optimal_allocation(par, grid)
-            lines += [
-                {"series": "parametric law", "C": c, "v": v}
-                for c, v in zip(grid, n_opt if key == "params" else d_opt, strict=True)
-            ]
-        if plan:
-            dots.append(
-                {"series": "plan", "C": plan["compute_flops"], "v": plan[key], "run": plan.get("name") or "plan"}
-            )
-        out.append(frontier_spec(what, key, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots)))
-    return out
-
-
 def draw_band(draws: dict | None, keys: tuple[str, str], grid_c: np.ndarray) -> tuple | None:
     """5-95% band of coef C^exp over the finite bootstrap draws (None under 5 finite draws)."""
     if not draws or keys[0] not in draws:
         return None
-    coef, exp = np.asarray(draws[keys[0]], float), np.asarray(draws[keys[1]], float)
+    coef = np.asarray([np.nan if v is None else v for v in draws[keys[0]]], float)
+    exp = np.asarray([np.nan if v is None else v for v in draws[keys[1]]], float)
     ok = np.isfinite(coef) & np.isfinite(exp) & (coef > 0)
     if ok.sum() < 5:
         return None
@@ -373,34 +252,117 @@ def draw_band(draws: dict | None, keys: tuple[str, str], grid_c: np.ndarray) -> 
     return np.exp(lo), np.exp(hi)
 
 
-def frontier_spec(what: str, key: str, lines: pd.DataFrame, bands: pd.DataFrame, dots: pd.DataFrame) -> dict:
-    unit = "parameters (non-embedding)" if key == "params" else "training tokens"
-    series = list(dict.fromkeys([*bands.get("series", []), *lines.get("series", []), *dots.get("series", [])]))
-    x, y = log_axis("C", "compute C (FLOPs)", fmt=".0e"), log_axis("v", f"{what}: {unit}")
+def frontier_specs(
+    iso: dict | None, par: dict | None, plan: dict | None, budgets: list[float], scale
+) -> list[tuple[dict, list[dict]]]:
+    """[(spec, legend)] of N*(C) and D*(C): the minima (in their budget's colour), the isoFLOP power law and
+    its 5-95% band, the parametric law, the plan."""
+
+    c_max = max([*budgets, plan["compute_flops"] if plan else 0.0]) * 2.0
+    grid = np.geomspace(min(budgets) / 2.0, c_max, 60)
+    out = []
+    for what, field, coef, exp in (("N*", "params", "G", "a"), ("D*", "tokens", "H", "b")):
+        lines, bands, dots, keys = [], [], [], []
+        if iso:
+            dots += [
+                {
+                    "series": "isoFLOP minima",
+                    "C": m["budget_flops"],
+                    "v": m[field],
+                    "run": budget_label(m["budget_flops"]),
+                }
+                for m in iso["minima"]
+            ]
+            keys.append(key("isoFLOP minima", "#444444", "point", "circle", "isoFLOP minima (budget colours)"))
+            if iso.get(coef) is not None:
+                label = f"isoFLOP law {what} = {iso[coef]:.3g} C^{iso[exp]:.3f}"
+                lines += [{"series": label, "C": c, "v": iso[coef] * c ** iso[exp]} for c in grid]
+                band = draw_band(iso.get("draws"), (coef, exp), grid)
+                if band is not None:
+                    bands += [
+                        {"series": "isoFLOP law 5-95%", "C": c, "lo": lo, "hi": hi}
+                        for c, lo, hi in zip(grid, *band, strict=True)
+                    ]
+                    keys.append(key("isoFLOP law 5-95%", PALETTE[0], "area"))
+                keys.append(key(label, PALETTE[0], "line"))
+        if par:
+            n_opt, d_opt = optimal_allocation(par, grid)
+            lines += [
+                {"series": "parametric law", "C": c, "v": v}
+                for c, v in zip(grid, n_opt if field == "params" else d_opt, strict=True)
+            ]
+            keys.append(key("parametric law", PALETTE[1], "dash"))
+        if plan:
+            dots.append(
+                {"series": "plan", "C": plan["compute_flops"], "v": plan[field], "run": plan.get("name") or "plan"}
+            )
+            keys.append(key("plan", "#000000", "point", "diamond"))
+        spec = frontier_spec(what, field, pd.DataFrame(lines), pd.DataFrame(bands), pd.DataFrame(dots), keys, scale)
+        out.append((spec, keys))
+    return out
+
+
+HUE = {
+    "calculate": "datum.series === 'isoFLOP minima' || datum.series === 'fitted minima' ? datum.run : datum.series",
+    "as": "hue",
+}
+
+
+def frontier_spec(
+    what: str, field: str, lines: pd.DataFrame, bands: pd.DataFrame, dots: pd.DataFrame, keys: list[dict], scale=None
+) -> dict:
+    """N* or D* against compute: bands, lines (dashed parametric), dots; the minima in their budget's colour
+    when `scale` is given (then `run` holds the budget label), else in their legend colour."""
+    unit = "parameters (non-embedding)" if field == "params" else "training tokens"
+    series = [k["value"] for k in keys]
+    colours = [k["colour"] for k in keys]
+    x = axis("C", "compute C (FLOPs)", fmt=FLOPS_FORMAT)
+    y = axis("v", f"{what}: {unit}", fmt=COUNT_FORMAT)
     tip = [
-        {"field": "series"},
-        {"field": "C", "format": ".3~s", "title": "C (FLOPs)"},
-        {"field": "v", "format": ".4~s", "title": what},
+        {"field": "series", "title": "what"},
+        {"field": "C", "format": FLOPS_FORMAT, "title": "C (FLOPs)"},
+        count_tip("v", what),
     ]
+    dash = {
+        "field": "series",
+        "type": "nominal",
+        "scale": {"domain": series, "range": [[6, 3] if k["mark"] == "dash" else [1, 0] for k in keys]},
+        "legend": None,
+    }
+    hue = color(series, colours)
+    if scale is not None:  # the minima in their budget's colour: one scale of series and budget labels
+        hue = color(series + scale.labels, colours + scale.colours)
+        hue["field"] = "hue"
     layers = [
         {
             "data": {"name": "bands"},
-            "transform": visible(),
-            "mark": {"type": "area", "opacity": 0.25},
-            "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": color(series)},
+            "transform": visible(HUE),
+            "mark": {"type": "area", "opacity": 0.22},
+            "encoding": {"x": x, "y": {**y, "field": "lo"}, "y2": {"field": "hi"}, "color": hue},
         },
         {
             "data": {"name": "lines"},
-            "transform": visible(),
+            "transform": visible(HUE),
             "mark": {"type": "line", "strokeWidth": 1.8},
-            "encoding": {"x": x, "y": y, "color": color(series), "strokeDash": {"field": "series", "legend": None}},
+            "encoding": {"x": x, "y": y, "color": hue, "strokeDash": dash},
         },
         {
             "data": {"name": "dots"},
-            "transform": visible(),
+            "transform": visible(HUE),
             "params": [ZOOM],
             "mark": {"type": "point", "filled": True, "size": 90, "stroke": "black", "strokeWidth": 0.8},
-            "encoding": {"x": x, "y": y, "color": color(series), "tooltip": [{"field": "run", "title": "what"}, *tip]},
+            "encoding": {
+                "x": x,
+                "y": y,
+                "color": hue,
+                "shape": {
+                    "field": "series",
+                    "type": "nominal",
+                    "scale": {"domain": series, "range": [k["shape"] for k in keys]},
+                    "legend": None,
+                },
+                "tooltip": [{"field": "run", "title": "which"}, *tip],
+            },
         },
     ]
     data = {
@@ -408,9 +370,7 @@ def frontier_spec(what: str, key: str, lines: pd.DataFrame, bands: pd.DataFrame,
         "lines": columns(lines if len(lines) else pd.DataFrame(columns=["series", "C", "v"])),
         "dots": columns(dots if len(dots) else pd.DataFrame(columns=["series", "C", "v", "run"])),
     }
-    spec = base(data, layers, series, 320)
-    spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 300}
-    return spec
+    return base(data, layers, series, 320)
 
 
 def csv_text(frame: pd.DataFrame) -> str:
@@ -485,16 +445,38 @@ def holdout_frames(target: pd.DataFrame, holdout: dict, law: dict | None, flagsh
     }
 
 
-def holdout_spec(frames: dict) -> dict:
+HOLDOUT_MARKS = {"predicted best loss": ("diamond", 120), "flagship": (STAR, 220)}
+
+
+def holdout_keys(frames: dict, budget_colour: str) -> list[dict]:
+    """The held-out figure's legend: its runs in their budget's colour, the law, rules and marks."""
+    colours = iter(PALETTE[1:])
+    keys = []
+    for name, frame in frames.items():
+        for series in dict.fromkeys(frame["series"]):
+            if name == "runs":
+                keys.append(key(series, budget_colour, "point", "circle"))
+            elif name == "rules":
+                keys.append(key(series, next(colours), "dash" if series.startswith("predicted") else "rule"))
+            elif name == "law":
+                keys.append(key(series, next(colours), "dash"))
+            elif name == "interval":
+                continue  # drawn in the flagship's colour, toggled with it
+            else:
+                mark = HOLDOUT_MARKS.get(series, ("circle", 0))[0]
+                keys.append(key(series, next(colours), "point", "diamond" if mark == "diamond" else "star"))
+    return keys
+
+
+def holdout_spec(frames: dict, keys: list[dict]) -> dict:
     """Loss against N at the held-out budget: its runs (hover: run id, N, D, loss), the law fitted without it,
     the predicted best loss (diamond), observed and predicted N* (rules), the flagship (star) and its interval."""
-    series = list(dict.fromkeys(s for f in frames.values() for s in f["series"]))
-    x = log_axis("N", "parameters N (non-embedding)")
-    y = log_axis("loss", "final validation loss (nats/token)", "linear")
-    y["axis"] = {"format": ".3f"}
+    series = [k["value"] for k in keys]
+    x = axis("N", "parameters N (non-embedding)", fmt=COUNT_FORMAT)
+    y = axis("loss", "final validation loss (nats/token)", "linear", LOSS_FORMAT)
     tip = [*TIP_RUN[:4], {"field": "series", "title": "what"}]
-    hue = color(series, "held-out check")
-    shapes = {"predicted best loss": "diamond", "flagship": STAR}
+    hue = color(series, [k["colour"] for k in keys])
+    dashes = [[6, 3] if k["mark"] == "dash" else [1, 0] for k in keys]
     layers = [
         {
             "data": {"name": "rules"},
@@ -503,7 +485,7 @@ def holdout_spec(frames: dict) -> dict:
             "encoding": {
                 "x": x,
                 "color": hue,
-                "strokeDash": {"field": "series", "legend": None},
+                "strokeDash": {"field": "series", "scale": {"domain": series, "range": dashes}, "legend": None},
                 "tooltip": [{"field": "series", "title": "what"}, tip[1]],
             },
         },
@@ -523,8 +505,8 @@ def holdout_spec(frames: dict) -> dict:
                 "y2": {"field": "hi"},
                 "color": hue,
                 "tooltip": [
-                    {"field": "lo", "format": ".4f", "title": "90% interval from"},
-                    {"field": "hi", "format": ".4f", "title": "to"},
+                    {"field": "lo", "format": LOSS_FORMAT, "title": "90% interval from"},
+                    {"field": "hi", "format": LOSS_FORMAT, "title": "to"},
                 ],
             },
         },
@@ -538,20 +520,18 @@ def holdout_spec(frames: dict) -> dict:
         *[
             {
                 "data": {"name": "marks"},
-                "transform": visible({"filter": f"datum.series === '{name}'"}),
+                "transform": visible({"filter": {"field": "series", "equal": name}}),
                 "mark": {
                     "type": "point",
-                    "shape": shape,
-                    "size": 220 if name == "flagship" else 120,
+                    "shape": mark,
+                    "size": size,
                     "filled": False,
                     "fill": "white",
                     "strokeWidth": 2,
                 },
                 "encoding": {"x": x, "y": y, "color": hue, "tooltip": tip},
             }
-            for name, shape in shapes.items()
+            for name, (mark, size) in HOLDOUT_MARKS.items()
         ],
     ]
-    spec = base({k: columns(v) for k, v in frames.items()}, layers, series, 340)
-    spec["config"]["legend"] = {"orient": "bottom", "columns": 2, "labelLimit": 360}
-    return spec
+    return base({k: columns(v) for k, v in frames.items()}, layers, series, 340)

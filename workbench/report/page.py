@@ -18,6 +18,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text, safe_name
 from workbench.report import charts, sections
 from workbench.report.crosscheck_section import crosscheck_section
+from workbench.report.decision import decision_section
 from workbench.report.inputs import ReportInputs, gather
 from workbench.report.interactive import spec_json, vega_bundle
 
@@ -32,8 +33,9 @@ def _codify(text: object):
 
 
 def build_sections(inputs: ReportInputs, command: str | None = None) -> list[dict]:
-    """The nine sections of the report, in order (each says what is missing instead of failing)."""
+    """The ten sections of the report, in order (each says what is missing instead of failing)."""
     built = [
+        decision_section(inputs),
         sections.summary_section(inputs),
         sections.curves_section(inputs),
         sections.isoflop_section(inputs),
@@ -70,7 +72,7 @@ def assets(charts: bool = True) -> dict:
 
     return {
         "css": Markup((TEMPLATES / "page.css").read_text()),
-        "js": Markup((TEMPLATES / "page.js").read_text()),
+        "js": Markup((TEMPLATES / "slider.js").read_text() + (TEMPLATES / "page.js").read_text()),
         "vega": Markup(vega_bundle()) if charts else "",
     }
 

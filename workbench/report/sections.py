@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,12 +18,12 @@ import workbench
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
 from workbench.fit.figures import rollout_figure
-from workbench.fit.parametric import fit_parametric, start_grid
 from workbench.fit.points import data_hash, validate_points
 from workbench.plan.record import plan_rows, plan_sentence
 from workbench.report import interactive as vl
 from workbench.report import static_figures
 from workbench.report.inputs import ReportInputs, command_line, git_commit, version_of
+from workbench.report.style import report_scale
 
 
 def cell(text: object, sort: object = None, cls: str = "") -> dict:
@@ -79,13 +80,13 @@ def summary_section(inputs: ReportInputs) -> dict:
     if inputs.fit:
         rows.append(("fit", _fit_line(inputs.fit)))
     section = _section("summary", "Summary", rows=rows, sentence=None)
-    if inputs.plan:
-        section["sentence"] = plan_sentence(inputs.plan)
-    else:
+    if not inputs.plan:
         section["notes"].append(_missing_plan(inputs))
     demo = _demo(inputs.extra)
     if demo:
-        verdict = "all checks passed" if demo.get("passed") else "some checks FAILED (see held-out check)"
+        verdict = "some checks FAILED (see held-out check)" if not demo.get("passed") else "all checks passed"
+        if demo.get("passed") and demo.get("not_scored"):
+            verdict = f"no check failed; not scored: {', '.join(demo['not_scored'])}"
         section["notes"].append(f"End-to-end demo: {verdict}.")
     return section
 
@@ -103,35 +104,38 @@ def _fit_line(fit: dict) -> str:
 
 def _missing_fit(inputs: ReportInputs, what: str = "fit") -> str:
     return (
-        f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit --sweep {inputs.sweep}{_db_flag(inputs)}` "
+        f"No {what} for sweep '{inputs.sweep}' yet: run `workbench fit {inputs.sweep}{_db_flag(inputs)}` "
         "(or pass --fit fits/NAME.json)."
     )
 
 
+def _fit_file(inputs: ReportInputs) -> str | None:
+    """The fit file a plan can read: the report's --fit or fits/SWEEP.json, only when it exists."""
+    for candidate in (inputs.fit_source, f"fits/{inputs.sweep}.json"):
+        if candidate and candidate.endswith(".json") and Path(candidate).is_file():
+            return candidate
+    return None
+
+
 def _missing_plan(inputs: ReportInputs) -> str:
+    """What to run for a plan, naming only files that exist (a --watch page's fit lives in memory only)."""
+    plan = f"`workbench plan --law {{}} --compute FLOPS{_db_flag(inputs)}`"
+    fit_file = _fit_file(inputs)
+    if fit_file:
+        return f"No plan for sweep '{inputs.sweep}' yet: run {plan.format(fit_file)} (or pass --plan PLAN.json)."
     return (
-        f"No plan for sweep '{inputs.sweep}' yet: run `workbench plan --law fits/{inputs.sweep}.json --compute "
-        f"FLOPS{_db_flag(inputs)}` (or pass --plan PLAN.json)."
+        f"No plan for sweep '{inputs.sweep}' yet: run `workbench fit {inputs.sweep}{_db_flag(inputs)}` (it "
+        f"writes fits/{inputs.sweep}.json), then {plan.format(f'fits/{inputs.sweep}.json')} (or pass --plan PLAN.json)."
     )
 
 
 def curves_section(inputs: ReportInputs) -> dict:
+    """Training curves: the interactive figure is attached by report.charts (report.curves)."""
     section = _section("curves", "Training curves")
     if not len(inputs.metrics):
         section["missing"] = (
             f"No metric rows for sweep '{inputs.sweep}': run `workbench db ingest runs/{inputs.sweep}`."
         )
-        return section
-    fig = static_figures.training_curves_figure(inputs.runs, inputs.metrics)
-    section["figures"].append(
-        _figure(
-            fig,
-            "training loss against tokens, one panel per budget",
-            "Training loss against tokens seen, one panel per compute budget; colour (and "
-            "line style) by model size; dots: final validation loss.",
-            "png",
-        )
-    )
     return section
 
 
@@ -145,16 +149,6 @@ def isoflop_section(inputs: ReportInputs) -> dict:
         section["missing"] = _missing_fit(inputs, "isoFLOP fit" if inputs.fit else "fit")
         return section
     iso = inputs.fit["isoflop"]
-    points = inputs.points if inputs.points is not None else pd.DataFrame(inputs.fit["points"])
-    fig = static_figures.isoflop_curves_figure(points, iso, _fit_budgets(inputs.fit))
-    section["figures"].append(
-        _figure(
-            fig,
-            "final loss against model size per budget with fitted parabolas",
-            "Final validation loss against N for each budget, with the parabola in log N "
-            "and its minimum (stars); hollow: budgets the fit did not use.",
-        )
-    )
     rows = [
         [
             cell(f"{m['budget_flops']:.3g}", m["budget_flops"]),
@@ -185,14 +179,6 @@ def frontier_section(inputs: ReportInputs) -> dict:
     if not fit or not (fit.get("isoflop") or fit.get("parametric")):
         section["missing"] = _missing_fit(inputs)
         return section
-    budgets = sorted(_fit_budgets(fit)) or sorted(inputs.runs["budget_flops"].dropna().unique())
-    fig = static_figures.frontier_figure(fit.get("isoflop"), fit.get("parametric"), inputs.plan, budgets)
-    caption = (
-        "Compute-optimal parameters N* and tokens D* against compute, on log axes: isoFLOP minima, the power "
-        "law fitted to them with its 5-95% bootstrap band, the parametric law's closed form, extrapolated to "
-        "the planned budget (star, with its 5-95% interval)."
-    )
-    section["figures"].append(_figure(fig, "N* and D* against compute with bootstrap bands", caption))
     rows = []
     for method, key_n, key_d in (("isoflop", "N_opt", "D_opt"), ("parametric", "N_opt", "D_opt")):
         ci = (fit.get(method) or {}).get("ci") or {}
@@ -221,7 +207,7 @@ def parametric_section(inputs: ReportInputs) -> dict:
         return section
     par = inputs.fit["parametric"]
     points = pd.DataFrame(inputs.fit["points"])
-    fig = static_figures.parametric_figure(points, par, inputs.plan)
+    fig = static_figures.parametric_figure(points, par, inputs.plan, report_scale(inputs.runs, inputs.fit))
     section["figures"].append(
         _figure(
             fig,
@@ -264,7 +250,7 @@ def holdout_section(inputs: ReportInputs) -> dict:
     holdout = (fit or {}).get("holdout")
     if not holdout:
         section["missing"] = (
-            f"No held-out check in the fit: run `workbench fit --sweep {inputs.sweep} "
+            f"No held-out check in the fit: run `workbench fit {inputs.sweep} "
             f"--holdout-largest{_db_flag(inputs)}` (it needs 3 or more budgets)."
         )
     else:
@@ -276,6 +262,7 @@ def holdout_section(inputs: ReportInputs) -> dict:
             best = holdout["observed"]["best_run"]
             target = pd.DataFrame({"params": [best["params"]], "loss": [best["loss"]]})
         frames = vl.holdout_frames(target, holdout, _law_without(fit, budget), (demo or {}).get("flagship"))
+        keys = vl.holdout_keys(frames, report_scale(inputs.runs, fit).colour(budget))
         section["charts"] = [
             vl.chart(
                 "holdout",
@@ -286,8 +273,10 @@ def holdout_section(inputs: ReportInputs) -> dict:
                 "predicted best loss, and the observed and predicted compute-optimal N*.",
                 f"The largest budget ({budget:.3g} FLOPs) left out of the fit: its runs, the law's prediction and the "
                 "predicted N*. Hover a point for its run id, N, D and loss.",
-                vl.holdout_spec(frames),
+                vl.holdout_spec(frames, keys),
                 "runs",
+                legend=keys,
+                legend_title="held-out check",
             )
         ]
         section["tables"].append(_holdout_table(holdout))
@@ -309,26 +298,18 @@ def holdout_section(inputs: ReportInputs) -> dict:
 
 
 def _law_without(fit: dict, budget: float) -> dict | None:
-    """The parametric law fitted without `budget`: the fit's own law when it left that budget out (the demo),
-    else a refit on the fit's points below it, with the fit's settings (as `--holdout-largest` did)."""
-
+    """The parametric law fitted without `budget`, as the fit stored it: the held-out step's training law, or
+    the fit's own law when the fit itself left that budget out (the demo). A report never refits."""
     if not fit.get("parametric"):
         return None
-    points = pd.DataFrame(fit["points"])
-    train = points[points["budget_flops"] < budget * (1 - 1e-6)]
-    if len(train) == len(points):
+    points = pd.DataFrame(fit.get("points") or {"budget_flops": []})
+    if not len(points) or not (points["budget_flops"] >= budget * (1 - 1e-6)).any():
         return fit["parametric"]
-    settings = fit.get("settings") or {}
-    per_axis = max(2, round((settings.get("starts") or 256) ** 0.2))
-    law = fit_parametric(
-        train["params"],
-        train["tokens"],
-        train["loss"],
-        starts=start_grid(per_axis),
-        huber_delta=settings.get("huber_delta", 1e-3),
-        overestimate_penalty=settings.get("overestimate_penalty", 1.0),
-    )
-    return law.as_dict()
+    held = ((fit.get("holdout") or {}).get("parametric") or {}).get("law")
+    if held is None:
+        steps = [s for s in fit.get("rollout") or [] if abs(s["budget_flops"] / budget - 1) < 1e-6]
+        held = ((steps[0].get("parametric") or {}).get("law")) if steps else None
+    return held
 
 
 def _scored_row(label: str, scored: dict | None, fmt) -> list[dict] | None:
@@ -400,13 +381,10 @@ def _demo_table(demo: dict) -> dict:
             ]
         )
     for name, ok in (demo.get("checks") or {}).items():
+        word = "NOT SCORED" if ok is None else "PASS" if ok else "FAIL"
+        reason = (demo.get("not_scored") or {}).get(name) or ""
         rows.append(
-            [
-                cell(name.replace("_", " ")),
-                cell(""),
-                cell(""),
-                cell("PASS" if ok else "FAIL", cls="ok" if ok else "bad"),
-            ]
+            [cell(name.replace("_", " ")), cell(""), cell(reason), cell(word, cls="bad" if ok is False else "ok")]
         )
     return {
         "caption": "End-to-end demo: the planned flagship, trained",
@@ -492,7 +470,10 @@ def _experiment_tables(demo: dict) -> list[dict]:
                     )
                 ),
                 cell(str(c["tolerance"])),
-                cell("PASS" if c["passed"] else "FAIL", cls="ok" if c["passed"] else "bad"),
+                cell(
+                    "NOT SCORED" if c["passed"] is None else "PASS" if c["passed"] else "FAIL",
+                    cls="bad" if c["passed"] is False else "ok",
+                ),
             ]
             for name, c in checks.items()
         ]
@@ -626,7 +607,7 @@ def _stale(inputs: ReportInputs) -> str:
 
 def _fit_command(sweep: str, fit: dict) -> str:
     settings = fit.get("settings") or {}
-    words = [f"workbench fit --sweep {sweep} --bootstrap {settings.get('bootstrap')} --seed {settings.get('seed')}"]
+    words = [f"workbench fit {sweep} --bootstrap {settings.get('bootstrap')} --seed {settings.get('seed')}"]
     if fit.get("method") not in (None, "all"):
         words.append(f"--method {fit['method']}")
     words += [flag for flag, key in (("--holdout-largest", "holdout"), ("--rollout", "rollout")) if fit.get(key)]

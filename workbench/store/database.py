@@ -54,6 +54,7 @@ METRIC_COLUMNS = (
 )
 _FLUSH_ROWS = 250_000  # metric rows buffered before a bulk insert (bounds memory on huge ingests)
 _NO_DB_HINT = "Run `workbench db ingest` or a sweep first."
+NO_RUNS = "Run a sweep (`workbench sweep launch sweeps/NAME.yaml`) and `workbench db ingest runs/`, or pass --db"
 
 # Ordered forward migrations: MIGRATIONS[i] takes a database from version i to version i + 1. Never edit a
 # released step; append a new one.
@@ -384,6 +385,26 @@ class Store:
             " count(*) FILTER (WHERE status = 'completed') AS completed FROM runs GROUP BY sweep) r"
             " ON s.name = r.sweep ORDER BY name"
         )
+
+    def sweep_with_runs(self, sweep: str | None) -> str:
+        """`sweep` if it has runs here; without a name, the only sweep with runs (a one-line error when there
+        are none or several, naming them)."""
+        frame = self.sweeps()
+        names = sorted(frame.loc[frame["runs"] > 0, "name"].dropna().astype(str))
+        if not names:
+            raise WorkbenchError(f"database {self.path} has no runs", NO_RUNS + ".")
+        if sweep is None:
+            if len(names) > 1:
+                raise WorkbenchError(
+                    f"database {self.path} has {len(names)} sweeps: {', '.join(names)}",
+                    "Name one: `workbench fit NAME`, `workbench report NAME`.",
+                )
+            return names[0]
+        if sweep not in names:
+            raise WorkbenchError(
+                f"sweep '{sweep}' has no runs in {self.path}", f"Sweeps with runs: {', '.join(names)}."
+            )
+        return sweep
 
     def fits(self, sweep: str | None = None) -> pd.DataFrame:
         """Recorded fits (of one sweep if given); column `fit` holds the whole fit JSON."""

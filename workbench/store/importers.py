@@ -1,6 +1,6 @@
 """`workbench db import`: runs logged elsewhere into the store, so a team can fit the curves it already has.
 
-Each imported run becomes a run directory (config.yaml, metrics.jsonl, final.json) under --into, which
+Each imported run becomes a run directory (config.yaml, metrics.jsonl, final.json) under `--runs`/imported, which
 `Store.ingest` then reads like any other: one ingest path, and the run can be reported and re-ingested.
 
 - A W&B offline run folder (wandb/offline-run-*/run-ID.wandb; `wandb/` or a run directory holding it):

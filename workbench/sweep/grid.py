@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,9 @@ class _Point:
     tokens: float
 
 
-def plan_file(path: str | Path) -> Plan:
-    """Load a sweep YAML and expand it into its runs."""
-    spec, lines = load_spec(path)
+def plan_file(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+    """Load a sweep YAML (with `key.sub=value` overrides) and expand it into its runs."""
+    spec, lines = load_spec(path, overrides)
     return expand(spec, str(path), lines)
 
 

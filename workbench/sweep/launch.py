@@ -54,6 +54,21 @@ class LaunchReport:
     results: dict[str, str] = field(default_factory=dict)  # local runs: run id -> final status
     dry_run: bool = False
 
+    def as_dict(self) -> dict:
+        """The report as JSON-ready values (`workbench sweep launch --json`)."""
+        return {
+            "sweep_dir": str(self.sweep_dir),
+            "executor": self.executor,
+            "dry_run": self.dry_run,
+            "submitted": self.submit,
+            "skipped": self.skipped,
+            "replaced": self.replaced,
+            "jobs": self.jobs,
+            "results": self.results,
+            "failed": self.failed(),
+            "locked_elsewhere": self.locked_elsewhere(),
+        }
+
     def locked_elsewhere(self) -> dict[str, str]:
         """Runs another launch is training: run id -> its state (skipped before or while running)."""
         during = {rid: s for rid, s in self.results.items() if s.startswith("skipped: locked")}

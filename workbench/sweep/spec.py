@@ -24,13 +24,16 @@ A branch costs only its cooldown; `Plan.cosine_flops` is what separate cosine ru
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
-from workbench.core.configfile import Count, Number, Strict, count, load_yaml, number, parse_model
+from workbench.core.configfile import Count, Number, Strict, apply_overrides, count, load_yaml, number, parse_model
+from workbench.core.errors import WorkbenchError
+from workbench.core.files import safe_name
 from workbench.data.config import DataConfig
 from workbench.model.shapes import SHAPE_NAME
 from workbench.train.config import (
@@ -385,7 +388,30 @@ class Plan:
         }
 
 
-def load_spec(path: str | Path) -> tuple[SweepSpec, dict[tuple, int]]:
-    """Read and validate a sweep YAML: (spec, key line numbers). Problems are one-line WorkbenchErrors."""
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSpec, dict[tuple, int]]:
+    """Read and validate a sweep YAML, with `key.sub=value` overrides applied first: (spec, key line numbers).
+    Problems are one-line WorkbenchErrors."""
     data, lines = load_yaml(path)
-    return parse_model(SweepSpec, data, str(path), lines), lines
+    data, overridden = apply_overrides(data, overrides, str(path))
+    return parse_model(SweepSpec, data, str(path), lines, overridden), lines
+
+
+def spec_path_of(sweep: str) -> Path:
+    """The YAML file of a sweep given by its file or by its name (sweeps/NAME.yaml)."""
+    path = Path(sweep)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return path
+    candidate = Path("sweeps") / f"{safe_name(sweep, 'sweep name')}.yaml"
+    if not candidate.is_file():
+        raise WorkbenchError(
+            f"no sweep YAML for {sweep!r} (looked for {candidate})",
+            "Give the sweep's YAML file, e.g. sweeps/NAME.yaml.",
+        )
+    return candidate
+
+
+def sweep_name_of(sweep: str) -> str:
+    """A sweep's name, given its name or its YAML file (the file's `name:`)."""
+    if sweep.endswith((".yaml", ".yml")):
+        return load_spec(sweep)[0].name
+    return safe_name(sweep, "sweep name")

@@ -192,5 +192,5 @@ def sweep_root(name: str, runs_root: Path | None) -> tuple[Path, list[str] | Non
 
     root = (Path(runs_root or "runs") / safe_name(name, "sweep name")).resolve()
     if not root.is_dir():  # a name means a launched sweep; a YAML may name one not launched yet
-        raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name, its YAML file, or --runs-root.")
+        raise WorkbenchError(f"no sweep folder {root}", "Give the sweep's name, its YAML file, or --runs.")
     return root, None

@@ -1,0 +1,338 @@
+"""A batched second-order solver for the laws' robust fits: many problems (starts x bootstrap resamples) at
+once as one array problem. Pure numpy, no I/O.
+
+The model family is a log-sum-exp of terms linear in the parameters theta (p of them):
+
+    log L_hat_i = LSE_k(u_ik),   u_ik = F[k, i] . theta          (T terms, n points)
+    f(theta)    = (1/n) sum_i w_i c_i huber_delta(log L_hat_i - log L_i),   c_i = penalty if r_i > 0 else 1
+
+with w_i a problem's multiplicity of point i (its bootstrap counts). The parametric law
+L = E + A/N^alpha + B/D^beta is the case T = 3, theta = (e, a, b, alpha, beta) (workbench.fit.parametric),
+the compute-optimal loss law L*(C) = E + K C^-gamma the case T = 2 (workbench.fit.frontier).
+
+Derivatives are exact: with s_k the softmax of u (each term's share of the predicted loss), the
+residual's gradient is J_i = sum_k s_ik F[k, i] and its Hessian sum_k s_ik F F^T - J J^T; the objective's
+gradient is sum_i c_i psi_i J_i and its Hessian sum_i c_i (rho''_i - psi_i) J_i J_i^T + c_i psi_i sum_k s_ik
+F F^T (psi = Huber', rho'' = 1 inside delta). Every sum over points is a matrix product of per-problem
+weights with a per-point basis of outer products, so a block of problems costs a few GEMMs.
+
+Steps (More and Sorensen's trust region): the model's minimiser within a radius in the metric of the
+Gauss-Newton matrix M = sum_i c_i J_i J_i^T (floored): the exact Newton step where H is positive definite
+and the step fits, else a Levenberg-Marquardt step (H + mu M) p = -g with mu from the secular equation
+(indefinite H and the hard case included). A step is accepted when f decreases; the radius shrinks x1/4
+when the decrease is under 1/4 of the model's and doubles when it is over 3/4 at the boundary.
+
+Convergence (the stated criterion, checked before each step): H positive semi-definite and the Newton
+decrement g^T H^-1 g / 2 at most `dec_tol` f (1e-13: the quadratic model promises less than that
+fraction of the objective), or |g|_inf <= `gtol`; a problem whose radius collapses (no step decreases f)
+is stalled, converged when its decrement is at most 1e-8 f. The cap is `maxiter` iterations. A problem that
+stops is frozen: it leaves the active set and is never evaluated again. A problem outside a plausibility
+box (`box`, per parameter, and a minimum share per term) whose steps keep moving further out for `patience`
+accepted steps in a row is stopped as degenerate, with the box's flags named (the box lies beyond any law a
+sweep can determine: the fit is running away along a flat valley, not converging).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BLOCK = 64  # problems per block: cache-sized working arrays (32-64 x 300 points measured fastest)
+
+
+def _product_basis(F: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, dict]:
+    """The distinct per-point products of feature columns that the Hessian's sums need, as one basis (n, B),
+    and per term pair a map (B, p * p) from the weighted basis sums to the pair's sum of F_k F_m^T: every sum
+    over points then takes one matrix product (the law's features are 0, 1, x and y: 6 products)."""
+    n, p = F.shape[1], F.shape[2]
+    columns: list[np.ndarray] = []
+    maps = {}
+    for k, m in pairs:
+        table = np.zeros((0, p * p))
+        for a in range(p):
+            for b in range(p):
+                col = F[k, :, a] * F[m, :, b]
+                if not col.any():
+                    continue
+                j, sign = _find(columns, col)
+                if j < 0:
+                    columns.append(col)
+                    j, sign = len(columns) - 1, 1.0
+                if table.shape[0] < len(columns):
+                    table = np.vstack([table, np.zeros((len(columns) - table.shape[0], p * p))])
+                table[j, a * p + b] += sign
+        maps[(k, m)] = table
+    size = len(columns)
+    maps = {pair: np.vstack([tab, np.zeros((size - tab.shape[0], p * p))]) for pair, tab in maps.items()}
+    basis = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
+    return np.ascontiguousarray(basis), maps
+
+
+def _find(columns: list[np.ndarray], col: np.ndarray) -> tuple[int, float]:
+    for j, c in enumerate(columns):
+        if np.array_equal(c, col):
+            return j, 1.0
+        if np.array_equal(c, -col):
+            return j, -1.0
+    return -1, 0.0
+
+
+class Points:
+    """The n points of one fit: features F (T, n, p) and log losses y (n,), Huber delta and penalty."""
+
+    def __init__(self, features: np.ndarray, log_loss: np.ndarray, delta: float = 1e-3, penalty: float = 1.0):
+        self.F = np.ascontiguousarray(features, dtype=float)
+        self.T, self.n, self.p = self.F.shape
+        self.FT = np.ascontiguousarray(self.F.transpose(0, 2, 1))  # (T, p, n): u_t = theta @ FT[t]
+        self.y = np.asarray(log_loss, dtype=float).ravel()
+        self.delta, self.penalty = float(delta), float(penalty)
+        self.pairs = [(k, m) for k in range(self.T) for m in range(k, self.T)]
+        self.basis, self.maps = _product_basis(self.F, self.pairs)
+        sym = [self._symmetric(pair) for pair in self.pairs]
+        # rows of weights per point: h s_a s_b (the pairs), c psi s_t (the terms), c s_a s_b (the metric's pairs)
+        self.hess_map = np.concatenate(sym + [self.maps[(t, t)] for t in range(self.T)])
+        self.metric_map = np.concatenate(sym)
+        self.n_rows = 2 * len(self.pairs) + self.T
+
+    def _symmetric(self, pair: tuple[int, int]) -> np.ndarray:
+        """The map (B, p * p) of a pair's weighted basis sums to its sum of F_k F_m^T, plus the transpose for
+        k != m (the pair (m, k) that the upper triangle of pairs leaves out)."""
+        table = self.maps[pair]
+        if pair[0] == pair[1]:
+            return table
+        p = self.p
+        return table + table.reshape(-1, p, p).transpose(0, 2, 1).reshape(-1, p * p)
+
+    def residuals(self, theta: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(r (k, n), shares (T, k, n)) of theta rows (k, p) against log losses y ((k, n) per problem, default
+        the points' own), by the max-shifted log-sum-exp."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = theta @ self.FT  # (T, k, n)
+            m = u.max(axis=0)
+            ex = np.exp(u - m)
+            total = ex.sum(axis=0)
+            r = m + np.log(total) - (self.y if y is None else y)
+            return r, ex / total
+
+
+def _huber(points: Points, r: np.ndarray, w: np.ndarray):
+    """(c, huber, psi, inside) for residuals r (k, n) and weights w (k, n): c = w penalty / n per point."""
+    c = w * (1.0 / points.n)
+    if points.penalty != 1.0:
+        c = np.where(r > 0, c * points.penalty, c)
+    absr = np.abs(r)
+    clipped = np.minimum(absr, points.delta)
+    return c, clipped * (absr - 0.5 * clipped), np.clip(r, -points.delta, points.delta), absr <= points.delta
+
+
+def objective(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """f of theta rows (k, p) with weight rows (k, n) (and per-problem log losses y); inf where not finite."""
+    r, _ = points.residuals(theta, y)
+    c, hub, _, _ = _huber(points, r, w)
+    with np.errstate(invalid="ignore"):
+        f = np.einsum("ki,ki->k", c, hub)
+    return np.where(np.isfinite(f), f, np.inf)
+
+
+def derivatives(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None = None):
+    """(f (k,), g (k, p), H (k, p, p), M (k, p, p), shares (k, T): each term's largest share over the points).
+    The per-point weights of every sum are written into one (k, rows, n) array and reduced against the
+    product basis by one matrix product; two more map the sums onto H and M."""
+    k, p, T, npairs = len(theta), points.p, points.T, len(points.pairs)
+    r, s = points.residuals(theta, y)
+    c, hub, psi, inside = _huber(points, r, w)
+    cpsi = c * psi
+    h = c * inside - cpsi  # weight of J J^T: Huber's curvature minus the LSE's own (-psi J J^T)
+    f = np.einsum("ki,ki->k", c, hub)
+    g = sum((cpsi * s[t]) @ points.F[t] for t in range(T))
+    split = npairs + T
+    z = np.empty((k, points.n_rows, points.n))
+    for i, (a, b) in enumerate(points.pairs):
+        product = np.multiply(s[a], s[b], out=z[:, split + i])
+        np.multiply(h, product, out=z[:, i])
+        product *= c
+    for t in range(T):
+        np.multiply(cpsi, s[t], out=z[:, npairs + t])
+    sums = (z.reshape(k * points.n_rows, points.n) @ points.basis).reshape(k, points.n_rows, -1)
+    H = (sums[:, :split].reshape(k, -1) @ points.hess_map).reshape(k, p, p)
+    M = (sums[:, split:].reshape(k, -1) @ points.metric_map).reshape(k, p, p)
+    return f, g, H, M, s.max(axis=2).T
+
+
+@dataclass
+class Solution:
+    """Per problem: theta, f, iterations, converged, reason, degenerate flags (comma-separated names)."""
+
+    theta: np.ndarray
+    f: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    reason: np.ndarray
+    degenerate: np.ndarray
+    evaluations: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A plausibility box: per-parameter bounds (None: open) with names, and a minimum share per term."""
+
+    lower: tuple[float | None, ...]
+    upper: tuple[float | None, ...]
+    names: tuple[str, ...]
+    term_names: tuple[str, ...]
+    min_share: float = 1e-8
+
+    def flags(self, theta: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        """(k, 2p + T) violations: below each lower bound, above each upper bound, each term's share."""
+        lo = np.array([-np.inf if v is None else v for v in self.lower])
+        hi = np.array([np.inf if v is None else v for v in self.upper])
+        return np.concatenate([theta < lo, theta > hi, shares < self.min_share], axis=1)
+
+    def outward(self, step: np.ndarray) -> np.ndarray:
+        """(k, 2p + T): whether a step moves further out along each flag's direction (a share: any move)."""
+        return np.concatenate([step < 0, step > 0, np.ones((len(step), len(self.term_names)), bool)], axis=1)
+
+    def describe(self, flags: np.ndarray) -> list[str]:
+        labels = [f"{n} low" for n in self.names] + [f"{n} high" for n in self.names]
+        labels += [f"{t} -> 0" for t in self.term_names]
+        return [",".join(label for label, on in zip(labels, row, strict=True) if on) for row in flags]
+
+
+def _tr_step(ev: np.ndarray, V: np.ndarray, c: np.ndarray, radius: np.ndarray, iters: int = 20) -> np.ndarray:
+    """The minimiser of c.q + q.diag(ev).q/2 over |q| <= radius in the eigenbasis (More-Sorensen: mu from the
+    secular equation by Newton from the left; the hard case adds the lowest eigenvector), returned as V q."""
+    scale = np.abs(ev).max(axis=1) + 1e-300
+    lo, eps = np.maximum(0.0, -ev[:, 0]), 1e-12 * scale + 1e-300
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        newton_ok = ev[:, 0] > eps
+        pn = np.where(newton_ok[:, None], c / np.where(newton_ok[:, None], ev, 1.0), np.inf)
+        inside = newton_ok & (np.sqrt((pn * pn).sum(1)) <= radius)
+        mu = np.where(inside, 0.0, lo + eps)
+        todo = ~inside
+        for _ in range(iters):
+            if not todo.any():
+                break
+            den = ev[todo] + mu[todo, None]
+            cc, rad = c[todo], radius[todo]
+            norm2, q2 = (cc * cc / den**2).sum(1), (cc * cc / den**3).sum(1)
+            step = np.nan_to_num((norm2 / q2) * (np.sqrt(norm2) - rad) / rad, nan=0.0, posinf=0.0, neginf=0.0)
+            new = np.maximum(mu[todo] + step, lo[todo] + eps[todo])
+            moved = np.abs(new - mu[todo]) > 1e-6 * np.abs(new) + 1e-300  # |q| within ~1e-6 of the radius
+            mu[todo] = new
+            todo[np.flatnonzero(todo)[~moved]] = False
+        q = np.nan_to_num(c / (ev + mu[:, None]), nan=0.0, posinf=0.0, neginf=0.0)
+        norm = np.sqrt((q * q).sum(1))
+        hard = ~inside & (norm < radius * (1 - 1e-6)) & (ev[:, 0] < 0)
+        if hard.any():
+            tau = np.sqrt(np.maximum(radius[hard] ** 2 - norm[hard] ** 2, 0.0))
+            q[hard, 0] += tau * np.where(c[hard, 0] > 0, 1.0, -1.0)
+    return -np.einsum("kij,kj->ki", V, q)
+
+
+@dataclass
+class _State:
+    theta: np.ndarray
+    f: np.ndarray
+    g: np.ndarray
+    H: np.ndarray
+    M: np.ndarray
+    shares: np.ndarray
+
+
+def _evaluate(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None) -> _State:
+    parts = [
+        derivatives(points, theta[i : i + BLOCK], w[i : i + BLOCK], None if y is None else y[i : i + BLOCK])
+        for i in range(0, len(theta), BLOCK)
+    ]
+    f, g, H, M, shares = (np.concatenate([p[j] for p in parts]) for j in range(5))
+    return _State(theta, f, g, H, M, shares)
+
+
+def minimize(
+    points: Points,
+    starts: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    targets: np.ndarray | None = None,
+    box: Box | None = None,
+    maxiter: int = 200,
+    dec_tol: float = 1e-13,
+    gtol: float = 1e-15,
+    patience: int = 3,
+) -> Solution:
+    """Minimise one problem per start row (P, p) at once; weights (P, n) multiplicities (None: all ones);
+    targets (P, n) per-problem log losses (None: the points' own; a bootstrap of refitted minima)."""
+    theta = np.array(starts, dtype=float, ndmin=2)
+    P, n = len(theta), points.n
+    w = np.ones((P, n)) if weights is None else np.broadcast_to(np.asarray(weights, float), (P, n))
+    y = None if targets is None else np.broadcast_to(np.asarray(targets, float), (P, n))
+    st = _evaluate(points, theta.copy(), w, y)
+    finite = np.isfinite(st.f) & np.isfinite(st.g).all(1) & np.isfinite(st.H).all((1, 2))
+    st.f[~finite] = np.inf
+    iters, out_count = np.zeros(P, int), np.zeros(P, int)
+    radius = np.ones(P)
+    converged = np.zeros(P, bool)
+    reason = np.where(finite, "", "nonfinite start").astype(object)
+    active, evaluations, eye = finite.copy(), P, np.eye(points.p)
+    while active.any():
+        idx = np.flatnonzero(active)
+        th, fa, ga, Ha, Ma = st.theta[idx], st.f[idx], st.g[idx], st.H[idx], st.M[idx]
+        trace = np.trace(Ma, axis1=1, axis2=2)[:, None, None]
+        Li = np.linalg.inv(np.linalg.cholesky(Ma + (1e-6 * trace + 1e-300) * eye))
+        ev, V = np.linalg.eigh(Li @ Ha @ Li.transpose(0, 2, 1))
+        c = np.einsum("kji,kj->ki", V, np.einsum("kij,kj->ki", Li, ga))
+        tau = 1e-10 * np.abs(ev).max(1, keepdims=True) + 1e-300
+        psd = ev[:, 0] > -tau[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            dec = np.where(psd, 0.5 * np.sum(c * c / np.maximum(ev, tau), 1), np.nan)
+        done = (psd & (dec <= dec_tol * fa)) | (np.abs(ga).max(1) <= gtol)
+        stalled = ~done & (radius[idx] < 1e-13 * (1.0 + np.abs(th).max(1)))
+        capped = ~done & ~stalled & (iters[idx] >= maxiter)
+        stop = done | stalled | capped
+        converged[idx[done]] = True
+        converged[idx[stalled]] = np.nan_to_num(dec[stalled], nan=np.inf) <= 1e-8 * fa[stalled]
+        reason[idx[done]], reason[idx[stalled]], reason[idx[capped]] = "converged", "stalled", "iteration cap"
+        active[idx[stop]] = False
+        keep = ~stop
+        if not keep.any():
+            break
+        idx, th, fa, ga, Ha, ev, V, c, Li = (a[keep] for a in (idx, th, fa, ga, Ha, ev, V, c, Li))
+        q = _tr_step(ev, V, c, radius[idx])
+        with np.errstate(over="ignore", invalid="ignore"):
+            step = np.einsum("kji,kj->ki", Li, q)
+            trial = _evaluate(points, th + step, w[idx], None if y is None else y[idx])
+        evaluations += len(idx)
+        iters[idx] += 1
+        predicted = -(np.einsum("ki,ki->k", ga, step) + 0.5 * np.einsum("ki,kij,kj->k", step, Ha, step))
+        actual = fa - trial.f
+        ok = np.isfinite(trial.f) & np.isfinite(trial.g).all(1) & np.isfinite(trial.H).all((1, 2))
+        accept = ok & (actual > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(ok & (predicted > 0), actual / predicted, -1.0)
+        qn, rad = np.sqrt((q * q).sum(1)), radius[idx]
+        new = np.where(rho < 0.25, 0.25 * np.minimum(qn, rad), rad)
+        radius[idx] = np.where((rho > 0.75) & (qn >= 0.99 * rad), np.minimum(2.0 * rad, 100.0), new)
+        took = idx[accept]
+        for name in ("theta", "f", "g", "H", "M", "shares"):
+            getattr(st, name)[took] = getattr(trial, name)[accept]
+        if box is not None and len(took):
+            runaway = (box.flags(trial.theta[accept], trial.shares[accept]) & box.outward(step[accept])).any(1)
+            out_count[took] = np.where(runaway, out_count[took] + 1, 0)
+            gone = took[out_count[took] >= patience]
+            active[gone], reason[gone] = False, "degenerate"
+    flags = box.describe(box.flags(st.theta, np.nan_to_num(st.shares, nan=1.0))) if box else [""] * P
+    return Solution(st.theta, st.f, iters, converged, reason.astype(str), np.array(flags, dtype=object), evaluations)
+
+
+def grid_objectives(points: Points, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(R, G) objective of every grid row for every weights row (R, n) in one pass: a start's per-point
+    Huber terms do not depend on the weights, so the objectives are one matrix product."""
+    r, _ = points.residuals(np.atleast_2d(grid))
+    c, hub, _, _ = _huber(points, r, np.ones_like(r))
+    hub = np.where(np.isfinite(hub), hub, np.inf) * c
+    finite = np.isfinite(hub).all(1)
+    out = np.full((len(weights), len(hub)), np.inf)
+    out[:, finite] = np.asarray(weights, float) @ hub[finite].T
+    return out
