@@ -60,9 +60,11 @@ def test_csv_fit_writes_json_plots_and_prints_the_same_object(sweep_csv, tmp_pat
     assert 1e24 in [row["budget_flops"] for row in par["ci"]["at"]]
     assert printed["holdout"]["budget_flops"] == pytest.approx(1e21, rel=0.01)
     assert printed["accuracy"]["toy"]["ceiling"] == pytest.approx(0.8, abs=0.02)
-    assert len(printed["plots"]) == 4 and all(
-        (tmp_path / "fits" / p.split("/")[-1]).is_file() for p in printed["plots"]
-    )
+    names = sorted(p.split("/")[-1] for p in printed["plots"])  # the rollout runs by default: its figure too
+    assert [n.split(".", 1)[1] for n in names] == [
+        f"{k}.{e}" for k in ("isoflop", "parametric", "rollout") for e in ("png", "svg")
+    ]
+    assert all((tmp_path / "fits" / name).is_file() for name in names)
     # the planner's functions work on the loaded draws
     n_opt, d_opt = optimal_allocation(par["draws"], 1e24)
     assert n_opt.shape == (40,) and np.allclose(6 * n_opt * d_opt, 1e24)

@@ -202,7 +202,8 @@ def test_unique_tokens_count_repeats_as_less_data_and_warn_past_four_epochs():
 
 
 def test_rollout_calibrates_the_intervals_by_extrapolation_distance():
-    points = isoflop_sweep(EPOCH, budgets_flops=np.geomspace(1e18, 1e20, 5), noise=0.01, seed=4)
+    # seven budgets: the rollout's steps fitted on 4, 5 and 6 of them are the ones calibration reads
+    points = isoflop_sweep(EPOCH, budgets_flops=np.geomspace(1e18, 1e20, 7), noise=0.01, seed=4)
     results = fit_all(points, FitOptions(bootstrap=40, rollout=True, rollout_bootstrap=40, starts_per_axis=2))
     cal = results.calibration
     rows = {r["quantity"]: r for r in cal["rows"]}

@@ -27,6 +27,7 @@ from workbench.fit.stats import HI_Q, LO_Q, percentiles
 
 FORM = "E + K C^-gamma"
 FLOOR_STARTS = [(f, g) for f in (0.0, 0.3, 0.6, 0.85, 0.97) for g in (0.03, 0.1, 0.3)]  # E / min L*, gamma
+SCREEN_STEPS, POLISHED = 6, 3  # every start takes 6 trust-region steps; the 3 lowest per row are polished
 NO_FLOOR = 1e-4  # E below this fraction of the lowest minimum: the minima show no floor (a pure power law)
 
 
@@ -47,6 +48,8 @@ def fit_floor_laws(log_c: np.ndarray, log_loss: np.ndarray, valid: np.ndarray) -
     y = np.where(valid, log_loss, 0.0)
     lowest = np.exp(np.where(valid, log_loss, np.inf).min(axis=1))
     mean_l = np.exp(np.where(valid, log_loss, 0.0).sum(1) / np.maximum(valid.sum(1), 1))
+    floor = float(np.log(NO_FLOOR * lowest.min()))
+    lowest = np.where(np.isfinite(lowest), lowest, 1.0)  # a resample with no valid minimum: any start will do
     starts = []
     for frac, gamma in FLOOR_STARTS:
         e = np.log(np.maximum(frac * lowest, 1e-6 * lowest))
@@ -55,11 +58,15 @@ def fit_floor_laws(log_c: np.ndarray, log_loss: np.ndarray, valid: np.ndarray) -
     starts = np.stack(starts, axis=1).reshape(-1, 3)
     per = len(FLOOR_STARTS)
     weights = np.repeat(valid.astype(float), per, axis=0)
-    floor = float(np.log(NO_FLOOR * np.nanmin(lowest)))
     box = Box(lower=(floor, None, 1e-3), upper=(None, None, 3.0), names=("E", "K", "gamma"), term_names=("K C^-g", "E"))
-    solved = minimize(points, starts, weights, targets=np.repeat(y, per, axis=0), box=box)
-    best = np.where(np.isfinite(solved.f), solved.f, np.inf).reshape(rows, per).argmin(axis=1)
-    pick = np.arange(rows) * per + best
+    targets = np.repeat(y, per, axis=0)
+    # screen: a few steps from every start, then the best POLISHED per row to convergence
+    screen = minimize(points, starts, weights, targets=targets, box=box, maxiter=SCREEN_STEPS)
+    order = np.argsort(np.where(np.isfinite(screen.f), screen.f, np.inf).reshape(rows, per), axis=1)
+    chosen = (np.arange(rows)[:, None] * per + order[:, :POLISHED]).ravel()
+    solved = minimize(points, screen.theta[chosen], weights[chosen], targets=targets[chosen], box=box)
+    best = np.where(np.isfinite(solved.f), solved.f, np.inf).reshape(rows, POLISHED).argmin(axis=1)
+    pick = np.arange(rows) * POLISHED + best
     theta = solved.theta[pick].copy()
     theta[:, 1] += theta[:, 2] * center  # k = k' + gamma mean(log C)
     bad = ~np.isfinite(solved.f[pick]) | (valid.sum(1) < 3)

@@ -147,9 +147,9 @@ def fit_isoflop(points: pd.DataFrame, flops: FlopsPerToken | None = None) -> Iso
         )
         code = int(vertex.code[0])
         if code:
-            excluded.append(
-                {"budget_flops": float(budget_flops), "reason": _reason(code, budget, np.exp(vertex.log_n[0]))}
-            )
+            with np.errstate(over="ignore"):  # a vertex far off the grid only needs its side
+                vertex_n = float(np.exp(vertex.log_n[0]))
+            excluded.append({"budget_flops": float(budget_flops), "reason": _reason(code, budget, vertex_n)})
             continue
         minima.append(
             {

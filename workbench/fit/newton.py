@@ -311,7 +311,8 @@ def minimize(
         accept = ok & (actual > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(ok & (predicted > 0), actual / predicted, -1.0)
-        qn, rad = np.sqrt((q * q).sum(1)), radius[idx]
+        with np.errstate(over="ignore", invalid="ignore"):
+            qn, rad = np.sqrt((q * q).sum(1)), radius[idx]
         new = np.where(rho < 0.25, 0.25 * np.minimum(qn, rad), rad)
         radius[idx] = np.where((rho > 0.75) & (qn >= 0.99 * rad), np.minimum(2.0 * rad, 100.0), new)
         took = idx[accept]

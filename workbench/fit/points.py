@@ -74,7 +74,6 @@ def validate_points(frame: pd.DataFrame, source: str = "data", group_decades: fl
         out["budget_flops"] = _numeric(frame, "budget_flops", source)
     else:
         out["budget_flops"] = group_budgets(out["flops"].to_numpy(), 10.0**group_decades - 1.0)
-        _warn_small_groups(out, source, group_decades)
     for column in frame.columns:
         if str(column).startswith("acc_"):
             out[column] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
@@ -87,13 +86,15 @@ def validate_points(frame: pd.DataFrame, source: str = "data", group_decades: fl
             f"{source}: one budget only ({budgets[0]:.3g} FLOPs, column 'budget_flops')",
             "A scaling law needs runs at 2 or more compute budgets; add runs at other budgets.",
         )
+    if "budget_flops" not in frame.columns or not frame["budget_flops"].notna().any():
+        _warn_small_groups(out, source, group_decades)
     return out.sort_values(["budget_flops", "params"], kind="stable").reset_index(drop=True)
 
 
 def _warn_small_groups(points: pd.DataFrame, source: str, group_decades: float) -> None:
     sizes = points.groupby("budget_flops")["params"].nunique()
     small = int((sizes < MIN_GROUP_SIZES).sum())
-    if small:
+    if small and (sizes >= 3).any():  # with no group of 3 sizes the isoFLOP fit's own error says it all
         log.warning(
             "%s: no budget column; runs grouped by FLOPs within %.3g decades into %d budgets, %d of them with fewer "
             "than %d sizes (their parabolas are loosely determined); widen the grouping with --group-decades or "

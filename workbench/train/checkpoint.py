@@ -478,11 +478,18 @@ def _sharded_state(parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> 
     return state
 
 
+def _planner() -> dcp.DefaultSavePlanner:
+    """DCP's planner, storing each replicated entry (norm gains under TP, optimizer steps) once, in rank 0's file:
+    a rank resuming the same layout then reads (and hashes) its own file and rank 0's, not a few bytes from
+    many files that it would have to hash whole."""
+    return dcp.DefaultSavePlanner(dedup_save_to_lowest_rank=True)
+
+
 def save_sharded(tmp: Path, parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, dict]:
     """Every rank writes its shards of the model and optimizer state into tmp/sharded (a collective) and
     returns the digests of the files it wrote (for gather_digests)."""
     writer = RecordingWriter(tmp / SHARDED)
-    dcp.save(_sharded_state(parts, optimizer), storage_writer=writer)
+    dcp.save(_sharded_state(parts, optimizer), storage_writer=writer, planner=_planner())
     return writer.digests()
 
 
@@ -491,7 +498,8 @@ def save_sharded_async(tmp: Path, parts: list[nn.Module], optimizer: torch.optim
     gloo group of all ranks), written and hashed by a background thread; the returned future holds the
     digests of this rank's files. Collect it (gather_digests, save) at a point every rank reaches together."""
     writer = RecordingWriter(tmp / SHARDED)
-    written = dcp.async_save(_sharded_state(parts, optimizer), storage_writer=writer, process_group=group)
+    state = _sharded_state(parts, optimizer)
+    written = dcp.async_save(state, storage_writer=writer, planner=_planner(), process_group=group)
     done: Future = Future()
 
     def hash_files(future: Future) -> None:
