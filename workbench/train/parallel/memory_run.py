@@ -2,7 +2,7 @@
 of a fake process group builds the trainer's parallel model on fake tensors and runs its step under torch's
 FSDPMemTracker, extended to several pipeline stages per rank, to a stage forward run once per micro-batch, and to
 windows: the peak of each part of the step (each stage forward and backward of each micro-batch, and within it
-the embedding, the first two and last two blocks, and the head), which is what a reduced-depth measurement is
+the embedding, the first and the last block, and the head), which is what a reduced-depth measurement is
 scaled from (workbench.train.parallel.memory_scale)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from workbench.model.config import ModelConfig
 from workbench.train.config import LayoutConfig, OptimConfig, RuntimeConfig
 from workbench.train.parallel import distributed, fake_step, parallelize
-from workbench.train.parallel.memory_probe import ProbeSpec, categorise
+from workbench.train.parallel.memory_probe import ProbeSpec
 from workbench.train.trainer import adamw
 
 TOTAL = "Total"
@@ -111,11 +111,10 @@ class StepTracker(FSDPMemTracker):
 
 
 def positions(index: int, count: int) -> tuple[str, ...]:
-    """The window names of block `index` of a stage of `count` blocks (bottom = the first): the first two and the
-    last two blocks have their own windows (a block may be two of them); the ones between, "mid", are bounded by
-    their neighbours' (memory is linear in a block's position), so they are not kept."""
-    names = {0: "bottom", 1: "bottom+1", count - 2: "top-1", count - 1: "top"}
-    found = tuple(sorted({name for i, name in names.items() if i == index}))
+    """The window name of block `index` of a stage of `count` blocks: the first ("bottom") and the last ("top")
+    have windows of their own (a one-block stage's block is both); the ones between share "mid", which is bounded
+    by its neighbours (memory is linear in a block's position) and is not scaled."""
+    found = tuple(name for name, i in (("bottom", 0), ("top", count - 1)) if i == index)
     return found or ("mid",)
 
 

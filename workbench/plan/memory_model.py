@@ -1,0 +1,178 @@
+"""Peak memory per GPU of one training step, modelled from what this trainer's code holds. Pure: no torch.
+
+The trainer (workbench.train.parallel.parallelize) runs FSDP2 with bf16 parameters and fp32 gradient reduction
+(its mixed-precision policy), TP with sequence parallelism and loss parallelism, torch's pipeline schedules, and
+no autocast. `workbench memory --measure` measures the same step on fake tensors; this model follows those
+measurements term by term (docs/MEMORY.md has the table). Per pipeline rank, the peak is the largest of a few
+moments of the step, each a sum of the terms below (bytes; t = TP, D = DP, T = tokens per micro-batch, P = this
+rank's parameters, its TP shard; V = vocabulary, d = width, f = FFN width, h / kv = heads / KV heads, hd = head
+width):
+
+- **States**: fp32 master weights 4 P / D, AdamW's moments 8 P / D; fp32 gradients 4 P / D once a micro-batch's
+  reduce-scatter has run (without a pipeline, from the second micro-batch on).
+- **Without a pipeline** FSDP2 reshards each block after its forward and gathers it again for its backward, but
+  keeps the last unit (final norm + output projection) gathered in bf16 from its forward to its backward: 2 P_out.
+- **Under a pipeline** nothing is resharded and gradients are reduced only at the last micro-batch, so each rank
+  holds its stages' bf16 weights (2 P) and fp32 gradient accumulators (4 P) unsharded for the whole step; and
+  torch's stages keep one receive buffer per micro-batch and direction for the whole step (m T 2 d / t each way).
+- **Activations per block and micro-batch** (bf16; the residual stream between blocks is split over the
+  sequence under TP, the norm outputs are gathered whole for the matmuls):
+  none: T (4d/t + 8/t + 4d + 4(h+kv)hd/t + 2 kv hd/t + 2 h hd/t + 4h/t + 8f/t) (norm inputs and fp32 rstd,
+  gathered norm outputs, q and k before and after RoPE, v, attention output and logsumexp, SwiGLU's four);
+  selective (torchtitan's policy: odd matmul outputs, attention, collectives kept): T (2d/t + 2d + 4 h hd/t +
+  2 kv hd/t + 2f/t + 4h/t) plus, under TP, the gathered norm outputs and reduce-scattered outputs T (4d + 4d/t);
+  full: the block input, T 2d/t. Blocks in flight: all of them without a pipeline; under 1F1B min(PP - rank, m)
+  micro-batches of the rank's blocks; interleaved min((v - 1) PP + 2 (PP - 1 - rank) + 1, m v) chunks.
+  A block's backward adds its recomputed activations and one fp32 [T, d] gradient (4 T d).
+- **Loss**: the cross-entropy over the vocabulary shard, 12 T V bytes (three fp32 [T, V] tensors), 16 T V / t
+  under loss parallelism; on the last pipeline stage also the bf16 logits the schedule keeps (2 T V / t).
+- **Embedding backward**: the embedding's gradient is made for the whole vocabulary under TP (DTensor's
+  embedding backward has no vocabulary-sharded rule): in bf16 (2 V d) without a pipeline, next to the gathered
+  bf16 embedding and FSDP2's fp32 reduce-scatter input (2 V d / t, 4 V d / t); under a pipeline on the first
+  stage in fp32 (4 V d), with FSDP2's three fp32 copies of the shard (12 V d / t).
+
+Not modelled (what the 10% of the card a plan keeps free is for): the CUDA context, NCCL and cuBLAS workspaces,
+the caching allocator's fragmentation, FSDP2 prefetching a unit early on its own stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.model import flops
+from workbench.model.shapes import ModelShape
+
+CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "buffers")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU at the step's peak on the fullest pipeline rank, by category, and which moment it is."""
+
+    weights: float
+    grads: float
+    optimizer: float
+    activations: float
+    logits: float = 0.0
+    buffers: float = 0.0
+    pp_rank: int = 0
+    moment: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.activations + self.logits + self.buffers
+
+    def as_dict(self) -> dict[str, float]:
+        """Bytes by CATEGORIES (gradients spelled out) and the total."""
+        values = (self.weights, self.grads, self.optimizer, self.activations, self.logits, self.buffers)
+        return {**dict(zip(CATEGORIES, values, strict=True)), "total": self.total}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rank's step: the model, the layout, tokens per micro-batch, micro-batches per replica and step."""
+
+    shape: ModelShape
+    seq_len: int
+    micro_batch: int
+    tp: int
+    pp: int
+    dp: int
+    recompute: str
+    virtual: int
+    micro_batches: int
+
+    @property
+    def tokens(self) -> int:
+        return self.micro_batch * self.seq_len
+
+    def blocks(self, rank: int) -> int:
+        """Blocks on pipeline rank `rank` (the trainer's split: stage s holds round(s n / S) to round((s+1) n / S))."""
+        n, stages = self.shape.n_layers, self.pp * self.virtual
+        bounds = [round(i * n / stages) for i in range(stages + 1)]
+        return sum(bounds[s + 1] - bounds[s] for s in range(rank, stages, self.pp))
+
+
+def block_params(shape: ModelShape, tp: int) -> float:
+    """One block's parameters on a GPU: the TP shard of its matmuls and the two norm gains (replicated)."""
+    matmuls = flops.layer_params(shape.d_model, shape.n_heads, shape.n_kv_heads, shape.ffn_dim) - 2 * shape.d_model
+    return matmuls / tp + 2 * shape.d_model
+
+
+def block_activations(shape: ModelShape, tp: int, recompute: str) -> float:
+    """Bytes per token one block keeps for its backward (see the module docstring)."""
+    d, t, f, h = shape.d_model, tp, shape.ffn_dim, shape.n_heads
+    q, kv = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    if recompute == "full":
+        return 2 * d / t
+    if recompute == "selective":
+        gathered = 4 * d + 4 * d / t if t > 1 else 0
+        return 2 * d / t + 2 * d + 4 * q / t + 2 * kv / t + 2 * f / t + 4 * h / t + gathered
+    return 4 * d / t + 8 / t + 4 * d + 4 * (q + kv) / t + 2 * kv / t + 2 * q / t + 4 * h / t + 8 * f / t
+
+
+def in_flight(step: Step, rank: int) -> tuple[int, float]:
+    """(micro-batch chunks whose activations rank `rank` holds at once, blocks in each)."""
+    blocks = step.blocks(rank)
+    if step.pp == 1:
+        return 1, blocks
+    if step.virtual == 1:
+        return min(step.pp - rank, step.micro_batches), blocks
+    chunks = (step.virtual - 1) * step.pp + 2 * (step.pp - 1 - rank) + 1
+    return min(chunks, step.micro_batches * step.virtual), blocks / step.virtual
+
+
+def moments(step: Step, rank: int) -> dict[str, Memory]:
+    """The candidate peaks of pipeline rank `rank` (bytes by category), by moment."""
+    s, t, D, T = step.shape, step.tp, step.dp, step.tokens
+    d, V = s.d_model, s.vocab_size
+    first, last = rank == 0, rank == step.pp - 1
+    p_out = V * d / t + d if last else 0.0
+    p_emb = V * d / t if first else 0.0
+    P = step.blocks(rank) * block_params(s, t) + p_emb + p_out
+    A = T * block_activations(s, t, step.recompute)
+    rebuilt = T * block_activations(s, t, "none") - A  # what a block's backward recomputes
+    loss = T * V / t * (12 if t == 1 else 16)
+    head = T * (4 * d + 2 * d / t)  # the final norm's input and its gathered output
+    emb_grad = (4 * V * d, 12 * V * d / t) if t > 1 else (2 * V * d, 4 * V * d)
+    if step.pp == 1:
+        grads = 4 * P / D if step.micro_batches > 1 else 0.0
+        states = (4 * P / D, 8 * P / D)
+        return {
+            "loss backward": Memory(states[0] + 2 * p_out, grads, states[1], step.blocks(0) * A + head, loss),
+            "embedding backward": Memory(
+                states[0] + 2 * V * d / t, 4 * P / D + 2 * V * d, states[1], 2 * V * d / t, 0.0, 4 * V * d / t
+            ),
+        }
+    weights, grads, optimizer = 4 * P / D + 2 * P, 4 * P, 8 * P / D
+    stages = [rank + i * step.pp for i in range(step.virtual)]
+    ends = sum((i > 0) + (i < step.pp * step.virtual - 1) for i in stages)  # receive buffers: one per direction
+    buffers = step.micro_batches * T * 2 * d / t * ends
+    chunks, blocks = in_flight(step, rank)
+    held = chunks * (blocks * A + T * 2 * d / t)
+    out = {"steady 1F1B": Memory(weights, grads, optimizer, held + rebuilt + 4 * T * d, 0.0, buffers, rank)}
+    if last:
+        out["loss backward"] = Memory(weights, grads, optimizer, held + head, loss + 2 * T * V / t, buffers, rank)
+    if first:
+        out["embedding backward"] = Memory(
+            weights, grads + emb_grad[1], optimizer, held + emb_grad[0], 0, buffers, rank
+        )
+    return out
+
+
+def ranks(pp: int) -> list[int]:
+    """Pipeline ranks worth costing: the first, a middle one and the last (the others lie between)."""
+    return sorted({0, pp // 2, pp - 1})
+
+
+def rank_peak(step: Step, rank: int) -> Memory:
+    """Rank `rank`'s peak: its largest moment, labelled."""
+    found = moments(step, rank)
+    name = max(found, key=lambda k: found[k].total)
+    m = found[name]
+    return Memory(m.weights, m.grads, m.optimizer, m.activations, m.logits, m.buffers, rank, name)
+
+
+def peak_memory(step: Step) -> Memory:
+    """The fullest rank's peak (every pipeline rank costed; they are cheap)."""
+    return max((rank_peak(step, r) for r in range(step.pp)), key=lambda m: m.total)
