@@ -11,22 +11,14 @@ reach about that): H100/H200 NVLink 4 450 GB/s, A100 NVLink 3 300 GB/s, B200 NVL
 GPU of RoCE/InfiniBand (Llama 3 Sec. 3.3.1), 200 Gb/s for A100 clusters (HDR). Each collective step costs a
 latency of 3 us on NVLink and 10 us across nodes (ring algorithms: (n - 1) steps).
 
-Memory per GPU (the fullest pipeline stage), as FSDP2 shards it with reshard_after_forward=False and one
-reduce-scatter per step (Llama 3's choice, Sec. 3.3.2): the stage's bf16 weights and bf16 gradients (accumulated
-over the micro-batches) unsharded within the TP group (2 + 2 bytes per parameter / TP), the fp32 master weights,
-fp32 reduced gradients and AdamW's two fp32 moments sharded over DP as well ((4 + 4 + 8) / (TP x DP)).
-Activations in bf16, sequence parallel (split over TP), flash attention (no T x T scores kept); per token and block:
-- none: everything autograd keeps, 12 d_model + 4 d_kv + 8 ffn_dim bytes (two norm inputs and outputs, q/k/v,
-  attention output, SwiGLU w1/w3 outputs, SiLU and gated product; Korthikanti et al. 2022's count for SwiGLU
-  and GQA); nothing recomputed;
-- selective (torchtitan's per-op policy: keep matmul and attention outputs): drops the norm outputs, SiLU and
-  the product (4 d_model + 4 ffn_dim bytes) and recomputes them: elementwise work, costed at the GPU's memory
-  bandwidth (read and write those bytes);
-- full: only each block's input (2 d_model), plus one block's full set while it is recomputed: +one forward of
-  the block (2 x block params + 4 T d FLOPs per token and layer) and the TP collectives of that forward.
-The first stage holds min(PP, micro-batches) micro-batches in flight under 1F1B, x (1 + (PP - 1) / (PP v)) under
-the interleaved schedule with v chunks per GPU (Narayanan et al. 2021); the last stage holds one plus the fp32
-logits (4 x vocab bytes per token / TP). A layout fits when the total is at most 90% of the GPU's memory.
+Memory per GPU: workbench.plan.memory_model, the peak of one training step of this trainer on its fullest pipeline
+rank (FSDP2 with bf16 parameters and fp32 gradient reduction, TP with sequence and loss parallelism, torch's
+pipeline schedules), which `workbench memory --measure` checks against the trainer's own code on fake tensors
+(docs/MEMORY.md). A layout fits when the model's total is at most the card's memory less its headroom: 10% of
+the card for what no model counts, plus the model's largest measured error for the layout family (`headroom`).
+Selective recompute (torchtitan's policy) recomputes the elementwise ops between the saved matmuls: costed at the
+GPU's memory bandwidth; full recompute costs one more forward of each block (2 x block params + 4 T d FLOPs per
+token and layer) and the TP collectives of that forward.
 
 Step time of one optimizer step of the final batch:
 - a micro-batch of the fullest stage takes tau = compute (model FLOPs + recompute FLOPs at the achievable
@@ -64,6 +56,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
 from workbench.plan.hardware import GB, GPUS_PER_NODE, NVLINK_LATENCY_S, Gpu, network
+from workbench.plan.memory_model import MODEL_ERROR, Memory, Step, layout_family, peak_memory
 from workbench.plan.step_time import (
     OPTIMIZER_BYTES,
     StepParts,
@@ -85,26 +78,6 @@ MAX_PIPELINE_STAGES = 64
 MAX_VIRTUAL_STAGES = 16
 
 
-@dataclass(frozen=True)
-class Memory:
-    """Bytes per GPU on the fullest pipeline stage."""
-
-    weights: float
-    grads: float
-    optimizer: float
-    activations: float
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations
-
-
-def _activation_bytes_per_token_layer(shape: ModelShape) -> int:
-    """Bytes per token and block autograd keeps without recompute (bf16, flash attention)."""
-    d_kv = shape.n_kv_heads * shape.head_dim
-    return 12 * shape.d_model + 4 * d_kv + 8 * shape.ffn_dim
-
-
 def _recomputed_bytes_per_token_layer(shape: ModelShape) -> int:
     """Bytes per token and block that selective recompute drops: the two norm outputs, SiLU and the product."""
     return 4 * shape.d_model + 4 * shape.ffn_dim
@@ -121,10 +94,10 @@ def _stage_params(shape: ModelShape, pp: int, tp: int) -> tuple[float, float]:
     return (layers * block + table) / tp, (layers * block + table) / tp
 
 
-def in_flight(pp: int, micro_batches: int, virtual: int) -> float:
-    """Micro-batches whose activations the first stage holds at once (1F1B; interleaved costs a bit more)."""
-    held = min(pp, micro_batches)
-    return held * (1 + (pp - 1) / (pp * virtual)) if virtual > 1 else held
+def headroom(family: str) -> float:
+    """The share of the card a plan keeps free for a layout family: 10% for what no model counts (CUDA context,
+    NCCL, allocator fragmentation) plus the analytical model's largest measured error for the family."""
+    return 1 - USABLE_MEMORY + MODEL_ERROR[family]
 
 
 def memory_per_gpu(
@@ -138,24 +111,11 @@ def memory_per_gpu(
     micro_batches: int | None = None,
     virtual: int = 1,
 ) -> Memory:
-    """Memory of the fullest stage of a TP x PP x DP layout (bytes; see the module docstring)."""
-    layers = math.ceil(shape.n_layers / pp)
-    tokens = micro_batch * seq_len
-    everything = _activation_bytes_per_token_layer(shape) / tp
-    kept = {
-        "none": everything,
-        "selective": everything - _recomputed_bytes_per_token_layer(shape) / tp,
-        "full": 2 * shape.d_model / tp,
-    }[PUBLISHED_RECOMPUTE.get(recompute, recompute)]
-    working = tokens * everything if recompute == "full" else 0  # one block recomputed at a time
-    logits = tokens * 4 * shape.vocab_size / tp
-    first, last = _stage_params(shape, pp, tp)
-    held = in_flight(pp, pp if micro_batches is None else micro_batches, virtual)
-    stages = [(last, tokens * kept * layers + working + logits)]
-    if pp > 1:
-        stages.append((first, tokens * kept * layers * held + working))
-    params, activations = max(stages, key=lambda s: 20 * s[0] + s[1])
-    return Memory(2 * params + 4 * params / dp, 2 * params + 4 * params / dp, 8 * params / dp, activations)
+    """Peak memory of the fullest pipeline rank of a TP x PP x DP layout (bytes; workbench.plan.memory_model);
+    micro_batches per replica and step default to PP."""
+    m = pp if micro_batches is None else micro_batches
+    policy = PUBLISHED_RECOMPUTE.get(recompute, recompute)
+    return peak_memory(Step(shape, seq_len, micro_batch, tp, pp, dp, policy, virtual, m))
 
 
 @dataclass(frozen=True)
@@ -192,6 +152,10 @@ class Candidate:
     def fits(self) -> bool:
         return self.memory.total <= self.memory_limit_bytes
 
+    @property
+    def family(self) -> str:
+        return layout_family(self.tp, self.pp)
+
     def as_dict(self) -> dict:
         return {
             "tp": self.tp,
@@ -208,6 +172,7 @@ class Candidate:
             "mfu": self.mfu,
             "bubble_fraction": self.bubble_fraction,
             "memory_per_gpu_gb": self.memory.total / GB,
+            "memory_limit_gb": self.memory_limit_bytes / GB,
             "compute_s": self.compute_s,
             "tp_comm_s": self.tp_comm_s,
             "pp_comm_s": self.pp_comm_s,
@@ -290,7 +255,7 @@ def evaluate(
         "none" if pp == 1 else "1f1b" if virtual == 1 else "interleaved",
         virtual,
         memory,
-        USABLE_MEMORY * gpu.memory_bytes,
+        (1 - headroom(layout_family(tp, pp))) * gpu.memory_bytes,
         t["step"],
         m * t["compute"],
         m * tp_comm,

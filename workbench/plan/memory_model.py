@@ -43,6 +43,14 @@ from workbench.model import flops
 from workbench.model.shapes import ModelShape
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "buffers")
+# the model's largest error against `workbench memory --measure` per layout family (docs/MEMORY.md,
+# tests/test_memory.py), rounded up to a whole percent: a plan keeps it free on top of 10% of the card
+MODEL_ERROR = {"FSDP": 0.01, "TP x FSDP": 0.01, "TP x PP x FSDP": 0.02}
+
+
+def layout_family(tp: int, pp: int) -> str:
+    """FSDP (TP 1, PP 1), TP x FSDP (PP 1), or TP x PP x FSDP: the families whose model error is measured."""
+    return "FSDP" if tp == 1 and pp == 1 else "TP x FSDP" if pp == 1 else "TP x PP x FSDP"
 
 
 @dataclass(frozen=True)
