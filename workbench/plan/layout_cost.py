@@ -431,10 +431,13 @@ def choose_layout(
 
 def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus) -> None:
     if fixed_gpus:
-        least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, fixed_gpus=False)
+        try:
+            least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, fixed_gpus=False)
+            hint = f"Give at least {least.tp * least.pp} GPUs (TP {least.tp} x PP {least.pp})."
+        except WorkbenchError:  # not even at DP 1: FSDP over more GPUs is what shards the states
+            hint = "Give more GPUs: FSDP shards the weights, gradients and AdamW state over them."
         raise WorkbenchError(
-            f"--gpus {gpus}: model {shape.name} does not fit {gpus} x {gpu.name} ({gpu.memory_bytes / GB:g} GB)",
-            f"Give at least {least.tp * least.pp} GPUs (TP {least.tp} x PP {least.pp}).",
+            f"--gpus {gpus}: model {shape.name} does not fit {gpus} x {gpu.name} ({gpu.memory_bytes / GB:g} GB)", hint
         )
     raise WorkbenchError(
         f"model {shape.name} at seq_len {seq_len} fits no TP x PP layout on {gpu.name} ({gpu.memory_bytes / GB:g} GB)",

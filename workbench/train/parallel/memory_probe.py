@@ -19,20 +19,18 @@ What a CPU tracker does not see (the reason plans keep 10% of the card free): th
 cuBLAS and attention workspaces, the caching allocator's fragmentation, and FSDP2's stream overlap (the GPU may
 gather the next unit while the CPU has moved on).
 
-Measurements run in one child process (`python -m workbench.train.parallel.memory_probe`), which imports torch
+Measurements run in one child process (`python -m workbench.train.parallel.memory_run`), which imports torch
 once and forks a fresh process per measurement: the fake process group and the patches are process-wide.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -116,7 +114,7 @@ def measure(
         with open(inputs, "w") as fh:
             json.dump([asdict(s) for s in specs], fh)
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        command = [sys.executable, "-m", "workbench.train.parallel.memory_probe", inputs]
+        command = [sys.executable, "-m", "workbench.train.parallel.memory_run", inputs]
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         found: list[Probe] = []
         started = time.monotonic()
@@ -139,47 +137,3 @@ def measure(
             last = [line for line in errors.splitlines() if line.strip()][-1:] or [f"exit code {child.returncode}"]
             raise WorkbenchError(f"--measure failed: {last[0][:300]}", "Run with --debug for the traceback.")
     return found
-
-
-def _measure_one(spec_dict: dict, conn) -> None:
-    """In a forked process: one measurement, sent back through `conn` (an error as its traceback)."""
-    from workbench.train.parallel.memory_run import run_rank
-
-    started = time.perf_counter()
-    try:
-        result = run_rank(ProbeSpec(**spec_dict))
-        result["wall_s"] = round(time.perf_counter() - started, 2)
-        conn.send({"spec": spec_dict, **result})
-    except BaseException:  # noqa: BLE001 - reported to the parent, which raises a WorkbenchError
-        conn.send({"error": traceback.format_exc().strip().splitlines()[-1], "traceback": traceback.format_exc()})
-    finally:
-        conn.close()
-
-
-def main(path: str) -> None:
-    """The child process: import torch and the trainer once, then fork one process per spec and write each result
-    as one JSON line on stdout (the parent's pipe)."""
-    import workbench.train.parallel.memory_run  # noqa: F401 - imported once, before forking
-
-    context = multiprocessing.get_context("fork")
-    with open(path) as fh:
-        specs = json.load(fh)
-    for spec in specs:
-        receive, send = context.Pipe(duplex=False)
-        worker = context.Process(target=_measure_one, args=(spec, send))
-        worker.start()
-        send.close()
-        try:
-            record = receive.recv()
-        except EOFError:
-            record = {"error": f"the measuring process died (exit code {worker.join() or worker.exitcode})"}
-        worker.join()
-        sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
-        if "error" in record:
-            sys.stderr.write(record.get("traceback", record["error"]))
-            return
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -7,6 +7,12 @@ scaled from (workbench.train.parallel.memory_scale)."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import sys
+import time
+import traceback
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -255,3 +261,43 @@ def _named(snap: dict, pipeline_bytes: int) -> dict[str, int]:
         out["Activation"] = out.get("Activation", 0) - moved
         out["Pipeline"] = out.get("Pipeline", 0) + moved
     return out
+
+
+def _measure_one(spec_dict: dict, conn) -> None:
+    """In a forked process: one measurement, sent back through `conn` (an error as its traceback)."""
+    started = time.perf_counter()
+    try:
+        result = run_rank(ProbeSpec(**spec_dict))
+        result["wall_s"] = round(time.perf_counter() - started, 2)
+        conn.send({"spec": spec_dict, **result})
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises a WorkbenchError
+        conn.send({"error": traceback.format_exc().strip().splitlines()[-1], "traceback": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+def main(path: str) -> None:
+    """The child process (torch and the trainer imported once, above): fork one process per spec and write each
+    result as one JSON line on stdout (the parent's pipe)."""
+    context = multiprocessing.get_context("fork")
+    with open(path) as fh:
+        specs = json.load(fh)
+    for spec in specs:
+        receive, send = context.Pipe(duplex=False)
+        worker = context.Process(target=_measure_one, args=(spec, send))
+        worker.start()
+        send.close()
+        try:
+            record = receive.recv()
+        except EOFError:
+            record = {"error": f"the measuring process died (exit code {worker.join() or worker.exitcode})"}
+        worker.join()
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+        if "error" in record:
+            sys.stderr.write(record.get("traceback", record["error"]))
+            return
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
