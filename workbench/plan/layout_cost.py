@@ -56,7 +56,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
 from workbench.plan.hardware import GB, GPUS_PER_NODE, NVLINK_LATENCY_S, Gpu, network
-from workbench.plan.memory_model import MODEL_ERROR, Memory, Step, layout_family, peak_memory
+from workbench.plan.memory_model import MODEL_ERROR, Memory, Step, layout_family, peak_memory, textbook_memory
 from workbench.plan.step_time import (
     OPTIMIZER_BYTES,
     StepParts,
@@ -110,12 +110,22 @@ def memory_per_gpu(
     recompute: str,
     micro_batches: int | None = None,
     virtual: int = 1,
+    *,
+    published: bool = False,
 ) -> Memory:
-    """Peak memory of the fullest pipeline rank of a TP x PP x DP layout (bytes; workbench.plan.memory_model);
-    micro_batches per replica and step default to PP."""
+    """Peak memory of the fullest pipeline rank of a TP x PP x DP layout (bytes): this trainer's step
+    (workbench.plan.memory_model.peak_memory), or for a published run the textbook rule its efficiency was
+    calibrated with (`textbook_memory`); micro_batches per replica and step default to PP."""
     m = pp if micro_batches is None else micro_batches
     policy = PUBLISHED_RECOMPUTE.get(recompute, recompute)
-    return peak_memory(Step(shape, seq_len, micro_batch, tp, pp, dp, policy, virtual, m))
+    step = Step(shape, seq_len, micro_batch, tp, pp, dp, policy, virtual, m)
+    return textbook_memory(step) if published else peak_memory(step)
+
+
+def memory_limit(gpu: Gpu, tp: int, pp: int, published: bool = False) -> float:
+    """Bytes a layout may use: 90% of the card for a published run (as calibrated), else the card less the
+    trainer's headroom for the layout family."""
+    return (USABLE_MEMORY if published else 1 - headroom(layout_family(tp, pp))) * gpu.memory_bytes
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,7 @@ class Candidate:
     sharding: str = "fsdp"
     parts: StepParts | None = field(default=None, compare=False, repr=False)
     model_flops: float = 0.0  # of one step
+    published: bool = False  # memory by the published runs' textbook rule, not this trainer's model
 
     @property
     def gpus(self) -> int:
@@ -217,8 +228,10 @@ def evaluate(
     *,
     cp: int = 1,
     sharding: str = "fsdp",
+    published: bool = False,
 ) -> Candidate:
-    """Memory and modelled step time of one layout for the final batch of `batch_seqs` sequences."""
+    """Memory and modelled step time of one layout for the final batch of `batch_seqs` sequences; `published`:
+    a published run's layout, its memory by the textbook rule (`memory_per_gpu`), else this trainer's."""
     m = batch_seqs // (micro_batch * dp)
     gpus = tp * pp * dp * cp
     matmul, elementwise, tp_comm = _micro_batch_parts(shape, seq_len, micro_batch, gpu, tp, pp, recompute, cp)
@@ -244,7 +257,7 @@ def evaluate(
     )
     t = {k: float(v) for k, v in timeline(parts, gpu.achievable_flops(shape.d_model)).items()}
     model_flops = flops.flops_per_token(shape, seq_len) * batch_seqs * seq_len
-    memory = memory_per_gpu(shape, seq_len // cp, micro_batch, tp, pp, dp, recompute, m, virtual)
+    memory = memory_per_gpu(shape, seq_len // cp, micro_batch, tp, pp, dp, recompute, m, virtual, published=published)
     return Candidate(
         tp,
         pp,
@@ -255,7 +268,7 @@ def evaluate(
         "none" if pp == 1 else "1f1b" if virtual == 1 else "interleaved",
         virtual,
         memory,
-        (1 - headroom(layout_family(tp, pp))) * gpu.memory_bytes,
+        memory_limit(gpu, tp, pp, published),
         t["step"],
         m * t["compute"],
         m * tp_comm,
@@ -267,6 +280,7 @@ def evaluate(
         sharding,
         parts,
         model_flops,
+        published,
     )
 
 
@@ -351,6 +365,7 @@ def candidates(
     fixed_gpus: bool,
     pipeline: list[int] | None = None,
     ramp_seqs: tuple[int, ...] = (),
+    published: bool = False,
 ) -> list[Candidate]:
     """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides every batch of the
     ramp (`ramp_seqs`, in sequences; default the final batch only), as the trainer checks, and under PP
@@ -371,7 +386,10 @@ def candidates(
                     runs = [v for v in virtuals if all(_schedule_ok(b // (mb * dp), pp, v) for b in batches)]
                     for recompute in RECOMPUTE:
                         for v in runs:
-                            out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
+                            c = evaluate(
+                                shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v, published=published
+                            )
+                            out.append(c)
     return out
 
 
@@ -388,16 +406,20 @@ def choose_layout(
     gpus: int,
     fixed_gpus: bool,
     ramp_seqs: tuple[int, ...] = (),
+    published: bool = False,
 ) -> Layout:
-    """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`."""
-    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs)
+    """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`;
+    `published`: memory by the published runs' textbook rule (a published run that states no layout)."""
+    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs, published)
     fitting = [c for c in flat if c.fits]
     everything = flat
     if not fitting:  # pipeline parallelism only when memory needs it
-        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs)
+        everything = candidates(
+            shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs, published
+        )
         fitting = [c for c in everything if c.fits]
     if not fitting:
-        _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
+        _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, published)
     ranked = sorted(fitting, key=_rank)
     best = ranked[0]
     others, seen = [], {(best.tp, best.pp, best.dp)}
@@ -429,10 +451,10 @@ def choose_layout(
     )
 
 
-def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus) -> None:
+def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, published) -> None:
     if fixed_gpus:
         try:
-            least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, fixed_gpus=False)
+            least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, False, published=published)
             hint = f"Give at least {least.tp * least.pp} GPUs (TP {least.tp} x PP {least.pp})."
         except WorkbenchError:  # not even at DP 1: FSDP over more GPUs is what shards the states
             hint = "Give more GPUs: FSDP shards the weights, gradients and AdamW state over them."
@@ -459,10 +481,11 @@ def options(
     virtual: int | None = None,
     cp: int = 1,
     sharding: str = "fsdp",
+    published: bool = True,
 ) -> list[Candidate]:
     """Every costed variant of a fixed TP x PP x DP (x CP) layout over what is not given (None): micro-batches
     dividing the replica's sequences (up to 8), recompute policies, chunks per GPU (stages may be unbalanced,
-    as in published runs)."""
+    as in published runs); memory by the published runs' textbook rule unless `published` is False."""
     per_replica = batch_seqs // dp
     micro = [micro_batch] if micro_batch else [b for b in _divisors(per_replica) if b <= 8]
     out = []
@@ -472,7 +495,21 @@ def options(
         for policy in [recompute] if recompute else RECOMPUTE:
             for v in chunks:
                 out.append(
-                    evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, policy, v, cp=cp, sharding=sharding)
+                    evaluate(
+                        shape,
+                        seq_len,
+                        batch_seqs,
+                        gpu,
+                        tp,
+                        pp,
+                        dp,
+                        mb,
+                        policy,
+                        v,
+                        cp=cp,
+                        sharding=sharding,
+                        published=published,
+                    )
                 )
     return out
 
@@ -480,7 +517,8 @@ def options(
 def best_at(
     shape: ModelShape, seq_len: int, batch_seqs: int, gpu: Gpu, tp: int, pp: int, dp: int, micro_batch: int = 1
 ) -> Candidate:
-    """The fastest fitting schedule and recompute policy at fixed TP x PP x DP (e.g. a published layout)."""
+    """The fastest fitting schedule and recompute policy at fixed TP x PP x DP of a published run (its memory by
+    the textbook rule the calibration used)."""
     fitting = [c for c in options(shape, seq_len, batch_seqs, gpu, tp, pp, dp, micro_batch=micro_batch) if c.fits]
     if not fitting:
         raise WorkbenchError(f"TP {tp} x PP {pp} x DP {dp} does not fit {gpu.name}", "Pick another layout.")

@@ -191,3 +191,36 @@ def rank_peak(step: Step, rank: int) -> Memory:
 def peak_memory(step: Step) -> Memory:
     """The fullest rank's peak (every pipeline rank costed; they are cheap)."""
     return max((rank_peak(step, r) for r in range(step.pp)), key=lambda m: m.total)
+
+
+def _textbook_activations(shape: ModelShape, tp: int, recompute: str) -> float:
+    """Bytes per token and block the textbook rule keeps (bf16, flash attention; Korthikanti et al. 2022's count
+    for SwiGLU and GQA): none 12 d + 4 d_kv + 8 f; selective drops the norm outputs, SiLU and the product
+    (4 d + 4 f); full keeps the block input (2 d); all over TP (sequence parallel)."""
+    everything = 12 * shape.d_model + 4 * shape.n_kv_heads * shape.head_dim + 8 * shape.ffn_dim
+    kept = {"none": everything, "selective": everything - 4 * shape.d_model - 4 * shape.ffn_dim}
+    return kept.get(recompute, 2 * shape.d_model) / tp
+
+
+def textbook_memory(step: Step) -> Memory:
+    """Memory of the fullest stage of a published run (bytes): the rule the planner's efficiency was calibrated
+    with on the published runs (docs/throughput.md), whatever their sharding. States: bf16 weights and bf16
+    gradients unsharded within the TP group (2 + 2 bytes per parameter), fp32 master weights, fp32 reduced
+    gradients and AdamW's two moments sharded over DP ((4 + 4 + 8) / D): ZeRO-2 as a pipelined run holds it.
+    Activations: `_textbook_activations` per token and block, the first stage holding min(PP, m) micro-batches
+    (x (1 + (PP - 1) / (PP v)) interleaved, Narayanan et al. 2021), the last stage one plus the fp32 logits
+    (4 V / t per token); full recompute adds one block's whole set while it is recomputed."""
+    s, t, D, T = step.shape, step.tp, step.dp, step.tokens
+    layers = -(-s.n_layers // step.pp)
+    block = flops.layer_params(s.d_model, s.n_heads, s.n_kv_heads, s.ffn_dim)
+    table = s.vocab_size * s.d_model
+    params = (layers * block + (2 if step.pp == 1 else 1) * table) / t
+    kept = T * layers * _textbook_activations(s, t, step.recompute)
+    working = T * _textbook_activations(s, t, "none") if step.recompute == "full" else 0.0
+    last = kept + working + T * 4 * s.vocab_size / t
+    held = min(step.pp, step.micro_batches)
+    if step.virtual > 1:
+        held *= 1 + (step.pp - 1) / (step.pp * step.virtual)
+    activations = max(last, kept * held + working) if step.pp > 1 else last
+    states = 2 * params + 4 * params / D
+    return Memory(states, states, 8 * params / D, activations, moment="textbook")
