@@ -25,7 +25,7 @@ MAX_LAUNCHES = 30
 
 
 def sweep_spec(folder: Path) -> Path:
-    spec = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
     spec["train"]["checkpoint"] = {"every_tokens": 2560, "keep": 2}  # every 10 steps
     spec["name"] = "chaos"
     spec["launch"]["local_workers"] = 2

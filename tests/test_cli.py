@@ -80,14 +80,16 @@ def test_a_bad_override_is_one_line_naming_the_key(tmp_path, corpus, override, e
 
 def test_a_word_without_equals_is_not_taken_for_an_override(tmp_path, corpus):
     path = _config(tmp_path, corpus)
-    result = runner.invoke(app, ["sweep", "plan", str(ROOT / "sweeps" / "tiny.yaml"), "grid.budgets_flops=[3e9]"])
+    result = runner.invoke(
+        app, ["sweep", "plan", str(ROOT / "tests" / "data" / "tiny.yaml"), "grid.budgets_flops=[3e9]"]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", str(path), "optim.lr_peak"])
     assert result.exit_code == 1 and "'optim.lr_peak' is not an override KEY=VALUE" in result.output
 
 
 def test_sweep_plan_takes_overrides_and_validates_them_like_the_file():
-    tiny = str(ROOT / "sweeps" / "tiny.yaml")
+    tiny = str(ROOT / "tests" / "data" / "tiny.yaml")
     base = json.loads(runner.invoke(app, ["sweep", "plan", tiny, "--json"]).stdout)
     assert {r["budget_flops"] for r in base["runs"]} == {3e9, 6e9}
     one = runner.invoke(app, ["sweep", "plan", tiny, "grid.budgets_flops=[3e9]", "train.lr_peak=1e-3", "--json"])

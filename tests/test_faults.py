@@ -343,7 +343,7 @@ def test_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
 @pytest.mark.slow  # about a minute on 2 cores
 def test_two_concurrent_sweep_launches_train_each_run_once(tmp_path, corpus_home):
     env = {**os.environ, "WORKBENCH_DATA": str(corpus_home), "OMP_NUM_THREADS": "1"}
-    spec = ROOT / "sweeps" / "tiny.yaml"
+    spec = ROOT / "tests" / "data" / "tiny.yaml"
     command = [*CLI, "sweep", "launch", str(spec), "--executor", "local", "--db", str(tmp_path / "wb.duckdb")]
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -587,7 +587,9 @@ def test_cuda_on_a_machine_without_one_is_one_line(tmp_path, corpus):
 def test_negative_seed_is_refused_at_plan_time(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        (ROOT / "sweeps" / "tiny.yaml").read_text().replace("  micro_batch: 4", "  micro_batch: 4\n  seeds: [-1]")
+        (ROOT / "tests" / "data" / "tiny.yaml")
+        .read_text()
+        .replace("  micro_batch: 4", "  micro_batch: 4\n  seeds: [-1]")
     )
     result = run_cli("sweep", "plan", spec, timeout=60)
     assert result.returncode == 1
@@ -596,7 +598,7 @@ def test_negative_seed_is_refused_at_plan_time(tmp_path):
 
 def test_micro_batch_that_does_not_divide_is_a_warning_at_plan_time(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text((ROOT / "sweeps" / "tiny.yaml").read_text().replace("  micro_batch: 4", "  micro_batch: 3"))
+    spec.write_text((ROOT / "tests" / "data" / "tiny.yaml").read_text().replace("  micro_batch: 4", "  micro_batch: 3"))
     result = run_cli("sweep", "plan", spec, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "train.micro_batch 3 does not divide the 4 sequences" in result.stderr and "runs use 2" in result.stderr
@@ -604,7 +606,7 @@ def test_micro_batch_that_does_not_divide_is_a_warning_at_plan_time(tmp_path):
 
 def test_duplicate_key_in_a_sweep_is_refused(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text((ROOT / "sweeps" / "tiny.yaml").read_text() + "name: other\n")
+    spec.write_text((ROOT / "tests" / "data" / "tiny.yaml").read_text() + "name: other\n")
     result = run_cli("sweep", "plan", spec, timeout=60)
     assert result.returncode == 1
     assert "duplicate key 'name' (first at line 3)" in one_error_line(result.stderr)

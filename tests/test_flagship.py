@@ -111,7 +111,7 @@ def test_a_config_with_the_old_layout_string_is_a_one_line_error(workdir):
     "args, message",
     [
         (["nothere.yaml"], "Error: flagship config nothere.yaml not found"),
-        ([ROOT / "sweeps" / "tiny.yaml"], "is not a train config"),
+        ([ROOT / "tests" / "data" / "tiny.yaml"], "is not a train config"),
         (["PLAN", "--executor", "kubernetes"], "Error: --executor 'kubernetes' is not known"),
         (["PLAN", "--timeout-min", "1", "--dry-run"], "timeout_min x 60 - slurm_signal_delay_s must be at least 35 s"),
     ],

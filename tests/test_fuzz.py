@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from workbench.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text())
+TINY = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
 MEMORY_BOUND_KB = 1 << 20  # peak RSS may grow by at most 1 GiB over the whole fuzz run
 FUZZ = settings(
     deadline=10_000,

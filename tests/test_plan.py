@@ -42,6 +42,8 @@ KEYS = {
     "law",
     "cost",
     "warnings",
+    "target",
+    "predicted_loss",
 }
 FIT = {"E": 1.8, "A": 520.0, "B": 1800.0, "alpha": 0.35, "beta": 0.36}
 

@@ -225,7 +225,9 @@ def test_full_report_has_every_section_and_only_embedded_resources(full):
     ):
         assert title in text
     assert "No fit" not in text and "No plan" not in text  # nothing reported missing
-    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 2  # parametric, plan
+    assert record["rollout"]  # the fit rolls out its budgets; the held-out section draws the errors
+    assert "Rollout: fit budgets 1..k, predict budget k+1" in text
+    assert len(re.findall(r"<img src=\"data:image/(svg\+xml|png);base64,", html)) == 3  # parametric, rollout, plan
     # interactive: curves, isoFLOP, loss against compute, N*(C), D*(C), held out (no envelope: fitted without curves)
     assert len(re.findall(r'<figure data-fig="', html)) == 6
     # summary: the plan in one sentence, status counts, compute spent = sum of the runs' FLOPs

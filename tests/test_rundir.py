@@ -117,7 +117,7 @@ def test_a_version_2_database_gains_the_bit_identity_columns(tmp_path):
     con.execute("INSERT INTO runs (run_id, sweep, status) VALUES ('old', 'iso', 'completed')")
     con.close()
     runs = Store(path).runs()
-    assert SCHEMA_VERSION == 3 and list(runs["run_id"]) == ["old"]
+    assert SCHEMA_VERSION == 4 and list(runs["run_id"]) == ["old"]
     assert runs[["torch_version", "torch_threads", "cpu_capability", "cuda_device"]].isna().all().all()
 
 

@@ -33,7 +33,7 @@ runner = CliRunner()
 
 
 def sweep_yaml(workdir: Path, name: str, budgets: list[float]) -> Path:
-    data = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text())
+    data = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
     data["name"] = name
     data["grid"]["budgets_flops"] = budgets
     data["launch"].update({"executor": "slurm", "timeout_min": 10, "slurm_signal_delay_s": 60})

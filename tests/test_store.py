@@ -278,7 +278,7 @@ def test_an_old_version_database_is_migrated_forward_and_keeps_its_rows(tmp_path
     runs = store.runs()
     assert list(runs["run_id"]) == ["old"] and runs.loc[0, "val_loss"] == 3.5
     assert "lr_peak" in runs.columns and runs["lr_peak"].isna().all()
-    assert _count(store, "SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 3
+    assert _count(store, "SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 4
     store.record_fit({"name": "f", "sweep": "iso"})  # a table that version 2 added
     assert list(Store(path, read_only=True).fits()["name"]) == ["f"]
 

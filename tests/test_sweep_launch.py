@@ -13,7 +13,7 @@ from workbench.sweep.grid import plan_file
 from workbench.sweep.launch import launch
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "sweeps" / "tiny.yaml"
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
 runner = CliRunner()
 
 
@@ -49,16 +49,22 @@ def test_local_sweep_runs_skips_done_refuses_changed(workdir, corpus_home):
     assert status["state"] == "completed" and status["counts"] == {"completed": 4}
 
     again = invoke("sweep", "launch", str(TINY), "--executor", "local", "--db", db)
-    assert again.exit_code == 0 and "ran 0 of 4 runs (local), skipped 4" in again.output
+    assert again.exit_code == 0 and "ran 0 of 4 runs (local): 0 completed, 0 failed, 4 skipped" in again.output
     assert ": job " not in again.output  # nothing submitted: no job lines
 
     changed = workdir / "tiny.yaml"
     changed.write_text(TINY.read_text().replace("lr_peak: 3e-3", "lr_peak: 2e-3"))
     refused = invoke("sweep", "launch", str(changed), "--executor", "local")
     assert refused.exit_code == 1
-    assert refused.output.startswith("Error: run ") and "of sweep tiny changed since it was launched" in refused.output
-    assert refused.output.split()[2] in {r.run_id for r in plan.runs}
-    assert "--force" in refused.output and len(refused.output.strip().split("\n")) == 1
+    assert refused.output.startswith("Error: sweep tiny changed since version 1 was launched: train.lr_peak.")
+    assert "--new-version" in refused.output and "--force" in refused.output
+    assert len(refused.output.strip().split("\n")) == 1
+    # a run whose config.yaml was edited by hand is refused as before (same spec, same version)
+    edited = root / plan.runs[0].run_id / "config.yaml"
+    edited.write_text(edited.read_text().replace("seed: 0", "seed: 7"))
+    hand = invoke("sweep", "launch", str(TINY), "--executor", "local")
+    assert hand.exit_code == 1 and hand.output.startswith(f"Error: run {plan.runs[0].run_id} of sweep tiny changed")
+    edited.write_text(edited.read_text().replace("seed: 7", "seed: 0"))
 
     dry = launch(plan_file(changed), executor="local", dry_run=True, force=True)
     assert sorted(dry.replaced) == sorted(r.run_id for r in plan.runs) and len(dry.submit) == 4

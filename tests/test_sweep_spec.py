@@ -15,12 +15,12 @@ from workbench.cli import app
 from workbench.core.errors import WorkbenchError
 from workbench.model import flops
 from workbench.sweep.grid import expand, plan_file
-from workbench.sweep.spec import load_spec
+from workbench.sweep.spec import load_spec, spec_hash
 from workbench.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOFLOP = ROOT / "sweeps" / "isoflop.yaml"
-TINY = ROOT / "sweeps" / "tiny.yaml"
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
 runner = CliRunner()
 
 
@@ -83,6 +83,7 @@ def test_runs_are_resolved_train_configs_with_stable_ids():
         "group": "3e9",
         "branch_of": None,
         "kind": "run",
+        "sweep_hash": spec_hash(first.spec),  # the spec that wrote it (workbench.sweep.versions)
     }
     assert "auto" not in json.dumps(run.config.model_dump())
     again = TrainConfig.model_validate(run.config.model_dump(mode="json"))

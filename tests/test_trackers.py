@@ -141,7 +141,7 @@ def test_db_import_equals_ingest_of_the_run_directory(logged_run):
     assert len(metrics) == 24
     for source, name, exact in ((run_dir / "wandb", "wandb", True), (run_dir / "tensorboard", "tb", False)):
         got_runs, got_metrics = import_and_read(tmp, source, name)
-        assert got_runs["run_id"].tolist() == ["tiny-1"]
+        assert got_runs["run_id"].tolist() == [{"wandb": "wandb-tiny-1", "tb": "tensorboard-tiny-1"}[name]]
         for column in RUN_COLUMNS:
             want, got = runs[column].iloc[0], got_runs[column].iloc[0]
             if column in ("config", "final"):
@@ -166,7 +166,7 @@ def test_db_import_of_a_wandb_csv_export(tmp_path):
     store = Store(db, read_only=True)
     assert store.metrics()["loss"].tolist() == [3.0, 2.5, 2.0]
     run = store.runs().iloc[0]
-    assert (run["run_id"], run["sweep"], run["val_loss"], run["steps"]) == ("export", "old", 2.7, 3)
+    assert (run["run_id"], run["sweep"], run["val_loss"], run["steps"]) == ("csv-export", "old", 2.7, 3)
 
 
 def test_missing_tracker_package_is_one_line(tmp_path, corpus, monkeypatch):
@@ -200,3 +200,55 @@ def test_named_sets_and_fit_metric_choice(tmp_path, corpus):
     with pytest.raises(WorkbenchError, match="must be letters, digits and _"):
         trainer.main(bad)
     yaml.safe_dump(cfg)  # the config with named sets is plain YAML
+
+
+def test_the_final_evaluation_reaches_every_tracker(tmp_path, corpus, monkeypatch):
+    """A run of 26 steps evaluated every 6: the loop's last evaluation is at step 24, the final one at 26."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from workbench.store.importers import wandb_records
+
+    for key, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_DISABLE_GIT", "true")):
+        monkeypatch.setenv(key, value)
+    logging = {"wandb": {"project": "workbench-test", "mode": "offline"}, "tensorboard": True}
+    record = trainer.main(tiny_config(tmp_path, corpus, logging=logging, stop={"tokens": 26 * 256}))
+    run_dir = Path(tiny_config(tmp_path, corpus)["run_dir"])
+    assert record["steps"] == 26 and 24 in training_rows(run_dir) and "val_loss" not in training_rows(run_dir)[26]
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    for key in ("val_loss", "val_loss_shakespeare_bytes"):
+        events = acc.Scalars(key)
+        assert [e.step for e in events] == [6, 12, 18, 24, 26], key  # before: the last was step 24
+        assert events[-1].value == pytest.approx(record[key], rel=2**-23)  # float32
+    (log,) = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    history = {}
+    for kind, r in wandb_records(log):
+        if kind == "history":
+            values = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            history.setdefault(values["_step"], {}).update(values)
+    assert history[26]["val_loss"] == record["val_loss"] and history[26]["loss"] == training_rows(run_dir)[26]["loss"]
+    assert sum("val_loss" in row for row in history.values()) == 5
+
+
+def test_imported_copies_keep_their_own_ids_and_reimporting_changes_nothing(logged_run):
+    tmp, run_dir, _ = logged_run
+    runs, db = tmp / "runs", tmp / "together.duckdb"
+
+    def run_import(source: Path):
+        result = CliRunner().invoke(app, ["db", "import", str(source), "--runs", str(runs), "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "wandb-tiny-1" in run_import(run_dir / "wandb")
+    assert "tensorboard-tiny-1" in run_import(run_dir / "tensorboard")
+    imported = runs / "imported"
+    stamps = {p: p.stat().st_mtime_ns for p in imported.rglob("*") if p.is_file()}
+    again = run_import(run_dir / "wandb")
+    assert "Imported 0 runs (0 metric rows)" in again and "1 already imported, unchanged" in again
+    assert {p: p.stat().st_mtime_ns for p in imported.rglob("*") if p.is_file()} == stamps  # not even rewritten
+    # the run itself (runs/demo/tiny-1) and its two imported copies side by side: three runs, no clash
+    stats = Store(db).ingest(runs)
+    assert stats.runs + stats.unchanged == 3
+    ids = Store(db, read_only=True).runs()["run_id"].tolist()
+    assert sorted(ids) == ["tensorboard-tiny-1", "tiny-1", "wandb-tiny-1"]

@@ -18,7 +18,7 @@ from workbench.sweep.spec import load_spec
 from workbench.sweep.tune import Where, fit_hparams, open_storage, scales, storage_path, trial_run, tune
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "sweeps" / "tiny.yaml"
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
 runner = CliRunner()
 
 

@@ -195,13 +195,16 @@ class PlanRecord(Record):
     lr_peak: float
     hparams: dict | None = None  # where batch and LR come from (workbench.plan.hparams), warnings
     schedule: dict
-    gpu_hours: float  # of the step time alone, at the MFU of `cost` (no failures: see `cost`)
-    days: float
-    layout: dict
+    gpu_hours: float | None  # step time alone at the MFU of `cost`; None for a CPU target
+    days: float | None
+    layout: dict | None
     law: dict
     inference: dict | None = None
     cost: dict | None = None  # MFU and its source, GPU-hours and days with and without failures, intervals, goodput
     warnings: list[str] = Field(default_factory=list)  # every warning of the plan (`plan --strict` exits 1 on any)
+    target: str = "gpu"  # gpu | cpu
+    predicted_loss: dict | None = None  # the plan's one predicted loss: {loss, interval, interval_kind, of}
+    inherited: dict | None = None  # what a plan from a sweep's fit took from the sweep (workbench.plan.from_sweep)
 
     @model_validator(mode="before")
     @classmethod
@@ -211,8 +214,9 @@ class PlanRecord(Record):
     def public(self) -> dict:
         """The `plan --json` object: the plan's fields (no inference block when not asked for)."""
         data = self.as_dict()
-        if data.get("inference") is None:
-            data.pop("inference", None)
+        for key in ("inference", "inherited"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

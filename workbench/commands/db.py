@@ -42,7 +42,9 @@ def import_runs(
         ..., help="A W&B offline run folder (or its .wandb file), a W&B CSV export, or a TensorBoard event folder."
     ),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Folder of run directories; runs go to RUNS/imported."),
-    run_id: str | None = typer.Option(None, "--run-id", help="The run id (default: the tracker's, or the file name)."),
+    run_id: str | None = typer.Option(
+        None, "--run-id", help="The run id (default: SOURCE-ID: wandb-, tensorboard- or csv- and the tracker's id)."
+    ),
     sweep: str | None = typer.Option(None, "--sweep", help="The sweep the runs belong to (default: their config's)."),
     db: Path | None = db_option(),
     as_json: bool = json_option(),
@@ -54,15 +56,21 @@ def import_runs(
     into = runs / "imported"
     run_dirs = import_path(path, into, run_id=run_id, sweep=sweep)
     store = Store(db)
-    rows = n_runs = 0
-    for run_dir in run_dirs:
-        stats = store.ingest(run_dir, force=True)
-        rows, n_runs = rows + stats.metric_rows, n_runs + stats.runs
+    rows = n_runs = unchanged = 0
+    for run_dir in run_dirs:  # a run imported before from the same files is unchanged: nothing is rewritten
+        stats = store.ingest(run_dir)
+        rows, n_runs, unchanged = rows + stats.metric_rows, n_runs + stats.runs, unchanged + stats.unchanged
     names = ", ".join(d.name for d in run_dirs)
     if as_json:
-        echo_json({"db": str(store.path), "runs": n_runs, "metric_rows": rows, "run_dirs": [str(d) for d in run_dirs]})
+        dirs = [str(d) for d in run_dirs]
+        echo_json(
+            {"db": str(store.path), "runs": n_runs, "unchanged": unchanged, "metric_rows": rows, "run_dirs": dirs}
+        )
         return
-    typer.echo(f"Imported {n_runs} runs ({rows:,} metric rows) from {path} into {store.path}: {names} (in {into}).")
+    typer.echo(
+        f"Imported {n_runs} runs ({rows:,} metric rows) from {path} into {store.path}: {names} (in {into})"
+        + (f"; {unchanged} already imported, unchanged." if unchanged else ".")
+    )
 
 
 @app.command("query")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
+from workbench.commands.fit_inputs import load_points, loss_curves, record_in_store
 from workbench.commands.fit_tables import print_fit
-from workbench.commands.options import SWEEP_HELP, db_option, json_option, sweep_or_only
+from workbench.commands.options import ALL_VERSIONS, SWEEP_HELP, db_option, json_option, sweep_or_only
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import safe_name
 from workbench.core.units import parse_number
@@ -60,6 +61,7 @@ def fit(
     metric: str = typer.Option(
         "val_loss", "--metric", help="The loss a sweep's fit uses: val_loss, or a named held-out set's val_loss_NAME."
     ),
+    all_versions: bool = ALL_VERSIONS,
 ) -> None:
     """Fit isoFLOP minima and the parametric law, with bootstrap intervals; write fits/NAME.json."""
     from workbench.fit import fitfile
@@ -77,7 +79,7 @@ def fit(
     name = name or sweep or from_csv.stem
     if out is None:  # the name becomes fits/NAME.json: checked before anything is read
         safe_name(name, "fit name", "--name")
-    points = _load_points(sweep, from_csv, db_path, metric, group_decades)
+    points, extra = load_points(sweep, from_csv, db_path, metric, group_decades, all_versions)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
         method=method,
@@ -94,53 +96,15 @@ def fit(
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
-    curves = _load_curves(sweep, points, db_path) if sweep is not None else _csv_curves(curves, points)
+    curves = loss_curves(points, sweep, db_path, curves)
     record = fit_stage(
-        points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves
+        points, options, name=name, source=source, out=out, sweep=sweep, plots=not no_plots, curves=curves, extra=extra
     )
     record = record.as_dict()
     if sweep is not None or db is not None:
-        _record_in_store(db_path, record)
+        record_in_store(db_path, record)
     if as_json:
         typer.echo(fitfile.dumps(record))
         return
 
     print_fit(record, out)
-
-
-def _load_points(sweep: str | None, from_csv: Path | None, db_path: Path, metric: str, group_decades: float):
-    from workbench.fit.points import load_csv, validate_points
-
-    if from_csv is not None:
-        return load_csv(from_csv, group_decades)
-    from workbench.store.database import Store
-
-    with Store(db_path) as store:
-        frame = store.points(sweep, metric=metric)
-    return validate_points(frame, f"sweep {sweep!r} in {db_path}")
-
-
-def _load_curves(sweep: str, points, db_path: Path) -> list | None:
-    """The runs' loss curves for Chinchilla approach 1 (workbench.fit.envelope)."""
-    from workbench.fit.envelope import sweep_curves
-    from workbench.store.database import Store
-
-    with Store(db_path) as store:
-        return sweep_curves(points, store.metrics)
-
-
-def _csv_curves(path: Path | None, points) -> list | None:
-    """Approach 1's curves from a CSV given with --curves (None without one)."""
-    if path is None:
-        return None
-    from workbench.fit.envelope import run_curves
-    from workbench.fit.points import load_curves
-
-    return run_curves(load_curves(path, points), points) or None
-
-
-def _record_in_store(db_path: Path, record: dict) -> None:
-    from workbench.store.database import Store
-
-    with Store(db_path) as store:
-        store.record_fit(record)

@@ -14,6 +14,11 @@ SWEEP_HELP = "A sweep: its name (as in the store and runs/NAME) or its YAML file
 OVERRIDES_HELP = "Overrides of the YAML's keys, KEY.SUB=VALUE (e.g. optim.lr_peak=3e-4), validated like the file."
 
 
+ALL_VERSIONS = typer.Option(
+    False, "--all-versions", help="Use the runs of every version of the sweep (default: its current version's)."
+)
+
+
 def db_option() -> typer.models.OptionInfo:
     return typer.Option(None, "--db", help="DuckDB file (default: $WORKBENCH_DB, else workbench.duckdb).")
 

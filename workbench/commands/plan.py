@@ -14,13 +14,6 @@ from workbench.core.files import atomic_write_text, json_clean
 from workbench.core.units import parse_number
 
 
-def _data_dir(data: str | None) -> str:
-
-    from workbench.data.prepare import default_corpus_dir
-
-    return data or str(default_corpus_dir())
-
-
 def _record(db: Path | None, record: dict) -> str:
     """Store the plan in the plans table when --db is given or the default database exists."""
     from workbench.store.database import Store, default_db_path
@@ -46,13 +39,16 @@ def plan(
         help="fits/NAME.json, epoch, chinchilla or llama3 (default: the only fit in fits/, else epoch); "
         "the output names its source.",
     ),
-    hparams: Path = typer.Option(None, "--hparams", help="Batch and LR laws from `sweep tune` (fits/X-hparams.json)."),
+    method: str = typer.Option(None, "--method", help="A fit file's law: parametric (default) or isoflop."),
+    hparams: str = typer.Option(
+        None, "--hparams", help="Batch and LR: a `sweep tune` file (fits/X-hparams.json) or `published` rules."
+    ),
     inference_tokens: str = typer.Option(None, "--inference-tokens", help="Tokens to serve (inference-aware)."),
     unique_tokens: str = typer.Option(
         None, "--unique-tokens", help="Unique tokens available: repeated epochs count as less data (Muennighoff 2023)."
     ),
-    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default 8192; 256 below 1e15 FLOPs)."),
-    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary (default 128256; 256 below 1e15 FLOPs)."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default: the sweep's, else 8192 / 256)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary (default: the sweep's, else 128256 / 256)."),
     lr_floor: float = typer.Option(0.01, "--lr-floor", help="Cosine floor as a fraction of the peak LR."),
     as_json: bool = json_option(),
     explain: bool = typer.Option(False, "--explain-layout", help="Print the table of costed layout candidates."),
@@ -73,8 +69,9 @@ def plan(
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory of the flagship (default runs/flagship/NAME)."),
     db: Path = typer.Option(None, "--db", help="DuckDB file for the plans table (default: if it exists)."),
 ) -> None:
-    """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time with failures, memory and layout."""
-    from workbench.plan import planner, request
+    """Plan the flagship: N*, D*, shape, loss, batch, LR, schedule, GPU time with failures, memory and layout; a
+    sweep's fit plans as the sweep trained (its data, tokenizer, seq_len, init, schedule and batch/LR rules)."""
+    from workbench.plan import request
     from workbench.plan.hardware import resolve_gpu
     from workbench.plan.record import explain_layout, plan_text
 
@@ -95,25 +92,24 @@ def plan(
         tuple(leave_out or ()),
         tuple(leave_out_run or ()),
         request.failures(failures, checkpoint_gb_s, restart_min),
+        method,
     )
-    result, record = request.make(asked)
-    name = request.record_name(result)
-    messages = []
+    planned = request.make(asked)
+    record, name, messages = planned.record, planned.name, []
     if out is not None:
         from workbench.core.configfile import dump_yaml
 
-        config = planner.flagship_config(result, _data_dir(data), run_dir or f"runs/flagship/{name}", name)
         try:
-            atomic_write_text(out, dump_yaml(config))
+            atomic_write_text(out, dump_yaml(planned.config(data, run_dir)))
         except OSError as err:
             raise WorkbenchError(f"--out: cannot write {out} ({err.strerror})", "Pick a writable path.") from None
         messages.append(f"wrote {out}: run it with `workbench train {out}`")
     created = datetime.now(UTC).isoformat()
-    stored = {**record, "name": name, "budget_flops": result.budget_flops, "created": created}
+    stored = {**record, "name": name, "budget_flops": planned.plan.budget_flops, "created": created}
     messages.append(_record(db, {**stored, "config_path": str(out) if out else None}))
     typer.echo(json.dumps(json_clean(record)) if as_json else plan_text(record))
     if explain:
-        typer.echo(explain_layout(result), err=as_json)
+        typer.echo(explain_layout(planned.plan), err=as_json)
     for message in filter(None, messages):
         typer.echo(message, err=as_json)
     if strict and record["warnings"]:

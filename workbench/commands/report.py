@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.commands.options import SWEEP_HELP, db_option, echo_json, json_option, runs_option
+from workbench.commands.options import ALL_VERSIONS, SWEEP_HELP, db_option, echo_json, json_option, runs_option
 from workbench.core.errors import WorkbenchError
 
 
@@ -39,6 +39,7 @@ def report(
     watch: bool = typer.Option(False, "--watch", help="Regenerate the page as runs finish until the sweep ends."),
     interval: float = typer.Option(10.0, "--interval", min=0.5, help="--watch: seconds between regenerations."),
     runs: Path = runs_option(),
+    all_versions: bool = ALL_VERSIONS,
     as_json: bool = json_option(),
 ) -> None:
     """Write a self-contained HTML report of a sweep (curves, fits, frontier, plan, runs) or compare sweeps."""
@@ -69,8 +70,12 @@ def report(
         _done(path, as_json)
         return
     from workbench.report.page import write_report
+    from workbench.store.database import Store
 
-    _done(write_report(name, db_path, fit, plan, out, command=command), as_json)
+    name = name or resolve_sweep(db_path, None)
+    path = write_report(name, db_path, fit, plan, out, command=command, all_versions=all_versions)
+    typer.echo(f"sweep {name}: {Store(db_path).scope(name, all_versions).describe()}", err=True)
+    _done(path, as_json)
 
 
 def _done(path: Path, as_json: bool) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench.commands.options import (
+    ALL_VERSIONS,
     OVERRIDES_HELP,
     SWEEP_HELP,
     db_option,
@@ -14,7 +15,7 @@ from workbench.commands.options import (
     json_option,
     runs_option,
 )
-from workbench.commands.sweep_tables import launch_lines, print_plan, print_status
+from workbench.commands.sweep_tables import launch_lines, print_checks, print_plan, print_status
 from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(no_args_is_help=True)
@@ -24,15 +25,18 @@ OVERRIDES = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_
 
 @app.command()
 def plan(sweep: str = SWEEP, overrides: list[str] = OVERRIDES, as_json: bool = json_option()) -> None:
-    """Show every run of a sweep (shape, tokens, batch, LR, cost) and the totals; changes nothing."""
+    """Show every run of a sweep (shape, tokens, batch, LR, cost), the totals and the launch checks; writes nothing."""
     from workbench.sweep.grid import plan_file
+    from workbench.sweep.preflight import review
     from workbench.sweep.spec import spec_path_of
 
     result = plan_file(spec_path_of(sweep), overrides or ())
+    checks = review(result, Path.cwd())
     if as_json:
-        echo_json({"totals": result.totals(), "runs": [r.row() for r in result.runs]})
+        echo_json({"totals": result.totals(), "checks": checks.as_dict(), "runs": [r.row() for r in result.runs]})
         return
     print_plan(result)
+    print_checks(checks)
 
 
 @app.command()
@@ -40,33 +44,27 @@ def launch(
     sweep: str = SWEEP,
     overrides: list[str] = OVERRIDES,
     executor: str = typer.Option(None, "--executor", help="slurm or local (default: the spec's launch.executor)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be submitted; write nothing."),
-    force: bool = typer.Option(False, "--force", help="Replace runs whose config changed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and say what would be submitted; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Replace runs (and the sweep version) whose config changed."),
+    new_version: bool = typer.Option(False, "--new-version", help="A changed spec starts a new sweep version."),
     db: Path = db_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Write each run's config and submit the runs not done yet (Slurm job arrays, or this machine)."""
-    from workbench.sweep.executors import check_kind
+    """Check the sweep, write each run's config and run or submit those not done yet (Slurm arrays, or here)."""
     from workbench.sweep.grid import plan_file
     from workbench.sweep.launch import launch as do_launch
     from workbench.sweep.spec import spec_path_of
 
-    if executor is not None:
-        check_kind(executor)
     spec_path = spec_path_of(sweep)
     result = plan_file(spec_path, overrides or ())
-    report = do_launch(result, executor=executor, dry_run=dry_run, force=force)
+    report = do_launch(result, executor=executor, dry_run=dry_run, force=force, new_version=new_version)
     for line in launch_lines(report, result):
         typer.echo(line, err=as_json)
     if not dry_run:
         _ingest(report.sweep_dir, db, result.spec.model_dump(mode="json"), str(spec_path))
     if as_json:
         echo_json(report.as_dict())
-    if failed := report.failed():
-        raise WorkbenchError(
-            f"{len(failed)} local runs did not complete, first {failed[0]}",
-            "See `workbench sweep status` and the run's final.json; relaunch to retry.",
-        )
+    report.raise_if_failed()
 
 
 @app.command()
@@ -103,12 +101,14 @@ def tune(
 
 
 @app.command()
-def status(sweep: str = SWEEP, runs: Path = runs_option(), as_json: bool = json_option()) -> None:
+def status(
+    sweep: str = SWEEP, runs: Path = runs_option(), all_versions: bool = ALL_VERSIONS, as_json: bool = json_option()
+) -> None:
     """Counts of runs by state and a table (Slurm state for live jobs); reads only, writes nothing."""
     from workbench.sweep.status import sweep_root, sweep_status
 
     root, run_ids = sweep_root(sweep, runs)
-    result = sweep_status(root, run_ids)
+    result = sweep_status(root, run_ids, all_versions=all_versions)
     if as_json:
         echo_json(result.as_dict())
         return

@@ -44,10 +44,21 @@ def print_plan(result) -> None:
         )
 
 
+def print_checks(report) -> None:
+    """The checks' notes of `sweep plan` (workbench.sweep.preflight.Report), or that every check passed."""
+    console = Console(width=WIDTH)
+    console.print(f"spec hash {report.spec_hash} (runs/SWEEP/versions.json records each launched version)")
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    if not report.notes:
+        console.print("checks: tokenizer and vocabulary, sizes per budget, data and executor all pass here")
+
+
 def print_status(result) -> None:
     """A workbench.sweep.status.SweepStatus: counts by state and one row per run."""
     counts = ", ".join(f"{n} {state}" for state, n in result.counts.items()) or "no runs"
-    table = Table(title=f"sweep {result.name}: {result.state} ({counts})")
+    scope = f"; {result.scope.describe()}" if result.scope else ""
+    table = Table(title=f"sweep {result.name}: {result.state} ({counts}){scope}")
     for column in ("run", "state", "job", "slurm", "tokens", "val_loss"):
         table.add_column(column)
     for r in result.runs:
@@ -57,12 +68,23 @@ def print_status(result) -> None:
 
 
 def launch_lines(report, result) -> list[str]:
-    """What a launch did (a workbench.sweep.launch.LaunchReport of the sweep plan `result`), one line each."""
-    verb = "would submit" if report.dry_run else "submitted" if report.executor == "slurm" else "ran"
+    """What a launch did (a workbench.sweep.launch.LaunchReport of the sweep plan `result`), one line each:
+    local runs by outcome (completed, diverged, failed, skipped); Slurm and dry runs: submitted and skipped."""
+    counts = report.counts()
+    if report.dry_run or report.executor == "slurm":
+        verb, shown = ("would submit" if report.dry_run else "submitted"), ("skipped",)
+    else:
+        verb, shown = "ran", ("completed", "diverged", "failed", "skipped")
+    outcome = ", ".join(f"{counts[k]} {k}" for k in shown if counts[k] or k != "diverged")
+    version = ""
+    if report.version is not None:
+        would = "would start " if report.dry_run and report.version.action == "new" else ""
+        version = f" ({would}{report.version.describe()})"
     lines = [
-        f"sweep {result.spec.name}: {verb} {len(report.submit)} of {len(result.runs)} runs "
-        f"({report.executor}), skipped {len(report.skipped)}; run dirs in {report.sweep_dir}"
+        f"sweep {result.spec.name}{version}: {verb} {len(report.submit)} of {len(result.runs)} runs "
+        f"({report.executor}): {outcome}; run dirs in {report.sweep_dir}"
     ]
+    lines += [f"  note: {note}" for note in report.notes]
     lines += [f"  replaced {rid} (moved to .replaced/)" for rid in report.replaced]
     lines += [f"  {rid}: job {job}" for rid, job in report.jobs.items()]
     lines += [f"  {rid}: {status} (another launch is training it)" for rid, status in report.locked_elsewhere().items()]

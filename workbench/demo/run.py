@@ -76,7 +76,10 @@ def run_demo(
     source = f"sweep:{spec.name} without its largest budget"
     with Store(db_path) as store:  # the runs' loss curves: Chinchilla approach 1 joins the cross-method table
         curves = sweep_curves(points[points["budget_flops"] < held], store.metrics)
-    record = fit_stage(points, options, name=spec.name, source=source, out=fit_path, sweep=spec.name, curves=curves)
+    extra = {"sweep_spec": spec.model_dump(mode="json")}  # `workbench plan` then inherits the sweep
+    record = fit_stage(
+        points, options, name=spec.name, source=source, out=fit_path, sweep=spec.name, curves=curves, extra=extra
+    )
     plan, plan_record, config = plan_sweep_flagship(record, spec, held, str(corpus))
     config_path = Path(config.run_dir).parent / f"{Path(config.run_dir).name}.yaml"
     atomic_write_text(config_path, dump_yaml(config))
@@ -105,7 +108,6 @@ def run_demo(
     outcome.update(experiment.assess(outcome, record, points, spec.name, db_path, flagship, branch))
     outcome.update(lr_check=lr, sweep=spec.name, wall_s=time.time() - t_start, flagship_config=str(config_path))
     _say("7/7", "writing the report")
-    stored["predicted_loss"] = outcome["predicted_best_loss"]
     report = write_report(
         spec.name,
         db_path,
@@ -120,7 +122,7 @@ def run_demo(
 
 
 def _launch(plan, db_path: Path, spec_path: str) -> None:
-    report = launch(plan, executor="local")
+    report = launch(plan, executor="local", new_version=True)  # a changed spec is a new version: reruns reuse runs
     with Store(db_path) as store:
         store.upsert_sweep(plan.spec.name, plan.spec.model_dump(mode="json"), spec_path)
         store.ingest(report.sweep_dir)

@@ -45,12 +45,14 @@ def fit_stage(
     sweep: str | None = None,
     plots: bool = True,
     curves: list | None = None,
+    extra: dict | None = None,
 ) -> FitRecord:
     """Fit validated points (workbench.fit.points) as `options` say, save the plots and write `out` atomically;
-    the elapsed time is logged at the end when the fit took more than two seconds."""
+    the elapsed time is logged at the end when the fit took more than two seconds. `extra`: more top-level keys of
+    the record (the sweep's version and spec, which a plan inherits)."""
     with progress(f"fit {name}", 1) as advance:
         results = fit_all(points, options, curves)
-        record = to_record(results, name, source, sweep)
+        record = {**to_record(results, name, source, sweep), **(extra or {})}
         record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
         advance(1)
     text = fitfile.dumps(record)

@@ -8,32 +8,57 @@ import dataclasses
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
-from workbench.fit.laws import ALIASES, BUILTIN, DEFAULT_LAW, DEFAULT_REASON, builtin_law, hparam_laws, law_from_fit
+from workbench.fit.laws import (
+    ALIASES,
+    BUILTIN,
+    DEFAULT_LAW,
+    DEFAULT_REASON,
+    HparamLaws,
+    Law,
+    builtin_law,
+    hparam_laws,
+    law_from_fit,
+)
 from workbench.plan.data_constrained import DataConstrainedLaw
-from workbench.records import read_fit, read_hparams
+from workbench.records import FitRecord, read_fit, read_hparams
 
 
-def resolve_law(spec: str | None, budget_flops: float, hparams: Path | None):
+def fit_of(spec: str | None) -> tuple[FitRecord, str, str | None] | None:
+    """(fit record, its path, a note) when `spec` names a fit file, or is None and fits/ holds exactly one fit;
+    None for a built-in law's name (or no law given and no single fit)."""
+    if spec is None:
+        only = only_fit()
+        if only is None:
+            return None
+        return read_fit(only), str(only), f"the law of {only}, the only fit in fits/ (--law picks another)"
+    if spec.strip().lower() in (*BUILTIN, *ALIASES) or (Path(spec).suffix != ".json" and not Path(spec).exists()):
+        return None
+    return read_fit(spec), spec, None
+
+
+def resolve_law(spec: str | None, budget_flops: float, hparams: Path | None, law: Law | None = None):
     """A built-in law by name (None: the default, with the reason as its first note), or the law of a fit
-    file fits/NAME.json; with --hparams, its batch and LR laws."""
+    file fits/NAME.json (or `law`, already chosen from one); with --hparams, its batch and LR laws."""
+    law = law or _named_or_fit_law(spec, budget_flops)
+    return law if hparams is None else dataclasses.replace(law, hparams=tuned_laws(hparams))
 
-    only = only_fit() if spec is None else None
-    if only is not None:
-        law = law_from_fit(read_fit(only), str(only))
-        law = dataclasses.replace(
-            law, notes=(f"the law of {only}, the only fit in fits/ (--law picks another)", *law.notes)
-        )
-    elif spec is None:
+
+def _named_or_fit_law(spec: str | None, budget_flops: float) -> Law:
+    fit = fit_of(spec)
+    if fit is not None:
+        record, path, note = fit
+        law = law_from_fit(record, path)
+        return dataclasses.replace(law, notes=(note, *law.notes)) if note else law
+    if spec is None:
         law = builtin_law(DEFAULT_LAW, budget_flops)
-        law = dataclasses.replace(law, notes=(DEFAULT_REASON, *law.notes))
-    elif spec.strip().lower() in (*BUILTIN, *ALIASES) or (Path(spec).suffix != ".json" and not Path(spec).exists()):
-        law = builtin_law(spec, budget_flops)  # an unknown name raises, listing the valid ones
-    else:
-        law = law_from_fit(read_fit(spec), spec)
-    if hparams is None:
-        return law
-    block, source = read_hparams(hparams)
-    return dataclasses.replace(law, hparams=hparam_laws(block, source))
+        return dataclasses.replace(law, notes=(DEFAULT_REASON, *law.notes))
+    return builtin_law(spec, budget_flops)  # an unknown name raises, listing the valid ones
+
+
+def tuned_laws(path: str | Path) -> HparamLaws:
+    """The batch and LR laws of a `sweep tune` file (fits/SWEEP-hparams.json)."""
+    block, source = read_hparams(path)
+    return hparam_laws(block, source)
 
 
 def only_fit(folder: Path = Path("fits")) -> Path | None:

@@ -25,9 +25,9 @@ Step time of one optimizer step of the final batch:
   throughput) + TP (8 all-gathers/reduce-scatters of the activation per layer, 12 with full recompute, over
   NVLink) + PP point-to-point (2 v sends of its activation per micro-batch; NVLink inside a node, else network);
 - the pipeline runs m micro-batches in (m + (PP - 1) / v) x tau: the bubble (PP - 1) / v x tau (1F1B: v = 1;
-  interleaved: m a multiple of max(1, m // PP), as torch's schedule needs, and in a plan PP x v divides the
-  layers, so that every chunk holds as many layers: the trainer gives each chunk at least one, so 126 layers
-  cannot run as 16 x 8 chunks);
+  interleaved: m a multiple of max(1, m // PP), as torch's schedule needs, and in a plan v divides the fullest
+  stage's layers with PP x v chunks at most the layers: the trainer gives each chunk at least one, so 126 layers
+  cannot run as 16 x 8 chunks, while 97 run as 4 x 5 chunks of 4 or 5 layers, costed at the fullest stage);
 - DP, as the trainer shards it (FSDP2): with a pipeline (reshard_after_forward=False, gradients reduced at the
   last micro-batch) one all-gather of the bf16 stage weights (overlapped with the first forward, tau / 3) and one
   fp32 reduce-scatter (overlapped with the last backward, 2 tau / 3) per step, what does not overlap adding to
@@ -43,8 +43,8 @@ MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) /
 Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1 to the layers (at most 64), used only when
 no PP = 1 layout fits memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the
 trainer's batch check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or
-interleaved with v chunks, PP x v dividing the layers; CP 1. The fastest layout that fits wins (ties: fewer
-GPUs, larger micro-batch, less recompute).
+interleaved with v chunks, v dividing the fullest stage's layers and PP x v at most the layers; CP 1. The
+fastest layout that fits wins (ties: fewer GPUs, larger micro-batch, less recompute).
 """
 
 from __future__ import annotations
@@ -339,8 +339,9 @@ def _pipeline_degrees(shape: ModelShape) -> list[int]:
 
 def virtual_stages(n_layers: int, pp: int, micro_batches: int, balanced: bool = True) -> list[int]:
     """Chunks per GPU to try: 1, and interleaved v > 1 when v divides the stage's layers and torch's interleaved
-    1F1B takes the micro-batches (rounds of PP: m a multiple of max(1, m // PP)); balanced (the plan): PP x v divides
-    the layers and v is at most MAX_VIRTUAL_STAGES; unbalanced (a published run): any v down to one layer a chunk."""
+    1F1B takes the micro-batches (rounds of PP: m a multiple of max(1, m // PP)); in a plan v divides the fullest
+    stage's layers, is at most MAX_VIRTUAL_STAGES and PP x v chunks each get a layer (the trainer's rule: 97
+    layers run as 4 x 5 chunks, the fullest stage costed); for a published run any v down to one layer a chunk."""
     if pp == 1:
         return [1]
     layers = math.ceil(n_layers / pp)
@@ -348,7 +349,7 @@ def virtual_stages(n_layers: int, pp: int, micro_batches: int, balanced: bool = 
         return [1]
     if not balanced:
         return _divisors(layers)
-    return [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and n_layers % (pp * v) == 0]
+    return [1] + [v for v in _divisors(layers) if 1 < v <= MAX_VIRTUAL_STAGES and pp * v <= n_layers]
 
 
 def _schedule_ok(micro_batches: int, pp: int, virtual: int) -> bool:

@@ -170,9 +170,13 @@ def micro_batch_for(batch_seqs: int, seq_len: int) -> int:
     return max(m for m in range(1, min(16, batch_seqs) + 1) if batch_seqs % m == 0)
 
 
+LLAMA3_SCHEDULE = "Llama 3 405B recipe scaled to the run (workbench.plan.planner)"
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """LR and batch schedule over tokens (see the module docstring for the Llama 3 scaling)."""
+    """LR and batch schedule over tokens (see the module docstring for the Llama 3 scaling; a sweep's own
+    cosine or WSD schedule in a plan that inherits it, workbench.plan.from_sweep)."""
 
     warmup_tokens: int
     warmup_steps: int
@@ -180,6 +184,9 @@ class Schedule:
     anneal_tokens: int
     ramp: tuple[tuple[int, int], ...]  # (after_tokens, batch_tokens), first at 0
     steps: int
+    kind: str = "cosine"  # cosine | wsd
+    decay_fraction: float | None = None  # wsd: the linear decay's share of the run
+    source: str = LLAMA3_SCHEDULE
 
 
 def _ramp(tokens: int, batch_tokens: int, unit: int) -> tuple[tuple[int, int], ...]:
@@ -287,6 +294,8 @@ class Plan:
     hparams: hparams.HparamChoice | None = None
     warnings: tuple[str, ...] = ()
     target_days: float | None = None  # --days, or the default 30 when neither --gpus nor --days is given
+    target: str = "gpu"  # gpu | cpu: a CPU plan (a sweep trained on CPU) has no GPU-hours, days or layout
+    predicted: dict | None = None  # the one predicted loss: {loss, interval: [lo, hi], interval_kind, of}
 
     @property
     def spent_flops(self) -> float:
@@ -419,13 +428,14 @@ def make_plan(
     cost = plan_cost.Cost(train_flops, gpu.peak_flops, layout.gpus, layout.mfu, mfu, goodput, calibration)
     target = days if days is not None else (DEFAULT_DAYS if gpus is None else None)
     extra = tuple(f"batch/LR {w}" for w in choice.warnings)
+    ci = intervals(law.draws, budget_flops, shape.params, shape_tokens, law.flops)
     return Plan(
         law,
         budget_flops,
         params,
         tokens,
         loss,
-        intervals(law.draws, budget_flops, shape.params, shape_tokens, law.flops),
+        ci,
         shape,
         shape_tokens,
         shape_loss,
@@ -442,7 +452,17 @@ def make_plan(
         choice,
         plan_cost.warnings(cost, gpu, shape, target, extra),
         target,
+        predicted=_predicted(shape_loss, ci),
     )
+
+
+def _predicted(shape_loss: float | None, ci: dict | None) -> dict | None:
+    """The plan's one predicted loss: the loss law's at the planned shape and tokens, with its 5-95% interval."""
+    if shape_loss is None:
+        return None
+    interval = [ci["shape_loss"].p5, ci["shape_loss"].p95] if ci else None
+    kind = f"5-95% over {ci['draws']} bootstrap draws of the law" if ci else "none (the law has no bootstrap draws)"
+    return {"loss": shape_loss, "interval": interval, "interval_kind": kind, "of": "the planned shape on its tokens"}
 
 
 def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
@@ -455,7 +475,7 @@ def flagship_config(plan: Plan, data_dir: str, run_dir: str, name: str):
     meta = {
         "law": plan.law.name,
         "compute_flops": plan.budget_flops,
-        "predicted_loss": plan.shape_loss,
+        "predicted_loss": (plan.predicted or {}).get("loss"),
         "params_opt": plan.params,
         "tokens_opt": plan.tokens,
         "hparams_source": plan.hparams_source,

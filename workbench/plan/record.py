@@ -131,22 +131,25 @@ def to_record(plan: Plan) -> PlanRecord:
         lr_peak=plan.lr_peak,
         hparams=_hparams(plan),
         schedule={
-            "kind": "cosine",
+            "kind": sched.kind,
             "warmup_tokens": sched.warmup_tokens,
             "warmup_steps": sched.warmup_steps,
             "floor": sched.floor,
             "anneal_tokens": sched.anneal_tokens,
             "ramp": [{"after_tokens": a, "batch_tokens": b} for a, b in sched.ramp],
             "steps": sched.steps,
-            "source": "Llama 3 405B recipe scaled to the run (workbench.plan.planner)",
+            "source": sched.source,
+            **({"decay_fraction": sched.decay_fraction} if sched.decay_fraction is not None else {}),
         },
-        gpu_hours=plan.gpu_hours,
-        days=plan.days,
-        layout=_layout(plan),
+        gpu_hours=plan.gpu_hours if plan.target == "gpu" else None,
+        days=plan.days if plan.target == "gpu" else None,
+        layout=_layout(plan) if plan.target == "gpu" else None,
         law=_law_info(plan),
         inference=inference,
-        cost=plan.cost.as_dict(),
+        cost=plan.cost.as_dict() if plan.target == "gpu" else None,
         warnings=list(plan.warnings),
+        target=plan.target,
+        predicted_loss=plan.predicted,
     )
 
 
@@ -160,23 +163,50 @@ def _schedule(lay: dict) -> str:
     return f"interleaved x {lay.get('virtual_stages')}" if kind == "interleaved" else kind
 
 
-def plan_sentence(plan: dict) -> str:
-    """The recommended flagship in one sentence (a PlanRecord as a dict)."""
-    s, lay = plan["shape"], plan["layout"]
-    loss = f", predicted loss {s['loss']:.4f}" if s.get("loss") is not None else ""
-    ci = (plan.get("ci") or {}).get("shape_loss")
-    if ci and s.get("loss") is not None:
-        loss += f" (5-95%: {ci['p5']:.4f} to {ci['p95']:.4f})"
-    cost = plan.get("cost")
+def predicted(plan: dict) -> dict | None:
+    """The plan's one predicted loss {loss, interval, interval_kind, of}: the record's `predicted_loss`, or for
+    a record written before it, the planned shape's loss and its 5-95% interval over the law's draws."""
+    if plan.get("predicted_loss"):
+        return plan["predicted_loss"]
+    loss, ci = plan["shape"].get("loss"), (plan.get("ci") or {}).get("shape_loss")
+    if loss is None:
+        return None
+    interval = [ci["p5"], ci["p95"]] if ci else None
+    return {"loss": loss, "interval": interval, "interval_kind": "5-95%", "of": "the planned shape on its tokens"}
+
+
+def _loss_text(plan: dict) -> str | None:
+    p = predicted(plan)
+    if p is None:
+        return None
+    interval = p.get("interval")
+    return f"{p['loss']:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}] ({p['interval_kind']})" if interval else "")
+
+
+def _cost_text(plan: dict) -> str:
+    """GPU-hours and days for a GPU target; a CPU target (a sweep trained on CPU) has none."""
+    if plan.get("target") == "cpu" or plan.get("layout") is None:
+        return (
+            f"{plan.get('spent_flops') or plan['compute_flops']:.3g} FLOPs on CPU (no GPU-hours: the target is a CPU)"
+        )
+    lay, cost = plan["layout"], plan.get("cost")
     if cost:
         hours, days = cost["gpu_hours_with_failures"], cost["days_with_failures"]
         time = f"{hours['value']:.3g} GPU-hours, {days['value']:.3g} days{_range(days)} with failures"
     else:
         time = f"{plan['gpu_hours']:.3g} GPU-hours, {plan['days']:.3g} days"
+    return f"{time} on {lay['gpus']:,} {lay['gpu']} GPUs"
+
+
+def plan_sentence(plan: dict) -> str:
+    """The recommended flagship in one sentence (a PlanRecord as a dict)."""
+    s = plan["shape"]
+    loss = _loss_text(plan)
+    loss = f", predicted loss {loss}" if loss else ""
     return (
         f"For {plan['compute_flops']:.3g} FLOPs, train the {s['name']} shape ({human(s['params'])} non-embedding "
         f"parameters, {s['n_layers']} layers, d_model {s['d_model']}) on {human(s['tokens'])} tokens"
-        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {time} on {lay['gpus']:,} {lay['gpu']} GPUs."
+        f" ({s['tokens'] / s['params']:.1f} tokens/parameter){loss}: {_cost_text(plan)}."
     )
 
 
@@ -222,18 +252,17 @@ def _cost_rows(r: dict) -> list[tuple[str, str]]:
 
 
 def plan_rows(plan: dict) -> list[tuple[str, str]]:
-    """The plan as (label, text) rows: N*, D*, loss, model, tokens, batch and LR, schedule, compute, memory, layout."""
-    r, s, sc, lay, ci = plan, plan["shape"], plan["schedule"], plan["layout"], plan.get("ci")
-    mem = lay["memory_per_gpu_gb"]
-    loss = "n/a (token law)" if r["loss"] is None else f"{r['loss']:.4f}{_between(ci, 'loss', lambda x: f'{x:.4f}')}"
-    ramp = " -> ".join(f"{human(x['batch_tokens'])} after {human(x['after_tokens'])}" for x in sc["ramp"])
+    """The plan as (label, text) rows: N*, D*, the one predicted loss, model, tokens, batch and LR, schedule,
+    compute (GPU-hours, memory and layout for a GPU target only), what was inherited from a sweep, notes."""
+    r, s, ci = plan, plan["shape"], plan.get("ci")
+    loss = _loss_text(plan) or "n/a (a token law predicts no loss)"
     rows = [
         (
             "compute-optimal",
             f"N* {human(r['params'])}{_between(ci, 'params', human)} params, "
             f"D* {human(r['tokens'])}{_between(ci, 'tokens', human)} tokens, {r['tokens_per_param']:.1f} tokens/param",
         ),
-        ("predicted loss", loss),
+        ("predicted loss", loss + (f" for {predicted(plan)['of']}" if predicted(plan) else "")),
         (
             "model",
             f"{s['name']}: {s['n_layers']} layers, d_model {s['d_model']}, {s['n_heads']} heads "
@@ -243,42 +272,23 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
         (
             "trains",
             f"{human(s['tokens'])} tokens at seq_len {s['seq_len']}: spends {s['train_flops']:.3g} FLOPs "
-            f"(6N + 12 L T d) of the {r['compute_flops']:.3g} asked, predicted loss "
-            + ("n/a" if s["loss"] is None else f"{s['loss']:.4f}"),
+            f"(6N + 12 L T d) of the {r['compute_flops']:.3g} asked",
         ),
         ("batch, LR", f"{human(r['batch_tokens'])} tokens, lr_peak {r['lr_peak']:.3g} ({r['law']['hparams_source']})"),
-        (
-            "schedule",
-            f"warmup {sc['warmup_steps']} steps ({human(sc['warmup_tokens'])} tokens), cosine to "
-            f"{sc['floor']:g} x peak, final anneal to 0 over {human(sc['anneal_tokens'])} tokens, "
-            f"~{sc['steps']:,} steps",
-        ),
-        ("batch ramp", ramp),
-        *_cost_rows(r),
-        (
-            "memory per GPU",
-            f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW state "
-            f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB, logits {mem.get('logits', 0):.3g} "
-            f"GB, buffers {mem.get('buffers', 0):.3g} GB: {mem['total']:.3g} of {mem['limit']:.3g} GB usable (keeps "
-            f"{100 * mem.get('headroom', 0.1):.0f}% of the card free: 10% + the memory model's measured error for "
-            f"{mem.get('family', 'the layout')}; workbench memory --measure checks it)",
-        ),
-        (
-            "layout",
-            f"TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']} (CP 1), {lay['recompute']} recompute, "
-            f"{_schedule(lay)} schedule, micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}"
-            + (
-                f": step {lay['step_time_s']:.3g} s, bubble {lay['bubble_fraction']:.1%}"
-                if lay.get("step_time_s") is not None
-                else ""
-            )
-            + (f", {lay['idle_gpus']} GPUs idle" if lay["idle_gpus"] else ""),
-        ),
+        ("schedule", _lr_schedule_text(r["schedule"])),
     ]
+    if len(r["schedule"]["ramp"]) > 1:
+        ramp = " -> ".join(
+            f"{human(x['batch_tokens'])} after {human(x['after_tokens'])}" for x in r["schedule"]["ramp"]
+        )
+        rows.append(("batch ramp", ramp))
+    rows += _compute_rows(plan)
     if "warnings" in r:
         rows += [("warning", w) for w in r["warnings"]]
     else:  # a record from before the warnings list
         rows += [("warning", f"batch/LR {w}") for w in (r.get("hparams") or {}).get("warnings", [])]
+    inherited = (r.get("inherited") or {}).get("lines", [])
+    rows += [("inherited", text) for text in inherited]
     if r.get("inference"):
         inf = r["inference"]
         text = (
@@ -293,8 +303,49 @@ def plan_rows(plan: dict) -> list[tuple[str, str]]:
         rows.append(("isoFLOP check", f"N* {human(iso['params'])}, D* {human(iso['tokens'])}"))
     if r["law"].get("convention"):
         rows.append(("law's N", r["law"]["convention"]))
-    rows += [("note", note) for note in r["law"]["notes"]]
+    rows += [("note", note) for note in r["law"]["notes"] if note not in inherited]
     return rows
+
+
+def _lr_schedule_text(sc: dict) -> str:
+    shape = (
+        f"stable, then linear decay over the last {sc['decay_fraction']:.0%} to {sc['floor']:g} x peak"
+        if sc.get("kind") == "wsd"
+        else f"cosine to {sc['floor']:g} x peak"
+    )
+    anneal = f", final anneal to 0 over {human(sc['anneal_tokens'])} tokens" if sc["anneal_tokens"] else ""
+    return (
+        f"warmup {sc['warmup_steps']} steps ({human(sc['warmup_tokens'])} tokens), {shape}{anneal}, "
+        f"~{sc['steps']:,} steps ({sc.get('source') or 'workbench.plan.planner'})"
+    )
+
+
+def _compute_rows(plan: dict) -> list[tuple[str, str]]:
+    """Compute, memory and layout of a GPU target; one line for a CPU target."""
+    r, lay = plan, plan.get("layout")
+    if plan.get("target") == "cpu" or lay is None:
+        return [("compute", _cost_text(plan))]
+    mem = lay["memory_per_gpu_gb"]
+    layout = (
+        f"TP {lay['tp']} x PP {lay['pp']} x DP {lay['dp']} (CP 1), {lay['recompute']} recompute, "
+        f"{_schedule(lay)} schedule, micro-batch {lay['micro_batch']}, grad accumulation {lay['grad_accum']}"
+    )
+    if lay.get("step_time_s") is not None:
+        layout += f": step {lay['step_time_s']:.3g} s, bubble {lay['bubble_fraction']:.1%}"
+    if lay["idle_gpus"]:
+        layout += f", {lay['idle_gpus']} GPUs idle"
+    return [
+        *_cost_rows(r),
+        (
+            "memory per GPU",
+            f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW state "
+            f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB, logits {mem.get('logits', 0):.3g} "
+            f"GB, buffers {mem.get('buffers', 0):.3g} GB: {mem['total']:.3g} of {mem['limit']:.3g} GB usable (keeps "
+            f"{100 * mem.get('headroom', 0.1):.0f}% of the card free: 10% + the memory model's measured error for "
+            f"{mem.get('family', 'the layout')}; workbench memory --measure checks it)",
+        ),
+        ("layout", layout),
+    ]
 
 
 def plan_text(plan: dict) -> str:

@@ -1,8 +1,13 @@
 """`workbench plan`'s options, checked, turned into a plan and its record (the command parses and prints; this
-plans). Reads only the law or fit file it is given (workbench.plan.law_choice); the plan itself stays pure."""
+plans): the law (a built-in one, or a fit file's), and for a fit of a sweep a plan that inherits the sweep
+(workbench.plan.from_sweep); at --compute, or at what --gpus deliver in --days at the plan's own MFU and goodput.
+
+Pure apart from reading the fit file, a `sweep tune` file and a data folder's manifest; writes nothing.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,15 +15,21 @@ from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.units import parse_number
-from workbench.plan import planner
+from workbench.data.prepare import default_corpus_dir
+from workbench.fit.laws import Law
+from workbench.plan import from_sweep, planner
 from workbench.plan.data_constrained import epochs_note
-from workbench.plan.efficiency import CALIBRATION
+from workbench.plan.efficiency import CALIBRATION, Calibration
 from workbench.plan.efficiency_fit import calibration_without
 from workbench.plan.goodput import Failures
 from workbench.plan.hardware import Gpu
 from workbench.plan.hparams import anchors_left_out
-from workbench.plan.law_choice import data_constrained, resolve_law
+from workbench.plan.law_choice import data_constrained, fit_of, resolve_law, tuned_laws
 from workbench.plan.record import to_record
+from workbench.sweep.spec import SweepSpec
+from workbench.train.config import TrainConfig
+
+PUBLISHED = "published"  # --hparams published: the published-run rules (workbench.plan.hparams)
 
 
 @dataclass(frozen=True)
@@ -30,8 +41,8 @@ class PlanRequest:
     days: float | None
     gpu: Gpu
     mfu: float | None  # an override of the modelled MFU
-    law: str | None
-    hparams: Path | None
+    law: str | None  # a built-in law's name or a fit file (None: the only fit in fits/, else epoch)
+    hparams: str | None  # a `sweep tune` file, or "published"
     inference_tokens: float | None
     unique_tokens: float | None
     seq_len: int | None
@@ -40,6 +51,31 @@ class PlanRequest:
     anchors_left_out: tuple[str, ...]
     runs_left_out: tuple[str, ...]
     failures: Failures
+    method: str | None = None  # a fit's parametric (default) or isoflop law
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The plan, its record (a dict, as `--json` prints it) and the sweep it inherits (None: a generic plan)."""
+
+    plan: planner.Plan
+    record: dict
+    sweep: SweepSpec | None
+
+    @property
+    def name(self) -> str:
+        """The plan's name in the plans table: flagship-LAW-BUDGET."""
+        return f"flagship-{self.plan.law.name}-{self.plan.budget_flops:.3g}".replace("+", "").replace("/", "_")
+
+    def config(self, data: str | None, run_dir: str | None) -> TrainConfig:
+        """The flagship's train config: trained as the sweep's runs were, or the generic recipe on `data`."""
+        run_dir = run_dir or f"runs/flagship/{self.name}"
+        if self.sweep is not None:
+            config = from_sweep.sweep_config(self.plan, self.sweep, run_dir, self.name)
+            if data is None:
+                return config
+            return config.model_copy(update={"data": config.data.model_copy(update={"sources": [{"path": data}]})})
+        return planner.flagship_config(self.plan, data or str(default_corpus_dir()), run_dir, self.name)
 
 
 def positive(text: str | None, option: str) -> float | None:
@@ -127,36 +163,35 @@ def plan_for_gpus_days(plan_at: Callable[[float], planner.Plan], gpus: int, days
     return plan
 
 
-def make(request: PlanRequest) -> tuple[planner.Plan, dict]:
-    """The plan and its record (`plan --json`): at --compute, or at what --gpus deliver in --days."""
+def make(request: PlanRequest) -> Planned:
+    """The plan, its record (`plan --json`) and the sweep it inherits: at --compute, or at what --gpus deliver in
+    --days."""
     check(request)
+    if request.method is not None and request.method not in from_sweep.METHODS:
+        raise WorkbenchError(
+            f"--method: unknown method {request.method!r}", f"Use one of {', '.join(from_sweep.METHODS)}."
+        )
+    published = request.hparams is not None and request.hparams.strip().lower() == PUBLISHED
+    tune_file = None if published or request.hparams is None else Path(request.hparams)
+    fit = fit_of(request.law)
+    if fit is None and request.method is not None:
+        raise WorkbenchError("--method picks a fit file's law", "Give --law fits/NAME.json, or drop --method.")
+    sweep = from_sweep.sweep_spec_of(fit[0], fit[1]) if fit else None
     calibration = calibration_without(request.runs_left_out) if request.runs_left_out else CALIBRATION
 
     def plan_at(budget: float) -> planner.Plan:
-        law = resolve_law(request.law, budget, request.hparams)
-        if request.unique_tokens is not None:
-            law = data_constrained(law, request.unique_tokens, request.inference_tokens)
-        return planner.make_plan(
-            law,
-            budget,
-            gpu=request.gpu,
-            mfu=request.mfu,
-            seq_len=request.seq_len or planner.default_seq_len(budget),
-            vocab_size=request.vocab or planner.default_vocab(budget),
-            gpus=request.gpus,
-            days=request.days,
-            inference_tokens=request.inference_tokens,
-            floor=request.lr_floor,
-            hparams_leave_out=anchors_left_out(list(request.anchors_left_out)),
-            calibration=calibration,
-            failures=request.failures,
-        )
+        if sweep is not None:
+            return _from_sweep(request, budget, fit, sweep, tune_file, published, calibration)
+        return _generic(request, budget, fit, tune_file, published, calibration)
 
     if request.compute is None:
         plan = plan_for_gpus_days(plan_at, request.gpus, request.days, request.gpu, request.mfu)
     else:
         plan = plan_at(request.compute)
     record = to_record(plan).public()
+    if sweep is not None:
+        spec_hash = ((fit[0].model_extra or {}).get("sweep_version") or {}).get("spec_hash")
+        record["inherited"] = from_sweep.inherited(sweep, plan, spec_hash)
     if request.unique_tokens is not None:
         unique = request.unique_tokens
         text, warnings = epochs_note(plan.law.parametric, plan.shape.params, plan.shape_tokens)
@@ -167,9 +202,66 @@ def make(request: PlanRequest) -> tuple[planner.Plan, dict]:
         }
         record["law"]["notes"] += [text, *(f"WARNING: {w}" for w in warnings)]
         record["warnings"] += warnings
-    return plan, record
+    return Planned(plan, record, sweep)
 
 
-def record_name(plan: planner.Plan) -> str:
-    """The plan's name in the plans table: flagship-LAW-BUDGET."""
-    return f"flagship-{plan.law.name}-{plan.budget_flops:.3g}".replace("+", "").replace("/", "_")
+def _from_sweep(
+    req: PlanRequest, budget: float, fit, sweep: SweepSpec, tune_file, published: bool, calibration: Calibration
+) -> planner.Plan:
+    record, path, note = fit
+    tune_default = Path("fits") / f"{sweep.name}-hparams.json"
+    tune_file = tune_file or (tune_default if tune_default.is_file() else None)
+    law = from_sweep.sweep_law(record, path, req.method or "parametric")
+    if req.unique_tokens is not None:
+        law = data_constrained(law, req.unique_tokens, req.inference_tokens)
+    if note:
+        law = dataclasses.replace(law, notes=(note, *law.notes))
+    return from_sweep.plan_from_sweep(
+        record,
+        path,
+        sweep,
+        budget,
+        law=law,
+        tuned=tuned_laws(tune_file) if tune_file else None,
+        published=published,
+        gpu=req.gpu,
+        mfu=req.mfu,
+        gpus=req.gpus,
+        days=req.days,
+        seq_len=req.seq_len,
+        vocab_size=req.vocab,
+        inference_tokens=req.inference_tokens,
+        leave_out=anchors_left_out(list(req.anchors_left_out)),
+        calibration=calibration,
+        failures=req.failures,
+    )
+
+
+def _generic(
+    req: PlanRequest, budget: float, fit, tune_file, published: bool, calibration: Calibration
+) -> planner.Plan:
+    law: Law | None = None
+    if fit is not None:  # a fit without a sweep (a CSV, an older fit): its law, refused when degenerate
+        record, path, note = fit
+        law = from_sweep.sweep_law(record, path, req.method or "parametric")
+        law = dataclasses.replace(law, notes=(note, *law.notes)) if note else law
+    law = resolve_law(req.law, budget, tune_file, law)
+    if published:
+        law = dataclasses.replace(law, hparams=None)
+    if req.unique_tokens is not None:
+        law = data_constrained(law, req.unique_tokens, req.inference_tokens)
+    return planner.make_plan(
+        law,
+        budget,
+        gpu=req.gpu,
+        mfu=req.mfu,
+        seq_len=req.seq_len or planner.default_seq_len(budget),
+        vocab_size=req.vocab or planner.default_vocab(budget),
+        gpus=req.gpus,
+        days=req.days,
+        inference_tokens=req.inference_tokens,
+        floor=req.lr_floor,
+        hparams_leave_out=anchors_left_out(list(req.anchors_left_out)),
+        calibration=calibration,
+        failures=req.failures,
+    )

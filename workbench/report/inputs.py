@@ -40,6 +40,7 @@ class ReportInputs:
     plan: dict | None
     plan_source: str | None
     extra: dict = field(default_factory=dict)
+    scope: str = ""  # which version of the sweep the runs are, and how many runs of other versions are left out
 
 
 def resolve_sweep(db_path: Path, sweep: str | None) -> str:
@@ -103,16 +104,18 @@ def gather(
     fit_path: Path | None = None,
     plan: dict | str | Path | None = None,
     extra: dict | None = None,
+    all_versions: bool = False,
 ) -> ReportInputs:
-    """Read the sweep's runs and metrics, its fit and its plan (fit and plan may be missing)."""
+    """Read the sweep's runs and metrics (its current version's unless `all_versions`), its fit and its plan
+    (fit and plan may be missing)."""
     from workbench.store.database import Store
 
     name = resolve_sweep(db_path, sweep)
     store = Store(db_path)
-    runs = store.runs(name)
+    runs = store.runs(name, all_versions)
     metrics = store.metrics(runs["run_id"].tolist())
     completed = runs[(runs["status"] == "completed") & runs["val_loss"].map(lambda v: v == v and math.isfinite(v))]
-    points = store.points(name) if len(completed) else None
+    points = store.points(name, all_versions=all_versions) if len(completed) else None
     spec = store.sweeps()
     spec_path = spec.loc[spec["name"] == name, "spec_path"]
     fit, fit_source = find_fit(store, name, fit_path)
@@ -129,6 +132,7 @@ def gather(
         plan=plan_record,
         plan_source=plan_source,
         extra=dict(extra or {}),
+        scope=store.scope(name, all_versions).describe(),
     )
 
 

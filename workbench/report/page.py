@@ -126,6 +126,7 @@ def write_report(
     extra: dict | None = None,
     *,
     command: str | None = None,
+    all_versions: bool = False,
 ) -> Path:
     """Write the sweep's report (default reports/SWEEP.html) and return its path.
 
@@ -133,11 +134,12 @@ def write_report(
     plan: a plan record or the path of `workbench plan --json` output (default: the sweep's latest plan row).
     extra: outcomes to show in the held-out and plan sections ({"demo": run_demo's record} or key -> value).
     command: the command line for the provenance (default: this process's).
+    all_versions: report the runs of every version of the sweep (default: its current version's).
     """
     from workbench.store.database import default_db_path
 
     db = Path(db_path) if db_path is not None else default_db_path()
-    inputs = gather(sweep, db, Path(fit_path) if fit_path is not None else None, plan, extra)
+    inputs = gather(sweep, db, Path(fit_path) if fit_path is not None else None, plan, extra, all_versions)
     if out is None:
         safe_name(inputs.sweep, "sweep name", f"{db} (from a run's config.yaml meta.sweep)")
     html = render(inputs, command)

@@ -68,6 +68,7 @@ def summary_section(inputs: ReportInputs) -> dict:
     budgets = sorted(runs["budget_flops"].dropna().unique())
     rows = [
         ("sweep", inputs.sweep + (f" (spec {inputs.spec_path})" if inputs.spec_path else "")),
+        ("runs of", inputs.scope or "every run"),
         ("runs", f"{len(runs)}: {status}"),
         ("budgets", f"{len(budgets)}: " + ", ".join(f"{b:.3g}" for b in budgets) + " FLOPs" if budgets else "-"),
         ("model sizes N", f"{_h(runs['params'].min())} to {_h(runs['params'].max())} parameters (non-embedding)"),

@@ -33,8 +33,9 @@ import duckdb
 import pandas as pd
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import json_text
+from workbench.core.files import json_text, safe_name
 from workbench.core.units import as_float, as_int, as_text
+from workbench.store.scope import Scope, scope_of
 from workbench.train import rundir
 from workbench.train.rundir import MetricFile
 
@@ -95,6 +96,10 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN torch_threads BIGINT",
         "ALTER TABLE runs ADD COLUMN cpu_capability VARCHAR",
         "ALTER TABLE runs ADD COLUMN cuda_device VARCHAR",
+    ],
+    [  # 4: sweep versions (runs/SWEEP/versions.json, workbench.sweep.versions): each spec hash and its runs
+        "CREATE TABLE sweep_versions (sweep VARCHAR NOT NULL, version INTEGER NOT NULL, spec_hash VARCHAR,"
+        " created_at VARCHAR, spec_path VARCHAR, spec JSON, run_ids JSON, PRIMARY KEY (sweep, version))",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -327,13 +332,40 @@ class Store:
                     _write_runs(con, runs, files)
                     runs, files, buffered = [], [], 0
             _write_runs(con, runs, files)
+            roots = {path} | {d.parent for d in run_dirs.values()} | {d.parent.parent for d in run_dirs.values()}
+            for record in filter(None, (rundir.read_versions(r) for r in sorted(roots))):
+                _write_versions(con, record)
         return IngestStats(runs=written, metric_rows=rows, skipped=skipped, unchanged=unchanged)
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    def points(self, sweep: str, metric: str = "val_loss") -> pd.DataFrame:
+    def versions(self, sweep: str) -> list[dict]:
+        """The sweep's versions in order ({version, spec_hash, created_at, spec_path, spec, run_ids}); [] if none."""
+        frame = self._read("SELECT * FROM sweep_versions WHERE sweep = ? ORDER BY version", [sweep])
+        out = []
+        for row in frame.to_dict("records"):
+            spec, run_ids = json.loads(row["spec"] or "null"), json.loads(row["run_ids"] or "[]")
+            out.append({**row, "spec": spec, "run_ids": run_ids})
+        return out
+
+    def sweep_spec(self, sweep: str) -> dict | None:
+        """The spec (as JSON) of the sweep's current version, else the one its last launch recorded, else None."""
+        versions = self.versions(sweep)
+        if versions and versions[-1]["spec"]:
+            return versions[-1]["spec"]
+        rows = self._read("SELECT spec FROM sweeps WHERE name = ? AND spec IS NOT NULL", [sweep])
+        return json.loads(rows["spec"].iloc[0]) if len(rows) else None
+
+    def scope(self, sweep: str, all_versions: bool = False) -> Scope:
+        """The runs of `sweep` that fits and reports use: its current version's (workbench.sweep.versions) unless
+        `all_versions`, with how many other runs of the sweep that leaves out."""
+        present = set(self._read("SELECT run_id FROM runs WHERE sweep = ?", [sweep])["run_id"])
+        return scope_of(sweep, self.versions(sweep), present, all_versions)
+
+    def points(self, sweep: str, metric: str = "val_loss", all_versions: bool = False) -> pd.DataFrame:
         """Completed runs of `sweep` with a finite loss, for fits: the final validation loss, or with `metric`
-        a named held-out set's (val_loss_NAME, from final.json)."""
+        a named held-out set's (val_loss_NAME, from final.json); the current version's runs unless
+        `all_versions` (Store.scope)."""
         loss = _metric_sql(metric)
         frame = self._read(
             f"SELECT run_id, sweep, budget_flops, params, params_total, tokens, flops, {loss} AS loss, status,"
@@ -343,6 +375,7 @@ class Store:
             " ORDER BY budget_flops, params, run_id",
             [sweep],
         )
+        frame = _in_scope(frame, self.scope(sweep, all_versions))
         if frame.empty and metric != "val_loss":
             self._no_metric(sweep, metric)
         if frame.empty:
@@ -361,13 +394,14 @@ class Store:
             f"sweep '{sweep}' has no metric '{metric}' in its completed runs", f"Metrics there: {', '.join(names)}."
         )
 
-    def runs(self, sweep: str | None = None) -> pd.DataFrame:
-        """All ingested runs (of one sweep if given), one row per run_id, by sweep, budget_flops and params."""
+    def runs(self, sweep: str | None = None, all_versions: bool = False) -> pd.DataFrame:
+        """All ingested runs (of one sweep if given: its current version's unless `all_versions`), one row per
+        run_id, by sweep, budget_flops and params."""
         where, params = ("WHERE sweep = ?", [sweep]) if sweep is not None else ("", [])
         frame = self._read(f"SELECT * FROM runs {where} ORDER BY sweep, budget_flops, params, run_id", params)
         if frame.empty and sweep is None:
             raise WorkbenchError(f"database {self.path} has no runs", _NO_DB_HINT)
-        return frame
+        return frame if sweep is None else _in_scope(frame, self.scope(sweep, all_versions))
 
     def metrics(self, run_ids: list[str] | None = None) -> pd.DataFrame:
         """Metric rows (one per run_id and step) of the given runs, or of all runs, ordered by run and step."""
@@ -484,6 +518,32 @@ def _run_row(summary: dict[str, Any], sig: str) -> dict[str, Any]:
     """A `runs` row from rundir.summary: its dicts as JSON text, and the files' signature."""
     json_columns = {key: _to_json(summary[key]) for key in ("config", "final", "meta")}
     return {**summary, **json_columns, "source_sig": sig}
+
+
+def _in_scope(frame: pd.DataFrame, scope: Scope) -> pd.DataFrame:
+    """The rows of `frame` whose run_id is in the scope (all of them when it names no run ids)."""
+    if scope.run_ids is None:
+        return frame
+    return frame[frame["run_id"].isin(scope.run_ids)].reset_index(drop=True)
+
+
+def _write_versions(con: duckdb.DuckDBPyConnection, record: dict) -> None:
+    """Replace a sweep's rows of sweep_versions with runs/SWEEP/versions.json's list."""
+    sweep = safe_name(record.get("sweep"), "sweep name", "versions.json")
+    con.execute("DELETE FROM sweep_versions WHERE sweep = ?", [sweep])
+    for v in record["versions"]:
+        con.execute(
+            "INSERT INTO sweep_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                sweep,
+                as_int(v.get("version")),
+                as_text(v.get("spec_hash")),
+                as_text(v.get("created_at")),
+                as_text(v.get("spec_path")),
+                _to_json(v.get("spec")),
+                _to_json([str(r) for r in v.get("run_ids") or []]),
+            ],
+        )
 
 
 def _metrics_frame(run_id: str, by_step: dict[int, dict]) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import safe_name
 from workbench.train import rundir
 from workbench.train.trackers import CONFIG_KEY, FINAL_KEY, TB_CONFIG, TB_FINAL, require
 
@@ -34,8 +35,21 @@ _FILE_HEADER = b":W&B"
 _INT_KEYS = ("step", "tokens", "batch_tokens")
 
 
+SOURCES = ("wandb", "tensorboard", "csv")  # where an imported run came from: the first part of its run id
+
+
+def imported_id(source: str, found: str, given: str | None = None) -> str:
+    """An imported run's id: SOURCE-RUNID (wandb-abc, tensorboard-abc, csv-export), so that copies of one run from
+    two trackers, and the run's own directory, never share an id; `given` (--run-id) is taken as it is. Either
+    becomes a folder name: checked by workbench.core.files.safe_name."""
+    if given is not None:
+        return safe_name(given, "run id", "--run-id")
+    return safe_name(f"{source}-{found}", "imported run id", f"the {source} run's id")
+
+
 def import_path(path: Path, into: Path, run_id: str | None = None, sweep: str | None = None) -> list[Path]:
-    """Write a run directory under `into` for each run found at `path`; returns them."""
+    """Write a run directory under `into` for each run found at `path` (a run imported before with the same
+    files is left as it is); returns them."""
     path = Path(path)
     if not path.exists():
         raise WorkbenchError(
@@ -59,11 +73,8 @@ def import_path(path: Path, into: Path, run_id: str | None = None, sweep: str | 
 
 def _write_run_dir(into: Path, run_id: str, config: dict, rows: list[dict], final: dict | None) -> Path:
     run_dir = Path(into) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, yaml.safe_dump(config, sort_keys=False))
-    rundir.write_metrics(run_dir, [_typed(row) for row in sorted(rows, key=lambda r: r["step"])])
-    if final is not None:
-        rundir.write_final(run_dir, final)
+    typed = [_typed(row) for row in sorted(rows, key=lambda r: r["step"])]
+    rundir.write_imported(run_dir, yaml.safe_dump(config, sort_keys=False), typed, final)
     return run_dir
 
 
@@ -142,7 +153,7 @@ def _from_wandb(path: Path, run_id: str | None, sweep: str | None) -> tuple[str,
     config.pop("_wandb", None)
     full = config.get(CONFIG_KEY) if isinstance(config.get(CONFIG_KEY), dict) else config
     final = summary.get(FINAL_KEY) if isinstance(summary.get(FINAL_KEY), dict) else _final_from(rows)
-    return run_id or found_id or path.stem.removeprefix("run-"), _labelled(full, sweep), rows, final
+    return imported_id("wandb", found_id or path.stem.removeprefix("run-"), run_id), _labelled(full, sweep), rows, final
 
 
 def _final_from(rows: list[dict]) -> dict | None:
@@ -190,7 +201,8 @@ def _from_csv(path: Path, run_id: str | None, sweep: str | None) -> tuple[str, d
             except ValueError:
                 continue
         rows.append(row)
-    return run_id or path.stem, _labelled({"name": run_id or path.stem}, sweep), rows, _final_from(rows)
+    name = imported_id("csv", path.stem, run_id)
+    return name, _labelled({"name": name}, sweep), rows, _final_from(rows)
 
 
 # ---------------------------------------------------------------- TensorBoard
@@ -216,4 +228,4 @@ def _from_tensorboard(folder: Path, run_id: str | None, sweep: str | None) -> tu
     rows = list(by_step.values())
     final = texts.get(TB_FINAL) or _final_from(rows)
     found = Path(config["run_dir"]).name if config.get("run_dir") else folder.parent.name
-    return run_id or found, _labelled(config, sweep), rows, final
+    return imported_id("tensorboard", found, run_id), _labelled(config, sweep), rows, final

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import submitit
@@ -217,10 +219,12 @@ class Slurm:
         return executor
 
     def submit(self, config_path: str | Path, dependency: str | None = None) -> submitit.Job:
-        return self._executor(dependency).submit(self.job, str(config_path))
+        with _one_line("sbatch"):
+            return self._executor(dependency).submit(self.job, str(config_path))
 
     def submit_array(self, config_paths: list[str], dependency: str | None = None) -> list[submitit.Job]:
-        return self._executor(dependency).map_array(self.job, [str(p) for p in config_paths])
+        with _one_line("sbatch (a job array)"):
+            return self._executor(dependency).map_array(self.job, [str(p) for p in config_paths])
 
     def attach(self, job_id: str) -> submitit.Job:
         """The handle of a job submitted earlier (by another process)."""
@@ -228,6 +232,21 @@ class Slurm:
 
     def close(self) -> None:
         return None
+
+
+@contextmanager
+def _one_line(what: str) -> Iterator[None]:
+    """submitit's and sbatch's failures (no srun, a refused partition, ...) as one-line errors."""
+    try:
+        yield
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", None) or getattr(err, "output", None) or str(err) or type(err).__name__
+        detail = detail.decode() if isinstance(detail, bytes) else str(detail)
+        first = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
+        raise WorkbenchError(
+            f"{what} failed: {first}",
+            "Check launch.partition, account and qos with `sinfo`; earlier submissions are in jobs.json.",
+        ) from None
 
 
 # ---------------------------------------------------------------- choosing and waiting

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.units import human
 from workbench.model import flops
 from workbench.model.shapes import ModelShape, ladder, shape_for_params, shape_named
-from workbench.sweep.spec import MAX_RUNS, Plan, PlannedRun, SweepSpec, load_spec
+from workbench.sweep.spec import HASH_KEY, MAX_RUNS, Plan, PlannedRun, SweepSpec, load_spec, spec_hash
 from workbench.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,14 @@ def plan_file(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
 
 
 def expand(spec: SweepSpec, source: str = "sweep", lines: dict[tuple, int] | None = None) -> Plan:
-    """All runs of a sweep, resolved (no `auto` left), in launch order (trunks before their branches)."""
-    return Plan(spec, source, tuple(expand_runs(spec, source, lines or {})))
+    """All runs of a sweep, resolved (no `auto` left), in launch order (trunks before their branches); each
+    run's meta records the hash of the spec (workbench.sweep.versions), which its run id does not cover."""
+    digest = spec_hash(spec)
+    runs = []
+    for run in expand_runs(spec, source, lines or {}):
+        config = run.config.model_copy(update={"meta": {**run.config.meta, HASH_KEY: digest}})
+        runs.append(replace(run, config=config))
+    return Plan(spec, source, tuple(runs))
 
 
 def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[PlannedRun]:

@@ -29,13 +29,12 @@ from workbench.core.errors import WorkbenchError
 from workbench.data.batches import check_tokenizers
 from workbench.data.prepare import default_corpus_dir, ensure_default_corpus
 from workbench.model import flops
-from workbench.sweep import executors
+from workbench.sweep import executors, preflight, versions
 from workbench.sweep import status as st
-from workbench.sweep.spec import Launch, Plan, PlannedRun
+from workbench.sweep.preflight import DEFAULT_CORPUS
+from workbench.sweep.spec import HASH_KEY, Launch, Plan, PlannedRun
 from workbench.train import rundir, runlock
 from workbench.train.config import TrainConfig
-
-DEFAULT_CORPUS = "@default"  # a data source path meaning workbench.data's embedded corpus
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,8 @@ class LaunchReport:
     live_jobs: dict[str, str | None] = field(default_factory=dict)  # skipped as pending/running: their job id
     results: dict[str, str] = field(default_factory=dict)  # local runs: run id -> final status
     dry_run: bool = False
+    version: versions.Decision | None = None  # the sweep version these runs belong to (sweeps only)
+    notes: tuple[str, ...] = ()  # the checks' warnings (workbench.sweep.preflight)
 
     def as_dict(self) -> dict:
         """The report as JSON-ready values (`workbench sweep launch --json`)."""
@@ -67,7 +68,38 @@ class LaunchReport:
             "results": self.results,
             "failed": self.failed(),
             "locked_elsewhere": self.locked_elsewhere(),
+            "counts": self.counts(),
+            "version": None if self.version is None else self.version.version,
+            "spec_hash": None if self.version is None else self.version.spec_hash,
+            "version_action": None if self.version is None else self.version.action,
+            "changed_keys": [] if self.version is None else list(self.version.changed),
+            "notes": list(self.notes),
         }
+
+    def raise_if_failed(self) -> None:
+        """A one-line error when a run of this launch failed (the command exits 1 after its summary)."""
+        if failed := self.failed():
+            why = self.results[failed[0]].removeprefix("failed: ")
+            raise WorkbenchError(
+                f"{len(failed)} of {len(self.submit)} runs failed, first {failed[0]}: {why}",
+                "See `workbench sweep status` and the run's final.json; relaunch to retry.",
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Runs of this launch by outcome: completed, diverged, failed (local runs), submitted (Slurm, or a dry
+        run's would-be), skipped (done or live before, or trained by another launch meanwhile)."""
+        elsewhere = self.locked_elsewhere()
+        ran = {rid: s for rid, s in self.results.items() if rid not in elsewhere and not s.startswith("skipped")}
+        skipped_now = [rid for rid, s in self.results.items() if s.startswith("skipped") and rid not in self.skipped]
+        counts = {
+            "completed": sum(s == "completed" for s in ran.values()),
+            "diverged": sum(s == "diverged" for s in ran.values()),
+            "failed": len(self.failed()),
+            "skipped": len(self.skipped) + len(skipped_now),
+        }
+        if self.dry_run or self.executor == "slurm":
+            counts["submitted"] = len(self.submit)
+        return counts
 
     def locked_elsewhere(self) -> dict[str, str]:
         """Runs another launch is training: run id -> its state (skipped before or while running)."""
@@ -76,9 +108,14 @@ class LaunchReport:
         return {rid: s.removeprefix("skipped: ") for rid, s in {**before, **during}.items()}
 
     def failed(self) -> list[str]:
-        """Local runs of this launch that ended neither completed nor diverged."""
+        """Local runs of this launch that ended neither completed nor diverged (a branch whose trunk did not
+        complete is skipped, not failed)."""
         elsewhere = self.locked_elsewhere()
-        return [r for r, s in self.results.items() if s not in ("completed", "diverged") and r not in elsewhere]
+        return [
+            r
+            for r, s in self.results.items()
+            if s not in ("completed", "diverged") and r not in elsewhere and not s.startswith("skipped")
+        ]
 
 
 def sweep_dir(plan: Plan, base: Path) -> Path:
@@ -107,13 +144,36 @@ def materialize(config: TrainConfig, base: Path) -> TrainConfig:
 
 
 def launch(
-    plan: Plan, base: Path | None = None, executor: str | None = None, dry_run: bool = False, force: bool = False
+    plan: Plan,
+    base: Path | None = None,
+    executor: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    new_version: bool = False,
 ) -> LaunchReport:
-    """Write the plan's run configs and submit every run that is not done or live (see the module docstring)."""
+    """Check the sweep (workbench.sweep.preflight) and its version (workbench.sweep.versions), then write the plan's
+    run configs and submit every run that is not done or live (see the module docstring). Nothing is written
+    before the checks pass; a dry run writes nothing at all."""
     base = Path(base or Path.cwd()).resolve()
+    kind = executors.check_kind(executor or plan.spec.launch.executor)
+    found = preflight.require(plan, base, kind)
+    root = sweep_dir(plan, base)
+    ids = [run.run_id for run in plan.runs]
+    decision = versions.decide(root, plan.spec, ids, plan.source, new_version, force, st.now())
     configs = {run.run_id: materialize(run.config, base) for run in plan.runs}
-    kind = executor or plan.spec.launch.executor
-    return launch_runs(sweep_dir(plan, base), plan.runs, configs, plan.spec.launch, kind, dry_run, force)
+    report = launch_runs(
+        root,
+        plan.runs,
+        configs,
+        plan.spec.launch,
+        kind,
+        dry_run,
+        force,
+        earlier_versions=decision.action == "new",
+        before_writes=lambda: versions.write(root, decision),
+    )
+    report.version, report.notes = decision, found.notes
+    return report
 
 
 def launch_runs(
@@ -125,11 +185,17 @@ def launch_runs(
     dry_run: bool = False,
     force: bool = False,
     job_name: str | None = None,
+    earlier_versions: bool = False,
+    before_writes=None,
 ) -> LaunchReport:
-    """Launch `runs` (materialized `configs` by run id) of the sweep folder `root` with executor `kind`."""
+    """Launch `runs` (materialized `configs` by run id) of the sweep folder `root` with executor `kind`.
+    `earlier_versions`: runs of other grid points' hashes belong to an older version of the sweep and stay;
+    `before_writes` is called once the launch is decided, before the first file is written."""
     executors.check_kind(kind)
+    if kind == "slurm" and not dry_run and (problem := preflight.slurm_problem(f"launching {root.name}")):
+        raise problem.error()
     report = LaunchReport(root, kind, dry_run=dry_run)
-    stale = changed_runs(root, configs)
+    stale = changed_runs(root, configs, edited_only=earlier_versions)
     if stale and not force:
         rid, reason = stale[0]
         raise WorkbenchError(
@@ -152,6 +218,8 @@ def launch_runs(
             report.submit.append(run.run_id)
     if dry_run:
         return report
+    if before_writes is not None:
+        before_writes()
     _replace(root, report.replaced)
     todo_configs = [configs[rid] for rid in report.submit]
     write_configs(todo_configs)  # also prepares the embedded corpus where a config trains on it
@@ -209,9 +277,10 @@ def write_configs(configs: list[TrainConfig]) -> list[Path]:
     return [rundir.write_config(c.run_dir, dump_yaml(c)) for c in configs]
 
 
-def changed_runs(root: Path, configs: dict[str, TrainConfig]) -> list[tuple[str, str]]:
-    """(old run id, reason) for run dirs in `root` that these configs replace: an edited config.yaml, or
-    another run of the same grid point (RUN_ID = POINT-HASH from grid.run_id_of: same POINT, another HASH)."""
+def changed_runs(root: Path, configs: dict[str, TrainConfig], edited_only: bool = False) -> list[tuple[str, str]]:
+    """(old run id, reason) for run dirs in `root` that these configs replace: an edited config.yaml, or (unless
+    `edited_only`) another run of the same grid point (RUN_ID = POINT-HASH from grid.run_id_of: same POINT,
+    another HASH). The spec hash in a config's meta is not compared: a run two versions plan alike is one run."""
     if not root.is_dir():
         return []
     planned = {_point(rid): rid for rid in configs if _point(rid)}
@@ -219,11 +288,17 @@ def changed_runs(root: Path, configs: dict[str, TrainConfig]) -> list[tuple[str,
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if path.name in configs:
             written = rundir.read_config(path)
-            if written and written != configs[path.name].model_dump(mode="json"):
+            if written and _unhashed(written) != _unhashed(configs[path.name].model_dump(mode="json")):
                 changed.append((path.name, f"{path / rundir.CONFIG} differs from the spec"))
-        elif _point(path.name) in planned:
+        elif not edited_only and _point(path.name) in planned:
             changed.append((path.name, f"the spec now gives {planned[_point(path.name)]}"))
     return changed
+
+
+def _unhashed(config: dict) -> dict:
+    """A config without its meta's spec hash."""
+    meta = {k: v for k, v in (config.get("meta") or {}).items() if k != HASH_KEY}
+    return {**config, "meta": meta}
 
 
 def _point(run_id: str) -> str | None:

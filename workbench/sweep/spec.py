@@ -23,6 +23,8 @@ A branch costs only its cooldown; `Plan.cosine_flops` is what separate cosine ru
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -386,6 +388,23 @@ class Plan:
             "mfu": self.spec.launch.mfu,
             "gpu_peak_flops": self.spec.launch.gpu_peak_flops,
         }
+
+
+UNTRAINED = ("name", "runs_root", "launch", "tune")  # spec sections that do not change what a run trains
+HASH_KEY = "sweep_hash"  # the key of a run config's meta that holds the hash of the spec that wrote it
+
+
+def trained_spec(spec: SweepSpec) -> dict:
+    """The spec as JSON without the parts that do not change what is trained (workbench.sweep.versions): the
+    name, runs_root, launch, tune and train.logging."""
+    body = spec.model_dump(mode="json", exclude=set(UNTRAINED))
+    body["train"].pop("logging", None)
+    return body
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    """The sweep version's identity: 12 hex digits of SHA-256 over `trained_spec` (sorted keys)."""
+    return hashlib.sha256(json.dumps(trained_spec(spec), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSpec, dict[tuple, int]]:

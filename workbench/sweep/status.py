@@ -16,6 +16,7 @@ from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import atomic_write_text, safe_name
+from workbench.store.scope import Scope, scope_of
 from workbench.sweep.grid import plan_file
 from workbench.train import rundir
 
@@ -53,12 +54,14 @@ class SweepStatus:
     state: str  # cancelled | running | completed | failed | incomplete
     counts: dict[str, int]
     runs: tuple[RunStatus, ...]
+    scope: Scope | None = None  # the sweep version shown (workbench.sweep.versions), when it has versions
 
     def as_dict(self) -> dict:
         return {
             "sweep": self.name,
             "state": self.state,
             "counts": self.counts,
+            "scope": self.scope.as_dict() if self.scope else None,
             "runs": [r.__dict__ for r in self.runs],
         }
 
@@ -138,12 +141,20 @@ def _last_metrics(run_dir: Path) -> tuple[int | None, float | None]:
     return final.get("tokens"), final.get("val_loss")
 
 
-def sweep_status(root: Path, run_ids: list[str] | None = None, query_slurm: bool = True) -> SweepStatus:
-    """Status of the sweep in `root` (runs/SWEEP): the planned `run_ids`, or every run dir and recorded job."""
+def sweep_status(
+    root: Path, run_ids: list[str] | None = None, query_slurm: bool = True, all_versions: bool = False
+) -> SweepStatus:
+    """Status of the sweep in `root` (runs/SWEEP): the planned `run_ids`, else the current version's runs
+    (runs/SWEEP/versions.json; every version's with `all_versions`), else every run dir and recorded job."""
     jobs = read_jobs(root)
     # run dirs hold a config.yaml; `tune/` (the Optuna trials) and hidden dirs are not runs of the sweep
     found = {p.name for p in root.iterdir() if (p / rundir.CONFIG).is_file()} if root.is_dir() else set()
-    ids = run_ids if run_ids is not None else sorted(found | set(jobs["runs"]))
+    every = found | set(jobs["runs"])
+    versions = (rundir.read_versions(root) or {}).get("versions") or []
+    scope = scope_of(root.name, versions, every, all_versions) if versions else None
+    if run_ids is None and scope is not None and scope.run_ids is not None:
+        run_ids = sorted(scope.run_ids)
+    ids = run_ids if run_ids is not None else sorted(every)
     job_of = {rid: (jobs["runs"].get(rid) or {}).get("job_id") for rid in ids}
     slurm = slurm_states([j for j in job_of.values() if j]) if query_slurm else {}
     rows = []
@@ -155,7 +166,7 @@ def sweep_status(root: Path, run_ids: list[str] | None = None, query_slurm: bool
         tokens, val_loss = _last_metrics(root / rid)
         rows.append(RunStatus(rid, run_state(root / rid, slurm_state), job, slurm_state, tokens, val_loss))
     counts = {s: sum(r.state == s for r in rows) for s in STATES if any(r.state == s for r in rows)}
-    return SweepStatus(root.name, _sweep_state(rows, jobs), counts, tuple(rows))
+    return SweepStatus(root.name, _sweep_state(rows, jobs), counts, tuple(rows), scope)
 
 
 def _sweep_state(rows: list[RunStatus], jobs: dict) -> str:

@@ -38,6 +38,7 @@ LOG = "train.log"
 CKPT = "ckpt"
 LOCK = ".lock"  # workbench.train.runlock: one trainer per run directory
 JOBS = "jobs.json"  # runs/SWEEP/jobs.json: the launcher's record of submitted jobs (workbench.sweep.status)
+VERSIONS = "versions.json"  # runs/SWEEP/versions.json: the sweep's versions and their runs (workbench.sweep.versions)
 RUN_FILES = (CONFIG, METRICS, FINAL)  # a directory holding any of these is a run directory
 TERMINAL = ("completed", "diverged")  # a run in one of these states is not trained again
 _SKIP_DIRS = {CKPT, "__pycache__"}
@@ -74,6 +75,28 @@ def repair_metrics(run_dir: str | Path) -> None:
     if data and not data.endswith(b"\n"):
         with open(path, "r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
+
+
+def write_imported(run_dir: str | Path, config_text: str, rows: list[dict], final: dict | None) -> bool:
+    """A run imported from elsewhere (workbench.store.importers): its config.yaml, metrics.jsonl and final.json,
+    written only when one of them differs from what the folder holds; returns whether anything was written (a
+    second import of the same run changes nothing, not even a file's time)."""
+    run_dir = Path(run_dir)
+    texts = {
+        CONFIG: config_text,
+        METRICS: "".join(json_text(row) + "\n" for row in rows),
+        FINAL: json_text(final, indent=1) if final is not None else None,
+    }
+    held = {name: (run_dir / name).read_text() if (run_dir / name).is_file() else None for name in texts}
+    if held == texts:
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        if text is None:
+            (run_dir / name).unlink(missing_ok=True)
+        elif held[name] != text:
+            atomic_write_text(run_dir / name, text)
+    return True
 
 
 def write_final(run_dir: str | Path, record: dict) -> Path:
@@ -186,6 +209,30 @@ def lock_path(run_dir: str | Path) -> Path:
 def jobs_path(sweep_root: str | Path) -> Path:
     """runs/SWEEP/jobs.json, the launcher's record of the sweep's submitted jobs."""
     return Path(sweep_root) / JOBS
+
+
+def versions_path(sweep_root: str | Path) -> Path:
+    """runs/SWEEP/versions.json, the sweep's versions: each spec hash with the run ids it plans."""
+    return Path(sweep_root) / VERSIONS
+
+
+def read_versions(sweep_root: str | Path) -> dict | None:
+    """runs/SWEEP/versions.json as a dict (None when the sweep has none); not a JSON object is a one-line error."""
+    path = versions_path(sweep_root)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise WorkbenchError(f"{path}: not valid JSON ({err})", "Restore it, or delete it to start over.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
+        raise WorkbenchError(f"{path}: expected an object with a list `versions`", "Restore it, or delete it.")
+    return data
+
+
+def write_versions(sweep_root: str | Path, record: dict) -> Path:
+    """Atomic write of runs/SWEEP/versions.json."""
+    return atomic_write_text(versions_path(sweep_root), json_text(record, indent=1))
 
 
 def ckpt_dir(run_dir: str | Path) -> Path:

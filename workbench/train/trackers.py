@@ -2,7 +2,8 @@
 
 W&B: one run per run directory (its id is the run id, so a resumed run continues it), the config with
 the run id, sweep, budget and N, tags `sweep:..`, `budget:..`, `N:..`, each metrics row at its step, and
-the final record under the summary key `workbench_final`. Files go to RUN_DIR/wandb (offline mode
+the final record under the summary key `workbench_final`; the final evaluation is logged at the last step
+too (where the loop's last evaluation came earlier). Files go to RUN_DIR/wandb (offline mode
 needs no network; `wandb sync` uploads later). TensorBoard: scalars per metric at the step, and the
 config and final record as text, in RUN_DIR/tensorboard. `workbench db import` reads both back
 (workbench.store.importers). A package that is not installed is a one-line error saying what to install.
@@ -53,6 +54,7 @@ class Trackers:
         self.tensorboard = bool(wanted is not None and wanted.tensorboard)
         self.active = is_main and (self.wandb_cfg is not None or self.tensorboard)
         self.run, self.writer = None, None
+        self.logged: dict[str, int] = {}  # metric -> the last step it was logged at
         if self.wandb_cfg is not None:  # checked on every rank: a missing package fails before training
             require("wandb", "wandb")
         if self.tensorboard:
@@ -111,6 +113,12 @@ class Trackers:
             return
         step = int(row["step"])
         values = {k: v for k, v in row.items() if k != "step" and _number(v)}
+        self._scalars(values, step)
+
+    def _scalars(self, values: dict, step: int) -> None:
+        if not values:
+            return
+        self.logged |= dict.fromkeys(values, step)
         if self.run is not None:
             self.run.log(values, step=step)
         if self.writer is not None:
@@ -118,8 +126,17 @@ class Trackers:
                 self.writer.add_scalar(key, value, global_step=step)
 
     def finish(self, record: dict) -> None:
+        """The final record; first its final evaluation (val_loss, val_loss_NAME) as scalars at the last step,
+        where the loop's last evaluation fell earlier (a run whose length is not a multiple of eval.every_tokens)."""
         if not self.active:
             return
+        step = int(record.get("steps") or 0)
+        final = {
+            k: v
+            for k, v in record.items()
+            if (k == "val_loss" or k.startswith("val_loss_")) and k != "val_loss_se" and _number(v)
+        }
+        self._scalars({k: v for k, v in final.items() if self.logged.get(k) != step}, step)
         if self.run is not None:
             self.run.summary[FINAL_KEY] = json.loads(json.dumps(record, default=str))
             self.run.finish(exit_code=0 if record.get("status") == "completed" else 1)
