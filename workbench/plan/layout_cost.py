@@ -414,7 +414,8 @@ def choose_layout(
     flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs, published)
     fitting = [c for c in flat if c.fits]
     everything = flat
-    if not fitting:  # pipeline parallelism only when memory needs it
+    if not fitting or (fixed_gpus and min(fitting, key=_rank).gpus < gpus):  # a pipeline when memory needs one,
+        # or when the fastest PP = 1 layout leaves GPUs idle (DP x micro-batch divides every batch of the ramp)
         everything = candidates(
             shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs, published
         )
