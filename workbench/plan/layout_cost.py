@@ -16,6 +16,8 @@ rank (FSDP2 with bf16 parameters and fp32 gradient reduction, TP with sequence a
 pipeline schedules), which `workbench memory --measure` checks against the trainer's own code on fake tensors
 (docs/MEMORY.md). A layout fits when the model's total is at most the card's memory less its headroom: 10% of
 the card for what no model counts, plus the model's largest measured error for the layout family (`headroom`).
+A published run (`options`, `best_at`, `published=True`) is costed instead with the textbook rule the efficiency
+was calibrated with (memory_model.textbook_memory) against 90% of the card: its system is not this trainer.
 Selective recompute (torchtitan's policy) recomputes the elementwise ops between the saved matmuls: costed at the
 GPU's memory bandwidth; full recompute costs one more forward of each block (2 x block params + 4 T d FLOPs per
 token and layer) and the TP collectives of that forward.
@@ -41,10 +43,11 @@ Step time of one optimizer step of the final batch:
 MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) / (step time x GPUs x peak).
 
 Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1 to the layers (at most 64), used only when
-no PP = 1 layout fits memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the
-trainer's batch check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or
-interleaved with v chunks, v dividing the fullest stage's layers and PP x v at most the layers; CP 1. The
-fastest layout that fits wins (ties: fewer GPUs, larger micro-batch, less recompute).
+no PP = 1 layout fits memory or every one that fits leaves GPUs idle; DP a divisor of the global batch's
+micro-batches (sequences / micro-batch), so the trainer's batch check holds; micro-batches dividing the planned
+one; recompute none, selective or full; 1F1B or interleaved with v chunks, v dividing the fullest stage's layers
+and PP x v at most the layers; CP 1. The fastest layout that fits wins (ties: fewer GPUs, larger micro-batch,
+less recompute).
 """
 
 from __future__ import annotations
