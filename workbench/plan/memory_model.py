@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
+from workbench.plan import interleaved
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "buffers")
 # the model's largest error against `workbench memory --measure` per layout family (docs/MEMORY.md,
@@ -159,12 +160,14 @@ def moments(step: Step, rank: int) -> dict[str, Memory]:
                 states[0] + 2 * V * d / t, 4 * P / D + 2 * V * d, states[1], 2 * V * d / t, 0.0, 4 * V * d / t
             ),
         }
-    weights, grads, optimizer = 4 * P / D + 2 * P, 4 * P, 8 * P / D
     stages = [rank + i * step.pp for i in range(step.virtual)]
     ends = sum((i > 0) + (i < step.pp * step.virtual - 1) for i in stages)  # receive buffers: one per direction
     buffers = step.micro_batches * T * 2 * d / t * ends
+    if step.virtual > 1:
+        return interleaved_moments(step, rank, buffers)
+    weights, grads, optimizer = 4 * P / D + 2 * P, 4 * P, 8 * P / D
     chunks, blocks = in_flight(step, rank)
-    held = chunks * (blocks * A + T * 2 * d / t)
+    held = chunks * (blocks * A + chunk_ends(step, rank) * T * 2 * d / t)
     out = {"steady 1F1B": Memory(weights, grads, optimizer, held + rebuilt + 4 * T * d, 0.0, buffers, rank)}
     if last:
         out["loss backward"] = Memory(weights, grads, optimizer, held + head, loss + 2 * T * V / t, buffers, rank)
@@ -172,6 +175,69 @@ def moments(step: Step, rank: int) -> dict[str, Memory]:
         out["embedding backward"] = Memory(
             weights, grads + emb_grad[1], optimizer, held + emb_grad[0], 0, buffers, rank
         )
+    return out
+
+
+def chunk_ends(step: Step, stage: int) -> int:
+    """[T, d] tensors a chunk keeps per micro-batch besides its blocks' saves: its output (the schedule keeps it for
+    the backward), less its input on every stage but the first (the receive buffer, counted in buffers; its first
+    block's saved input is that buffer: measured on the 3.8e25 plan's one-block chunks, 2 d / TP bytes a token per
+    chunk and micro-batch, not 4)."""
+    return 1 if stage == 0 else 0
+
+
+def chunk_params(step: Step, rank: int) -> list[tuple[float, int]]:
+    """(parameters on a GPU, blocks) of each of rank `rank`'s chunks (local index order): its blocks, and the
+    embedding on the first stage, the final norm and output on the last."""
+    s, t, n, stages = step.shape, step.tp, step.shape.n_layers, step.pp * step.virtual
+    bounds = [round(i * n / stages) for i in range(stages + 1)]
+    out = []
+    for c in range(step.virtual):
+        stage = rank + c * step.pp
+        extra = (s.vocab_size * s.d_model / t if stage == 0 else 0.0) + (
+            s.vocab_size * s.d_model / t + s.d_model if stage == stages - 1 else 0.0
+        )
+        blocks = bounds[stage + 1] - bounds[stage]
+        out.append((blocks * block_params(s, t) + extra, blocks))
+    return out
+
+
+def interleaved_moments(step: Step, rank: int, buffers: float) -> dict[str, Memory]:
+    """Rank `rank`'s candidate peaks under interleaved 1F1B: each backward of the schedule costed with the chunks
+    gathered, the fp32 accumulators live and the micro-batches held at its start (workbench.plan.interleaved has
+    the rules and what they were measured on); the largest of each moment."""
+    s, t, D, T = step.shape, step.tp, step.dp, step.tokens
+    d, V = s.d_model, s.vocab_size
+    params, blocks = zip(*chunk_params(step, rank), strict=True)
+    stages = step.pp * step.virtual
+    P = sum(params)
+    A = T * block_activations(s, t, step.recompute)
+    rebuilt = T * block_activations(s, t, "none") - A
+    loss = T * V / t * (12 if t == 1 else 16) + 2 * T * V / t
+    head = T * (4 * d + 2 * d / t)
+    emb_grad = (4 * V * d, 12 * V * d / t) if t > 1 else (2 * V * d, 4 * V * d)
+    out: dict[str, Memory] = {}
+    for mo in interleaved.backward_moments(step.pp, step.virtual, step.micro_batches, rank):
+        weights = 4 * P / D + 2 * sum(params[c] for c in mo.gathered)
+        grads = sum(
+            4 * p / D if n == step.micro_batches else 4 * p if n else 0.0 for p, n in zip(params, mo.done, strict=True)
+        )
+        held = sum(
+            n * (b * A + chunk_ends(step, rank + c * step.pp) * T * 2 * d / t)
+            for c, (n, b) in enumerate(zip(mo.held, blocks, strict=True))
+        )
+        stage = rank + mo.chunk * step.pp
+        found = {"steady 1F1B": Memory(weights, grads, 8 * P / D, held + rebuilt + 4 * T * d, 0.0, buffers, rank)}
+        if stage == stages - 1:
+            found["loss backward"] = Memory(weights, grads, 8 * P / D, held + head, loss, buffers, rank)
+        if stage == 0:
+            whole = grads + (4 * params[mo.chunk] if mo.micro_batch == 0 else 0.0)  # its accumulators, made by now
+            found["embedding backward"] = Memory(
+                weights, whole + emb_grad[1], 8 * P / D, held + emb_grad[0], 0.0, buffers, rank
+            )
+        for name, m in found.items():
+            if name not in out or m.total > out[name].total:
+                out[name] = m
     return out
 
 
