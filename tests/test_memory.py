@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from workbench.model.shapes import PRESETS, ModelShape
+from workbench.plan import interleaved
 from workbench.plan.hardware import resolve_gpu
 from workbench.plan.layout_cost import headroom
 from workbench.plan.memory_model import MODEL_ERROR, Step, block_activations, layout_family, peak_memory, rank_peak
@@ -18,7 +19,7 @@ from workbench.train.parallel.memory_scale import MeasureRequest, combine, measu
 
 SEQ = 8192
 # (shape, tp, pp, dp, recompute, chunks a rank, micro-batches a replica, blocks per chunk measured): FSDP only;
-# TP 8 x FSDP; TP 8 x PP x FSDP; none, selective and full recompute; 1F1B and interleaved
+# TP 8 x FSDP; TP 4 and 8 x PP x FSDP; none, selective and full recompute; 1F1B and interleaved (m = PP and 2 PP)
 LAYOUTS = [
     ("8b", 1, 1, 8, "none", 1, 2, (2, 4)),
     ("8b", 1, 1, 8, "selective", 1, 2, (2, 4)),
@@ -30,6 +31,8 @@ LAYOUTS = [
     ("70b", 8, 1, 16, "full", 1, 2, (2, 4)),
     ("70b", 8, 4, 4, "full", 1, 8, (1, 2)),
     ("70b", 8, 4, 4, "full", 2, 8, (1, 2)),
+    ("70b", 8, 4, 4, "full", 4, 4, (1, 2)),  # interleaved, one round (m = PP): chunks gathered and reduced in turn
+    ("70b", 4, 4, 4, "full", 2, 4, (1, 2)),  # TP 4: the embedding's whole-vocabulary gradient
     ("405b", 8, 16, 4, "none", 1, 16, (1, 2)),
     ("405b", 8, 16, 4, "full", 1, 16, (1, 2)),
 ]
@@ -41,7 +44,7 @@ def _request(shape, tp, pp, dp, recompute, virtual, m, depths) -> MeasureRequest
 
 @pytest.mark.slow
 def test_model_agrees_with_the_measured_step_within_10_percent():
-    """Every measured rank of 12 layouts (8B, 70B, 405B at sequence 8192): the model within 10% of the measured
+    """Every measured rank of 14 layouts (8B, 70B, 405B at sequence 8192): the model within 10% of the measured
     peak, and within the error the plan's headroom allows for the family. One child process measures all
     (about 4 minutes on 2 cores)."""
     requests = [_request(*row) for row in LAYOUTS]
@@ -87,6 +90,36 @@ def test_the_flagship_plan_fits_its_headroom_when_measured(tmp_path):
     modelled = lay["memory_per_gpu_gb"]["total"] * 1e9
     assert abs(modelled / measured - 1) <= MODEL_ERROR[layout_family(req.tp, req.pp)]
     assert measured <= 0.9 * card
+
+
+def test_interleaved_order_is_torchs():
+    """The model's interleaved 1F1B order (workbench.plan.interleaved.actions) is the one torch's schedule builds,
+    for every rank of PP 2-8, 2-15 chunks and 1-4 rounds of micro-batches (and fewer than PP)."""
+    from types import SimpleNamespace
+
+    from torch.distributed.pipelining.schedules import ScheduleInterleaved1F1B
+
+    for pp, virtual, m in [(2, 2, 2), (4, 4, 4), (4, 2, 8), (4, 3, 16), (8, 15, 8), (8, 15, 4), (8, 4, 24)]:
+        for rank in range(pp):
+            fake = SimpleNamespace(
+                n_local_stages=virtual, microbatches_per_round=interleaved.round_size(pp, m), pp_group_size=pp
+            )
+            fake._n_microbatches = m
+            ops = [a for a in ScheduleInterleaved1F1B._calculate_single_rank_operations(fake, rank) if a is not None]
+            torch_order = [("F" if a.computation_type.value == "F" else "B", a.stage_index // pp) for a in ops]
+            assert torch_order == interleaved.actions(pp, virtual, m, rank), (pp, virtual, m, rank)
+
+
+def test_interleaved_one_round_gathers_three_chunks_and_reduces_each_in_turn():
+    """PP 8 x 15 chunks, m = 8 (the 3.8e25 plan's shape of schedule): rank 0 runs all 120 forwards first; at
+    its first backward three chunks are gathered and none has gradients; at chunk 13's first backward chunk 14
+    is done (reduced) and 8 micro-batches of it are no longer held."""
+    moments = interleaved.backward_moments(8, 15, 8, 0)
+    assert interleaved.warmup_forwards(8, 15, 8, 0) == 120 and len(moments) == 120
+    first = moments[0]
+    assert first.chunk == 14 and first.gathered == {14, 13, 12} and sum(first.done) == 0 and sum(first.held) == 120
+    later = moments[8]
+    assert later.chunk == 13 and later.done[14] == 8 and later.held[14] == 0 and later.gathered == {13, 12, 11}
 
 
 def test_activation_terms_by_hand():
