@@ -12,9 +12,12 @@ width):
   reduce-scatter has run (without a pipeline, from the second micro-batch on).
 - **Without a pipeline** FSDP2 reshards each block after its forward and gathers it again for its backward, but
   keeps the last unit (final norm + output projection) gathered in bf16 from its forward to its backward: 2 P_out.
-- **Under a pipeline** nothing is resharded and gradients are reduced only at the last micro-batch, so each rank
-  holds its stages' bf16 weights (2 P) and fp32 gradient accumulators (4 P) unsharded for the whole step; and
-  torch's stages keep one receive buffer per micro-batch and direction for the whole step (m T 2 d / t each way).
+- **Under 1F1B** nothing is resharded and gradients are reduced only at the last micro-batch, so each rank holds
+  its stage's bf16 weights (2 P) and fp32 gradient accumulators (4 P) unsharded for the whole step. **Under
+  interleaved 1F1B** torch gathers three chunks at a time and reduces a chunk after its last backward: the rank's
+  schedule is walked and each backward costed (workbench.plan.interleaved, `interleaved_moments`). Torch's stages
+  keep one receive buffer per micro-batch and direction for the whole step (m T 2 d / t each way); a chunk's
+  input is that buffer, its output one more [T, d] tensor per micro-batch (the first stage: both).
 - **Activations per block and micro-batch** (bf16; the residual stream between blocks is split over the
   sequence under TP, the norm outputs are gathered whole for the matmuls):
   none: T (4d/t + 8/t + 4d + 4(h+kv)hd/t + 2 kv hd/t + 2 h hd/t + 4h/t + 8f/t) (norm inputs and fp32 rstd,
@@ -22,8 +25,7 @@ width):
   selective (torchtitan's policy: odd matmul outputs, attention, collectives kept): T (2d/t + 2d + 4 h hd/t +
   2 kv hd/t + 2f/t + 4h/t) plus, under TP, the gathered norm outputs and reduce-scattered outputs T (4d + 4d/t);
   full: the block input, T 2d/t. Blocks in flight: all of them without a pipeline; under 1F1B min(PP - rank, m)
-  micro-batches of the rank's blocks; interleaved min((v - 1) r + 2 (PP - 1 - rank) + 1, m v) chunks, r the
-  micro-batches of one of torch's rounds (PP when m is a multiple of PP).
+  micro-batches of the rank's blocks; interleaved, the chunks torch's order has run forward and not yet backward.
   A block's backward adds its recomputed activations and one fp32 [T, d] gradient (4 T d); without a pipeline the
   top block's, the first of the backward, two (8 T d) and its all-gathered bf16 weights (2 P_block).
 - **Loss**: the cross-entropy over the vocabulary shard, 12 T V bytes (three fp32 [T, V] tensors), 16 T V / t
@@ -31,7 +33,7 @@ width):
 - **Embedding backward**: the embedding's gradient is made for the whole vocabulary under TP (DTensor's
   embedding backward has no vocabulary-sharded rule): in bf16 (2 V d) without a pipeline, next to the gathered
   bf16 embedding and FSDP2's fp32 reduce-scatter input (2 V d / t, 4 V d / t); under a pipeline on the first
-  stage in fp32 (4 V d), with FSDP2's three fp32 copies of the shard (12 V d / t).
+  stage in bf16 and then fp32 (`embedding_grad`).
 
 Not modelled (what the 10% of the card a plan keeps free is for): the CUDA context, NCCL and cuBLAS workspaces,
 the caching allocator's fragmentation, FSDP2 prefetching a unit early on its own stream.
