@@ -20,6 +20,9 @@ rules below are what the schedule's runtime does, and what the memory model (wor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 
 MAX_ACTIVE = 3  # chunks torch's _add_unshard_reshard keeps gathered (its max_active_stages)
 
@@ -71,8 +74,10 @@ def gathered(order: list[tuple[str, int]], index: int) -> frozenset[int]:
     return frozenset(found)
 
 
-def backward_moments(pp: int, virtual: int, micro_batches: int, rank: int) -> list[Moment]:
-    """The state at the start of each of rank `rank`'s backwards."""
+@lru_cache(maxsize=4096)
+def backward_moments(pp: int, virtual: int, micro_batches: int, rank: int) -> tuple[Moment, ...]:
+    """The state at the start of each of rank `rank`'s backwards (cached: a plan's search costs the same schedule
+    for many layouts)."""
     order = actions(pp, virtual, micro_batches, rank)
     forwards, backwards = [0] * virtual, [0] * virtual
     out = []
@@ -83,4 +88,31 @@ def backward_moments(pp: int, virtual: int, micro_batches: int, rank: int) -> li
         held = tuple(f - b for f, b in zip(forwards, backwards, strict=True))
         out.append(Moment(chunk, backwards[chunk], gathered(order, i), tuple(backwards), held))
         backwards[chunk] += 1
-    return out
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def moment_arrays(pp: int, virtual: int, micro_batches: int, rank: int) -> tuple[np.ndarray, ...]:
+    """`backward_moments` as arrays, one row a backward: its chunk, whether it is the chunk's first micro-batch,
+    and per chunk (columns) gathered (0/1), backwards done, micro-batches held. One pass each way (a plan's search
+    costs thousands of schedules)."""
+    order = actions(pp, virtual, micro_batches, rank)
+    ahead, upcoming = [()] * len(order), ()
+    for i in range(len(order) - 1, -1, -1):  # the next MAX_ACTIVE + 1 distinct chunks from each action on
+        c = order[i][1]
+        upcoming = (c, *(x for x in upcoming if x != c))[: MAX_ACTIVE + 1]
+        ahead[i] = upcoming[:MAX_ACTIVE]
+    n = micro_batches * virtual
+    chunk, first = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
+    gathered, done, held = np.zeros((n, virtual)), np.zeros((n, virtual)), np.zeros((n, virtual))
+    forwards, backwards, k = [0] * virtual, [0] * virtual, 0
+    for i, (kind, c) in enumerate(order):
+        if kind == "F":
+            forwards[c] += 1
+            continue
+        chunk[k], first[k], done[k] = c, backwards[c] == 0, backwards
+        held[k] = [f - b for f, b in zip(forwards, backwards, strict=True)]
+        gathered[k, list(ahead[i])] = 1.0
+        backwards[c] += 1
+        k += 1
+    return chunk, first, gathered, done, held

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
 from workbench.plan import interleaved
@@ -230,28 +232,24 @@ def interleaved_moments(step: Step, rank: int, buffers: float) -> dict[str, Memo
     loss = T * V / t * (12 if t == 1 else 16) + 2 * T * V / t
     head = T * (4 * d + 2 * d / t)
     emb_grad = embedding_grad(s, t, T)
-    out: dict[str, Memory] = {}
-    for mo in interleaved.backward_moments(step.pp, step.virtual, step.micro_batches, rank):
-        weights = 4 * P / D + 2 * sum(params[c] for c in mo.gathered)
-        grads = sum(
-            4 * p / D if n == step.micro_batches else 4 * p if n else 0.0 for p, n in zip(params, mo.done, strict=True)
-        )
-        held = sum(
-            n * (b * A + chunk_ends(step, rank + c * step.pp) * T * 2 * d / t)
-            for c, (n, b) in enumerate(zip(mo.held, blocks, strict=True))
-        )
-        stage = rank + mo.chunk * step.pp
-        found = {"steady 1F1B": Memory(weights, grads, 8 * P / D, held + rebuilt + 4 * T * d, 0.0, buffers, rank)}
-        if stage == stages - 1:
-            found["loss backward"] = Memory(weights, grads, 8 * P / D, held + head, loss, buffers, rank)
-        if stage == 0:
-            whole = grads + (4 * params[mo.chunk] if mo.micro_batch == 0 else 0.0)  # its accumulators, made by now
-            found["embedding backward"] = Memory(
-                weights, whole + emb_grad[1], 8 * P / D, held + emb_grad[0], 0.0, buffers, rank
-            )
-        for name, m in found.items():
-            if name not in out or m.total > out[name].total:
-                out[name] = m
+    chunk, first, gathered, done, held_n = interleaved.moment_arrays(step.pp, step.virtual, step.micro_batches, rank)
+    p = np.array(params)
+    ends = np.array([chunk_ends(step, rank + c * step.pp) for c in range(step.virtual)])
+    weights = 4 * P / D + 2 * gathered @ p
+    grads = np.where(done == step.micro_batches, 4 * p / D, np.where(done > 0, 4 * p, 0.0)).sum(axis=1)
+    held = held_n @ (np.array(blocks) * A + ends * T * 2 * d / t)
+    stage = rank + chunk * step.pp
+    whole = grads + np.where(first, 4 * p[chunk], 0.0) + emb_grad[1]  # the first stage's accumulators, made by now
+
+    def largest(mask, grad, act, logits) -> Memory:
+        i = int(np.argmax(np.where(mask, weights + grad + act, -np.inf)))
+        return Memory(float(weights[i]), float(grad[i]), 8 * P / D, float(act[i]), logits, buffers, rank)
+
+    out = {"steady 1F1B": largest(stage >= 0, grads, held + rebuilt + 4 * T * d, 0.0)}
+    if (stage == stages - 1).any():
+        out["loss backward"] = largest(stage == stages - 1, grads, held + head, loss)
+    if (stage == 0).any():
+        out["embedding backward"] = largest(stage == 0, whole, held + emb_grad[0], 0.0)
     return out
 
 
