@@ -27,8 +27,7 @@ def test_the_405b_preset_layout_gives_every_chunk_a_layer_and_the_docs_table_is_
     assert layout.tp == 8 and layout.cp == 1 and layout.gpus <= 16384
     assert BATCH_SEQS % (layout.dp * layout.micro_batch) == 0
     if layout.schedule == "interleaved":  # the trainer gives every chunk a layer: 126 layers are not 16 x 8 chunks
-        assert layout.pp * layout.virtual_stages <= SHAPE.n_layers
-        assert math.ceil(SHAPE.n_layers / layout.pp) % layout.virtual_stages == 0
+        assert _trainer_runs(SHAPE.n_layers, layout.pp, layout.virtual_stages)
     # the published layout, with Meta's unbalanced chunks, is within the interval of Table 4's 41%
     published = best_at(SHAPE, SEQ, BATCH_SEQS, H100, 8, 16, 128)
     assert published.mfu == pytest.approx(0.41, rel=0.1)
@@ -36,16 +35,20 @@ def test_the_405b_preset_layout_gives_every_chunk_a_layer_and_the_docs_table_is_
     assert block and block.group(1) == candidates_table(layout)
 
 
+def _trainer_runs(layers: int, pp: int, virtual: int) -> bool:
+    """The trainer's interleaved split: v divides the fullest stage's layers, every one of PP x v chunks a layer."""
+    return -(-layers // pp) % virtual == 0 and pp * virtual <= layers
+
+
 def test_interleaving_gives_every_chunk_a_layer_in_a_plan():
-    # v divides the fullest stage's 8 layers, and 16 x 8 = 128 chunks would leave two without a layer
-    assert virtual_stages(126, 16, 16) == [1, 2, 4]
-    assert virtual_stages(97, 4, 4) == [1, 5]  # 97 layers as 4 x 5 chunks of 4 or 5 layers (at most 16 chunks)
+    assert virtual_stages(126, 16, 16) == [1, 2, 4]  # 8 layers on the fullest stage; 16 x 8 chunks exceed 126
+    assert virtual_stages(97, 4, 4) == [1, 5]  # 25 layers on the fullest: 4 x 5 chunks of 4 or 5; 4 x 25 > 97
     assert virtual_stages(126, 16, 16, balanced=False) == [1, 2, 4, 8]  # a published run's unbalanced chunks
     assert virtual_stages(120, 8, 8) == [1, 3, 5, 15]
     assert virtual_stages(120, 8, 25) == [1]  # torch's interleaved 1F1B: 25 micro-batches are not 3 equal rounds
     assert virtual_stages(120, 8, 12) == [1, 3, 5, 15]  # one round of 12
     for c in candidates(SHAPE, SEQ, 1, BATCH_SEQS, H100, 16384, True, [7, 9, 14, 16]):
-        assert c.virtual_stages == 1 or c.pp * c.virtual_stages <= SHAPE.n_layers
+        assert c.virtual_stages == 1 or _trainer_runs(SHAPE.n_layers, c.pp, c.virtual_stages)
 
 
 def test_pipeline_bubble_and_costs():

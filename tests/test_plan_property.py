@@ -35,11 +35,11 @@ def test_planned_flagship_passes_the_trainers_checks(log_budget, log2_gpus):
     assert lay.tp <= GPUS_PER_NODE and shape.n_heads % lay.tp == 0 and lay.cp == 1
     assert lay.tp * lay.pp * lay.dp == lay.gpus <= gpus
     assert lay.memory.total <= lay.memory_limit_bytes
-    if lay.schedule == "interleaved":  # every chunk holds a layer (the trainer's split differs by one at most)
-        assert lay.pp * lay.virtual_stages <= shape.n_layers
-    if lay.pp > 1:  # a pipeline only when memory needs one
+    if lay.schedule == "interleaved":  # the trainer's chunks: v divides the fullest stage, each chunk a layer
+        assert -(-shape.n_layers // lay.pp) % lay.virtual_stages == 0 and lay.pp * lay.virtual_stages <= shape.n_layers
+    if lay.pp > 1:  # a pipeline only when memory needs one or every PP = 1 layout that fits leaves GPUs idle
         batch_seqs = plan.batch_tokens // plan.seq_len
         ramp_seqs = tuple(b // plan.seq_len for _, b in plan.schedule.ramp)
         flat = candidates(shape, plan.seq_len, lay.micro_batch, batch_seqs, H100, gpus, True, [1], ramp_seqs)
-        assert not any(c.fits for c in flat)
+        assert all(c.gpus < gpus for c in flat if c.fits)
     assert 0.05 < lay.mfu < 0.8 and plan.days > 0

@@ -108,14 +108,21 @@ def test_llama3_left_out_the_plan_predicts_table_4():
     cal = efficiency_fit.calibration_without(("llama3",))
     assert cal.runs == 55 and cal.left_out == ("llama3",)
     rows = tuple(r for r in RUNS if r.id in ("llama3_t4_8k_8192gpu", "llama3_t4_8k_16384gpu"))
-    for run, predicted in zip(rows, efficiency_fit.predict(rows, cal.efficiency), strict=True):
+    meta = efficiency_fit.predict(rows, cal.efficiency)
+    for run, predicted in zip(rows, meta, strict=True):
         assert abs(predicted / published.mfu(run) - 1) < 0.05, run.id
     args = ("--compute", "3.8e25", "--law", "llama3", "--gpus", "16384", "--gpu", "h100", "--seq-len", "8192")
     record = plan_json(*args, "--leave-out-run", "llama3")
     cost, lay = record["cost"], record["layout"]
     assert cost["calibration"]["left_out"] == ["llama3"] and cost["mfu_source"] == "modelled"
-    assert abs(cost["mfu"] / 0.41 - 1) < 0.15  # Table 4: 41% on 16,384 H100s
-    assert lay["tp"] == 8 and record["shape"]["n_layers"] % (lay["pp"] * lay["virtual_stages"]) == 0
+    # the plan costs this trainer, not Meta's system: the trainer holds its gathered pipeline chunks' bf16 weights and
+    # fp32 gradients unsharded and its selective policy keeps the gathered norm outputs (docs/MEMORY.md), so 405B fits
+    # only with full recompute, below what the same calibration predicts for Meta's layout on as many GPUs (Table 4)
+    assert lay["recompute"] == "full" and 0.2 < cost["mfu"] < meta[1]
+    layers = record["shape"]["n_layers"]  # the trainer's chunks: v divides the fullest stage, PP x v at most the layers
+    # TP 4 since interleaved chunks are gathered three at a time (TP 8 while the model held all fifteen)
+    assert lay["tp"] == 4 and -(-layers // lay["pp"]) % lay["virtual_stages"] == 0
+    assert lay["pp"] * lay["virtual_stages"] <= layers
     for key in ("gpu_hours", "days", "gpu_hours_with_failures", "days_with_failures"):
         block = cost[key]
         assert block["p5"] < block["value"] < block["p95"]

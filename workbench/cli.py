@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 import workbench
-from workbench.commands import data, db, demo, fit, flagship, model, plan, report, sweep, train
+from workbench.commands import data, db, demo, fit, flagship, memory, model, plan, report, sweep, train
 from workbench.core import logs
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import DISK_ERRNOS, disk_error
@@ -80,6 +80,7 @@ app.add_typer(sweep.app, name="sweep", help="Expand, launch and follow sweeps of
 app.add_typer(db.app, name="db", help="The DuckDB store of runs, metrics, fits and plans.")
 app.command("fit")(fit.fit)
 app.command("plan")(plan.plan)
+app.command("memory")(memory.memory)
 app.add_typer(flagship.app, name="flagship", help="Launch a planned flagship run through the sweep launcher.")
 app.command("report")(report.report)
 app.command("demo")(demo.demo)

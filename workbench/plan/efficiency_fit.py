@@ -48,7 +48,8 @@ def run_options(run: PublishedRun, efficiency: Efficiency = EFFICIENCY):
     gpu = replace(GPUS[run.gpu_kind], memory_bytes=80 * GB, efficiency=efficiency)
     shape = run_shape(run)
     if None in (run.tp, run.pp, run.dp):  # no layout stated: the plan's choice on that many GPUs
-        return [choose_layout(shape, run.seq_len, 1, run.global_batch_seqs, gpu, run.n_gpus, fixed_gpus=True).chosen]
+        layout = choose_layout(shape, run.seq_len, 1, run.global_batch_seqs, gpu, run.n_gpus, True, published=True)
+        return [layout.chosen]
     found = options(
         shape,
         run.seq_len,
@@ -62,6 +63,7 @@ def run_options(run: PublishedRun, efficiency: Efficiency = EFFICIENCY):
         virtual=_chunks(run),
         cp=run.cp,
         sharding=run.sharding or "none",
+        published=True,
     )
     if run.schedule == "interleaved" and not run.virtual_stages and any(c.virtual_stages > 1 for c in found):
         found = [c for c in found if c.virtual_stages > 1]

@@ -11,22 +11,16 @@ reach about that): H100/H200 NVLink 4 450 GB/s, A100 NVLink 3 300 GB/s, B200 NVL
 GPU of RoCE/InfiniBand (Llama 3 Sec. 3.3.1), 200 Gb/s for A100 clusters (HDR). Each collective step costs a
 latency of 3 us on NVLink and 10 us across nodes (ring algorithms: (n - 1) steps).
 
-Memory per GPU (the fullest pipeline stage), as FSDP2 shards it with reshard_after_forward=False and one
-reduce-scatter per step (Llama 3's choice, Sec. 3.3.2): the stage's bf16 weights and bf16 gradients (accumulated
-over the micro-batches) unsharded within the TP group (2 + 2 bytes per parameter / TP), the fp32 master weights,
-fp32 reduced gradients and AdamW's two fp32 moments sharded over DP as well ((4 + 4 + 8) / (TP x DP)).
-Activations in bf16, sequence parallel (split over TP), flash attention (no T x T scores kept); per token and block:
-- none: everything autograd keeps, 12 d_model + 4 d_kv + 8 ffn_dim bytes (two norm inputs and outputs, q/k/v,
-  attention output, SwiGLU w1/w3 outputs, SiLU and gated product; Korthikanti et al. 2022's count for SwiGLU
-  and GQA); nothing recomputed;
-- selective (torchtitan's per-op policy: keep matmul and attention outputs): drops the norm outputs, SiLU and
-  the product (4 d_model + 4 ffn_dim bytes) and recomputes them: elementwise work, costed at the GPU's memory
-  bandwidth (read and write those bytes);
-- full: only each block's input (2 d_model), plus one block's full set while it is recomputed: +one forward of
-  the block (2 x block params + 4 T d FLOPs per token and layer) and the TP collectives of that forward.
-The first stage holds min(PP, micro-batches) micro-batches in flight under 1F1B, x (1 + (PP - 1) / (PP v)) under
-the interleaved schedule with v chunks per GPU (Narayanan et al. 2021); the last stage holds one plus the fp32
-logits (4 x vocab bytes per token / TP). A layout fits when the total is at most 90% of the GPU's memory.
+Memory per GPU: workbench.plan.memory_model, the peak of one training step of this trainer on its fullest pipeline
+rank (FSDP2 with bf16 parameters and fp32 gradient reduction, TP with sequence and loss parallelism, torch's
+pipeline schedules), which `workbench memory --measure` checks against the trainer's own code on fake tensors
+(docs/MEMORY.md). A layout fits when the model's total is at most the card's memory less its headroom: 10% of
+the card for what no model counts, plus the model's largest measured error for the layout family (`headroom`).
+A published run (`options`, `best_at`, `published=True`) is costed instead with the textbook rule the efficiency
+was calibrated with (memory_model.textbook_memory) against 90% of the card: its system is not this trainer.
+Selective recompute (torchtitan's policy) recomputes the elementwise ops between the saved matmuls: costed at the
+GPU's memory bandwidth; full recompute costs one more forward of each block (2 x block params + 4 T d FLOPs per
+token and layer) and the TP collectives of that forward.
 
 Step time of one optimizer step of the final batch:
 - a micro-batch of the fullest stage takes tau = compute (model FLOPs + recompute FLOPs at the achievable
@@ -49,10 +43,11 @@ Step time of one optimizer step of the final batch:
 MFU = model FLOPs of the step (workbench.model.flops: 6N + 12 L T d per token) / (step time x GPUs x peak).
 
 Search: TP in 1, 2, 4, 8 within a node and dividing n_heads; PP from 1 to the layers (at most 64), used only when
-no PP = 1 layout fits memory; DP a divisor of the global batch's micro-batches (sequences / micro-batch), so the
-trainer's batch check holds; micro-batches dividing the planned one; recompute none, selective or full; 1F1B or
-interleaved with v chunks, v dividing the fullest stage's layers and PP x v at most the layers; CP 1. The
-fastest layout that fits wins (ties: fewer GPUs, larger micro-batch, less recompute).
+no PP = 1 layout fits memory or every one that fits leaves GPUs idle; DP a divisor of the global batch's
+micro-batches (sequences / micro-batch), so the trainer's batch check holds; micro-batches dividing the planned
+one; recompute none, selective or full; 1F1B or interleaved with v chunks, v dividing the fullest stage's layers
+and PP x v at most the layers; CP 1. The fastest layout that fits wins (ties: fewer GPUs, larger micro-batch,
+less recompute).
 """
 
 from __future__ import annotations
@@ -64,6 +59,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.model import flops
 from workbench.model.shapes import ModelShape
 from workbench.plan.hardware import GB, GPUS_PER_NODE, NVLINK_LATENCY_S, Gpu, network
+from workbench.plan.memory_model import MODEL_ERROR, Memory, Step, layout_family, peak_memory, textbook_memory
 from workbench.plan.step_time import (
     OPTIMIZER_BYTES,
     StepParts,
@@ -85,26 +81,6 @@ MAX_PIPELINE_STAGES = 64
 MAX_VIRTUAL_STAGES = 16
 
 
-@dataclass(frozen=True)
-class Memory:
-    """Bytes per GPU on the fullest pipeline stage."""
-
-    weights: float
-    grads: float
-    optimizer: float
-    activations: float
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations
-
-
-def _activation_bytes_per_token_layer(shape: ModelShape) -> int:
-    """Bytes per token and block autograd keeps without recompute (bf16, flash attention)."""
-    d_kv = shape.n_kv_heads * shape.head_dim
-    return 12 * shape.d_model + 4 * d_kv + 8 * shape.ffn_dim
-
-
 def _recomputed_bytes_per_token_layer(shape: ModelShape) -> int:
     """Bytes per token and block that selective recompute drops: the two norm outputs, SiLU and the product."""
     return 4 * shape.d_model + 4 * shape.ffn_dim
@@ -121,10 +97,10 @@ def _stage_params(shape: ModelShape, pp: int, tp: int) -> tuple[float, float]:
     return (layers * block + table) / tp, (layers * block + table) / tp
 
 
-def in_flight(pp: int, micro_batches: int, virtual: int) -> float:
-    """Micro-batches whose activations the first stage holds at once (1F1B; interleaved costs a bit more)."""
-    held = min(pp, micro_batches)
-    return held * (1 + (pp - 1) / (pp * virtual)) if virtual > 1 else held
+def headroom(family: str) -> float:
+    """The share of the card a plan keeps free for a layout family: 10% for what no model counts (CUDA context,
+    NCCL, allocator fragmentation) plus the analytical model's largest measured error for the family."""
+    return 1 - USABLE_MEMORY + MODEL_ERROR[family]
 
 
 def memory_per_gpu(
@@ -137,25 +113,22 @@ def memory_per_gpu(
     recompute: str,
     micro_batches: int | None = None,
     virtual: int = 1,
+    *,
+    published: bool = False,
 ) -> Memory:
-    """Memory of the fullest stage of a TP x PP x DP layout (bytes; see the module docstring)."""
-    layers = math.ceil(shape.n_layers / pp)
-    tokens = micro_batch * seq_len
-    everything = _activation_bytes_per_token_layer(shape) / tp
-    kept = {
-        "none": everything,
-        "selective": everything - _recomputed_bytes_per_token_layer(shape) / tp,
-        "full": 2 * shape.d_model / tp,
-    }[PUBLISHED_RECOMPUTE.get(recompute, recompute)]
-    working = tokens * everything if recompute == "full" else 0  # one block recomputed at a time
-    logits = tokens * 4 * shape.vocab_size / tp
-    first, last = _stage_params(shape, pp, tp)
-    held = in_flight(pp, pp if micro_batches is None else micro_batches, virtual)
-    stages = [(last, tokens * kept * layers + working + logits)]
-    if pp > 1:
-        stages.append((first, tokens * kept * layers * held + working))
-    params, activations = max(stages, key=lambda s: 20 * s[0] + s[1])
-    return Memory(2 * params + 4 * params / dp, 2 * params + 4 * params / dp, 8 * params / dp, activations)
+    """Peak memory of the fullest pipeline rank of a TP x PP x DP layout (bytes): this trainer's step
+    (workbench.plan.memory_model.peak_memory), or for a published run the textbook rule its efficiency was
+    calibrated with (`textbook_memory`); micro_batches per replica and step default to PP."""
+    m = pp if micro_batches is None else micro_batches
+    policy = PUBLISHED_RECOMPUTE.get(recompute, recompute)
+    step = Step(shape, seq_len, micro_batch, tp, pp, dp, policy, virtual, m)
+    return textbook_memory(step) if published else peak_memory(step)
+
+
+def memory_limit(gpu: Gpu, tp: int, pp: int, published: bool = False) -> float:
+    """Bytes a layout may use: 90% of the card for a published run (as calibrated), else the card less the
+    trainer's headroom for the layout family."""
+    return (USABLE_MEMORY if published else 1 - headroom(layout_family(tp, pp))) * gpu.memory_bytes
 
 
 @dataclass(frozen=True)
@@ -183,6 +156,7 @@ class Candidate:
     sharding: str = "fsdp"
     parts: StepParts | None = field(default=None, compare=False, repr=False)
     model_flops: float = 0.0  # of one step
+    published: bool = False  # memory by the published runs' textbook rule, not this trainer's model
 
     @property
     def gpus(self) -> int:
@@ -191,6 +165,10 @@ class Candidate:
     @property
     def fits(self) -> bool:
         return self.memory.total <= self.memory_limit_bytes
+
+    @property
+    def family(self) -> str:
+        return layout_family(self.tp, self.pp)
 
     def as_dict(self) -> dict:
         return {
@@ -208,6 +186,7 @@ class Candidate:
             "mfu": self.mfu,
             "bubble_fraction": self.bubble_fraction,
             "memory_per_gpu_gb": self.memory.total / GB,
+            "memory_limit_gb": self.memory_limit_bytes / GB,
             "compute_s": self.compute_s,
             "tp_comm_s": self.tp_comm_s,
             "pp_comm_s": self.pp_comm_s,
@@ -252,8 +231,10 @@ def evaluate(
     *,
     cp: int = 1,
     sharding: str = "fsdp",
+    published: bool = False,
 ) -> Candidate:
-    """Memory and modelled step time of one layout for the final batch of `batch_seqs` sequences."""
+    """Memory and modelled step time of one layout for the final batch of `batch_seqs` sequences; `published`:
+    a published run's layout, its memory by the textbook rule (`memory_per_gpu`), else this trainer's."""
     m = batch_seqs // (micro_batch * dp)
     gpus = tp * pp * dp * cp
     matmul, elementwise, tp_comm = _micro_batch_parts(shape, seq_len, micro_batch, gpu, tp, pp, recompute, cp)
@@ -279,7 +260,7 @@ def evaluate(
     )
     t = {k: float(v) for k, v in timeline(parts, gpu.achievable_flops(shape.d_model)).items()}
     model_flops = flops.flops_per_token(shape, seq_len) * batch_seqs * seq_len
-    memory = memory_per_gpu(shape, seq_len // cp, micro_batch, tp, pp, dp, recompute, m, virtual)
+    memory = memory_per_gpu(shape, seq_len // cp, micro_batch, tp, pp, dp, recompute, m, virtual, published=published)
     return Candidate(
         tp,
         pp,
@@ -290,7 +271,7 @@ def evaluate(
         "none" if pp == 1 else "1f1b" if virtual == 1 else "interleaved",
         virtual,
         memory,
-        USABLE_MEMORY * gpu.memory_bytes,
+        memory_limit(gpu, tp, pp, published),
         t["step"],
         m * t["compute"],
         m * tp_comm,
@@ -302,6 +283,7 @@ def evaluate(
         sharding,
         parts,
         model_flops,
+        published,
     )
 
 
@@ -387,6 +369,7 @@ def candidates(
     fixed_gpus: bool,
     pipeline: list[int] | None = None,
     ramp_seqs: tuple[int, ...] = (),
+    published: bool = False,
 ) -> list[Candidate]:
     """Every costed layout (fitting or not) for the final batch. Micro-batch x DP divides every batch of the
     ramp (`ramp_seqs`, in sequences; default the final batch only), as the trainer checks, and under PP
@@ -407,7 +390,10 @@ def candidates(
                     runs = [v for v in virtuals if all(_schedule_ok(b // (mb * dp), pp, v) for b in batches)]
                     for recompute in RECOMPUTE:
                         for v in runs:
-                            out.append(evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v))
+                            c = evaluate(
+                                shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, recompute, v, published=published
+                            )
+                            out.append(c)
     return out
 
 
@@ -424,16 +410,21 @@ def choose_layout(
     gpus: int,
     fixed_gpus: bool,
     ramp_seqs: tuple[int, ...] = (),
+    published: bool = False,
 ) -> Layout:
-    """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`."""
-    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs)
+    """The fastest layout that fits `gpu`: on `gpus` GPUs (fixed), or the fewest GPUs reaching about `gpus`;
+    `published`: memory by the published runs' textbook rule (a published run that states no layout)."""
+    flat = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, [1], ramp_seqs, published)
     fitting = [c for c in flat if c.fits]
     everything = flat
-    if not fitting:  # pipeline parallelism only when memory needs it
-        everything = candidates(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs)
+    if not fitting or (fixed_gpus and min(fitting, key=_rank).gpus < gpus):  # a pipeline when memory needs one,
+        # or when the fastest PP = 1 layout leaves GPUs idle (DP x micro-batch divides every batch of the ramp)
+        everything = candidates(
+            shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, None, ramp_seqs, published
+        )
         fitting = [c for c in everything if c.fits]
     if not fitting:
-        _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus)
+        _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, published)
     ranked = sorted(fitting, key=_rank)
     best = ranked[0]
     others, seen = [], {(best.tp, best.pp, best.dp)}
@@ -465,12 +456,15 @@ def choose_layout(
     )
 
 
-def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus) -> None:
+def _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, published) -> None:
     if fixed_gpus:
-        least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, fixed_gpus=False)
+        try:
+            least = choose_layout(shape, seq_len, micro_batch, batch_seqs, gpu, 1, False, published=published)
+            hint = f"Give at least {least.tp * least.pp} GPUs (TP {least.tp} x PP {least.pp})."
+        except WorkbenchError:  # not even at DP 1: FSDP over more GPUs is what shards the states
+            hint = "Give more GPUs: FSDP shards the weights, gradients and AdamW state over them."
         raise WorkbenchError(
-            f"--gpus {gpus}: model {shape.name} does not fit {gpus} x {gpu.name} ({gpu.memory_bytes / GB:g} GB)",
-            f"Give at least {least.tp * least.pp} GPUs (TP {least.tp} x PP {least.pp}).",
+            f"--gpus {gpus}: model {shape.name} does not fit {gpus} x {gpu.name} ({gpu.memory_bytes / GB:g} GB)", hint
         )
     raise WorkbenchError(
         f"model {shape.name} at seq_len {seq_len} fits no TP x PP layout on {gpu.name} ({gpu.memory_bytes / GB:g} GB)",
@@ -492,10 +486,11 @@ def options(
     virtual: int | None = None,
     cp: int = 1,
     sharding: str = "fsdp",
+    published: bool = True,
 ) -> list[Candidate]:
     """Every costed variant of a fixed TP x PP x DP (x CP) layout over what is not given (None): micro-batches
     dividing the replica's sequences (up to 8), recompute policies, chunks per GPU (stages may be unbalanced,
-    as in published runs)."""
+    as in published runs); memory by the published runs' textbook rule unless `published` is False."""
     per_replica = batch_seqs // dp
     micro = [micro_batch] if micro_batch else [b for b in _divisors(per_replica) if b <= 8]
     out = []
@@ -505,7 +500,21 @@ def options(
         for policy in [recompute] if recompute else RECOMPUTE:
             for v in chunks:
                 out.append(
-                    evaluate(shape, seq_len, batch_seqs, gpu, tp, pp, dp, mb, policy, v, cp=cp, sharding=sharding)
+                    evaluate(
+                        shape,
+                        seq_len,
+                        batch_seqs,
+                        gpu,
+                        tp,
+                        pp,
+                        dp,
+                        mb,
+                        policy,
+                        v,
+                        cp=cp,
+                        sharding=sharding,
+                        published=published,
+                    )
                 )
     return out
 
@@ -513,7 +522,8 @@ def options(
 def best_at(
     shape: ModelShape, seq_len: int, batch_seqs: int, gpu: Gpu, tp: int, pp: int, dp: int, micro_batch: int = 1
 ) -> Candidate:
-    """The fastest fitting schedule and recompute policy at fixed TP x PP x DP (e.g. a published layout)."""
+    """The fastest fitting schedule and recompute policy at fixed TP x PP x DP of a published run (its memory by
+    the textbook rule the calibration used)."""
     fitting = [c for c in options(shape, seq_len, batch_seqs, gpu, tp, pp, dp, micro_batch=micro_batch) if c.fits]
     if not fitting:
         raise WorkbenchError(f"TP {tp} x PP {pp} x DP {dp} does not fit {gpu.name}", "Pick another layout.")

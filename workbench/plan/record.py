@@ -10,7 +10,8 @@ from __future__ import annotations
 from workbench.core.units import human
 from workbench.model import flops
 from workbench.plan.hardware import GB
-from workbench.plan.layout_cost import Candidate, Layout
+from workbench.plan.layout_cost import Candidate, Layout, headroom
+from workbench.plan.memory_model import layout_family
 from workbench.plan.planner import Plan
 from workbench.records import PlanRecord
 
@@ -63,8 +64,12 @@ def _layout(plan: Plan) -> dict:
             "grads": lay.memory.grads / 1e9,
             "optimizer": lay.memory.optimizer / 1e9,
             "activations": lay.memory.activations / 1e9,
+            "logits": lay.memory.logits / 1e9,
+            "buffers": lay.memory.buffers / 1e9,
             "total": lay.memory.total / 1e9,
             "limit": lay.memory_limit_bytes / 1e9,
+            "headroom": headroom(layout_family(lay.tp, lay.pp)),
+            "family": layout_family(lay.tp, lay.pp),
         },
         "alternatives": [c.as_dict() for c in lay.alternatives],
         "faster_but_too_big": [c.as_dict() for c in lay.rejected],
@@ -334,8 +339,10 @@ def _compute_rows(plan: dict) -> list[tuple[str, str]]:
         (
             "memory per GPU",
             f"weights {mem['weights']:.3g} GB, grads {mem['grads']:.3g} GB, AdamW state "
-            f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB: {mem['total']:.3g} of "
-            f"{mem['limit']:.3g} GB usable",
+            f"{mem['optimizer']:.3g} GB, activations {mem['activations']:.3g} GB, logits {mem.get('logits', 0):.3g} "
+            f"GB, buffers {mem.get('buffers', 0):.3g} GB: {mem['total']:.3g} of {mem['limit']:.3g} GB usable (keeps "
+            f"{100 * mem.get('headroom', 0.1):.0f}% of the card free: 10% + the memory model's measured error for "
+            f"{mem.get('family', 'the layout')}; workbench memory --measure checks it)",
         ),
         ("layout", layout),
     ]

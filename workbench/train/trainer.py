@@ -40,7 +40,7 @@ from workbench.data.batches import Mixture, mixtures
 from workbench.model import flops
 from workbench.model.transformer import Transformer
 from workbench.train import checkpoint, checkpointer, rundir, runlock
-from workbench.train.config import TrainConfig, lengths_fit
+from workbench.train.config import OptimConfig, TrainConfig, lengths_fit
 from workbench.train.parallel import distributed, parallelize
 from workbench.train.schedule import batch_tokens_at, lr_at
 from workbench.train.trackers import Trackers
@@ -113,6 +113,20 @@ def check_batches(cfg: TrainConfig, total: int, world: int) -> None:
                 f"micro_batch {cfg.batch.micro_batch} x {readers} data-parallel processes",
                 "Pick batch.batch_tokens = seq_len x micro_batch x data-parallel processes x k.",
             )
+
+
+def adamw(params: list[torch.Tensor], optim: OptimConfig, fused: bool) -> torch.optim.AdamW:
+    """The trainer's AdamW over `params`: weight decay on matrices and embeddings, none on the norm gains; fused
+    (one kernel, no temporaries) on a GPU."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]  # norm gains
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim.lr_peak,
+        betas=optim.betas,
+        eps=optim.eps,
+        fused=fused,
+    )
 
 
 @dataclass
@@ -197,16 +211,7 @@ class Trainer:
             sharded = d.active and cfg.runtime.parallel == "fsdp"
             self.autocast = distributed.uses_bf16(cfg.runtime, d.device.type) and not sharded
             params = list(model.parameters())
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]  # norm gains
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr_peak,
-            betas=o.betas,
-            eps=o.eps,
-            fused=d.device.type == "cuda",
-        )
+        self.optimizer = adamw(params, cfg.optim, fused=d.device.type == "cuda")
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self) -> None:
