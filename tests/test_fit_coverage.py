@@ -53,7 +53,7 @@ def one_repeat(points: pd.DataFrame, seed: int, isoflop: bool) -> dict:
     """Estimates and 90% intervals of alpha, beta, a (isoFLOP) and N* at the held-out budget."""
     mode = choose(points).bootstrap_mode
     fit = fit_parametric(points["params"], points["tokens"], points["loss"], starts=start_grid(2), n_polish=1)
-    draws = bootstrap_parametric(points, fit, RESAMPLES, seed, n_grid_starts=0, n_optima=1, mode=mode)
+    draws = bootstrap_parametric(points, fit, RESAMPLES, seed, n_optima=1, mode=mode)
     out = {
         "alpha": (fit.alpha, *_q(draws["alpha"])),
         "beta": (fit.beta, *_q(draws["beta"])),

@@ -228,7 +228,7 @@ VALUES = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["auto", "350M", "16B", "1e18", "-1", "0", "wsd", "points", "1e400"]),
     st.lists(st.sampled_from([1, "10K", "x", 0.5, None]), max_size=4),
-    st.just({"a": 1}),
+    st.builds(dict, a=st.just(1)),  # a fresh dict each draw: a shared one could come to hold itself
 )
 
 
