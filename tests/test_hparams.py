@@ -28,9 +28,11 @@ def test_leave_one_out_llama3_405b():
     assert "DeepSeek LLM 67B" in source["batch_source"] and "cap" in source["batch_source"]
     assert any("extrapolated" in w for w in source["warnings"])  # 3.8e25 is beyond the other anchors
     assert record["hparams"]["at_flops"] == record["spent_flops"]
-    # the layout of that plan: TP 8 within a node, every batch of the ramp split evenly
+    # the layout of that plan: TP within a node (4 under this trainer's memory, docs/MEMORY.md), every batch of
+    # the ramp split evenly
     lay = record["layout"]
-    assert lay["tp"] == 8 and lay["cp"] == 1 and lay["gpus"] <= 16384
+    assert lay["tp"] in (4, 8) and record["shape"]["n_heads"] % lay["tp"] == 0
+    assert lay["cp"] == 1 and lay["gpus"] <= 16384
     for step in record["schedule"]["ramp"]:
         assert (step["batch_tokens"] // 8192) % (lay["dp"] * lay["micro_batch"]) == 0
 
