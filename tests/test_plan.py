@@ -137,6 +137,7 @@ def test_fit_file_closed_form_and_bootstrap_intervals(fit_file):
     assert record["law"]["isoflop_check"]["params"] == pytest.approx(0.1 * 1e21**0.5)
 
 
+@pytest.mark.slow  # the 30-day plan's GPU search: about 20 s, 100 s under coverage
 def test_llama3_lands_near_400b_16t_with_the_coefficient_note():
     result = run("--compute", "3.8e25", "--law", "llama3")
     assert result.exit_code == 0, result.output
@@ -211,8 +212,13 @@ def test_gpus_days_become_the_budget():
     [
         (["--compute", "1e25", "--gpus", "128"], "more than a year"),
         (["--compute", "1e26", "--gpus", "1024"], "more than a year"),
-        (["--compute", "3.8e25", "--law", "llama3"], "misses its 30-day target"),
-        (["--compute", "3.8e25", "--law", "llama3", "--days", "20"], "misses its 20-day target"),
+        # the two below search GPU counts against a target of days: 20-100 s each (--all only)
+        pytest.param(["--compute", "3.8e25", "--law", "llama3"], "misses its 30-day target", marks=pytest.mark.slow),
+        pytest.param(
+            ["--compute", "3.8e25", "--law", "llama3", "--days", "20"],
+            "misses its 20-day target",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_multi_year_and_missed_target_plans_warn_and_strict_exits_1(args, needle):
