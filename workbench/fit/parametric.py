@@ -87,7 +87,28 @@ BOX = Box(
 )
 
 
-class LawPoints:
+class CentredCoordinates:
+    """The law's parameters (e, a, b, alpha, beta) with log N and log D centred on `center` (their means): a' = a -
+    alpha mean(log N), b' = b - beta mean(log D), which decorrelates each coefficient from its exponent."""
+
+    center: np.ndarray
+
+    def to_internal(self, theta: np.ndarray) -> np.ndarray:
+        """(e, a, b, alpha, beta) -> centred coordinates."""
+        out = np.array(theta, dtype=float, ndmin=2)
+        out[:, 1] -= out[:, 3] * self.center[0]
+        out[:, 2] -= out[:, 4] * self.center[1]
+        return out
+
+    def to_external(self, theta: np.ndarray) -> np.ndarray:
+        """Centred coordinates -> (e, a, b, alpha, beta)."""
+        out = np.array(theta, dtype=float, ndmin=2)
+        out[:, 1] += out[:, 3] * self.center[0]
+        out[:, 2] += out[:, 4] * self.center[1]
+        return out
+
+
+class LawPoints(CentredCoordinates):
     """The runs as the solver's points: centred log N and log D, the law's three terms as features."""
 
     def __init__(self, params, tokens, loss, delta: float = 1e-3, penalty: float = 1.0):
@@ -103,20 +124,6 @@ class LawPoints:
             ]
         )
         self.points = Points(features, np.log(np.asarray(loss, float)), delta, penalty)
-
-    def to_internal(self, theta: np.ndarray) -> np.ndarray:
-        """(e, a, b, alpha, beta) -> centred coordinates."""
-        out = np.array(theta, dtype=float, ndmin=2)
-        out[:, 1] -= out[:, 3] * self.center[0]
-        out[:, 2] -= out[:, 4] * self.center[1]
-        return out
-
-    def to_external(self, theta: np.ndarray) -> np.ndarray:
-        """Centred coordinates -> (e, a, b, alpha, beta)."""
-        out = np.array(theta, dtype=float, ndmin=2)
-        out[:, 1] += out[:, 3] * self.center[0]
-        out[:, 2] += out[:, 4] * self.center[1]
-        return out
 
 
 def fit_parametric(

@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from workbench.fit.parametric import CentredCoordinates
 
-class LogHuberObjective:
+
+class LogHuberObjective(CentredCoordinates):
     """Mean (optionally weighted) Huber loss of log-space residuals for a batch of theta rows.
 
     `weights` (R, n) are per-run multiplicities (bootstrap counts); `group` maps each batch row to its
@@ -23,20 +25,6 @@ class LogHuberObjective:
         self.delta, self.penalty = float(delta), float(penalty)
         self.weights, self.group = weights, group
         self.n = len(self.log_loss)
-
-    def to_internal(self, theta: np.ndarray) -> np.ndarray:
-        """(e, a, b, alpha, beta) -> centred coordinates."""
-        out = np.array(theta, dtype=float, ndmin=2)
-        out[:, 1] -= out[:, 3] * self.center[0]
-        out[:, 2] -= out[:, 4] * self.center[1]
-        return out
-
-    def to_external(self, theta: np.ndarray) -> np.ndarray:
-        """Centred coordinates -> (e, a, b, alpha, beta)."""
-        out = np.array(theta, dtype=float, ndmin=2)
-        out[:, 1] += out[:, 3] * self.center[0]
-        out[:, 2] += out[:, 4] * self.center[1]
-        return out
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         e, a, b, alpha, beta = (theta[:, i : i + 1] for i in range(5))
