@@ -72,6 +72,9 @@ HEAVY_IMPORTS = {
     "omegaconf",  # ~0.2 s: only when a command line has overrides
 }
 FACE_HEAVY = {"pandas", "numpy", "pydantic", "yaml"}  # also kept inside the commands: `workbench --help` stays fast
+# below the face, rich too: every process (each rank, each local worker) imports the logging module, and rich
+# (a bar, a handler) is only wanted on a terminal; the face may import it, typer's help does anyway
+STAGE_HEAVY = {"rich"}
 
 
 def _rel(path: Path) -> str:
@@ -534,7 +537,7 @@ def test_imports_sit_at_the_top_unless_they_keep_a_heavy_dependency_off_the_path
     for module, path in _files().items():
         tree = _tree(path)
         have = {n for m in _top_closure(module) for n in _top_third_party(m)}
-        heavy = HEAVY_IMPORTS | (FACE_HEAVY if _layer(module) == "face" else set())
+        heavy = HEAVY_IMPORTS | (FACE_HEAVY if _layer(module) == "face" else STAGE_HEAVY)
         for node in _local_imports(tree):
             if not (_third_party_reached(module, node) - have) & heavy:
                 needless.append(f"{_rel(path)}:{node.lineno} {ast.unparse(node)}")

@@ -4,6 +4,7 @@ options anywhere on the line, no phantom subcommands, and commands that pick the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,20 @@ def test_json_outputs_parse(tmp_path, corpus):
     assert model["params_total"] == 8_030_261_248
     ingest = runner.invoke(app, ["db", "ingest", str(tmp_path), "--db", str(tmp_path / "x.duckdb"), "--json"])
     assert json.loads(ingest.stdout)["runs"] == 0
+
+
+@pytest.mark.parametrize(
+    "args, code, stream, text",
+    [
+        (["--version"], 0, "stdout", "workbench 0.1.0"),
+        (["train", "no-such-config.yaml"], 1, "stderr", "no-such-config.yaml not found"),
+        (["model", "--bogus"], 2, "stderr", "No such option"),
+    ],
+)
+def test_a_launched_worker_exits_with_the_command_code_and_its_output(tmp_path, args, code, stream, text):
+    """A worker among several (WORLD_SIZE > 1) leaves without the interpreter's finalization; what it printed
+    still arrives, and its exit code is the command's."""
+    env = {**os.environ, "WORLD_SIZE": "2", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == code
+    assert text in getattr(result, stream)

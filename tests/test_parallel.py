@@ -57,7 +57,8 @@ def write_config(tmp_path: Path, corpus: str, name: str, layout: dict | None, **
 
 
 def env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # faulthandler: a worker that aborts prints where (Python stacks) in the failure message
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
 
 
 def free_port() -> int:

@@ -49,6 +49,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
 from workbench.model.config import ModelConfig
 from workbench.train.config import LayoutConfig, RuntimeConfig
+from workbench.cli import exit_now
 from workbench.train.parallel import distributed, parallelize
 
 seen = {"weights": set(), "blocks_out": set(), "all_gather": set(), "reduce_scatter": set()}
@@ -84,6 +85,7 @@ out["master"] = sorted({str(p.dtype) for p in model.parameters()} | {str(p.grad.
 with open(os.path.join(sys.argv[2], f"rank{d.rank}.json"), "w") as f:
     json.dump(out, f)
 distributed.teardown(d)
+exit_now(0)  # as `workbench train` leaves a launched worker: no interpreter finalization (see workbench.cli)
 """
 
 
@@ -305,6 +307,7 @@ HASH_PROBE = """
 import json, os, sys
 from pathlib import Path
 import torch.distributed.checkpoint as dcp
+from workbench.cli import exit_now
 from workbench.train import checkpoint, trainer
 
 log = open(Path(sys.argv[2]) / f"rank{os.environ['RANK']}.jsonl", "a")
@@ -322,6 +325,8 @@ def read_data(self, plan, planner):
 
 checkpoint._sha256, dcp.FileSystemReader.read_data = sha256, read_data
 trainer.main(sys.argv[1])
+log.close()
+exit_now(0)
 """
 
 

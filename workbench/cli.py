@@ -7,6 +7,8 @@ print. The global options --debug and --version may come anywhere on the line, a
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import click
@@ -95,7 +97,33 @@ def global_flags_first(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console-script entry point."""
-    app(args=global_flags_first(sys.argv[1:]), prog_name="workbench")
+    try:
+        app(args=global_flags_first(sys.argv[1:]), prog_name="workbench")
+    except SystemExit as done:
+        if launched_worker():
+            exit_now(done.code)
+        raise
+    if launched_worker():
+        exit_now(0)
+
+
+def launched_worker() -> bool:
+    """Whether this process is one of several started by a launcher (torchrun, srun): WORLD_SIZE > 1."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+
+
+def exit_now(code: int | str | None) -> None:
+    """Leave without the interpreter's finalization. A launched worker has destroyed its process group and
+    written what it owns by now; under load, gloo's C++ teardown at interpreter exit can still call
+    std::terminate ("terminate called without an active exception", SIGABRT), which turns a finished run
+    into a failed one for torchrun or Slurm. So flush what Python buffered and exit with the command's code."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,11 +12,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.highlighter import NullHighlighter
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+if TYPE_CHECKING:  # rich loads only on a terminal: every process imports this module
+    from rich.progress import Progress
 
 LOGGER = "workbench"
 
@@ -50,6 +49,10 @@ def setup(debug: bool = False) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.highlighter import NullHighlighter
+        from rich.logging import RichHandler
+
         handler: logging.Handler = RichHandler(
             console=Console(stderr=True),
             show_time=False,
@@ -83,6 +86,9 @@ def progress(what: str, total: int, unit: str = "", min_s: float = 2.0) -> Itera
             return
         if sys.stderr.isatty():
             if bar is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
                 columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn())
                 bar = Progress(*columns, console=Console(stderr=True), transient=True)
                 bar.start()
