@@ -79,6 +79,10 @@ RECOMPUTE = ("none", "selective", "full")
 PUBLISHED_RECOMPUTE = {"attention": "none", "alternate_blocks": "selective", "alternate_matmuls": "selective"}
 MAX_PIPELINE_STAGES = 64
 MAX_VIRTUAL_STAGES = 16
+# layouts whose modelled step times lie within this fraction of the fastest are a tie to the cost model (its
+# constants are rounded published figures, its calibration's error is several times this); among them a plan
+# takes the one that keeps the most of the card free: an out-of-memory is a failed run, 2% of time is not
+STEP_TIME_TIE = 0.02
 
 
 def _recomputed_bytes_per_token_layer(shape: ModelShape) -> int:
@@ -401,6 +405,14 @@ def _rank(c: Candidate) -> tuple:
     return (round(c.step_time_s, 9), c.gpus, -c.micro_batch, RECOMPUTE.index(c.recompute), c.virtual_stages)
 
 
+def _roomiest_of_the_fastest(ranked: list[Candidate]) -> Candidate:
+    """Of the layouts on as many GPUs as the fastest (`ranked` fastest first) and within STEP_TIME_TIE of its step,
+    the one using the smallest share of its usable memory."""
+    fastest = ranked[0]
+    tied = [c for c in ranked if c.gpus == fastest.gpus and c.step_time_s <= fastest.step_time_s * (1 + STEP_TIME_TIE)]
+    return min(tied, key=lambda c: (c.memory.total / c.memory_limit_bytes, _rank(c)))
+
+
 def choose_layout(
     shape: ModelShape,
     seq_len: int,
@@ -426,7 +438,9 @@ def choose_layout(
     if not fitting:
         _no_fit(shape, seq_len, micro_batch, batch_seqs, gpu, gpus, fixed_gpus, published)
     ranked = sorted(fitting, key=_rank)
-    best = ranked[0]
+    best = _roomiest_of_the_fastest(ranked)
+    ranked.remove(best)
+    ranked.insert(0, best)
     others, seen = [], {(best.tp, best.pp, best.dp)}
     for c in ranked[1:]:
         if (c.tp, c.pp, c.dp) not in seen and len(others) < 8:
