@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ import yaml
 from workbench.data.prepare import ensure_default_corpus
 
 K = 1000
+CLI = [sys.executable, "-m", "workbench.cli"]
 
 
 def small_spec(tmp_path):
@@ -151,3 +153,34 @@ def test_prediction_interval_widens_the_law_interval_by_the_scatter():
     assert mid == pytest.approx(2.0)
     lo0, _, hi0 = prediction_interval(draws, [0.0])
     assert lo0 == hi0 == pytest.approx(2.0)
+
+
+def test_the_demo_command_runs_every_stage_on_a_tiny_grid(tmp_path):
+    """The quick set's end-to-end run of `workbench demo` (a minute or two): 3 budgets x 3 sizes of
+    few-thousand-parameter models, the real CLI in a subprocess. Every stage leaves its product (runs in the
+    store, the fit, the flagship's final.json, the report) and the exit code is 0 exactly when the outcome
+    passed; a grid this small may fail its science checks, which then show as False and exit 1."""
+    spec = small_spec(tmp_path)
+    doc = yaml.safe_load(spec.read_text())
+    doc["name"] = "tiny"
+    doc["data"]["seq_len"] = 32
+    doc["grid"].update({"budgets_flops": [4e9, 8e9, 1.6e10], "sizes": [3 * K, 5 * K, 8 * K], "min_sizes_per_budget": 3})
+    doc["train"].update({"batch_tokens": 512, "eval": {"batches": 2, "batch_seqs": 8}})
+    spec.write_text(yaml.safe_dump(doc))
+    db, report = tmp_path / "w.duckdb", tmp_path / "reports" / "tiny.html"
+    command = [*CLI, "demo", str(spec), "--db", str(db), "--out", str(report), "--bootstrap", "20", "--no-lr-check"]
+    result = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]
+    assert outcome["held_out_budget"] == 1.6e10 and set(outcome["fitted_budgets"]) <= {4e9, 8e9}
+    assert set(outcome["checks"]) == CHECKS
+    run_dir = Path(yaml.safe_load(Path(outcome["flagship_config"]).read_text())["run_dir"])
+    flagship = json.loads((run_dir / "final.json").read_text())
+    assert flagship["status"] == "completed" and flagship["val_loss"] == outcome["flagship"]["val_loss"]
+    assert json.loads((tmp_path / "fits" / "tiny.json").read_text())["checks"]
+    assert report.is_file() and "<html" in report.read_text()[:2000].lower()
+    from workbench.store.database import Store
+
+    points = Store(db, read_only=True).points("tiny", metric="val_loss")
+    assert len(points) >= 9

@@ -93,3 +93,13 @@ def test_the_checker_sees_a_wrong_command_and_a_wrong_option():
     assert "--sweep" not in {o for p in fit.params for o in p.opts}  # the old dialect: `fit --sweep NAME`
     sweep = root.commands["sweep"]
     assert _is_group(sweep) and {"plan", "launch", "status", "cancel", "tune"} <= set(sweep.commands)
+
+
+def test_the_readme_memory_table_is_the_measured_one():
+    """The README's memory rows are docs/MEMORY.md's measured rows, verbatim, for every layout tests/test_memory.py
+    measures (8B, 70B and 405B)."""
+    section = README.read_text().split("\n## Memory per GPU\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| \d+B \|", line)]
+    measured = (ROOT / "docs" / "MEMORY.md").read_text().splitlines()
+    assert len(rows) >= 14 and all(row in measured for row in rows)
+    assert {row.split(" | ")[0] for row in rows} == {"| 8B", "| 70B", "| 405B"}
