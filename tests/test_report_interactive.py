@@ -229,6 +229,7 @@ def test_no_horizontal_overflow_and_alt_text(full, two, browser, width):
         ctx, page, seen = _open(browser, html, width)
         shot = SHOTS / f"{name}-{width}.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}-{width}-first-screen.png"))  # what docs/screenshots shows
         page.screenshot(path=str(shot), full_page=True)
         assert _overflow(page) <= 0, f"{name} at {width}px overflows"
         assert seen == {"requests": [], "console": [], "exceptions": []}

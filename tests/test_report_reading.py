@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_page
+from test_report import SHOTS, _write_run, make_sweep, plan_sweep
 from test_report import _invoke as _report
-from test_report import _write_run, make_sweep, plan_sweep
 from typer.testing import CliRunner
 
 import workbench.cli
@@ -305,6 +305,8 @@ def test_one_budget_has_one_colour_in_every_figure(gen, browser):
 @pytest.mark.parametrize("width", [1400, 420])
 def test_no_legend_clips_at_25_budgets(wide, browser, width):
     ctx, page, seen = _open(browser, wide, width)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"report-500-runs-{width}-first-screen.png"))  # what docs/screenshots shows
     report = page.evaluate(
         """[...document.querySelectorAll('figure[data-fig] .legend')].map(l => {
           const box = l.getBoundingClientRect();
