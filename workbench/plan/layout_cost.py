@@ -79,9 +79,9 @@ RECOMPUTE = ("none", "selective", "full")
 PUBLISHED_RECOMPUTE = {"attention": "none", "alternate_blocks": "selective", "alternate_matmuls": "selective"}
 MAX_PIPELINE_STAGES = 64
 MAX_VIRTUAL_STAGES = 16
-# layouts whose modelled step times lie within this fraction of the fastest are a tie to the cost model (its
-# constants are rounded published figures, its calibration's error is several times this); among them a plan
-# takes the one that keeps the most of the card free: an out-of-memory is a failed run, 2% of time is not
+# parallel layouts whose modelled step times lie within this fraction of the fastest are a tie to the cost model
+# (its constants are rounded published figures, its calibration's error is several times this); among them a
+# plan takes the one that keeps the most of the card free: an out-of-memory is a failed run, 2% of time is not
 STEP_TIME_TIE = 0.02
 
 
@@ -406,10 +406,19 @@ def _rank(c: Candidate) -> tuple:
 
 
 def _roomiest_of_the_fastest(ranked: list[Candidate]) -> Candidate:
-    """Of the layouts on as many GPUs as the fastest (`ranked` fastest first) and within STEP_TIME_TIE of its step,
-    the one using the smallest share of its usable memory."""
+    """Of the parallel layouts (TP x PP x DP x CP, each as its fastest micro-batch, recompute and schedule) on as
+    many GPUs as the fastest (`ranked` fastest first) and within STEP_TIME_TIE of its step, the one using the
+    smallest share of its usable memory. Variants of one layout are not traded for memory: a smaller micro-batch
+    or more recompute than the fastest costs what this model does not see (kernel efficiency)."""
     fastest = ranked[0]
-    tied = [c for c in ranked if c.gpus == fastest.gpus and c.step_time_s <= fastest.step_time_s * (1 + STEP_TIME_TIE)]
+    best_of: dict[tuple, Candidate] = {}
+    for c in ranked:
+        best_of.setdefault((c.tp, c.pp, c.dp, c.cp), c)
+    tied = [
+        c
+        for c in best_of.values()
+        if c.gpus == fastest.gpus and c.step_time_s <= fastest.step_time_s * (1 + STEP_TIME_TIE)
+    ]
     return min(tied, key=lambda c: (c.memory.total / c.memory_limit_bytes, _rank(c)))
 
 
