@@ -426,3 +426,22 @@ def test_report_under_a_virtual_memory_limit_is_one_line_then_works_from_the_cac
     again = subprocess.run(args, capture_output=True, text=True, env=env, preexec_fn=limited, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "vegaEmbed" in (tmp_path / "r.html").read_text()
+
+
+def test_a_fit_whose_optimum_shrinks_with_compute_is_one_line_and_writes_nothing(tmp_path):
+    """Parabolas whose vertices move to smaller models as compute grows: the isoFLOP law's N* exponent comes out
+    negative, which no reader of a fit file accepts; `workbench fit` says so in one line and writes no file."""
+    import numpy as np
+
+    rows = []
+    for budget in (1e17, 1e18, 1e19, 1e20):
+        n_opt = 1e8 * (budget / 1e17) ** -0.2
+        for params in n_opt * np.geomspace(0.25, 4, 7):
+            loss = 2.0 + 3.0 * (budget / 1e17) ** -0.05 + 0.1 * np.log(params / n_opt) ** 2
+            rows.append(f"{params:.6g},{budget / (6 * params):.6g},{loss:.6g},{budget:g}")
+    (tmp_path / "shrinking.csv").write_text("params,tokens,loss,budget_flops\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "fits" / "shrinking.json"
+    args = ["fit", "--from-csv", tmp_path / "shrinking.csv", "--method", "isoflop", "--bootstrap", 10]
+    result = invoke(*args, "--no-rollout", "--no-plots", "--out", out)
+    one_line(result, "isoflop.a", "must be a positive number", "do not determine this law")
+    assert not out.exists()

@@ -221,7 +221,7 @@ def describe(
         return WorkbenchError(f"{prefix}missing required key '{field}'", hint or "Add it to the config.", where=place)
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    got = "" if isinstance(value, dict | list) else f" (got {shown(value, 80)})"
+    got = "" if isinstance(value, dict | list) or "(got " in message else f" (got {shown(value, 80)})"
     subject = f"{field}: " if loc else ""
     return WorkbenchError(f"{prefix}{subject}{message}{got}", hint or "Fix this value in the config.", where=place)
 

@@ -93,7 +93,9 @@ def run_demo(
         f"({plan.shape.params:,} params, {plan.shape_tokens:,} tokens)",
     )
     _say("6/7", f"training the flagship: workbench train {config_path}")  # and the branch check beside it
-    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "train", str(config_path)], text=True)
+    # its lines go to stderr with the demo's own: stdout carries only the demo's result (JSON under --json)
+    command = [sys.executable, "-m", "workbench.cli", "train", str(config_path)]
+    proc = subprocess.Popen(command, text=True, stdout=2)  # file descriptor 2, whatever sys.stderr is now
     try:
         branch = experiment.branch_check(sweep_plan, record, db_path, checks.seed_scatter(points))
     except BaseException:
