@@ -155,9 +155,11 @@ def test_prediction_interval_widens_the_law_interval_by_the_scatter():
     assert lo0 == hi0 == pytest.approx(2.0)
 
 
-def test_the_demo_command_runs_every_stage_on_a_tiny_grid(tmp_path):
-    """The quick set's end-to-end run of `workbench demo` (about a minute): 4 budgets x 4 sizes of 8K-25K-parameter
-    models, the real CLI in a subprocess. Every stage leaves its product (runs in the
+@pytest.mark.slow
+@pytest.mark.demo
+def test_the_demo_command_runs_every_stage_with_json(tmp_path):
+    """`workbench demo --json` end to end, the real CLI in a subprocess (about 2.5 minutes on one core): 4 budgets
+    x 4 sizes of 8K-25K-parameter models. Every stage leaves its product (runs in the
     store, the fit, the flagship's final.json, the report) and the exit code is 0 exactly when the outcome
     passed; a grid this small may fail its science checks, which then show as False and exit 1."""
     spec = small_spec(tmp_path)
