@@ -135,7 +135,7 @@ def _flagship_item(plan: dict) -> dict:
             "cls": "",
         }
     goodput = _goodput(plan)
-    extra = f", goodput {goodput:.0%}" if isinstance(goodput, int | float) else ""
+    extra = f", goodput {goodput:.1%}" if isinstance(goodput, int | float) else ""
     return {
         "label": "Flagship",
         "value": f"{plan['days']:.3g} days on {lay['gpus']:,} {lay['gpu']}",
