@@ -35,11 +35,11 @@ def save_plots(results: FitResults, out: Path) -> list[Path]:
     return paths
 
 
-def _check_usable(record: dict, name: str) -> None:
-    """A fit that no reader of fits/NAME.json would accept (an exponent of the wrong sign, say) is an error of the
-    data, said in one line before anything is written."""
+def _as_read(record: dict, name: str) -> FitRecord:
+    """The record as a reader of fits/NAME.json sees it (NaN as null). A fit no reader would accept (an exponent
+    of the wrong sign, say) is an error of the data, said in one line before anything is written."""
     try:
-        parse_fit(json.loads(fitfile.dumps(record)), f"the fit of {name}")
+        return parse_fit(json.loads(fitfile.dumps(record)), f"the fit of {name}")
     except WorkbenchError as err:
         raise WorkbenchError(
             f"{err.message}: the runs do not determine this law",
@@ -66,13 +66,11 @@ def fit_stage(
     with progress(f"fit {name}", 1) as advance:
         results = fit_all(points, options, curves)
         record = {**to_record(results, name, source, sweep), **(extra or {})}
-        _check_usable(record, name)
+        parsed = _as_read(record, name)  # checked once, before the plots and the file
         record["plots"] = [str(p) for p in save_plots(results, out)] if plots else []
         advance(1)
-    text = fitfile.dumps(record)
-    parsed = parse_fit(json.loads(text), str(out))
     try:
-        atomic_write_text(out, text)
+        atomic_write_text(out, fitfile.dumps(record))
     except OSError as err:  # e.g. --out inside a file, or a folder without write access
         raise WorkbenchError(f"cannot write {out} ({err.strerror})", "Pick a writable path for --out.") from None
-    return parsed  # the record as a reader of the file sees it (NaN as null)
+    return parsed.model_copy(update={"plots": record["plots"]})
