@@ -9,6 +9,17 @@ import pytest
 CHROMIUM = shutil.which("chromium")
 
 
+@pytest.fixture(autouse=True)
+def away_from_the_checkout(tmp_path_factory, monkeypatch, corpus_home):
+    """Every test starts in an empty directory of its own with no WORKBENCH_DB set, so that what a user's
+    checkout holds (the demo's workbench.duckdb, fits/, runs/, reports/) is never read nor written by a test
+    that relies on a default path (a command that picks the only sweep or fit would otherwise pick the
+    user's); the embedded corpus is prepared once per session in `corpus_home`."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    monkeypatch.delenv("WORKBENCH_DB", raising=False)
+    monkeypatch.setenv("WORKBENCH_DATA", str(corpus_home))
+
+
 @pytest.fixture(scope="session")
 def corpus_home(tmp_path_factory):
     """WORKBENCH_DATA for the session: the embedded corpus is prepared there once."""

@@ -19,6 +19,7 @@ below fails on an entry that no longer offends, so that they do not linger).
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from functools import cache
@@ -579,3 +580,10 @@ def test_no_format_escapes_issue_numbers_or_paths_outside_the_repo():
     outside = re.compile(r"\.\./shared|/work/shared|shared/(?:STYLE|DESIGN|CPU-SCALE|BROWSER|slurm)")
     pointers = [f"{_rel(p)}" for p in texts if p != me and outside.search(p.read_text(errors="replace"))]
     assert not pointers, f"nothing in the repo points at files outside it: {pointers}"
+
+
+def test_tests_run_away_from_the_checkout():
+    """conftest's autouse fixture: a test's working directory is an empty one of its own and WORKBENCH_DB is
+    unset, so a checkout's own database, fits and runs (the demo's) are never read or written by the tests."""
+    assert Path.cwd() != ROOT and ROOT not in Path.cwd().parents
+    assert not any(Path.cwd().iterdir()) and "WORKBENCH_DB" not in os.environ
