@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from workbench.model.shapes import PRESETS, ModelShape
@@ -120,6 +121,33 @@ def test_interleaved_one_round_gathers_three_chunks_and_reduces_each_in_turn():
     assert first.chunk == 14 and first.gathered == {14, 13, 12} and sum(first.done) == 0 and sum(first.held) == 120
     later = moments[8]
     assert later.chunk == 13 and later.done[14] == 8 and later.held[14] == 0 and later.gathered == {13, 12, 11}
+
+
+def _states(pp: int, virtual: int, m: int, rank: int) -> set:
+    """A rank's distinct backward states: chunk, first micro-batch, chunks gathered, each chunk's accumulators
+    (none, unsharded, reduced) and micro-batches held: everything a moment's memory is made of."""
+    chunk, first, gathered, done, held = interleaved.moment_arrays(pp, virtual, m, rank)
+    grads = np.where(done == m, 2, np.where(done > 0, 1, 0))
+    rows = zip(chunk.tolist(), first.tolist(), gathered.tolist(), grads.tolist(), held.tolist(), strict=True)
+    return {(c, f, tuple(g), tuple(a), tuple(h)) for c, f, g, a, h in rows}
+
+
+def test_a_long_interleaved_step_is_costed_on_four_rounds_with_the_same_states():
+    """The plan's search costs interleaved steps of many rounds on 4 of them (a CPU sweep's flagship at seq_len
+    64 has thousands of micro-batches: the full schedule took 8 minutes and 8 GB): every state recurs."""
+    checked = 0
+    for pp in (2, 3, 4, 8):
+        for virtual in (2, 3, 4, 6, 15):
+            for m in range(pp, 14 * pp + 1):
+                short = interleaved.simulated_micro_batches(pp, m)
+                if short == m:
+                    continue
+                assert short < m and interleaved.round_size(pp, short) == interleaved.round_size(pp, m)
+                for rank in range(pp):
+                    assert _states(pp, virtual, m, rank) == _states(pp, virtual, short, rank), (pp, virtual, m, rank)
+                    checked += 1
+    assert checked > 500
+    assert interleaved.simulated_micro_batches(4, 16384) == 16
 
 
 def test_activation_terms_by_hand():

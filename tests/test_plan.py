@@ -406,10 +406,9 @@ def test_epoch_law_and_make_plan_directly():
 
 def test_cpu_flagship_trains(tmp_path):
     """The flagship YAML for a CPU budget on the embedded corpus trains unchanged with `workbench train`."""
-    from workbench.data.prepare import default_corpus_dir
+    from workbench.data.prepare import ensure_default_corpus
 
-    if not (default_corpus_dir() / "manifest.json").exists():
-        pytest.skip("the embedded corpus is not prepared (workbench data prepare)")
+    ensure_default_corpus()  # where the flagship YAML's default data path points
     out = tmp_path / "flagship.yaml"
     result = run("--compute", "3e11", "--out", str(out), "--run-dir", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output

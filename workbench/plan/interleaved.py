@@ -51,6 +51,19 @@ def round_size(pp: int, micro_batches: int) -> int:
     return micro_batches // max(1, micro_batches // pp)
 
 
+def simulated_micro_batches(pp: int, micro_batches: int) -> int:
+    """Micro-batches whose schedule has the same backward states, and so the same peaks, as `micro_batches`:
+    past the warmup and before the cool-down a step repeats one round's states (r micro-batches of every chunk:
+    the same chunks gathered, the same micro-batches held, every chunk's accumulators live), so a step of more
+    than 4 rounds costs what 4 do (tests/test_memory.py compares every state for PP up to 8, up to 15 chunks and
+    14 rounds). Keeps a plan's search linear in the layouts, not in the batch (thousands of micro-batches at a
+    short seq_len)."""
+    per_round = round_size(pp, micro_batches)
+    if micro_batches % per_round or micro_batches // per_round <= 4:
+        return micro_batches
+    return 4 * per_round
+
+
 def actions(pp: int, virtual: int, micro_batches: int, rank: int) -> list[tuple[str, int]]:
     """Rank `rank`'s compute actions in order: ("F" or "B", local chunk index)."""
     per_round, total = round_size(pp, micro_batches), micro_batches * virtual

@@ -42,6 +42,7 @@ the caching allocator's fragmentation, FSDP2 prefetching a unit early on its own
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -103,9 +104,14 @@ class Step:
 
     def blocks(self, rank: int) -> int:
         """Blocks on pipeline rank `rank` (the trainer's split: stage s holds round(s n / S) to round((s+1) n / S))."""
-        n, stages = self.shape.n_layers, self.pp * self.virtual
-        bounds = [round(i * n / stages) for i in range(stages + 1)]
-        return sum(bounds[s + 1] - bounds[s] for s in range(rank, stages, self.pp))
+        return _rank_blocks(self.shape.n_layers, self.pp, self.virtual, rank)
+
+
+@lru_cache(maxsize=65536)
+def _rank_blocks(n_layers: int, pp: int, virtual: int, rank: int) -> int:
+    stages = pp * virtual
+    bounds = [round(i * n_layers / stages) for i in range(stages + 1)]
+    return sum(bounds[s + 1] - bounds[s] for s in range(rank, stages, pp))
 
 
 def block_params(shape: ModelShape, tp: int) -> float:
@@ -232,11 +238,12 @@ def interleaved_moments(step: Step, rank: int, buffers: float) -> dict[str, Memo
     loss = T * V / t * (12 if t == 1 else 16) + 2 * T * V / t
     head = T * (4 * d + 2 * d / t)
     emb_grad = embedding_grad(s, t, T)
-    chunk, first, gathered, done, held_n = interleaved.moment_arrays(step.pp, step.virtual, step.micro_batches, rank)
+    m = interleaved.simulated_micro_batches(step.pp, step.micro_batches)
+    chunk, first, gathered, done, held_n = interleaved.moment_arrays(step.pp, step.virtual, m, rank)
     p = np.array(params)
     ends = np.array([chunk_ends(step, rank + c * step.pp) for c in range(step.virtual)])
     weights = 4 * P / D + 2 * gathered @ p
-    grads = np.where(done == step.micro_batches, 4 * p / D, np.where(done > 0, 4 * p, 0.0)).sum(axis=1)
+    grads = np.where(done == m, 4 * p / D, np.where(done > 0, 4 * p, 0.0)).sum(axis=1)
     held = held_n @ (np.array(blocks) * A + ends * T * 2 * d / t)
     stage = rank + chunk * step.pp
     whole = grads + np.where(first, 4 * p[chunk], 0.0) + emb_grad[1]  # the first stage's accumulators, made by now
