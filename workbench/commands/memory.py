@@ -8,7 +8,6 @@ import time
 import typer
 
 from workbench.commands.options import echo_json, json_option
-from workbench.train.parallel.memory_scale import measure_layout
 
 GB = 1e9
 
@@ -23,6 +22,8 @@ def _measure(req, quiet: bool) -> tuple[list, float]:
                 f"{probe.peak_bytes / GB:.2f} GB in {probe.wall_s:.1f} s ({time.monotonic() - started:.0f} s so far)",
                 err=True,
             )
+
+    from workbench.train.parallel.memory_scale import measure_layout  # off `workbench --help`'s path (HELP_LIGHT)
 
     ranks = measure_layout(req, progress)
     return ranks, time.monotonic() - started
