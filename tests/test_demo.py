@@ -186,3 +186,24 @@ def test_the_demo_command_runs_every_stage_with_json(tmp_path):
 
     points = Store(db, read_only=True).points("tiny", metric="val_loss")
     assert len(points) >= 16
+
+
+def test_the_demo_command_runs_in_the_quick_set(tmp_path):
+    """`workbench demo` itself in the quick set (the end-to-end tests above run with the slow ones): 3 budgets x
+    4 sizes of 8K-25K-parameter models, 20 resamples. Every stage leaves its product and the exit code follows
+    the outcome; a grid this small may fail its science checks (exit 1, a one-line error, no traceback)."""
+    spec = small_spec(tmp_path)
+    doc = yaml.safe_load(spec.read_text())
+    doc["name"] = "quick"
+    doc["data"]["seq_len"] = 64
+    doc["grid"].update({"budgets_flops": [5e10, 1e11, 2e11], "min_sizes_per_budget": 3})
+    doc["train"].update({"batch_tokens": 512, "eval": {"batches": 1, "batch_seqs": 8}})
+    spec.write_text(yaml.safe_dump(doc))
+    db, report = tmp_path / "w.duckdb", tmp_path / "reports" / "quick.html"
+    command = [*CLI, "demo", str(spec), "--db", str(db), "--out", str(report), "--bootstrap", "20", "--no-lr-check"]
+    result = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in result.stderr and result.stdout.strip(), result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]
+    assert outcome["held_out_budget"] == 2e11 and set(outcome["checks"]) == CHECKS
+    assert (tmp_path / "fits" / "quick.json").is_file() and report.is_file()
