@@ -155,6 +155,26 @@ def test_prediction_interval_widens_the_law_interval_by_the_scatter():
     assert lo0 == hi0 == pytest.approx(2.0)
 
 
+def demo_json(tmp_path: Path, name: str, budgets: list[float], min_sizes: int, eval_batches: int):
+    """`workbench demo --json` in a subprocess on small_spec's sizes at seq_len 64 over `budgets` (at least
+    `min_sizes` per budget), 20 resamples: (outcome, db, report). The exit code is 0 exactly when the outcome passed,
+    and nothing prints a traceback."""
+    spec = small_spec(tmp_path)
+    doc = yaml.safe_load(spec.read_text())
+    doc["name"] = name
+    doc["data"]["seq_len"] = 64
+    doc["grid"].update({"budgets_flops": budgets, "min_sizes_per_budget": min_sizes})
+    doc["train"].update({"batch_tokens": 512, "eval": {"batches": eval_batches, "batch_seqs": 8}})
+    spec.write_text(yaml.safe_dump(doc))
+    db, report = tmp_path / "w.duckdb", tmp_path / "reports" / f"{name}.html"
+    command = [*CLI, "demo", str(spec), "--db", str(db), "--out", str(report), "--bootstrap", "20", "--no-lr-check"]
+    result = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert "Traceback" not in result.stderr and result.stdout.strip(), result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]
+    return outcome, db, report
+
+
 @pytest.mark.slow
 @pytest.mark.demo
 def test_the_demo_command_runs_every_stage_with_json(tmp_path):
@@ -162,19 +182,7 @@ def test_the_demo_command_runs_every_stage_with_json(tmp_path):
     x 4 sizes of 8K-25K-parameter models. Every stage leaves its product (runs in the
     store, the fit, the flagship's final.json, the report) and the exit code is 0 exactly when the outcome
     passed; a grid this small may fail its science checks, which then show as False and exit 1."""
-    spec = small_spec(tmp_path)
-    doc = yaml.safe_load(spec.read_text())
-    doc["name"] = "tiny"
-    doc["data"]["seq_len"] = 64
-    doc["grid"].update({"budgets_flops": [5e10, 1e11, 2e11, 4e11], "min_sizes_per_budget": 4})
-    doc["train"].update({"batch_tokens": 512, "eval": {"batches": 2, "batch_seqs": 8}})
-    spec.write_text(yaml.safe_dump(doc))
-    db, report = tmp_path / "w.duckdb", tmp_path / "reports" / "tiny.html"
-    command = [*CLI, "demo", str(spec), "--db", str(db), "--out", str(report), "--bootstrap", "20", "--no-lr-check"]
-    result = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert "Traceback" not in result.stderr and result.stdout.strip(), result.stderr[-2000:]
-    outcome = json.loads(result.stdout)
-    assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]
+    outcome, db, report = demo_json(tmp_path, "tiny", [5e10, 1e11, 2e11, 4e11], min_sizes=4, eval_batches=2)
     assert outcome["held_out_budget"] == 4e11 and set(outcome["fitted_budgets"]) <= {5e10, 1e11, 2e11}
     assert set(outcome["checks"]) == CHECKS
     run_dir = Path(yaml.safe_load(Path(outcome["flagship_config"]).read_text())["run_dir"])
@@ -192,18 +200,6 @@ def test_the_demo_command_runs_in_the_quick_set(tmp_path):
     """`workbench demo` itself in the quick set (the end-to-end tests above run with the slow ones): 3 budgets x
     4 sizes of 8K-25K-parameter models, 20 resamples. Every stage leaves its product and the exit code follows
     the outcome; a grid this small may fail its science checks (exit 1, a one-line error, no traceback)."""
-    spec = small_spec(tmp_path)
-    doc = yaml.safe_load(spec.read_text())
-    doc["name"] = "quick"
-    doc["data"]["seq_len"] = 64
-    doc["grid"].update({"budgets_flops": [5e10, 1e11, 2e11], "min_sizes_per_budget": 3})
-    doc["train"].update({"batch_tokens": 512, "eval": {"batches": 1, "batch_seqs": 8}})
-    spec.write_text(yaml.safe_dump(doc))
-    db, report = tmp_path / "w.duckdb", tmp_path / "reports" / "quick.html"
-    command = [*CLI, "demo", str(spec), "--db", str(db), "--out", str(report), "--bootstrap", "20", "--no-lr-check"]
-    result = subprocess.run([*command, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert "Traceback" not in result.stderr and result.stdout.strip(), result.stderr[-2000:]
-    outcome = json.loads(result.stdout)
-    assert result.returncode == (0 if outcome["passed"] else 1), result.stderr[-2000:]
+    outcome, _, report = demo_json(tmp_path, "quick", [5e10, 1e11, 2e11], min_sizes=3, eval_batches=1)
     assert outcome["held_out_budget"] == 2e11 and set(outcome["checks"]) == CHECKS
     assert (tmp_path / "fits" / "quick.json").is_file() and report.is_file()
