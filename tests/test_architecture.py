@@ -78,7 +78,8 @@ FACE_HEAVY = {"pandas", "numpy", "pydantic", "yaml"}  # also kept inside the com
 STAGE_HEAVY = {"rich"}
 # workbench modules that the face imports inside a command although they pull in nothing heavy: measured on
 # `workbench --help` (the memory probe's subprocess/tempfile machinery: about 1-5 ms of a 0.13 s help)
-HELP_LIGHT = {"workbench.train.parallel.memory_scale"}
+# `workbench --help`), and typer's help renderer, loaded only for help, against stand-ins (commands/help_render.py)
+HELP_LIGHT = {"workbench.train.parallel.memory_scale", "typer.rich_utils"}
 
 
 def _rel(path: Path) -> str:
@@ -543,7 +544,8 @@ def test_imports_sit_at_the_top_unless_they_keep_a_heavy_dependency_off_the_path
         have = {n for m in _top_closure(module) for n in _top_third_party(m)}
         heavy = HEAVY_IMPORTS | (FACE_HEAVY if _layer(module) == "face" else STAGE_HEAVY)
         for node in _local_imports(tree):
-            light = isinstance(node, ast.ImportFrom) and _absolute(module, node) in HELP_LIGHT
+            named = [a.name for a in node.names] if isinstance(node, ast.Import) else [_absolute(module, node)]
+            light = all(name in HELP_LIGHT for name in named)
             if light and _layer(module) == "face":
                 continue
             if not (_third_party_reached(module, node) - have) & heavy:

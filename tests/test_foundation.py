@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -163,6 +164,43 @@ def test_help_lists_groups_without_importing_torch_or_duckdb():
     for group in ("model", "data", "train", "sweep", "db", "fit", "plan", "report"):
         assert group in out
     assert "HEAVY []" in out
+
+
+HELP_RUN = (
+    "import sys; {preload}from workbench.cli import main; sys.argv = ['workbench'{args}]\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "print('LOADED', sorted(m for m in ('rich.markdown', 'rich.traceback') if m in sys.modules))"
+)
+
+
+@pytest.mark.parametrize("args", ["", ", '--help'", ", 'fit', '--help'", ", 'sweep', 'launch', '--help'"])
+def test_help_renders_the_same_without_the_markdown_parser(args):
+    """The help is loaded against stand-ins for rich.markdown and rich.traceback: same text, neither module."""
+
+    def run(preload: str) -> str:
+        code = HELP_RUN.format(preload=preload, args=args)
+        env = {**os.environ, "COLUMNS": "100"}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+
+    fast, usual = run(""), run("import rich.markdown, rich.traceback; ")
+    assert "Usage: workbench" in fast and fast.count("\n") > 8
+    assert fast.replace("LOADED []", "") == usual.replace("LOADED ['rich.markdown', 'rich.traceback']", "")
+    assert fast.rstrip().endswith("LOADED []")
+
+
+def test_the_help_stand_ins_build_the_real_classes():
+    from rich.markdown import Markdown
+    from rich.traceback import Traceback
+
+    from workbench.commands.help_render import _deferred, wants_help
+
+    assert isinstance(_deferred("rich.markdown", "Markdown")("**x**"), Markdown)
+    try:
+        raise ValueError("x")
+    except ValueError as err:
+        rendered = _deferred("rich.traceback", "Traceback").from_exception(type(err), err, err.__traceback__)
+    assert isinstance(rendered, Traceback)
+    assert wants_help([]) and wants_help(["fit", "--help"]) and not wants_help(["fit", "sweeps/a.yaml"])
 
 
 def test_debug_flag_shows_traceback():

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 import workbench
 from workbench.commands import data, db, demo, fit, flagship, memory, model, plan, report, sweep, train
+from workbench.commands.help_render import load_help_renderer, wants_help
 from workbench.core import logs
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import DISK_ERRNOS, disk_error
@@ -97,6 +98,8 @@ def global_flags_first(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console-script entry point."""
+    if wants_help(sys.argv[1:]):
+        load_help_renderer()
     try:
         app(args=global_flags_first(sys.argv[1:]), prog_name="workbench")
     except SystemExit as done:
