@@ -77,8 +77,8 @@ FACE_HEAVY = {"pandas", "numpy", "pydantic", "yaml"}  # also kept inside the com
 # (a bar, a handler) is only wanted on a terminal; the face may import it, typer's help does anyway
 STAGE_HEAVY = {"rich"}
 # workbench modules that the face imports inside a command although they pull in nothing heavy: measured on
-# `workbench --help` (the memory probe's subprocess/tempfile machinery: about 1-5 ms of a 0.13 s help)
-# `workbench --help`), and typer's help renderer, loaded only for help, against stand-ins (commands/help_render.py)
+# `workbench --help` (the memory probe's subprocess/tempfile machinery: about 1-5 ms of a 0.13 s help), and
+# typer's help renderer, loaded only for help, against stand-ins (commands/help_render.py)
 HELP_LIGHT = {"workbench.train.parallel.memory_scale", "typer.rich_utils"}
 
 
