@@ -19,6 +19,7 @@ from workbench.plan.layout_cost import STEP_TIME_TIE
 
 RUNS = published.load_runs()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "throughput.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,19 @@ def test_the_docs_table_is_this_table(checks):
     block = re.search(r"<!-- published-table:start -->\n(.*?)\n<!-- published-table:end -->", text, re.S)
     assert block and block.group(1) == efficiency_fit.table_markdown(checks)
     assert block.group(1).count("\n") == 111  # a header, a rule and every row
+
+
+def test_the_readme_shows_every_rows_error_by_source(checks):
+    table = efficiency_fit.errors_by_source(checks)
+    header = table.splitlines()[0]
+    lines = README.read_text().splitlines()
+    start = lines.index(header)
+    shown = lines[start : start + table.count("\n") + 1]
+    assert "\n".join(shown) == table and not lines[start + len(shown)].startswith("|")
+    cells = [cell for line in shown[2:] for cell in line.split(" | ")[1].rstrip(" |").split(", ")]
+    assert len(cells) == len(RUNS) == 110 and sum(cell.endswith("°") for cell in cells) == 53
+    worst = max(abs(float(cell.split()[-1].rstrip("%"))) for cell in cells if not cell.endswith("°"))
+    assert worst < 100 * efficiency_fit.TOLERANCE
 
 
 def test_efficiency_grows_with_width_and_differs_by_gpu():

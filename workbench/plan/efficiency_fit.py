@@ -12,6 +12,7 @@ others (leave-one-out), and every excluded row by the fit on all calibration row
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 from functools import cache
@@ -226,6 +227,26 @@ def _layout_text(run: PublishedRun) -> str:
     return text + (f", {published.recompute_policy(run)} recompute" if run.recompute else "")
 
 
+def _author(run: PublishedRun) -> str:
+    return re.match(r"^.*?\b(?:19|20)\d\d\b", run.source).group(0)
+
+
+def errors_by_source(checks: list[Check]) -> str:
+    """Every published row's error in one line per source, for the README: the row's id less the prefix its
+    source's ids share, and the error of its predicted MFU; ° marks a row that does not calibrate."""
+    lines = ["| source | each row: its id (less the shared prefix) and the error of its predicted MFU |", "|---|---|"]
+    groups: dict[str, list[Check]] = {}
+    for c in checks:
+        groups.setdefault(_author(c.run), []).append(c)
+    for author, group in groups.items():
+        ids = [c.run.id for c in group]
+        shared = os.path.commonprefix(ids) if len(ids) > 1 else ids[0]
+        prefix = shared[: shared.rfind("_") + 1] if len(ids) > 1 else shared[: shared.find("_") + 1]
+        cells = ", ".join(f"{c.run.id[len(prefix) :]} {c.error:+.1%}{'°' if c.excluded else ''}" for c in group)
+        lines.append(f"| {author} | {cells} |")
+    return "\n".join(lines)
+
+
 def table_markdown(checks: list[Check]) -> str:
     """Every published row with its source, layout, published and predicted MFU and error, as a Markdown table:
     leave-one-out for the calibration rows, the fit on all of them for the rows that do not calibrate (why not)."""
@@ -235,7 +256,7 @@ def table_markdown(checks: list[Check]) -> str:
     ]
     for c in checks:
         r = c.run
-        author = re.match(r"^.*?\b(?:19|20)\d\d\b", r.source).group(0)
+        author = _author(r)
         used = "yes" if not c.excluded else f"no: {c.excluded}"
         lines.append(
             f"| {r.id} | {author}, {r.locator} | {r.n_gpus:,} {r.gpu}{' ' + r.precision if r.precision else ''} | "
