@@ -46,14 +46,18 @@ def budget_target(target: pd.DataFrame, n_bootstrap: int = N_TARGET_BOOTSTRAP, s
     if ok[0]:
         n_draws, l_draws = np.exp(vertex.log_n[1:][ok[1:]]), vertex.loss[1:][ok[1:]]
         scale = _scale(len(target))
-        half_log_n = scale * float(np.std(np.log(n_draws))) if n_draws.size > 1 else np.nan
-        half_loss = scale * float(np.std(l_draws)) if l_draws.size > 1 else np.nan
+        sd_log_n = float(np.std(np.log(n_draws))) if n_draws.size > 1 else np.nan
+        sd_loss = float(np.std(l_draws)) if l_draws.size > 1 else np.nan
+        half_log_n, half_loss = scale * sd_log_n, scale * sd_loss
         n0, l0 = float(np.exp(vertex.log_n[0])), float(vertex.loss[0])
+        shrink = small_sample_inflation(len(target), t_quantile=False)  # the bootstrap's sqrt((n - 3) / n)
         out |= {
             "N_opt": n0,
             "N_opt_interval": [n0 * float(np.exp(-half_log_n)), n0 * float(np.exp(half_log_n))],
             "loss_opt": l0,
             "loss_opt_interval": [l0 - half_loss, l0 + half_loss],
+            "N_opt_log_sd": shrink * sd_log_n,
+            "loss_opt_log_sd": shrink * sd_loss / l0,
             "N_opt_source": f"parabola vertex of the held-out budget ({out['n_sizes']} sizes)",
             "scored": True,
             "_draws": {"N_opt": n_draws, "loss_opt": l_draws},
@@ -107,7 +111,7 @@ def score(
     elif prediction_draws is not None:
         pred_interval = _interval(np.asarray(prediction_draws, float))
     span = target.get(f"{key}_interval")
-    out |= {"pred_interval": pred_interval, "target_interval": span}
+    out |= {"pred_interval": pred_interval, "target_interval": span, "target_log_sd": target.get(f"{key}_log_sd")}
     if observed is None or not target["scored"]:
         return out | {"rel_err": None, "rel_err_interval": None, "truth_in_interval": None}
     rel = predicted / observed - 1.0
