@@ -50,14 +50,14 @@ def budget_target(target: pd.DataFrame, n_bootstrap: int = N_TARGET_BOOTSTRAP, s
         sd_loss = float(np.std(l_draws)) if l_draws.size > 1 else np.nan
         half_log_n, half_loss = scale * sd_log_n, scale * sd_loss
         n0, l0 = float(np.exp(vertex.log_n[0])), float(vertex.loss[0])
-        shrink = small_sample_inflation(len(target), t_quantile=False)  # the bootstrap's sqrt((n - 3) / n)
+        unshrink = small_sample_inflation(len(target), t_quantile=False)  # undoes the bootstrap's sqrt((n - 3) / n)
         out |= {
             "N_opt": n0,
             "N_opt_interval": [n0 * float(np.exp(-half_log_n)), n0 * float(np.exp(half_log_n))],
             "loss_opt": l0,
             "loss_opt_interval": [l0 - half_loss, l0 + half_loss],
-            "N_opt_log_sd": shrink * sd_log_n,
-            "loss_opt_log_sd": shrink * sd_loss / l0,
+            "N_opt_log_sd": unshrink * sd_log_n,  # the target's own sd, for the rollout's error model
+            "loss_opt_log_sd": unshrink * sd_loss / l0,
             "N_opt_source": f"parabola vertex of the held-out budget ({out['n_sizes']} sizes)",
             "scored": True,
             "_draws": {"N_opt": n_draws, "loss_opt": l_draws},
