@@ -100,3 +100,17 @@ def test_plan_reads_the_fit_and_a_newer_fit_is_one_line(held_out, tmp_path):
     ok = CliRunner().invoke(app, ["plan", "--compute", "1e20", "--law", str(out), "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["ci"]["draws"] > 20
+
+
+def test_the_rollout_figure_leaves_out_steps_whose_target_was_not_scored():
+    """A held-out vertex outside its sizes scores nothing (rel_err None): the figure draws the other steps."""
+    from workbench.fit.figures import rollout_figure
+
+    rollout = [
+        {"budget_flops": 1e19, "isoflop": {"N_opt_rel_err": 0.05}, "parametric": {"N_opt_rel_err": None}},
+        {"budget_flops": 1e20, "isoflop": {"N_opt_rel_err": None}, "parametric": {"loss_rel_err": -0.01}},
+        {"budget_flops": 1e21, "isoflop": {"N_opt_rel_err": -0.1}},
+    ]
+    lines = {line.get_label(): list(line.get_ydata()) for line in rollout_figure(rollout).axes[0].lines}
+    assert lines["isoflop N_opt"] == pytest.approx([5.0, -10.0]) and lines["parametric loss"] == pytest.approx([-1.0])
+    assert "parametric N_opt" not in lines

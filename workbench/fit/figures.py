@@ -77,7 +77,8 @@ def parametric_figure(points: pd.DataFrame, fit: ParametricFit) -> Figure:
 
 
 def rollout_figure(rollout: list[dict]) -> Figure:
-    """Relative error of each prediction of the next budget up, against that budget."""
+    """Relative error of each prediction of the next budget up, against that budget (a step whose target was
+    not scored, its held-out vertex outside the sizes, has no error and no point)."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for method, key, marker in (
@@ -85,7 +86,7 @@ def rollout_figure(rollout: list[dict]) -> Figure:
         ("parametric", "N_opt_rel_err", "s"),
         ("isoflop", "N_opt_rel_err", "^"),
     ):
-        rows = [(r["budget_flops"], r[method][key]) for r in rollout if key in r.get(method, {})]
+        rows = [(r["budget_flops"], r[method][key]) for r in rollout if r.get(method, {}).get(key) is not None]
         if rows:
             c, err = zip(*rows, strict=True)
             ax.plot(c, 100 * np.array(err), marker=marker, label=f"{method} {key.removesuffix('_rel_err')}")
