@@ -41,6 +41,22 @@ def resample_counts(budget_flops: np.ndarray, n_resamples: int, seed: int, mode:
     return counts
 
 
+def warm_radius(law: LawPoints, theta: np.ndarray) -> float:
+    """The first trust radius of a resample warm-started at the full fit's optimum: about how far a resample
+    moves the fitted curve, the full fit's RMS log residual over sqrt(n) (the radius is an RMS change of the log
+    prediction over the points, in the solver's metric)."""
+    r, _ = law.points.residuals(np.atleast_2d(theta))
+    rms = float(np.sqrt(np.mean(r[0] ** 2)))
+    return max(rms / np.sqrt(law.points.n), 1e-8) if np.isfinite(rms) else 1.0
+
+
+def solve_warm(law: LawPoints, starts: np.ndarray, weights: np.ndarray, radius0: float | None = None):
+    """Resampled fits from warm starts (one row of `starts` per row of `weights`): the batched solver with the
+    first radius of `warm_radius` and the metric of the start (warm starts stay near where they began)."""
+    radius0 = warm_radius(law, starts[0]) if radius0 is None else radius0
+    return minimize(law.points, starts, weights, box=BOX, radius0=radius0, fixed_metric=True)
+
+
 def bootstrap_parametric(
     points: pd.DataFrame,
     fit: ParametricFit,
@@ -58,13 +74,14 @@ def bootstrap_parametric(
     law = LawPoints(points["params"], points["tokens"], points["loss"], fit.huber_delta, fit.overestimate_penalty)
     warm = law.to_internal(fit.optima[:n_optima])
     per = len(warm)
+    radius0 = warm_radius(law, warm[0])
     theta = np.empty((n_resamples, 5))
     converged = np.zeros(n_resamples, bool)
     degenerate = np.zeros(n_resamples, bool)
     for lo in range(0, n_resamples, chunk):
         k = min(chunk, n_resamples - lo)
         weights = np.repeat(counts[lo : lo + k], per, axis=0)
-        solved = minimize(law.points, np.tile(warm, (k, 1)), weights, box=BOX)
+        solved = solve_warm(law, np.tile(warm, (k, 1)), weights, radius0)
         best = solved.f.reshape(k, per).argmin(axis=1)
         rows = np.arange(k) * per + best
         theta[lo : lo + k] = law.to_external(solved.theta[rows])
