@@ -16,16 +16,14 @@ gradient is sum_i c_i psi_i J_i and its Hessian sum_i c_i (rho''_i - psi_i) J_i 
 F F^T (psi = Huber', rho'' = 1 inside delta). Every sum over points is a matrix product of per-problem
 weights with a per-point basis of outer products, so a block of problems costs a few GEMMs.
 
-Steps (More and Sorensen's trust region): the model's minimiser within a radius in the metric of the
-Gauss-Newton matrix M = sum_i c_i J_i J_i^T (floored): the exact Newton step where H is positive definite
-and the step fits, else a Levenberg-Marquardt step (H + mu M) p = -g with mu from the secular equation
-(indefinite H and the hard case included). A step is accepted when f decreases; when the decrease is under
-1/4 of the model's the radius shrinks to the best fraction of the step on the quadratic through f, its slope
-and the trial's f (clipped to 0.1-0.5: Huber's kinks make the model's curvature too small), and it doubles
-when the decrease is over 3/4 at the boundary. The radius is an RMS change of the log prediction over the
-points (M's norm); `radius0` starts it (a warm start expects to move about a residual's standard error).
-With `fixed_metric` (warm starts, which stay near where they began) M is computed once at the start, which
-saves 6 of the 15 per-point weight rows of every evaluation.
+Steps (More and Sorensen's trust region): the model's minimiser within a radius in the metric of the Gauss-
+Newton matrix M = sum_i c_i J_i J_i^T (floored): the exact Newton step where H is positive definite and the
+step fits, else a Levenberg-Marquardt step (H + mu M) p = -g with mu from the secular equation (indefinite H
+and the hard case included). A step is accepted when f decreases; the radius shrinks x1/4 when the decrease
+is under 1/4 of the model's and doubles when it is over 3/4 at the boundary. The radius is an RMS change of
+the log prediction over the points (M's norm); `radius0` starts it (a warm start expects to move about a
+residual's standard error). With `fixed_metric` (warm starts, which stay near where they began) M is
+computed once at the start, which saves 6 of the 15 per-point weight rows of every evaluation.
 
 Convergence (the stated criterion, checked before each step): H positive semi-definite and the Newton
 decrement g^T H^-1 g / 2 at most `dec_tol` f (1e-13: the quadratic model promises less than that
@@ -333,12 +331,7 @@ def minimize(
             rho = np.where(ok & (predicted > 0), actual / predicted, -1.0)
         with np.errstate(over="ignore", invalid="ignore"):
             qn, rad = np.sqrt((q * q).sum(1)), radius[idx]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # the step's best fraction on the
-            slope = np.einsum("ki,ki->k", ga, step)  # quadratic through f, its slope and the trial's f
-            curvature = trial.f - fa - slope
-            best = np.where(np.isfinite(curvature) & (curvature > 0), -slope / (2 * curvature), 0.25)
-        shrink = np.clip(np.nan_to_num(best, nan=0.25), 0.1, 0.5)
-        new = np.where(rho < 0.25, shrink * np.minimum(qn, rad), rad)
+        new = np.where(rho < 0.25, 0.25 * np.minimum(qn, rad), rad)
         radius[idx] = np.where((rho > 0.75) & (qn >= 0.99 * rad), np.minimum(2.0 * rad, 100.0), new)
         took = idx[accept]
         for name in ("theta", "f", "g", "H", "shares") if fixed_metric else ("theta", "f", "g", "H", "M", "shares"):
