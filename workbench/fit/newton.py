@@ -153,13 +153,10 @@ def derivatives(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray 
     rows = points.n_rows if metric else split
     z = np.empty((k, rows, points.n))
     for i, (a, b) in enumerate(points.pairs):
+        np.multiply(s[a], s[b], out=z[:, i])
         if metric:
-            product = np.multiply(s[a], s[b], out=z[:, split + i])
-            np.multiply(h, product, out=z[:, i])
-            product *= c
-        else:
-            np.multiply(s[a], s[b], out=z[:, i])
-            z[:, i] *= h
+            np.multiply(z[:, i], c, out=z[:, split + i])
+        z[:, i] *= h
     for t in range(T):
         np.multiply(cpsi, s[t], out=z[:, npairs + t])
     sums = (z.reshape(k * rows, points.n) @ points.basis).reshape(k, rows, -1)
