@@ -126,7 +126,7 @@ def _huber(points: Points, r: np.ndarray, w: np.ndarray):
         c = np.where(r > 0, c * points.penalty, c)
     absr = np.abs(r)
     clipped = np.minimum(absr, points.delta)
-    return c, clipped * (absr - 0.5 * clipped), np.clip(r, -points.delta, points.delta), absr <= points.delta
+    return c, clipped * (absr - 0.5 * clipped), np.copysign(clipped, r), absr <= points.delta
 
 
 def objective(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -202,7 +202,9 @@ class Box:
     def describe(self, flags: np.ndarray) -> list[str]:
         labels = [f"{n} low" for n in self.names] + [f"{n} high" for n in self.names]
         labels += [f"{t} -> 0" for t in self.term_names]
-        return [",".join(label for label, on in zip(labels, row, strict=True) if on) for row in flags]
+        return [
+            ",".join(label for label, on in zip(labels, row, strict=True) if on) if row.any() else "" for row in flags
+        ]
 
 
 def _tr_step(ev: np.ndarray, V: np.ndarray, c: np.ndarray, radius: np.ndarray, iters: int = 20) -> np.ndarray:
@@ -215,19 +217,22 @@ def _tr_step(ev: np.ndarray, V: np.ndarray, c: np.ndarray, radius: np.ndarray, i
         pn = np.where(newton_ok[:, None], c / np.where(newton_ok[:, None], ev, 1.0), np.inf)
         inside = newton_ok & (np.sqrt((pn * pn).sum(1)) <= radius)
         mu = np.where(inside, 0.0, lo + eps)
-        todo = ~inside
-        for _ in range(iters):
-            if not todo.any():
-                break
-            den = ev[todo] + mu[todo, None]
-            cc, rad = c[todo], radius[todo]
-            norm2, q2 = (cc * cc / den**2).sum(1), (cc * cc / den**3).sum(1)
-            step = np.nan_to_num((norm2 / q2) * (np.sqrt(norm2) - rad) / rad, nan=0.0, posinf=0.0, neginf=0.0)
-            new = np.maximum(mu[todo] + step, lo[todo] + eps[todo])
-            moved = np.abs(new - mu[todo]) > 1e-6 * np.abs(new) + 1e-300  # |q| within ~1e-6 of the radius
-            mu[todo] = new
-            todo[np.flatnonzero(todo)[~moved]] = False
-        q = np.nan_to_num(c / (ev + mu[:, None]), nan=0.0, posinf=0.0, neginf=0.0)
+        rows = np.flatnonzero(~inside)  # the problems still iterating, and their data (compressed as they finish)
+        e, c2, rad, floor, m = ev[rows], c[rows] * c[rows], radius[rows], lo[rows] + eps[rows], mu[rows]
+        for _ in range(iters if len(rows) else 0):
+            den = e + m[:, None]
+            norm2, q2 = (c2 / den**2).sum(1), (c2 / den**3).sum(1)
+            step = (norm2 / q2) * (np.sqrt(norm2) - rad) / rad
+            new = np.maximum(m + np.where(np.isfinite(step), step, 0.0), floor)
+            moved = np.abs(new - m) > 1e-6 * np.abs(new) + 1e-300  # |q| within ~1e-6 of the radius
+            mu[rows] = new
+            if not moved.all():
+                if not moved.any():
+                    break
+                rows, e, c2, rad, floor, new = rows[moved], e[moved], c2[moved], rad[moved], floor[moved], new[moved]
+            m = new
+        q = c / (ev + mu[:, None])
+        q = np.where(np.isfinite(q), q, 0.0)
         norm = np.sqrt((q * q).sum(1))
         hard = ~inside & (norm < radius * (1 - 1e-6)) & (ev[:, 0] < 0)
         if hard.any():
@@ -307,7 +312,8 @@ def minimize(
         capped = ~done & ~stalled & (iters[idx] >= maxiter)
         stop = done | stalled | capped
         converged[idx[done]] = True
-        converged[idx[stalled]] = np.nan_to_num(dec[stalled], nan=np.inf) <= 1e-8 * fa[stalled]
+        if stalled.any():
+            converged[idx[stalled]] = np.nan_to_num(dec[stalled], nan=np.inf) <= 1e-8 * fa[stalled]
         reason[idx[done]], reason[idx[stalled]], reason[idx[capped]] = "converged", "stalled", "iteration cap"
         active[idx[stop]] = False
         keep = ~stop
