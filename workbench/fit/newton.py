@@ -14,7 +14,10 @@ Derivatives are exact: with s_k the softmax of u (each term's share of the predi
 residual's gradient is J_i = sum_k s_ik F[k, i] and its Hessian sum_k s_ik F F^T - J J^T; the objective's
 gradient is sum_i c_i psi_i J_i and its Hessian sum_i c_i (rho''_i - psi_i) J_i J_i^T + c_i psi_i sum_k s_ik
 F F^T (psi = Huber', rho'' = 1 inside delta). Every sum over points is a matrix product of per-problem
-weights with a per-point basis of outer products, so a block of problems costs a few GEMMs.
+weights with a per-point basis of outer products (the feature columns among them, so the gradient's sums come
+from the same product), so a block of problems costs a few GEMMs. Problems that start from the same row (the
+bootstrap's resamples from the full fit's optima) differ only in their weights there: their first evaluation
+is one product of the weights with that row's per-point terms.
 
 Steps (More and Sorensen's trust region): the model's minimiser within a radius in the metric of the Gauss-
 Newton matrix M = sum_i c_i J_i J_i^T (floored): the exact Newton step where H is positive definite and the
@@ -44,7 +47,7 @@ import numpy as np
 BLOCK = 64  # problems per block: cache-sized working arrays (32-64 x 300 points measured fastest)
 
 
-def _product_basis(F: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, dict]:
+def _product_basis(F: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, dict, np.ndarray]:
     """The distinct per-point products of feature columns that the Hessian's sums need, as one basis (n, B),
     and per term pair a map (B, p * p) from the weighted basis sums to the pair's sum of F_k F_m^T: every sum
     over points then takes one matrix product (the law's features are 0, 1, x and y: 6 products)."""
@@ -66,10 +69,22 @@ def _product_basis(F: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndar
                     table = np.vstack([table, np.zeros((len(columns) - table.shape[0], p * p))])
                 table[j, a * p + b] += sign
         maps[(k, m)] = table
+    linear = []  # (term, column, basis index, sign) of each feature column: the gradient's sums are read off the basis
+    for t in range(F.shape[0]):
+        for a in range(p):
+            if F[t, :, a].any():
+                j, sign = _find(columns, F[t, :, a])
+                if j < 0:
+                    columns.append(F[t, :, a])
+                    j, sign = len(columns) - 1, 1.0
+                linear.append((t, a, j, sign))
     size = len(columns)
     maps = {pair: np.vstack([tab, np.zeros((size - tab.shape[0], p * p))]) for pair, tab in maps.items()}
+    grad_map = np.zeros((F.shape[0] * size, p))
+    for t, a, j, sign in linear:
+        grad_map[t * size + j, a] += sign
     basis = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
-    return np.ascontiguousarray(basis), maps
+    return np.ascontiguousarray(basis), maps, grad_map
 
 
 def _find(columns: list[np.ndarray], col: np.ndarray) -> tuple[int, float]:
@@ -91,7 +106,7 @@ class Points:
         self.y = np.asarray(log_loss, dtype=float).ravel()
         self.delta, self.penalty = float(delta), float(penalty)
         self.pairs = [(k, m) for k in range(self.T) for m in range(k, self.T)]
-        self.basis, self.maps = _product_basis(self.F, self.pairs)
+        self.basis, self.maps, self.grad_map = _product_basis(self.F, self.pairs)
         sym = [self._symmetric(pair) for pair in self.pairs]
         # rows of weights per point: h s_a s_b (the pairs), c psi s_t (the terms), c s_a s_b (the metric's pairs)
         self.hess_map = np.concatenate(sym + [self.maps[(t, t)] for t in range(self.T)])
@@ -148,7 +163,6 @@ def derivatives(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray 
     cpsi = c * psi
     h = c * inside - cpsi  # weight of J J^T: Huber's curvature minus the LSE's own (-psi J J^T)
     f = np.einsum("ki,ki->k", c, hub)
-    g = sum((cpsi * s[t]) @ points.F[t] for t in range(T))
     split = npairs + T
     rows = points.n_rows if metric else split
     z = np.empty((k, rows, points.n))
@@ -160,6 +174,7 @@ def derivatives(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray 
     for t in range(T):
         np.multiply(cpsi, s[t], out=z[:, npairs + t])
     sums = (z.reshape(k * rows, points.n) @ points.basis).reshape(k, rows, -1)
+    g = sums[:, npairs:split].reshape(k, -1) @ points.grad_map
     H = (sums[:, :split].reshape(k, -1) @ points.hess_map).reshape(k, p, p)
     M = (sums[:, split:].reshape(k, -1) @ points.metric_map).reshape(k, p, p) if metric else None
     return f, g, H, M, s.max(axis=2).T
@@ -267,6 +282,40 @@ def _metric_inverse(M: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.linalg.cholesky(M + (1e-6 * trace + 1e-300) * np.eye(M.shape[-1])))
 
 
+def _evaluate_shared(points: Points, theta: np.ndarray, w: np.ndarray) -> _State:
+    """_evaluate where many problems share a few distinct start rows (bootstrap resamples from warm starts): a
+    start's per-point terms do not depend on the weights, so each distinct row is evaluated once per point and
+    every problem's f, g, H and M are one matrix product of its weights with those per-point terms."""
+    rows, which = np.unique(theta, axis=0, return_inverse=True)
+    which = which.ravel()
+    k, p = len(theta), points.p
+    f, g, shares = np.empty(k), np.empty((k, p)), np.empty((k, points.T))
+    H, M = np.empty((k, p, p)), np.empty((k, p, p))
+    for j, row in enumerate(rows):
+        r, s = points.residuals(row[None])
+        c, hub, psi, inside = _huber(points, r, np.ones_like(r))
+        r, s, c, hub, psi, inside = r[0], s[:, 0], c[0], hub[0], psi[0], inside[0]
+        J = np.einsum("ti,tia->ia", s, points.F)  # each point's gradient of log L_hat
+        own = np.einsum("ti,tia,tib->iab", s, points.F, points.F)  # sum_t s_t F_t F_t^T per point
+        outer = J[:, :, None] * J[:, None, :]
+        per_point = np.concatenate(
+            [
+                (c * hub)[:, None],
+                (c * psi)[:, None] * J,
+                ((c * inside - c * psi)[:, None, None] * outer + (c * psi)[:, None, None] * own).reshape(-1, p * p),
+                (c[:, None, None] * outer).reshape(-1, p * p),
+            ],
+            axis=1,
+        )
+        mine = np.flatnonzero(which == j)
+        sums = w[mine] @ per_point
+        f[mine], g[mine] = sums[:, 0], sums[:, 1 : 1 + p]
+        H[mine] = sums[:, 1 + p : 1 + p + p * p].reshape(-1, p, p)
+        M[mine] = sums[:, 1 + p + p * p :].reshape(-1, p, p)
+        shares[mine] = s.max(axis=1)
+    return _State(theta, f, g, H, M, shares)
+
+
 def minimize(
     points: Points,
     starts: np.ndarray,
@@ -278,7 +327,7 @@ def minimize(
     dec_tol: float = 1e-13,
     gtol: float = 1e-15,
     patience: int = 3,
-    radius0: float = 1.0,
+    radius0: float | np.ndarray = 1.0,
     fixed_metric: bool = False,
 ) -> Solution:
     """Minimise one problem per start row (P, p) at once; weights (P, n) multiplicities (None: all ones);
@@ -287,11 +336,12 @@ def minimize(
     P, n = len(theta), points.n
     w = np.ones((P, n)) if weights is None else np.broadcast_to(np.asarray(weights, float), (P, n))
     y = None if targets is None else np.broadcast_to(np.asarray(targets, float), (P, n))
-    st = _evaluate(points, theta.copy(), w, y)
+    shared = y is None and 8 * len(np.unique(theta, axis=0)) <= P  # resamples from a few warm starts
+    st = _evaluate_shared(points, theta.copy(), w) if shared else _evaluate(points, theta.copy(), w, y)
     finite = np.isfinite(st.f) & np.isfinite(st.g).all(1) & np.isfinite(st.H).all((1, 2))
     st.f[~finite] = np.inf
     iters, out_count = np.zeros(P, int), np.zeros(P, int)
-    radius = np.full(P, float(radius0))
+    radius = np.broadcast_to(np.asarray(radius0, float), (P,)).copy()
     converged = np.zeros(P, bool)
     reason = np.where(finite, "", "nonfinite start").astype(object)
     active, evaluations, eye = finite.copy(), P, np.eye(points.p)

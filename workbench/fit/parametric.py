@@ -3,10 +3,11 @@
 log L_hat = LSE(a - alpha log N, b - beta log D, e) with A = exp(a), B = exp(b), E = exp(e); the
 objective is the mean Huber(delta) of log L_hat - log L over runs. The starts: a grid (per_axis^5 rows
 over Chinchilla's ranges) is evaluated in one vectorised pass, the best `n_polish` are solved to the
-convergence criterion of workbench.fit.newton (exact Hessian, trust region, all starts as one batch), and
-the distinct optima are kept for warm starts (the bootstrap's resamples start from them). Internally log N
-and log D are centred (a' = a - alpha mean(log N)) so that a and alpha are not nearly collinear; results
-are reported in the usual (E, A, B, alpha, beta).
+convergence criterion of workbench.fit.newton (exact Hessian, trust region, all starts as one batch; each
+start's first radius is its RMS log residual: the optimum's predictions lie within about that of the start's,
+in the solver's metric), and the distinct optima are kept for warm starts (the bootstrap's resamples start
+from them). Internally log N and log D are centred (a' = a - alpha mean(log N)) so that a and alpha are not
+nearly collinear; results are reported in the usual (E, A, B, alpha, beta).
 
 A fit that runs away (E to 0, an exponent through 0 or past 5, a term's share of the loss to 0) is stopped
 early and flagged (`degenerate`): the data do not determine the law (workbench.fit.laws.degenerate_reasons
@@ -144,7 +145,10 @@ def fit_parametric(
     order = [i for i in np.argsort(screened, kind="stable")[: max(n_polish, 1)] if np.isfinite(screened[i])]
     if not order:
         order = [0]
-    solved = minimize(law.points, internal[order], box=BOX)
+    r, _ = law.points.residuals(internal[order])
+    with np.errstate(invalid="ignore", over="ignore"):  # each start's first trust radius: its RMS log residual
+        radius0 = np.clip(np.nan_to_num(np.sqrt(np.mean(r * r, axis=1)), nan=1.0), 1e-6, 1.0)
+    solved = minimize(law.points, internal[order], box=BOX, radius0=radius0)
     plausible = solved.f <= 2.0 * np.nanmin(solved.f)  # a far worse local optimum warm-starts no resample's best
     optima = distinct_optima(solved.theta[plausible], solved.f[plausible], keep=4)
     best = int(np.argmin(solved.f))
