@@ -3,9 +3,10 @@
   batched     - what `workbench fit` runs: the grid of 1,024 starts scored in one pass, the best 32 solved by
                 the batched Newton solver (workbench.fit.newton), then every resample warm-started from the
                 full fit's distinct optima, all resamples as one array problem;
-  scipy loop  - the same work with the reference solver: scipy's L-BFGS-B (analytic gradient) from exactly
-                the same starts, one call per start, run to the same convergence (ftol 0, gtol 1e-14:
-                scipy's ftol is absolute, so its default stops at about 1e-7 of an objective of ~1e-5);
+  scipy loop  - the same work with the reference solver: the same grid scoring and resample counts, then
+                scipy's L-BFGS-B (analytic gradient) from exactly the same starts, one call per start, run to
+                the same convergence (ftol 0, gtol 1e-14: scipy's ftol is absolute, so its default stops at
+                about 1e-7 of an objective of ~1e-5);
   dbfd35e     - the `workbench fit` parametric path of commit dbfd35e (a scipy loop over 1,024 starts, then
                 3 warm + 2 random grid starts per resample), run from `git archive` of that commit in a
                 subprocess; skipped without the git history (docs/FITTING.md, "The fitter", says what it replaced).
@@ -14,7 +15,8 @@ It also checks agreement on 50 resamples (each batched optimum's objective at mo
 parameters within 1e-4 relative of scipy's) and times the batched work with 1 and 2 BLAS threads.
 Times are CPU seconds of the process (time.process_time: the same on a shared machine) and wall seconds. The
 batched work (a fraction of a second) is timed --repeats times after one warm-up call and the median shown, so
-that numpy's one-time costs do not count; the scipy loop (seconds) and the dbfd35e path run once.
+that numpy's one-time costs do not count; the scipy loop (seconds) --scipy-repeats times, the median; the dbfd35e
+path once.
 Run: .venv/bin/python benchmarks/fit.py [--resamples 1000] [--scipy-resamples 1000]
 """
 
@@ -71,22 +73,29 @@ def batched(pts, resamples: int, threads: int = 1):
     return fit, draws
 
 
-def scipy_same_work(pts, fit, resamples: int, scale: float) -> tuple[float, float]:
-    """The batched path's starts, each one scipy call: the 32 grid starts it solved, and per resample the
-    fit's distinct optima; returns (CPU s, wall s), the resamples' part scaled by `scale` (fewer timed)."""
+def scipy_same_work(pts, fit, resamples: int, scale: float, timed_resamples: int) -> tuple[float, float]:
+    """The batched path's work with scipy as the solver: the grid scored, the 32 grid starts it solved each one
+    scipy call, the resample counts drawn, and per resample one call from each of the fit's distinct optima;
+    returns (CPU s, wall s), the resamples' solves scaled by `scale` (timed_resamples of them timed)."""
     law = LawPoints(pts.params, pts.tokens, pts.loss)
-    grid = law.to_internal(start_grid())
-    screened = grid_objectives(law.points, grid, np.ones((1, law.points.n)))[0]
-    polished = grid[np.argsort(screened)[:32]]
     objective = LogHuberObjective(pts.params, pts.tokens, pts.loss)
+
+    def screen():
+        grid = law.to_internal(start_grid())
+        screened = grid_objectives(law.points, grid, np.ones((1, law.points.n)))[0]
+        return grid[np.argsort(screened)[:32]]
+
     with threadpool_limits(limits=1):
+        polished, screen_cpu, screen_wall = timed(screen)
         _, fit_cpu, fit_wall = timed(lambda: minimize_starts(objective, polished))
-        counts = resample_counts(pts["budget_flops"].to_numpy(), resamples, 0)
+        _, count_cpu, count_wall = timed(lambda: resample_counts(pts["budget_flops"].to_numpy(), resamples, 0))
+        counts = resample_counts(pts["budget_flops"].to_numpy(), timed_resamples, 0)
         warm = law.to_internal(fit.optima[:3])
         weights = np.repeat(counts, len(warm), axis=0)
         boot = LogHuberObjective(pts.params, pts.tokens, pts.loss, weights=weights, group=np.arange(len(weights)))
-        _, boot_cpu, boot_wall = timed(lambda: minimize_starts(boot, np.tile(warm, (resamples, 1))))
-    return fit_cpu + scale * boot_cpu, fit_wall + scale * boot_wall
+        _, boot_cpu, boot_wall = timed(lambda: minimize_starts(boot, np.tile(warm, (timed_resamples, 1))))
+    cpu = screen_cpu + fit_cpu + count_cpu + scale * boot_cpu
+    return cpu, screen_wall + fit_wall + count_wall + scale * boot_wall
 
 
 def agreement(pts, fit, n: int = 50) -> dict:
@@ -135,6 +144,7 @@ def main() -> None:
     parser.add_argument("--scipy-resamples", type=int, default=1000, help="timed, then scaled to --resamples")
     parser.add_argument("--skip-old", action="store_true", help="do not run the dbfd35e path")
     parser.add_argument("--repeats", type=int, default=5, help="batched runs timed (after one warm-up); the median")
+    parser.add_argument("--scipy-repeats", type=int, default=3, help="scipy loops timed; the median")
     args = parser.parse_args()
     pts = points()
     batched(pts, args.resamples)  # a warm-up: the first call pays numpy's and the modules' one-time costs
@@ -142,9 +152,11 @@ def main() -> None:
     (fit, draws), cpu, wall = sorted(runs, key=lambda run: run[1])[len(runs) // 2]  # the median by CPU time
     print(f"points {len(pts)}, resamples {args.resamples}; fit alpha {fit.alpha:.4f} beta {fit.beta:.4f}")
     print(f"batched: {cpu:.3f} CPU s ({wall:.3f} s wall), median of {args.repeats}; optima {len(fit.optima)}")
-    scipy_cpu, scipy_wall = scipy_same_work(pts, fit, args.scipy_resamples, args.resamples / args.scipy_resamples)
+    scale = args.resamples / args.scipy_resamples
+    loops = [scipy_same_work(pts, fit, args.resamples, scale, args.scipy_resamples) for _ in range(args.scipy_repeats)]
+    scipy_cpu, scipy_wall = sorted(loops)[len(loops) // 2]  # the median by CPU time
     ratio_cpu, ratio_wall = scipy_cpu / cpu, scipy_wall / wall
-    print(f"scipy loop, same work: {scipy_cpu:.2f} CPU s ({scipy_wall:.2f} s wall)")
+    print(f"scipy loop, same work: {scipy_cpu:.2f} CPU s ({scipy_wall:.2f} s wall), median of {args.scipy_repeats}")
     print(f"  -> batched is {ratio_cpu:.1f}x faster (CPU), {ratio_wall:.1f}x (wall)")
     print("agreement on 50 resamples:", json.dumps(agreement(pts, fit)))
     for threads in (1, 2):

@@ -122,16 +122,18 @@ class Points:
         p = self.p
         return table + table.reshape(-1, p, p).transpose(0, 2, 1).reshape(-1, p * p)
 
-    def residuals(self, theta: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(r (k, n), shares (T, k, n)) of theta rows (k, p) against log losses y ((k, n) per problem, default
-        the points' own), by the max-shifted log-sum-exp."""
+    def residuals(
+        self, theta: np.ndarray, y: np.ndarray | None = None, shares: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(r (k, n), shares (T, k, n), None unless `shares`) of theta rows (k, p) against log losses y ((k, n)
+        per problem, default the points' own), by the max-shifted log-sum-exp."""
         with np.errstate(over="ignore", invalid="ignore"):
             u = theta @ self.FT  # (T, k, n)
             m = u.max(axis=0)
             ex = np.exp(u - m)
             total = ex.sum(axis=0)
             r = m + np.log(total) - (self.y if y is None else y)
-            return r, ex / total
+            return r, ex / total if shares else None
 
 
 def _huber(points: Points, r: np.ndarray, w: np.ndarray):
@@ -266,11 +268,21 @@ class _State:
     shares: np.ndarray
 
 
-def _evaluate(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None, metric: bool = True) -> _State:
+def _evaluate(
+    points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None, metric: bool = True, rows=None
+) -> _State:
+    """The derivatives at theta, a block of problems at a time; the problems' weights (and targets) are rows
+    `rows` of w (and y), all of them when None (gathered a block at a time: no copy of the whole matrix)."""
+    rows = np.arange(len(theta)) if rows is None else rows
     parts = [
-        derivatives(points, theta[i : i + BLOCK], w[i : i + BLOCK], None if y is None else y[i : i + BLOCK], metric)
+        derivatives(
+            points, theta[i : i + BLOCK], w[rows[i : i + BLOCK]], None if y is None else y[rows[i : i + BLOCK]], metric
+        )
         for i in range(0, len(theta), BLOCK)
     ]
+    if len(parts) == 1:
+        f, g, H, M, shares = parts[0]
+        return _State(theta, f, g, H, M, shares)
     f, g, H, shares = (np.concatenate([p[j] for p in parts]) for j in (0, 1, 2, 4))
     M = np.concatenate([p[3] for p in parts]) if metric else None
     return _State(theta, f, g, H, M, shares)
@@ -373,7 +385,7 @@ def minimize(
         q = _tr_step(ev, V, c, radius[idx])
         with np.errstate(over="ignore", invalid="ignore"):
             step = np.einsum("kji,kj->ki", Li, q)
-            trial = _evaluate(points, th + step, w[idx], None if y is None else y[idx], metric=not fixed_metric)
+            trial = _evaluate(points, th + step, w, y, metric=not fixed_metric, rows=idx)
         evaluations += len(idx)
         iters[idx] += 1
         predicted = -(np.einsum("ki,ki->k", ga, step) + 0.5 * np.einsum("ki,kij,kj->k", step, Ha, step))
@@ -401,9 +413,15 @@ def minimize(
 def grid_objectives(points: Points, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(R, G) objective of every grid row for every weights row (R, n) in one pass: a start's per-point
     Huber terms do not depend on the weights, so the objectives are one matrix product."""
-    r, _ = points.residuals(np.atleast_2d(grid))
-    c, hub, _, _ = _huber(points, r, np.ones_like(r))
-    hub = np.where(np.isfinite(hub), hub, np.inf) * c
+    grid = np.atleast_2d(grid)
+    hub = np.empty((len(grid), points.n))
+    for i in range(0, len(grid), BLOCK):  # cache-sized blocks; only the residuals' Huber values are needed
+        r, _ = points.residuals(grid[i : i + BLOCK], shares=False)
+        absr = np.abs(r)
+        clipped = np.minimum(absr, points.delta)
+        part = clipped * (absr - 0.5 * clipped)
+        c = np.where(r > 0, points.penalty / points.n, 1.0 / points.n) if points.penalty != 1.0 else 1.0 / points.n
+        hub[i : i + BLOCK] = np.where(np.isfinite(part), part, np.inf) * c
     finite = np.isfinite(hub).all(1)
     out = np.full((len(weights), len(hub)), np.inf)
     out[:, finite] = np.asarray(weights, float) @ hub[finite].T
