@@ -14,9 +14,9 @@
 It also checks agreement on 50 resamples (each batched optimum's objective at most scipy's + 1e-12, its
 parameters within 1e-4 relative of scipy's) and times the batched work with 1 and 2 BLAS threads.
 Times are CPU seconds of the process (time.process_time: the same on a shared machine) and wall seconds. The
-batched work (a fraction of a second) is timed --repeats times after one warm-up call and the median shown, so
-that numpy's one-time costs do not count; the scipy loop (seconds) --scipy-repeats times, the median; the dbfd35e
-path once.
+batched work (a fraction of a second) is timed after one warm-up call, so that numpy's one-time costs do not
+count; --scipy-repeats rounds of --repeats batched runs and one scipy loop (seconds), interleaved so that a
+shared machine's slow spells fall on both, and the medians compared; the dbfd35e path runs once.
 Run: .venv/bin/python benchmarks/fit.py [--resamples 1000] [--scipy-resamples 1000]
 """
 
@@ -143,25 +143,29 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--scipy-resamples", type=int, default=1000, help="timed, then scaled to --resamples")
     parser.add_argument("--skip-old", action="store_true", help="do not run the dbfd35e path")
-    parser.add_argument("--repeats", type=int, default=5, help="batched runs timed (after one warm-up); the median")
-    parser.add_argument("--scipy-repeats", type=int, default=3, help="scipy loops timed; the median")
+    parser.add_argument("--repeats", type=int, default=5, help="batched runs timed per round (after one warm-up)")
+    parser.add_argument("--scipy-repeats", type=int, default=3, help="rounds: --repeats batched runs, one scipy loop")
     args = parser.parse_args()
     pts = points()
     batched(pts, args.resamples)  # a warm-up: the first call pays numpy's and the modules' one-time costs
-    runs = [timed(lambda: batched(pts, args.resamples)) for _ in range(args.repeats)]
-    (fit, draws), cpu, wall = sorted(runs, key=lambda run: run[1])[len(runs) // 2]  # the median by CPU time
-    print(f"points {len(pts)}, resamples {args.resamples}; fit alpha {fit.alpha:.4f} beta {fit.beta:.4f}")
-    print(f"batched: {cpu:.3f} CPU s ({wall:.3f} s wall), median of {args.repeats}; optima {len(fit.optima)}")
     scale = args.resamples / args.scipy_resamples
-    loops = [scipy_same_work(pts, fit, args.resamples, scale, args.scipy_resamples) for _ in range(args.scipy_repeats)]
-    scipy_cpu, scipy_wall = sorted(loops)[len(loops) // 2]  # the median by CPU time
+    runs, loops = [], []
+    for _ in range(args.scipy_repeats):  # interleaved, so that both see the same states of a shared machine
+        runs += [timed(lambda: batched(pts, args.resamples)) for _ in range(args.repeats)]
+        fit = runs[-1][0][0]
+        loops.append(scipy_same_work(pts, fit, args.resamples, scale, args.scipy_resamples))
+    (fit, draws), cpu, wall = sorted(runs, key=lambda run: run[1])[len(runs) // 2]  # the median by CPU time
+    scipy_cpu, scipy_wall = sorted(loops)[len(loops) // 2]
+    print(f"points {len(pts)}, resamples {args.resamples}; fit alpha {fit.alpha:.4f} beta {fit.beta:.4f}")
+    print(f"batched: {cpu:.3f} CPU s ({wall:.3f} s wall), median of {len(runs)}; optima {len(fit.optima)}")
     ratio_cpu, ratio_wall = scipy_cpu / cpu, scipy_wall / wall
-    print(f"scipy loop, same work: {scipy_cpu:.2f} CPU s ({scipy_wall:.2f} s wall), median of {args.scipy_repeats}")
+    print(f"scipy loop, same work: {scipy_cpu:.2f} CPU s ({scipy_wall:.2f} s wall), median of {len(loops)}")
     print(f"  -> batched is {ratio_cpu:.1f}x faster (CPU), {ratio_wall:.1f}x (wall)")
     print("agreement on 50 resamples:", json.dumps(agreement(pts, fit)))
     for threads in (1, 2):
-        _, t_cpu, t_wall = timed(lambda t=threads: batched(pts, args.resamples, t))
-        print(f"batched with {threads} BLAS thread(s): {t_cpu:.2f} CPU s, {t_wall:.2f} s wall")
+        times = sorted(timed(lambda t=threads: batched(pts, args.resamples, t))[1:] for _ in range(args.repeats))
+        t_cpu, t_wall = times[len(times) // 2]
+        print(f"batched with {threads} BLAS thread(s): {t_cpu:.3f} CPU s, {t_wall:.3f} s wall (median of {len(times)})")
     old = None if args.skip_old else old_path(args.resamples)
     if old is None:
         print(f"{OLD_COMMIT} path: not run (no git history here, or --skip-old); see docs/FITTING.md, 'The fitter'")
