@@ -150,6 +150,27 @@ def test_the_solver_computes_the_reference_objective_its_gradient_and_a_consiste
         assert np.allclose(H[:, :, i], (g_plus - g_minus) / (2 * step), rtol=1e-4, atol=1e-10)
 
 
+def test_problems_that_share_a_start_get_the_same_first_evaluation_and_the_grid_the_same_objective():
+    """The bootstrap's first evaluation (resamples sharing a warm start: one product of their weights with the
+    start's per-point terms) equals the block-by-block derivatives, and the blocked grid scoring equals the
+    objective, with the overestimate penalty on and two starts among many resamples."""
+    from workbench.fit.newton import _evaluate, _evaluate_shared, grid_objectives, objective
+
+    points = isoflop_sweep(seed=0)
+    law = LawPoints(points.params, points.tokens, points.loss, 0.02, 3.0)
+    rows = law.to_internal(np.stack([_theta(CHINCHILLA), _theta(EPOCH)]))
+    theta = rows[np.arange(150) % 2]
+    weights = np.random.default_rng(2).integers(0, 4, (150, len(points))).astype(float)
+    shared, blocks = _evaluate_shared(law.points, theta, weights), _evaluate(law.points, theta, weights, None)
+    for name in ("f", "g", "H", "M", "shares"):
+        ours, theirs = getattr(shared, name), getattr(blocks, name)
+        assert np.allclose(ours, theirs, rtol=1e-11, atol=1e-13 * np.abs(theirs).max()), name
+    grid = law.to_internal(start_grid(3))
+    scored = grid_objectives(law.points, grid, weights[:3])
+    direct = np.stack([objective(law.points, grid, np.repeat(w[None], len(grid), 0)) for w in weights[:3]])
+    assert np.allclose(scored, direct, rtol=1e-12)
+
+
 def test_the_batched_solver_matches_scipy_to_convergence_on_50_resamples():
     """On 50 bootstrap resamples from the same warm start: the batched optimum's objective is at most scipy's
     + 1e-12 and its parameters are within 1e-4 (relative) of scipy's run to convergence."""
