@@ -88,8 +88,8 @@ def scipy_same_work(pts, fit, resamples: int, scale: float, timed_resamples: int
     with threadpool_limits(limits=1):
         polished, screen_cpu, screen_wall = timed(screen)
         _, fit_cpu, fit_wall = timed(lambda: minimize_starts(objective, polished))
-        _, count_cpu, count_wall = timed(lambda: resample_counts(pts["budget_flops"].to_numpy(), resamples, 0))
-        counts = resample_counts(pts["budget_flops"].to_numpy(), timed_resamples, 0)
+        counts, count_cpu, count_wall = timed(lambda: resample_counts(pts["budget_flops"].to_numpy(), resamples, 0))
+        counts = counts[:timed_resamples]
         warm = law.to_internal(fit.optima[:3])
         weights = np.repeat(counts, len(warm), axis=0)
         boot = LogHuberObjective(pts.params, pts.tokens, pts.loss, weights=weights, group=np.arange(len(weights)))

@@ -161,7 +161,8 @@ def test_problems_that_share_a_start_get_the_same_first_evaluation_and_the_grid_
     rows = law.to_internal(np.stack([_theta(CHINCHILLA), _theta(EPOCH)]))
     theta = rows[np.arange(150) % 2]
     weights = np.random.default_rng(2).integers(0, 4, (150, len(points))).astype(float)
-    shared, blocks = _evaluate_shared(law.points, theta, weights), _evaluate(law.points, theta, weights, None)
+    shared = _evaluate_shared(law.points, theta, weights, rows, np.arange(150) % 2)
+    blocks = _evaluate(law.points, theta, weights, None)
     for name in ("f", "g", "H", "M", "shares"):
         ours, theirs = getattr(shared, name), getattr(blocks, name)
         assert np.allclose(ours, theirs, rtol=1e-11, atol=1e-13 * np.abs(theirs).max()), name

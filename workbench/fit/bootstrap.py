@@ -49,8 +49,7 @@ def warm_radius(law: LawPoints, theta: np.ndarray) -> float:
     """The first trust radius of a resample warm-started at the full fit's optimum: about how far a resample
     moves the fitted curve, the full fit's RMS log residual over sqrt(n) (the radius is an RMS change of the log
     prediction over the points, in the solver's metric)."""
-    r, _ = law.points.residuals(np.atleast_2d(theta))
-    rms = float(np.sqrt(np.mean(r[0] ** 2)))
+    rms = float(law.points.rms_residual(theta)[0])
     return max(rms / np.sqrt(law.points.n), 1e-8) if np.isfinite(rms) else 1.0
 
 

@@ -135,15 +135,30 @@ class Points:
             r = m + np.log(total) - (self.y if y is None else y)
             return r, ex / total if shares else None
 
+    def rms_residual(self, theta: np.ndarray) -> np.ndarray:
+        """Each theta row's RMS log residual over the points (inf or NaN where the prediction is not finite)."""
+        r, _ = self.residuals(np.atleast_2d(theta), shares=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.sqrt(np.mean(r * r, axis=1))
+
+
+def _point_weights(points: Points, r: np.ndarray, w) -> np.ndarray:
+    """c = w penalty / n per point (the penalty where the prediction is over the loss, r > 0)."""
+    c = w * (1.0 / points.n)
+    return np.where(r > 0, c * points.penalty, c) if points.penalty != 1.0 else c
+
+
+def _huber_value(points: Points, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(|r|, |r| clipped at delta, Huber(r)) per point."""
+    absr = np.abs(r)
+    clipped = np.minimum(absr, points.delta)
+    return absr, clipped, clipped * (absr - 0.5 * clipped)
+
 
 def _huber(points: Points, r: np.ndarray, w: np.ndarray):
     """(c, huber, psi, inside) for residuals r (k, n) and weights w (k, n): c = w penalty / n per point."""
-    c = w * (1.0 / points.n)
-    if points.penalty != 1.0:
-        c = np.where(r > 0, c * points.penalty, c)
-    absr = np.abs(r)
-    clipped = np.minimum(absr, points.delta)
-    return c, clipped * (absr - 0.5 * clipped), np.copysign(clipped, r), absr <= points.delta
+    absr, clipped, hub = _huber_value(points, r)
+    return _point_weights(points, r, w), hub, np.copysign(clipped, r), absr <= points.delta
 
 
 def objective(points: Points, theta: np.ndarray, w: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -294,12 +309,11 @@ def _metric_inverse(M: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.linalg.cholesky(M + (1e-6 * trace + 1e-300) * np.eye(M.shape[-1])))
 
 
-def _evaluate_shared(points: Points, theta: np.ndarray, w: np.ndarray) -> _State:
+def _evaluate_shared(points: Points, theta: np.ndarray, w: np.ndarray, rows: np.ndarray, which: np.ndarray) -> _State:
     """_evaluate where many problems share a few distinct start rows (bootstrap resamples from warm starts): a
-    start's per-point terms do not depend on the weights, so each distinct row is evaluated once per point and
-    every problem's f, g, H and M are one matrix product of its weights with those per-point terms."""
-    rows, which = np.unique(theta, axis=0, return_inverse=True)
-    which = which.ravel()
+    start's per-point terms do not depend on the weights, so each distinct row (`rows`, problem i starting from
+    rows[which[i]]) is evaluated once per point and every problem's f, g, H and M are one matrix product of its
+    weights with those per-point terms."""
     k, p = len(theta), points.p
     f, g, shares = np.empty(k), np.empty((k, p)), np.empty((k, points.T))
     H, M = np.empty((k, p, p)), np.empty((k, p, p))
@@ -348,8 +362,11 @@ def minimize(
     P, n = len(theta), points.n
     w = np.ones((P, n)) if weights is None else np.broadcast_to(np.asarray(weights, float), (P, n))
     y = None if targets is None else np.broadcast_to(np.asarray(targets, float), (P, n))
-    shared = y is None and 8 * len(np.unique(theta, axis=0)) <= P  # resamples from a few warm starts
-    st = _evaluate_shared(points, theta.copy(), w) if shared else _evaluate(points, theta.copy(), w, y)
+    rows, which = np.unique(theta, axis=0, return_inverse=True)
+    if y is None and 8 * len(rows) <= P:  # resamples from a few warm starts
+        st = _evaluate_shared(points, theta.copy(), w, rows, which.ravel())
+    else:
+        st = _evaluate(points, theta.copy(), w, y)
     finite = np.isfinite(st.f) & np.isfinite(st.g).all(1) & np.isfinite(st.H).all((1, 2))
     st.f[~finite] = np.inf
     iters, out_count = np.zeros(P, int), np.zeros(P, int)
@@ -417,11 +434,8 @@ def grid_objectives(points: Points, grid: np.ndarray, weights: np.ndarray) -> np
     hub = np.empty((len(grid), points.n))
     for i in range(0, len(grid), BLOCK):  # cache-sized blocks; only the residuals' Huber values are needed
         r, _ = points.residuals(grid[i : i + BLOCK], shares=False)
-        absr = np.abs(r)
-        clipped = np.minimum(absr, points.delta)
-        part = clipped * (absr - 0.5 * clipped)
-        c = np.where(r > 0, points.penalty / points.n, 1.0 / points.n) if points.penalty != 1.0 else 1.0 / points.n
-        hub[i : i + BLOCK] = np.where(np.isfinite(part), part, np.inf) * c
+        part = _huber_value(points, r)[2]
+        hub[i : i + BLOCK] = np.where(np.isfinite(part), part, np.inf) * _point_weights(points, r, 1.0)
     finite = np.isfinite(hub).all(1)
     out = np.full((len(weights), len(hub)), np.inf)
     out[:, finite] = np.asarray(weights, float) @ hub[finite].T

@@ -145,9 +145,8 @@ def fit_parametric(
     order = [i for i in np.argsort(screened, kind="stable")[: max(n_polish, 1)] if np.isfinite(screened[i])]
     if not order:
         order = [0]
-    r, _ = law.points.residuals(internal[order])
-    with np.errstate(invalid="ignore", over="ignore"):  # each start's first trust radius: its RMS log residual
-        radius0 = np.clip(np.nan_to_num(np.sqrt(np.mean(r * r, axis=1)), nan=1.0), 1e-6, 1.0)
+    # each start's first trust radius: its RMS log residual
+    radius0 = np.clip(np.nan_to_num(law.points.rms_residual(internal[order]), nan=1.0), 1e-6, 1.0)
     solved = minimize(law.points, internal[order], box=BOX, radius0=radius0)
     plausible = solved.f <= 2.0 * np.nanmin(solved.f)  # a far worse local optimum warm-starts no resample's best
     optima = distinct_optima(solved.theta[plausible], solved.f[plausible], keep=4)
