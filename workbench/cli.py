@@ -23,14 +23,21 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.files import DISK_ERRNOS, disk_error
 
 GLOBAL_FLAGS = ("--debug", "--version")
+# typer >= 0.22 parses with its own copy of click (typer.BadParameter derives from that copy's UsageError)
+USAGE_ERRORS = tuple({click.UsageError, typer.BadParameter.__mro__[1]})
 
 
 class _Group(TyperGroup):
-    """The root group: turns a WorkbenchError anywhere below it into `Error: ...` and its exit code."""
+    """The root group: turns a WorkbenchError anywhere below it into `Error: ...` and its exit code, and a
+    usage error (an unknown option, a value the option's type or range refuses) into one `Error:` line, exit 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except USAGE_ERRORS as err:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            _usage_error(err, ctx)
         except WorkbenchError as err:
             if (ctx.obj or {}).get("debug"):
                 raise
@@ -42,6 +49,24 @@ class _Group(TyperGroup):
             place = err.filename if err.filename is not None else "a file"
             click.echo(f"Error: {disk_error(err, place) if err.errno in DISK_ERRNOS else _os_text(err)}", err=True)
             ctx.exit(1)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except USAGE_ERRORS as err:  # the root's own options (e.g. an unknown one before the command)
+            _usage_error(err, None)
+
+
+def _usage_error(err, ctx) -> None:
+    """One `Error:` line naming the command, what the parser refused and where the help is; exit 2."""
+    if err.ctx is not None:  # the root's name is the program's, whatever the caller named it
+        where = " ".join(["workbench", *err.ctx.command_path.split()[1:]])
+    else:
+        sub = getattr(ctx, "invoked_subcommand", None)
+        where = f"workbench {sub}" if sub else "workbench"
+    text = " ".join(err.format_message().split()).rstrip(".")
+    click.echo(f"Error: {where}: {text}. See `{where} --help`.", err=True)
+    sys.exit(2)
 
 
 def _os_text(err: OSError) -> str:

@@ -9,6 +9,7 @@ import typer
 
 from workbench.commands.options import OVERRIDES_HELP, SWEEP_HELP, db_option, echo_json, json_option, split_overrides
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import output_file
 
 
 def demo(
@@ -30,6 +31,8 @@ def demo(
     from workbench.sweep.spec import spec_path_of
 
     sweeps, overrides = split_overrides(args)
+    if out is not None:
+        output_file(out, "--out", (db,))
     if len(sweeps) > 1:
         raise WorkbenchError(f"one sweep at a time (got {', '.join(sweeps)})", "Give one SWEEP, then KEY=VALUE.")
     spec_path = spec_path_of(sweeps[0]) if sweeps else Path("sweeps/cpu.yaml")

@@ -11,7 +11,7 @@ from workbench.commands.fit_inputs import load_points, loss_curves, record_in_st
 from workbench.commands.fit_tables import print_fit
 from workbench.commands.options import ALL_VERSIONS, SWEEP_HELP, db_option, json_option, sweep_or_only
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import safe_name
+from workbench.core.files import output_file, safe_name
 from workbench.core.units import parse_number
 
 METHOD_CHOICES = ("isoflop", "parametric", "all")
@@ -40,7 +40,7 @@ def fit(
     huber_delta: float = typer.Option(1e-3, "--huber-delta", min=1e-9, help="Huber delta on log loss."),
     starts: int = typer.Option(4, "--starts", min=2, max=8, help="Grid points per parameter (starts = this^5)."),
     at: list[str] = typer.Option([], "--at", help="Also report N*, D*, L* at this many FLOPs (repeatable)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap."),
     bootstrap_mode: str = typer.Option(
         "auto", "--bootstrap-mode", help="auto, budget (resample within budgets) or runs (i.i.d. over runs)."
     ),
@@ -76,9 +76,11 @@ def fit(
     db_path = Path(db or os.environ.get("WORKBENCH_DB") or "workbench.duckdb")
     if from_csv is None:
         sweep = sweep_or_only(sweep, db_path)
+    if out is None or name is not None:  # a name becomes fits/NAME.json, the fits table's row, plans' names
+        safe_name(name or sweep or from_csv.stem, "fit name", "--name")
     name = name or sweep or from_csv.stem
-    if out is None:  # the name becomes fits/NAME.json: checked before anything is read
-        safe_name(name, "fit name", "--name")
+    if out is not None:
+        output_file(out, "--out", (from_csv, curves, db_path))
     points, extra = load_points(sweep, from_csv, db_path, metric, group_decades, all_versions)
     check_losses_vary(points, str(from_csv) if from_csv else f"sweep {sweep}")
     options = FitOptions(
@@ -92,7 +94,7 @@ def fit(
         rollout=rollout,
         seed=seed,
         bootstrap_mode=bootstrap_mode,
-        at_flops=tuple(parse_number(c, "--at") for c in at),
+        at_flops=tuple(_positive(c, "--at") for c in at),
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
@@ -108,3 +110,11 @@ def fit(
         return
 
     print_fit(record, out)
+
+
+def _positive(text: str, option: str) -> float:
+    """A FLOP count an option gives: a finite number above 0."""
+    value = parse_number(text, option)
+    if value <= 0:
+        raise WorkbenchError(f"{option}: {text} must be positive", f"Give {option} a FLOP count such as 1e21.")
+    return value

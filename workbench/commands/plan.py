@@ -10,7 +10,7 @@ import typer
 
 from workbench.commands.options import json_option
 from workbench.core.errors import WorkbenchError
-from workbench.core.files import atomic_write_text, json_clean
+from workbench.core.files import atomic_write_text, json_clean, output_file
 from workbench.core.units import parse_number
 
 
@@ -75,6 +75,8 @@ def plan(
     from workbench.plan.hardware import resolve_gpu
     from workbench.plan.record import explain_layout, plan_text
 
+    if out is not None:
+        output_file(out, "--out", (db, law_spec, hparams))
     inference = None if inference_tokens is None else parse_number(inference_tokens, "--inference-tokens")
     asked = request.PlanRequest(
         request.positive(compute, "--compute"),

@@ -9,6 +9,7 @@ import typer
 
 from workbench.commands.options import ALL_VERSIONS, SWEEP_HELP, db_option, echo_json, json_option, runs_option
 from workbench.core.errors import WorkbenchError
+from workbench.core.files import output_file
 
 
 def _command(sweeps: list[str], pairs: list[tuple[str, object]], flags: list[str]) -> str:
@@ -49,6 +50,8 @@ def report(
     from workbench.sweep.spec import sweep_name_of
 
     db_path = db or default_db_path()
+    if out is not None:
+        output_file(out, "--out", (db_path, fit, plan))
     names = [sweep_name_of(s) for s in sweeps or []]
     if len(names) > 1:
         if watch or fit or plan:

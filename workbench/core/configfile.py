@@ -272,14 +272,15 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> tuple[A
         key, eq, _ = text.partition("=")
         if not eq or not OVERRIDE_KEY.fullmatch(key.strip()):
             raise WorkbenchError(
-                f"command line: {text!r} is not an override KEY=VALUE",
+                f"command line: {text[:80]!r} is not an override KEY=VALUE",
                 "Write overrides as dotted keys of the YAML, e.g. optim.lr_peak=3e-4.",
             )
         try:
             value = OmegaConf.to_container(OmegaConf.from_dotlist([text]))
-        except (OmegaConfBaseException, yaml.YAMLError) as err:
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:  # ValueError: an int of 4,300+ digits
+            shown = text if len(text) <= 80 and text.isprintable() else repr(text[:80])
             raise WorkbenchError(
-                f"command line ({text}): cannot read the value ({str(err).splitlines()[0]})",
+                f"command line ({shown}): cannot read the value ({str(err).splitlines()[0][:200]})",
                 "Quote strings with spaces or brackets, e.g. name='my run'.",
             ) from None
         path = tuple(key.strip().split("."))

@@ -94,10 +94,25 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 # ---------------------------------------------------------------- atomic writes
 
 
+def output_file(path: str | Path, option: str = "--out", inputs: tuple = ()) -> Path:
+    """Check an output path before any work: a path that exists must be a regular file (or a link to one, which
+    is written through: the link stays, its target is replaced) and none of the command's `inputs`. A folder, a
+    device (/dev/null), a pipe or a socket would be replaced by the rename of an atomic write."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        kind = "a folder" if target.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise WorkbenchError(f"{option} {path} is {kind}", f"Point {option} at a file path, new or to be replaced.")
+    for given in inputs:
+        if given is not None and Path(os.path.realpath(given)) == target:
+            raise WorkbenchError(f"{option} {path} is this command's input", f"Give {option} another path.")
+    return target
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
     """Write `data` to a temp file in the same folder, fsync it, then os.replace it over `path`: a reader
-    (or a crash, or a full disk) sees the old file or the new one, never half of one."""
-    path = Path(path)
+    (or a crash, or a full disk) sees the old file or the new one, never half of one. A link is written
+    through (its target replaced); an existing path that is not a regular file is refused (output_file)."""
+    path = output_file(path, "output") if os.path.lexists(path) else Path(path)
     with writing(path, len(data)):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -42,17 +42,33 @@ def load_csv(path: str | Path, group_decades: float = GROUP_DECADES) -> pd.DataF
     return validate_points(frame, str(path), group_decades)
 
 
+# what a run's numbers may be: anything outside is a typo, a unit slip or a diverged run, and would reach the
+# fits as overflow (a loss of 1e300) or a law pulled to nonsense (a loss of 1e-300, a model of half a parameter)
+RANGES = {
+    "params": (1.0, 1e15),
+    "tokens": (1.0, 1e17),
+    "loss": (1e-6, 1e3),  # nats per token (a uniform guess over 128K tokens is 11.8)
+    "flops": (1.0, 1e32),
+    "budget_flops": (1.0, 1e32),
+}
+
+
 def _numeric(frame: pd.DataFrame, column: str, source: str, positive: bool = True) -> np.ndarray:
-    """The column as floats; names the first bad data row (1-based) when one is not a positive number."""
+    """The column as floats; names the first bad data row (1-based) when one is not a positive number or is
+    outside the column's RANGES."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values) | (values <= 0 if positive else False)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+    low, high = RANGES.get(column, (-np.inf, np.inf))
+    with np.errstate(invalid="ignore"):
+        out = ~bad & ((values < low) | (values > high))
+    if bad.any() or out.any():
+        row = int(np.flatnonzero(bad | out)[0])
         raw = frame[column].iloc[row]
         shown = repr(raw) if isinstance(raw, str) else str(raw)
+        what = f"outside [{low:g}, {high:g}]" if out[row] else "not a positive finite number"
         raise WorkbenchError(
-            f"{source}: column '{column}' row {row + 1} has {shown}, not a positive finite number",
-            f"Fix or drop that run; {bad.sum()} row(s) of '{column}' are bad.",
+            f"{source}: column '{column}' row {row + 1} has {shown}, {what}",
+            f"Fix or drop that run; {(bad | out).sum()} row(s) of '{column}' are bad.",
         )
     return values
 
@@ -165,22 +181,25 @@ def load_curves(path: str | Path, points: pd.DataFrame) -> pd.DataFrame:
     for column in ("run_id", "loss"):
         if column not in frame.columns:
             raise WorkbenchError(f"{path}: missing column '{column}'", CURVE_HINT)
+    if len(frame) == 0:
+        raise WorkbenchError(f"{path}: no rows (a header only)", CURVE_HINT)
     frame = frame.assign(run_id=frame["run_id"].astype(str))
-    if "flops" not in frame.columns:
-        if "tokens" not in frame.columns:
-            raise WorkbenchError(f"{path}: needs a flops or a tokens column", CURVE_HINT)
-        per_token = dict(zip(points["run_id"], points["flops"] / points["tokens"], strict=True))
-        frame["flops"] = frame["tokens"] * frame["run_id"].map(per_token)
-    frame["loss"] = _numeric(frame, "loss", str(path))
-    frame["flops"] = pd.to_numeric(frame["flops"], errors="coerce")
-    if "step" not in frame.columns:
-        frame["step"] = frame.groupby("run_id").cumcount()
-    if "val_loss" not in frame.columns:
-        frame["val_loss"] = np.nan
     unknown = set(frame["run_id"]) - set(points["run_id"])
     if unknown:
         raise WorkbenchError(
             f"{path}: {len(unknown)} run ids not in the runs CSV (e.g. {sorted(unknown)[0]!r})",
             "Use the run_id values of the runs CSV.",
         )
+    if "flops" not in frame.columns:
+        if "tokens" not in frame.columns:
+            raise WorkbenchError(f"{path}: needs a flops or a tokens column", CURVE_HINT)
+        per_token = dict(zip(points["run_id"], points["flops"] / points["tokens"], strict=True))
+        frame["flops"] = _numeric(frame, "tokens", str(path)) * frame["run_id"].map(per_token).to_numpy(float)
+    else:
+        frame["flops"] = _numeric(frame, "flops", str(path))
+    frame["loss"] = _numeric(frame, "loss", str(path))
+    if "step" not in frame.columns:
+        frame["step"] = frame.groupby("run_id").cumcount()
+    if "val_loss" not in frame.columns:
+        frame["val_loss"] = np.nan
     return frame[["run_id", "step", "flops", "loss", "val_loss"]]

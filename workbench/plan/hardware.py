@@ -54,6 +54,13 @@ GPUS = {
 }
 
 
+# what a GPU given by its numbers may be (NaN and inf fail the comparisons too): a peak from 1 GFLOPS (a
+# CPU) to 100 PFLOPS (40x a B200), memory from 1 MB (a CPU plan gives a core its share) to 100 TB
+MIN_PEAK_TFLOPS, MAX_PEAK_TFLOPS = 1e-3, 1e5
+MIN_MEMORY_GB, MAX_MEMORY_GB = 1e-3, 1e5
+MAX_GPUS = 10_000_000  # a layout or --gpus above this is a typo (the largest clusters hold ~10^5 GPUs)
+
+
 def resolve_gpu(spec: str, memory_gb: float | None = None) -> Gpu:
     """A GPU by name (h100, a100, h200, b200) or by its peak in TFLOPS (memory 80 GB, H100 links unless given)."""
     key = spec.strip().lower()
@@ -67,12 +74,18 @@ def resolve_gpu(spec: str, memory_gb: float | None = None) -> Gpu:
             raise WorkbenchError(
                 f"--gpu: unknown GPU {spec!r}", f"Use one of {known}, or a bf16 peak in TFLOPS such as 989."
             ) from None
-        if peak_tflops <= 0:
-            raise WorkbenchError(f"--gpu: peak {spec!r} TFLOPS must be positive", f"Use one of {known} or e.g. 989.")
+        if not MIN_PEAK_TFLOPS <= peak_tflops <= MAX_PEAK_TFLOPS:
+            raise WorkbenchError(
+                f"--gpu: a peak of {spec} TFLOPS is outside [{MIN_PEAK_TFLOPS:g}, {MAX_PEAK_TFLOPS:g}]",
+                f"Use one of {known}, or a GPU's dense bf16 peak in TFLOPS such as 989.",
+            )
         gpu = Gpu(f"{peak_tflops:g} TFLOPS", peak_tflops * 1e12, 80 * GB)
     if memory_gb is not None:
-        if memory_gb <= 0:
-            raise WorkbenchError(f"--gpu-memory-gb {memory_gb:g} must be positive", "Give the GPU's memory in GB.")
+        if not MIN_MEMORY_GB <= memory_gb <= MAX_MEMORY_GB:
+            raise WorkbenchError(
+                f"--gpu-memory-gb {memory_gb:g} is outside [{MIN_MEMORY_GB:g}, {MAX_MEMORY_GB:g}]",
+                "Give the GPU's memory in GB (80 for an H100).",
+            )
         gpu = replace(gpu, memory_bytes=memory_gb * GB)
     return gpu
 

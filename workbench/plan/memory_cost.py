@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from workbench.core.errors import WorkbenchError
 from workbench.model.shapes import resolve_size
-from workbench.plan.hardware import resolve_gpu
+from workbench.plan.hardware import MAX_GPUS, resolve_gpu
 from workbench.plan.layout_cost import evaluate, headroom
 from workbench.plan.memory_model import Step, layout_family, peak_memory
 from workbench.train.parallel.memory_scale import DEFAULT_DEPTHS, MeasureRequest
@@ -40,6 +40,10 @@ def cost_layout(
         raise WorkbenchError(
             f"--batch {batch} is not --dp {dp} x --micro-batch {micro_batch} x {m} micro-batches",
             "Give a batch that DP x micro-batch divides (or leave --batch out).",
+        )
+    if tp * pp * dp > MAX_GPUS:
+        raise WorkbenchError(
+            f"TP {tp} x PP {pp} x DP {dp} = {tp * pp * dp:,} GPUs, more than {MAX_GPUS:,}", "Check --tp, --pp, --dp."
         )
     depths = None if full_depth else DEFAULT_DEPTHS
     req = MeasureRequest(shape, seq_len, micro_batch, tp, pp, dp, recompute, virtual, m, depths)

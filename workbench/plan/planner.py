@@ -49,6 +49,7 @@ from workbench.train import config as cfg
 from workbench.train.config import LayoutConfig
 
 CPU_BUDGET_FLOPS = 1e15  # below this a plan is sized for the CPU: seq_len 256, bytes vocabulary
+INFERENCE_OVERSPEND = 10.0  # an inference-aware plan spending more than this x the budget on training: warned
 DEFAULT_DAYS = 30.0  # wall time a --compute plan aims for when neither --gpus nor --days is given
 LLAMA3_TOKENS = 16.55e12
 WARMUP_STEP_FRACTION = 8000 / 1.2e6
@@ -203,27 +204,38 @@ def _ramp(tokens: int, batch_tokens: int, unit: int) -> tuple[tuple[int, int], .
     return tuple(ramp)
 
 
-def _steps(ramp: tuple[tuple[int, int], ...], tokens: int) -> list[int]:
-    """Batch tokens of every step of a run of `tokens` tokens (segment by segment)."""
-    sizes: list[int] = []
+def _segments(ramp: tuple[tuple[int, int], ...], tokens: int) -> list[tuple[int, int]]:
+    """(batch tokens, steps) of each segment of the ramp over a run of `tokens` tokens (a step per list entry
+    would hold 10^9 entries for a run planned far past its optimum, e.g. with --inference-tokens)."""
+    segments: list[tuple[int, int]] = []
     bounds = [after for after, _ in ramp[1:]] + [tokens]
     seen = 0
     for (_, batch), end in zip(ramp, bounds, strict=True):
         count = max(0, math.ceil((min(end, tokens) - seen) / batch))
-        sizes += [batch] * count
+        segments.append((batch, count))
         seen += count * batch
-    return sizes
+    return segments
+
+
+def _first_steps_tokens(segments: list[tuple[int, int]], steps: int) -> int:
+    """Tokens of the first `steps` steps."""
+    total = 0
+    for batch, count in segments:
+        take = min(count, steps)
+        total, steps = total + take * batch, steps - take
+    return total
 
 
 def schedule_for(tokens: int, batch_tokens: int, unit: int, floor: float = FLOOR) -> Schedule:
     """The Llama 3 405B schedule scaled to a run of `tokens` tokens with final batch `batch_tokens`."""
     ramp = _ramp(tokens, batch_tokens, unit)
-    sizes = _steps(ramp, tokens)
-    steps = len(sizes)
+    segments = _segments(ramp, tokens)
+    steps = sum(count for _, count in segments)
     warmup_steps = max(math.ceil(WARMUP_STEP_FRACTION * steps), min(MIN_WARMUP_STEPS, math.ceil(0.05 * steps)))
     warmup_steps = min(warmup_steps, steps)
     anneal_tokens = max(round(ANNEAL_FRACTION * tokens), MIN_ANNEAL_STEPS * batch_tokens)
-    return Schedule(sum(sizes[:warmup_steps]), warmup_steps, floor, min(anneal_tokens, tokens), ramp, steps)
+    warmup_tokens = _first_steps_tokens(segments, warmup_steps)
+    return Schedule(warmup_tokens, warmup_steps, floor, min(anneal_tokens, tokens), ramp, steps)
 
 
 def shape_for_plan(params: float, vocab_size: int) -> ModelShape:
@@ -425,9 +437,21 @@ def make_plan(
     gpu = replace(gpu, efficiency=calibration.efficiency)
     layout = _layout(shape, seq_len, schedule, choice.batch_tokens, micro, gpu, gpus, days, train_flops, mfu, failures)
     goodput = failures.of(layout.gpus, shape.params_total)
+    if goodput.fraction <= 0:
+        raise WorkbenchError(
+            f"--failures-per-gpu-day {failures.failures_per_gpu_day:g} on {layout.gpus:,} GPUs: a failure every "
+            f"{goodput.mtbf_s:.3g} s, sooner than a restart and a checkpoint, so the run would never progress",
+            "Give a failure rate such as 5e-4 per GPU-day (Llama 3's), or fewer GPUs.",
+        )
     cost = plan_cost.Cost(train_flops, gpu.peak_flops, layout.gpus, layout.mfu, mfu, goodput, calibration)
     target = days if days is not None else (DEFAULT_DAYS if gpus is None else None)
     extra = tuple(f"batch/LR {w}" for w in choice.warnings)
+    if inference is not None and train_flops > INFERENCE_OVERSPEND * budget_flops:
+        extra += (
+            f"serving {inference.inference_tokens:.3g} tokens makes the loss-matched model train on "
+            f"{shape_tokens / shape.params:,.0f} tokens per parameter, {train_flops / budget_flops:,.0f}x the budget's "
+            "FLOPs: far past the law's data (a larger --compute, or fewer --inference-tokens)",
+        )
     ci = intervals(law.draws, budget_flops, shape.params, shape_tokens, law.flops)
     return Plan(
         law,

@@ -22,13 +22,14 @@ from workbench.plan.data_constrained import epochs_note
 from workbench.plan.efficiency import CALIBRATION, Calibration
 from workbench.plan.efficiency_fit import calibration_without
 from workbench.plan.goodput import Failures
-from workbench.plan.hardware import Gpu
+from workbench.plan.hardware import MAX_GPUS, Gpu
 from workbench.plan.hparams import anchors_left_out
 from workbench.plan.law_choice import data_constrained, fit_of, resolve_law, tuned_laws
 from workbench.plan.record import to_record
 from workbench.sweep.spec import SweepSpec
 from workbench.train.config import TrainConfig
 
+MIN_MFU = 1e-3  # --mfu below 0.1% is a typo (a fraction, not a percent, is asked)
 PUBLISHED = "published"  # --hparams published: the published-run rules (workbench.plan.hparams)
 
 
@@ -92,6 +93,8 @@ def whole_gpus(text: str | None) -> int | None:
     value = positive(text, "--gpus")
     if value is not None and value != math.floor(value):
         raise WorkbenchError(f"--gpus: {text} is not a whole number", "Give a GPU count such as 1024.")
+    if value is not None and value > MAX_GPUS:
+        raise WorkbenchError(f"--gpus: {text} is more than {MAX_GPUS:,} GPUs", "Give a GPU count such as 1024.")
     return int(value) if value is not None else None
 
 
@@ -108,8 +111,10 @@ def failures(per_gpu_day: float | None, write_gb_s: float | None, restart_min: f
 def check(request: PlanRequest) -> None:
     """One-line errors for options out of range."""
     check_budget(request.compute, request.gpus, request.days)
-    if request.mfu is not None and not 0 < request.mfu <= 1:
-        raise WorkbenchError(f"--mfu {request.mfu:g} is outside (0, 1]", "Give a utilisation such as 0.4 (40%).")
+    if request.mfu is not None and not MIN_MFU <= request.mfu <= 1:
+        raise WorkbenchError(
+            f"--mfu {request.mfu:g} is outside [{MIN_MFU:g}, 1]", "Give a utilisation such as 0.4 (40%)."
+        )
     for option, value, low in (("--seq-len", request.seq_len, 1), ("--vocab-size", request.vocab, 2)):
         if value is not None and value < low:
             raise WorkbenchError(f"{option} {value} is too small", f"Give {option} of at least {low}.")
@@ -120,9 +125,9 @@ def check(request: PlanRequest) -> None:
     if request.inference_tokens is not None and request.inference_tokens < 0:
         raise WorkbenchError(f"--inference-tokens {request.inference_tokens:g} is negative", "Give 0 or more.")
     f = request.failures
-    if f.failures_per_gpu_day < 0 or f.write_gb_s <= 0 or f.restart_s < 0:
+    if not (0 <= f.failures_per_gpu_day < math.inf and 0 < f.write_gb_s < math.inf and 0 <= f.restart_s < math.inf):
         raise WorkbenchError(
-            "--failures-per-gpu-day and --restart-min must be 0 or more, --checkpoint-gb-s above 0",
+            "--failures-per-gpu-day and --restart-min must be finite and >= 0, --checkpoint-gb-s finite and > 0",
             "Give e.g. --failures-per-gpu-day 5e-4 --checkpoint-gb-s 2000 --restart-min 10.",
         )
 

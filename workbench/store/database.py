@@ -221,6 +221,7 @@ class Store:
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """Open the file, waiting with back-off while another process holds DuckDB's lock."""
+        _refuse_sqlite(self.path)
         deadline = time.monotonic() + self.lock_timeout_s
         delay_s, told = 0.05, False
         while True:
@@ -653,3 +654,18 @@ def _required_name(record: dict, what: str) -> str:
 def _to_json(value: Any) -> str | None:
     """JSON text for a JSON column (NaN and infinities become null: workbench.core.files.json_text)."""
     return None if value is None else json_text(value)
+
+
+def _refuse_sqlite(path: Path) -> None:
+    """An SQLite file is not opened: DuckDB would try to download its sqlite extension (no network here) and
+    say only that the download failed."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return  # missing (created on write) or unreadable: DuckDB's own error says which
+    if head == b"SQLite format 3\x00":
+        raise WorkbenchError(
+            f"cannot open database {path}: it is an SQLite file, not DuckDB",
+            "Point --db or WORKBENCH_DB at a DuckDB file.",
+        )

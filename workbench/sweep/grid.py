@@ -75,6 +75,17 @@ def expand_runs(spec: SweepSpec, source: str, lines: dict[tuple, int]) -> list[P
                 where=where(("grid",)),
             )
         seen[run.run_id] = run
+    trains: dict[str, str] = {}  # what a run trains (its config without names and bookkeeping) -> its id
+    for run in runs:
+        key = json.dumps(run.config.model_dump(mode="json", exclude={"name", "run_dir", "meta", "logging"}))
+        if key in trains:
+            raise WorkbenchError(
+                f"runs {trains[key]} and {run.run_id} train the same model on the same tokens: two sizes resolve "
+                f"to one shape ({run.config.model.n_layers} layers, d_model {run.config.model.d_model})",
+                "Space the sizes further apart (the size rule's shapes are about 4% apart) or drop one.",
+                where=where(("grid",)),
+            )
+        trains[key] = run.run_id
     return runs
 
 

@@ -267,8 +267,8 @@ class Launch(Strict):
     max_num_timeout: Count = Field(default=3, ge=0)
     setup: list[str] = Field(default_factory=list)
     local_workers: Count = Field(default=1, gt=0, le=64)
-    mfu: Number = Field(default=0.4, gt=0, le=1)
-    gpu_peak_flops: Number = Field(default=989e12, gt=0)
+    mfu: Number = Field(default=0.4, ge=1e-3, le=1)  # as plan --mfu
+    gpu_peak_flops: Number = Field(default=989e12, ge=1e9, le=1e17)  # as plan --gpu: 1 GFLOPS to 100 PFLOPS
 
     @field_validator("partition", "account", "qos", mode="before")
     @classmethod

@@ -278,6 +278,22 @@ def read_versions(sweep_root: str | Path) -> dict | None:
         raise WorkbenchError(f"{path}: not valid JSON ({err})", "Restore it, or delete it to start over.") from None
     if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
         raise WorkbenchError(f"{path}: expected an object with a list `versions`", "Restore it, or delete it.")
+    for i, entry in enumerate(data["versions"]):
+        number = entry.get("version") if isinstance(entry, dict) else None
+        ids = entry.get("run_ids", []) if isinstance(entry, dict) else None
+        if (
+            type(number) is not int
+            or number < 1
+            or not isinstance(ids, list | type(None))
+            or not all(isinstance(r, str) for r in ids or [])
+            or not isinstance(entry.get("spec_hash"), str | type(None))
+            or not isinstance(entry.get("spec"), dict | type(None))
+        ):
+            raise WorkbenchError(
+                f"{path}: versions[{i}] is not a version (an object with a whole `version` >= 1, a list of "
+                "`run_ids` strings and a `spec_hash` string)",
+                "Restore it, or delete it to start over.",
+            )
     return data
 
 

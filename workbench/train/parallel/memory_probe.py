@@ -122,16 +122,19 @@ def measure(
             record = json.loads(line)
             if "error" in record:
                 child.kill()
+                said = " ".join(record["error"].split())[:300]  # one line (a validation error spans several)
                 raise WorkbenchError(
-                    f"--measure failed on pipeline rank {specs[len(found)].pp_rank}: {record['error'][:300]}",
-                    "Run with --debug for the traceback, or measure at a reduced depth (--layers).",
+                    f"--measure failed on pipeline rank {specs[len(found)].pp_rank}: {said}",
+                    "Run with --debug for the traceback.",
                 )
             found.append(Probe(ProbeSpec(**record.pop("spec")), **record))
             if on_done:
                 on_done(len(found) - 1, found[-1])
             if time.monotonic() - started > timeout_s:
                 child.kill()
-                raise WorkbenchError(f"--measure: over {timeout_s:g} s", "Measure at a reduced depth (--layers).")
+                raise WorkbenchError(
+                    f"--measure: over {timeout_s:g} s", "Measure at the reduced depth (leave out --full-depth)."
+                )
         errors = child.stderr.read()
         if child.wait() or len(found) != len(specs):
             last = [line for line in errors.splitlines() if line.strip()][-1:] or [f"exit code {child.returncode}"]
