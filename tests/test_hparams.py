@@ -77,3 +77,11 @@ def test_unknown_anchor_is_one_line():
     result = CliRunner().invoke(app, ["plan", "--compute", "1e23", "--leave-out-anchor", "gpt-5"])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1 and "unknown anchor" in lines[0]
+
+
+def test_a_capped_batch_names_its_rule_once():
+    from workbench.plan.hparams import choose
+
+    choice = choose(1e26, 8192)
+    assert "batch at the cap" in choice.source
+    assert choice.source.count("rule anchored to") == 1

@@ -65,7 +65,8 @@ class HparamChoice:
 
     @property
     def source(self) -> str:
-        text = self.batch_source if self.batch_source == self.lr_source else f"{self.batch_source}; {self.lr_source}"
+        same = self.batch_source.startswith(self.lr_source)  # one rule for both (the batch's may add its cap)
+        text = self.batch_source if same else f"{self.batch_source}; {self.lr_source}"
         return text + "".join(f" (warning: {w})" for w in self.warnings)
 
 
