@@ -276,3 +276,22 @@ def test_a_fit_name_that_is_no_plain_name_is_refused_also_with_out(tmp_path):
     args = ("fit", "--from-csv", RUNS_CSV, "--method", "parametric", "--bootstrap", "0", "--no-plots")
     one_line(invoke(*args, "--name", "../evil", "--out", tmp_path / "f.json"), "--name", "'../evil'")
     assert not (tmp_path / "f.json").exists()
+
+
+def test_repeated_rows_are_fitted_with_a_note(tmp_path):
+    runs = tmp_path / "runs.csv"
+    lines = RUNS_CSV.read_text().splitlines()
+    runs.write_text("\n".join([*lines, *lines[1:]]) + "\n")
+    args = ("fit", "--from-csv", runs, "--method", "parametric", "--bootstrap", "0", "--no-plots")
+    result = invoke(*args, "--out", tmp_path / "f.json")
+    assert result.exit_code == 0, result.output[-800:]
+    assert f"{len(lines) - 1} rows repeat another row's params, tokens and loss" in result.stderr
+
+
+def test_too_few_sizes_without_a_spread_says_so_without_infinity(tmp_path):
+    spec = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
+    spec["grid"]["min_sizes_per_budget"] = 100000
+    path = tmp_path / "few.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    line = one_line(invoke("sweep", "plan", path), "has 2 sizes, all of them (no grid.spread)", "100000")
+    assert "inf" not in line

@@ -96,6 +96,13 @@ def validate_points(frame: pd.DataFrame, source: str = "data", group_decades: fl
     for column in ("run_id", "kind"):  # labels kept for approach 1 (a WSD sweep's kind: trunk, branch, run)
         if column in frame.columns:
             out[column] = frame[column].astype(str).to_numpy()
+    repeated = int(out.duplicated(["params", "tokens", "loss"]).sum())
+    if repeated:
+        log.warning(
+            "%s: %d rows repeat another row's params, tokens and loss (the same run twice?); each counts as a run",
+            source,
+            repeated,
+        )
     budgets = np.unique(out["budget_flops"])
     if len(budgets) < 2:
         raise WorkbenchError(

@@ -154,10 +154,10 @@ def _grid_points(spec: SweepSpec, where: Where) -> list[_Point]:
         low, high = (n_star / grid.spread, n_star * grid.spread) if grid.spread else (0, math.inf)
         chosen = [(n, size, key) for n, size, key in candidates if low <= n <= high]
         if len(chosen) < grid.min_sizes_per_budget:
+            window = f" in [{human(low)}, {human(high)}]" if grid.spread else ", all of them (no grid.spread)"
             raise WorkbenchError(
-                f"budget {budget:.3g} has {len(chosen)} sizes in "
-                f"[{human(low)}, {human(high)}] (prior optimum {human(n_star)}), fewer than min_sizes_per_budget "
-                f"{grid.min_sizes_per_budget}",
+                f"budget {budget:.3g} has {len(chosen)} sizes{window} (prior optimum {human(n_star)}), fewer than "
+                f"min_sizes_per_budget {grid.min_sizes_per_budget}",
                 "Widen grid.spread or min_params/max_params, or lower min_sizes_per_budget.",
                 where=where(("grid", "budgets_flops", b)),
             )
