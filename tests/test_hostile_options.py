@@ -295,3 +295,12 @@ def test_too_few_sizes_without_a_spread_says_so_without_infinity(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     line = one_line(invoke("sweep", "plan", path), "has 2 sizes, all of them (no grid.spread)", "100000")
     assert "inf" not in line
+
+
+def test_a_fit_json_that_holds_no_fit_is_refused_by_the_report_reader(tmp_path):
+    from workbench.core.errors import WorkbenchError
+    from workbench.fit.fitfile import load_fit
+
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(WorkbenchError, match="empty.json holds no fit"):
+        load_fit(tmp_path / "empty.json")

@@ -34,8 +34,15 @@ def write_json_atomic(path: str | Path, record: dict | FitRecord) -> Path:
 
 
 def load_fit(path: str | Path) -> dict:
-    """fits/NAME.json, validated (workbench.records.read_fit), as a plain dict for the report."""
-    return read_fit(path).as_dict()
+    """fits/NAME.json, validated (workbench.records.read_fit), as a plain dict for the report; a JSON with
+    neither fit (`{}`, a tune study's hparams file, a demo outcome) is a one-line error."""
+    record = read_fit(path)
+    if record.isoflop is None and record.parametric is None:
+        raise WorkbenchError(
+            f"fit file {path} holds no fit (neither an isoflop nor a parametric block)",
+            "Pass the fits/NAME.json that `workbench fit` wrote.",
+        )
+    return record.as_dict()
 
 
 def points_from_record(record: FitRecord) -> pd.DataFrame:
