@@ -12,7 +12,7 @@ from workbench.commands.fit_tables import print_fit
 from workbench.commands.options import ALL_VERSIONS, SWEEP_HELP, db_option, json_option, sweep_or_only
 from workbench.core.errors import WorkbenchError
 from workbench.core.files import output_file, safe_name
-from workbench.core.units import parse_number
+from workbench.core.units import parse_positive
 
 METHOD_CHOICES = ("isoflop", "parametric", "all")
 
@@ -94,7 +94,7 @@ def fit(
         rollout=rollout,
         seed=seed,
         bootstrap_mode=bootstrap_mode,
-        at_flops=tuple(_positive(c, "--at") for c in at),
+        at_flops=tuple(parse_positive(c, "--at") for c in at),
     )
     source = f"sweep:{sweep}" if sweep else str(from_csv)
     out = out or Path("fits") / f"{name}.json"
@@ -110,11 +110,3 @@ def fit(
         return
 
     print_fit(record, out)
-
-
-def _positive(text: str, option: str) -> float:
-    """A FLOP count an option gives: a finite number above 0."""
-    value = parse_number(text, option)
-    if value <= 0:
-        raise WorkbenchError(f"{option}: {text} must be positive", f"Give {option} a FLOP count such as 1e21.")
-    return value

@@ -34,6 +34,16 @@ def shown(value: object, limit: int = 60) -> str:
         return "a number of thousands of digits"
 
 
+def parse_positive(text: str | None, option: str) -> float | None:
+    """The number an option gives, which must be above 0 (None when not given)."""
+    if text is None:
+        return None
+    value = parse_number(text, option)
+    if value <= 0:
+        raise WorkbenchError(f"{option}: {text} must be positive", f"Give {option} a number above 0, e.g. 1e21.")
+    return value
+
+
 def parse_count(value: object, field: str = "value") -> int:
     """Parse a positive count (parameters, tokens) such as '350M' to an int."""
     number = parse_number(value, field)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.units import parse_number
+from workbench.core.units import parse_positive as positive
 from workbench.data.prepare import default_corpus_dir
 from workbench.fit.laws import Law
 from workbench.plan import from_sweep, planner
@@ -77,16 +77,6 @@ class Planned:
                 return config
             return config.model_copy(update={"data": config.data.model_copy(update={"sources": [{"path": data}]})})
         return planner.flagship_config(self.plan, data or str(default_corpus_dir()), run_dir, self.name)
-
-
-def positive(text: str | None, option: str) -> float | None:
-    """The number an option gives, which must be above 0 (None when not given)."""
-    if text is None:
-        return None
-    value = parse_number(text, option)
-    if value <= 0:
-        raise WorkbenchError(f"{option}: {text} must be positive", f"Give {option} a number above 0, e.g. 1e21.")
-    return value
 
 
 def whole_gpus(text: str | None) -> int | None:
